@@ -1,0 +1,1 @@
+"""Domain actors: fleet, bot, connection, session, debounce window, outbound."""

@@ -1,0 +1,63 @@
+"""The Actor base class users subclass."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+if TYPE_CHECKING:
+    from engine.cell import ActorCell
+    from engine.ref import ActorRef
+
+MailboxPolicy = Literal["fail", "drop_oldest", "drop_newest"]
+
+# The cell constructing an actor right now; read by Actor.__new__ so that
+# ``self.context`` already works inside ``__init__``. Only touched on the loop thread.
+_constructing: list[ActorCell] = []
+
+
+class Actor:
+    """One actor: its state lives in attributes, its behaviour in ``receive``.
+
+    Messages are handled one at a time, in arrival order. ``receive``'s return
+    value answers an ``ask``. Class attributes set the mailbox bound and the
+    policy applied when it is full.
+    """
+
+    __slots__ = ("__dict__", "_cell")
+
+    mailbox_capacity: ClassVar[int | None] = 100_000
+    mailbox_policy: ClassVar[MailboxPolicy] = "fail"
+
+    _cell: ActorCell
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Actor:
+        self = object.__new__(cls)
+        if not _constructing:
+            raise TypeError(f"{cls.__name__} is an actor: create it with system.spawn() or context.spawn()")
+        self._cell = _constructing[-1]
+        return self
+
+    @property
+    def ref(self) -> ActorRef:
+        return self._cell.ref
+
+    @property
+    def context(self) -> ActorCell:
+        return self._cell
+
+    async def receive(self, message: Any) -> Any:
+        raise NotImplementedError(f"{type(self).__name__} must implement receive()")
+
+    async def on_start(self) -> None:
+        """Runs before the first message (and, by default, after a restart)."""
+
+    async def on_stop(self) -> None:
+        """Runs once when the actor stops, after its children have stopped."""
+
+    async def on_restart(self, error: BaseException) -> None:
+        """Runs on the fresh instance after a restart caused by ``error``."""
+        await self.on_start()
+
+    async def on_receive_timeout(self) -> None:
+        """Idle for the receive timeout: passivate (stop) by default."""
+        self._cell.stop(reason="idle")

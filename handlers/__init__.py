@@ -1,0 +1,1 @@
+"""What events are routed to: routing rules and handler types."""
