@@ -51,6 +51,11 @@ class Actor:
     async def on_start(self) -> None:
         """Runs before the first message (and, by default, after a restart)."""
 
+    async def on_stopping(self) -> None:
+        """A graceful stop began: the queued messages are handled and the
+        children still run. Flush buffers through them here. Not called when
+        the actor stops after a failure or is killed."""
+
     async def on_stop(self) -> None:
         """Runs once when the actor stops, after its children have stopped."""
 

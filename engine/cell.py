@@ -111,6 +111,7 @@ class ActorCell:
         "scheduled",
         "space_waiters",
         "stop_reason",
+        "stopping_hook_done",
         "strategy",
         "suspended",
         "system",
@@ -157,6 +158,7 @@ class ActorCell:
         self.closed = False
         self.terminated = False
         self.stop_reason: ExitReason = "normal"
+        self.stopping_hook_done = False
         self.exit_reason: ExitReason | None = None
         self.needs_start = False
         self.restart_error: BaseException | None = None
@@ -211,7 +213,7 @@ class ActorCell:
         before its first message. ``supervisor`` is the strategy this actor
         applies when that child fails (default: one_for_one, restart)."""
         system = self.system
-        if system.closed:
+        if system.closed and self.parent_cell is None:
             raise SystemShutDownError(f"cannot spawn {cls.__name__}: the actor system is shut down")
         if self.closed:
             raise ActorDeadError(self.path, f"cannot spawn {cls.__name__}: parent is stopping")
@@ -407,6 +409,10 @@ class ActorCell:
                             break
                     else:
                         if self.closed:
+                            if not self.stopping_hook_done:
+                                self.stopping_hook_done = True
+                                await self._call_on_stopping()
+                                continue  # the hook may have queued messages to itself
                             await self._finish(self.stop_reason, graceful=True)
                         return handled
                 except asyncio.CancelledError:
@@ -707,6 +713,17 @@ class ActorCell:
         if not self.needs_start:  # on_stop pairs with an on_start that ran
             await self._call_on_stop()
         self.finalize(reason)
+
+    async def _call_on_stopping(self) -> None:
+        actor = self.actor
+        if self.needs_start or actor is None:
+            return
+        if type(actor).on_stopping is actor_module.Actor.on_stopping:
+            return
+        try:
+            await actor.on_stopping()
+        except Exception:
+            log.exception("%s: on_stopping raised", self.path)
 
     async def _call_on_stop(self) -> None:
         actor = self.actor

@@ -114,3 +114,35 @@ async def test_stop_during_on_start_pairs_hooks() -> None:
     await ref.stop()  # stopped before it ever ran: start still precedes stop
     assert hooks == ["start", "stop"]
     await system.shutdown()
+
+
+async def test_on_stopping_runs_while_children_live() -> None:
+    """A parent can flush state through its children when a graceful stop
+    begins; they stop only afterwards."""
+    system = ActorSystem("s")
+    flushed: list[Any] = []
+
+    class Buffer(Actor):
+        def __init__(self) -> None:
+            self.items: list[Any] = []
+
+        async def receive(self, message: Any) -> Any:
+            if message == "take":
+                return self.items
+            self.items.append(message)
+
+    class Owner(Actor):
+        def __init__(self) -> None:
+            self.buffer = self.context.spawn(Buffer, "buffer")
+
+        async def receive(self, message: Any) -> Any:
+            self.buffer.tell(message)
+
+        async def on_stopping(self) -> None:
+            flushed.extend(await self.buffer.ask("take"))
+
+    owner = system.spawn(Owner, "owner")
+    owner.tell(1)
+    owner.tell(2)
+    await system.shutdown()
+    assert flushed == [1, 2]

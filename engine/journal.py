@@ -1,0 +1,391 @@
+"""The durable journal: every accepted event, its dedup key, done marks,
+outbound receipts, session state and stored bot output, in one SQLite file.
+
+Operations queued during one turn of the event loop are applied together in
+one transaction on the loop's thread; a sync thread then fsyncs the WAL and the
+callers' futures resolve (group commit; see ``engine.journal_writer``). With
+``synchronous: FULL`` a resolved ``append`` survives kill -9 and power loss;
+with ``NORMAL`` it resolves at commit and survives kill -9 only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
+
+import orjson
+
+from engine.events import Event, SessionKey, decode_event
+from engine.journal_writer import APPEND, CALL, DONE, OUTBOX, RECEIPT, RUN, Op, Syncer, Writer, settle_all
+
+log = logging.getLogger("callboard.journal")
+T = TypeVar("T")
+
+Synchronous = Literal["FULL", "NORMAL"]
+
+
+class JournalClosed(RuntimeError):
+    """The journal is closed (or never opened)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PendingEvent:
+    """An accepted event not yet marked done, as replay hands it back."""
+
+    seq: int
+    event: Event
+    run_id: int | None  # set when a handler run for it had already sent replies
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    key: str
+    run_id: int
+    chat: str
+    message_id: str | None
+    status: str
+    error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class JournalStats:
+    events: int
+    pending: int
+    commits: int
+    batched_ops: int
+
+
+class Journal:
+    """SQLite journal with group commit. ``await open()`` before use, ``await close()`` after."""
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        synchronous: Synchronous = "FULL",
+        retention_seconds: float = 7 * 86400,
+        dedup_window_seconds: float = 86400,
+    ) -> None:
+        self.path = path
+        self.synchronous = synchronous
+        self.retention_seconds = retention_seconds
+        self.dedup_window_seconds = dedup_window_seconds
+        self._writer = Writer(path)
+        self._conn: sqlite3.Connection | None = None
+        self._syncer: Syncer | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pending: list[Op] = []
+        self._flush_scheduled = False
+        self._generation = 0
+        self._unsynced: list[tuple[int, list[tuple[asyncio.Future[Any], Any, BaseException | None]]]] = []
+        self._failed: BaseException | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def open(self) -> None:
+        if self._conn is not None:
+            return
+        loop = self._loop = asyncio.get_running_loop()
+        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        self._conn = self._writer.connect()
+        self._syncer = Syncer(
+            self.path, loop, self._on_synced, self._on_sync_failed, fsync=self.synchronous == "FULL"
+        )
+        self._syncer.start()
+
+    async def close(self) -> None:
+        conn = self._conn
+        if conn is None:
+            return
+        self._flush()
+        await self._wait_synced()
+        syncer, self._syncer = self._syncer, None
+        if syncer is not None:
+            await asyncio.to_thread(syncer.stop)
+        self._conn = None
+        conn.close()
+
+    @property
+    def is_open(self) -> bool:
+        return self._conn is not None
+
+    @property
+    def commits(self) -> int:
+        return self._writer.commits
+
+    @property
+    def batched_ops(self) -> int:
+        return self._writer.operations
+
+    def _op(self, kind: int, args: tuple[Any, ...], wait: bool) -> asyncio.Future[Any]:
+        if self._conn is None or self._loop is None:
+            raise JournalClosed(f"journal {self.path} is not open")
+        if self._failed is not None:
+            raise JournalClosed(f"journal {self.path} failed: {self._failed}")
+        future = self._loop.create_future() if wait else None
+        self._pending.append(Op(kind, args, future))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+        return future  # type: ignore[return-value]
+
+    def _flush(self) -> None:
+        """Apply everything queued since the last flush as one transaction."""
+        self._flush_scheduled = False
+        batch, self._pending = self._pending, []
+        if not batch or self._conn is None:
+            return
+        conn = self._conn
+        before = conn.total_changes
+        results = self._writer.apply(conn, batch)
+        if conn.total_changes == before:
+            settle_all(results)  # nothing written: nothing to make durable
+            return
+        self._generation += 1
+        self._unsynced.append((self._generation, results))
+        assert self._syncer is not None
+        self._syncer.request(self._generation)
+
+    def _on_synced(self, generation: int) -> None:
+        while self._unsynced and self._unsynced[0][0] <= generation:
+            settle_all(self._unsynced.pop(0)[1])
+
+    def _on_sync_failed(self, error: BaseException) -> None:
+        log.critical("journal %s: fsync failed, refusing further writes: %s", self.path, error)
+        self._failed = error
+        for _, results in self._unsynced:
+            settle_all([(future, None, error) for future, _, _ in results])
+        self._unsynced.clear()
+
+    async def _wait_synced(self) -> None:
+        """Until every batch applied so far is durable."""
+        if not self._unsynced or self._loop is None:
+            return
+        waiter: asyncio.Future[Any] = self._loop.create_future()
+        self._unsynced[-1][1].append((waiter, None, None))
+        await waiter
+
+    def _submit(self, fn: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
+        return self._op(CALL, (fn,), True)
+
+    async def flush(self) -> None:
+        """Wait until everything queued before this call is durable."""
+        if self._conn is None:
+            raise JournalClosed(f"journal {self.path} is not open")
+        self._flush()
+        await self._wait_synced()
+
+    # ------------------------------------------------------------------ events
+
+    def append(self, event: Event, session: SessionKey) -> asyncio.Future[int | None]:
+        """Store ``event``; resolves to its sequence number once committed, or to
+        None if its dedup key was seen before. Keys are forgotten by ``prune``
+        once older than the dedup window, so the window is at least
+        ``dedup_window_seconds``."""
+        payload = event.model_dump_json().encode()
+        return self._op(APPEND, (event.bot_id, event.dedup_key, session.name, event.type, payload), True)
+
+    def mark_done(self, seqs: Sequence[int], status: str = "done") -> None:
+        """Record that these events were handled (durable with the next commit)."""
+        now = time.time()
+        self._op(DONE, ([(now, status, seq) for seq in seqs],), False)
+
+    async def mark_done_now(self, seqs: Sequence[int], status: str = "done") -> None:
+        now = time.time()
+        await self._op(DONE, ([(now, status, seq) for seq in seqs],), True)
+
+    async def pending(self, bot: str) -> list[PendingEvent]:
+        """Events of ``bot`` not marked done, oldest first, for replay."""
+
+        def op(conn: sqlite3.Connection) -> list[tuple[int, bytes, int | None]]:
+            return conn.execute(
+                "SELECT e.seq, e.payload, m.run_id FROM events e LEFT JOIN run_members m ON m.seq = e.seq "
+                "WHERE e.bot=? AND e.done_at IS NULL ORDER BY e.seq",
+                (bot,),
+            ).fetchall()
+
+        rows = await self._submit(op)
+        return [PendingEvent(seq, decode_event(payload), run_id) for seq, payload, run_id in rows]
+
+    async def pending_for_session(self, bot: str, session: SessionKey) -> list[PendingEvent]:
+        name = session.name
+
+        def op(conn: sqlite3.Connection) -> list[tuple[int, bytes, int | None]]:
+            return conn.execute(
+                "SELECT e.seq, e.payload, m.run_id FROM events e LEFT JOIN run_members m ON m.seq = e.seq "
+                "WHERE e.bot=? AND e.session=? AND e.done_at IS NULL ORDER BY e.seq",
+                (bot, name),
+            ).fetchall()
+
+        rows = await self._submit(op)
+        return [PendingEvent(seq, decode_event(payload), run_id) for seq, payload, run_id in rows]
+
+    async def event_status(self, seq: int) -> str | None:
+        """'pending', the done status, or None when unknown (for tests and admin)."""
+
+        def op(conn: sqlite3.Connection) -> str | None:
+            row = conn.execute("SELECT done_at, status FROM events WHERE seq=?", (seq,)).fetchone()
+            if row is None:
+                return None
+            return "pending" if row[0] is None else str(row[1])
+
+        return await self._submit(op)
+
+    # ------------------------------------------------------------------ receipts
+
+    def record_run(self, run_id: int, seqs: Sequence[int]) -> None:
+        """Remember which events make up a handler run, before it sends anything.
+
+        Operations commit in the order they are queued, so by the time any send
+        of the run is durable, so is this: a replay rebuilds exactly this run and
+        its receipt keys match."""
+        self._op(RUN, ([(seq, run_id) for seq in seqs],), False)
+
+    def store_receipt(
+        self,
+        key: str,
+        bot: str,
+        run_id: int,
+        chat: str,
+        message_id: str | None,
+        status: str = "sent",
+        error: str | None = None,
+    ) -> None:
+        """Record an outbound send (or its final failure) under its receipt key.
+
+        Not awaited: it commits before anything queued after it, in particular
+        the run's done marks, and waiting would not shrink the window between
+        the platform accepting a send and the receipt being durable."""
+        self._op(RECEIPT, (key, bot, run_id, chat, message_id, status, error), False)
+
+    async def receipt(self, key: str) -> Receipt | None:
+        def op(conn: sqlite3.Connection) -> Receipt | None:
+            row = conn.execute(
+                "SELECT key, run_id, chat, message_id, status, error FROM receipts WHERE key=?", (key,)
+            ).fetchone()
+            return Receipt(*row) if row else None
+
+        return await self._submit(op)
+
+    # ------------------------------------------------------------------ session state
+
+    async def load_state(self, bot: str, session: SessionKey) -> dict[str, Any] | None:
+        name = session.name
+
+        def op(conn: sqlite3.Connection) -> bytes | None:
+            row = conn.execute(
+                "SELECT state FROM session_state WHERE bot=? AND session=?", (bot, name)
+            ).fetchone()
+            return row[0] if row else None
+
+        blob = await self._submit(op)
+        return orjson.loads(blob) if blob is not None else None
+
+    async def save_state(self, bot: str, session: SessionKey, state: dict[str, Any]) -> None:
+        blob = orjson.dumps(state)
+        name = session.name
+        await self._submit(
+            lambda conn: conn.execute(
+                "INSERT OR REPLACE INTO session_state(bot, session, state, updated) VALUES (?, ?, ?, ?)",
+                (bot, name, blob, time.time()),
+            )
+        )
+
+    # ------------------------------------------------------------------ stored bot output
+
+    def append_outbox(
+        self, bot: str, chat: str, payload: dict[str, Any], idempotency_key: str | None = None
+    ) -> asyncio.Future[tuple[int, dict[str, Any], bool]]:
+        """Store one outbound item for ``chat`` under the next per-chat sequence
+        number (written into ``payload["seq"]``). With an ``idempotency_key``
+        already stored, nothing is added and the earlier item comes back.
+        Resolves to (seq, stored payload, created)."""
+        return self._op(OUTBOX, (bot, chat, payload, idempotency_key), True)
+
+    async def read_outbox(
+        self, bot: str, chat: str, since: int = 0, limit: int = 1000
+    ) -> list[tuple[int, dict[str, Any]]]:
+        def op(conn: sqlite3.Connection) -> list[tuple[int, bytes]]:
+            return conn.execute(
+                "SELECT seq, payload FROM outbox WHERE bot=? AND chat=? AND seq>? ORDER BY seq LIMIT ?",
+                (bot, chat, since, limit),
+            ).fetchall()
+
+        rows = await self._submit(op)
+        return [(seq, orjson.loads(payload)) for seq, payload in rows]
+
+    # ------------------------------------------------------------------ retention and stats
+
+    #: rows deleted per statement while pruning, so the loop is never held for long
+    PRUNE_CHUNK = 2000
+
+    async def prune(self) -> dict[str, int]:
+        """Drop done events past retention, dedup keys past the window, and the
+        receipts and stored output that only served them. Works in small
+        chunks, letting other work run in between."""
+        now = time.time()
+        horizon = now - self.retention_seconds
+        dedup_horizon = now - self.dedup_window_seconds
+        chunk = self.PRUNE_CHUNK
+        statements = {
+            "events": (
+                "DELETE FROM events WHERE seq IN (SELECT seq FROM events "
+                "WHERE done_at IS NOT NULL AND done_at < ? LIMIT ?)",
+                horizon,
+            ),
+            "dedup": (
+                "DELETE FROM dedup WHERE (bot, key) IN (SELECT bot, key FROM dedup WHERE at < ? LIMIT ?)",
+                dedup_horizon,
+            ),
+            "receipts": (
+                "DELETE FROM receipts WHERE key IN (SELECT key FROM receipts WHERE at < ? LIMIT ?)",
+                horizon,
+            ),
+            "outbox": (
+                "DELETE FROM outbox WHERE (bot, chat, seq) IN "
+                "(SELECT bot, chat, seq FROM outbox WHERE at < ? LIMIT ?)",
+                horizon,
+            ),
+            "run_members": (
+                "DELETE FROM run_members WHERE seq IN (SELECT seq FROM run_members "
+                "WHERE seq < ? AND seq NOT IN (SELECT seq FROM events) LIMIT ?)",
+                float("inf"),
+            ),
+        }
+        counts: dict[str, int] = {}
+        for name, (sql, bound) in statements.items():
+            total = 0
+            while True:
+                deleted = await self._submit(_deleter(sql, bound, chunk))
+                total += deleted
+                if deleted < chunk:
+                    break
+                await asyncio.sleep(0)
+            counts[name] = total
+        return counts
+
+    async def stats(self) -> JournalStats:
+        def op(conn: sqlite3.Connection) -> tuple[int, int]:
+            total = conn.execute("SELECT COUNT(*) FROM events").fetchone()[0]
+            pending = conn.execute("SELECT COUNT(*) FROM events WHERE done_at IS NULL").fetchone()[0]
+            return total, pending
+
+        total, pending = await self._submit(op)
+        return JournalStats(total, pending, self.commits, self.batched_ops)
+
+    async def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Read-only SQL for tests and diagnostics."""
+        return await self._submit(lambda conn: conn.execute(sql, tuple(params)).fetchall())
+
+
+def _deleter(sql: str, bound: float, chunk: int) -> Callable[[sqlite3.Connection], int]:
+    def delete(conn: sqlite3.Connection) -> int:
+        return int(conn.execute(sql, (bound, chunk)).rowcount)
+
+    return delete

@@ -1,0 +1,391 @@
+"""The journal's storage side: the schema, batch application, and the sync thread.
+
+Operations are applied on the event loop's thread in one transaction per
+batch; SQLite itself never waits for the disk (``synchronous=OFF``). Durability
+comes from ``Syncer``, a thread that only calls ``fsync`` on the WAL file (and
+runs checkpoints through its own connection, which does sync): a caller's
+future resolves once an fsync that covers its batch has returned. Many batches
+share one fsync (group commit), and because the sync thread does no Python
+work to speak of, it never fights the event loop for the GIL, which the
+earlier design (every statement on a writer thread) did at every statement.
+
+The hot operations (append, done marks, run records, receipts, stored output)
+are applied in bulk: one ``executemany`` per kind per batch. Anything else is
+a ``Call`` (a function of the connection) and acts as a barrier: the bulk
+writes queued before it are applied first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import orjson
+
+log = logging.getLogger("callboard.journal")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    bot TEXT NOT NULL,
+    session TEXT NOT NULL,
+    type TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    received_at REAL NOT NULL,
+    done_at REAL,
+    status TEXT
+);
+CREATE INDEX IF NOT EXISTS events_pending ON events(bot, seq) WHERE done_at IS NULL;
+CREATE INDEX IF NOT EXISTS events_done ON events(done_at) WHERE done_at IS NOT NULL;
+CREATE TABLE IF NOT EXISTS dedup (
+    bot TEXT NOT NULL,
+    key TEXT NOT NULL,
+    at REAL NOT NULL,
+    PRIMARY KEY (bot, key)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS dedup_at ON dedup(at);
+CREATE TABLE IF NOT EXISTS receipts (
+    key TEXT PRIMARY KEY,
+    bot TEXT NOT NULL,
+    run_id INTEGER NOT NULL,
+    chat TEXT NOT NULL,
+    message_id TEXT,
+    status TEXT NOT NULL,
+    error TEXT,
+    at REAL NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS receipts_at ON receipts(at);
+CREATE TABLE IF NOT EXISTS run_members (
+    seq INTEGER PRIMARY KEY,
+    run_id INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS session_state (
+    bot TEXT NOT NULL,
+    session TEXT NOT NULL,
+    state BLOB NOT NULL,
+    updated REAL NOT NULL,
+    PRIMARY KEY (bot, session)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS outbox (
+    bot TEXT NOT NULL,
+    chat TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    payload BLOB NOT NULL,
+    at REAL NOT NULL,
+    ikey TEXT,
+    PRIMARY KEY (bot, chat, seq)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS outbox_at ON outbox(at);
+CREATE UNIQUE INDEX IF NOT EXISTS outbox_by_key ON outbox(bot, ikey);
+"""
+
+# operation kinds
+APPEND = 1  # (bot, dedup_key | None, session, type, payload)
+DONE = 2  # (rows of (done_at, status, seq))
+RUN = 3  # (rows of (seq, run_id))
+RECEIPT = 4  # (key, bot, run_id, chat, message_id, status, error)
+OUTBOX = 5  # (bot, chat, payload dict, idempotency key | None)
+CALL = 6  # (function of the connection,)
+
+_CHUNK = 400  # row values per IN (...) query, well under SQLite's variable limit
+
+Future = asyncio.Future[Any]
+
+
+class Op:
+    __slots__ = ("args", "future", "kind")
+
+    def __init__(self, kind: int, args: tuple[Any, ...], future: Future | None) -> None:
+        self.kind = kind
+        self.args = args
+        self.future = future
+
+
+class Writer:
+    """Applies batches of operations to the connection (on the loop's thread)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.commits = 0
+        self.operations = 0
+        self._next_seq = 1
+        self._outbox_seq: dict[tuple[str, str], int] = {}
+
+    def connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=True)
+        conn.execute("PRAGMA busy_timeout=5000")
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=OFF")  # the Syncer makes commits durable
+        conn.execute("PRAGMA wal_autocheckpoint=0")  # the Syncer checkpoints, with syncs
+        conn.executescript(SCHEMA)
+        self._load_counters(conn)
+        return conn
+
+    def _load_counters(self, conn: sqlite3.Connection) -> None:
+        top = conn.execute("SELECT MAX(seq) FROM events").fetchone()[0] or 0
+        row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name='events'").fetchone()
+        self._next_seq = max(top, row[0] if row else 0) + 1
+        self._outbox_seq.clear()
+
+    # ------------------------------------------------------------------ one batch
+
+    def apply(
+        self, conn: sqlite3.Connection, batch: list[Op]
+    ) -> list[tuple[Future, Any, BaseException | None]]:
+        results: list[tuple[Future | None, Any, BaseException | None]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            start = 0
+            for index, op in enumerate(batch):
+                if op.kind == CALL:
+                    self._bulk(conn, batch[start:index], results)
+                    results.append(self._call(conn, op))
+                    start = index + 1
+            self._bulk(conn, batch[start:], results)
+            conn.execute("COMMIT")
+        except Exception as exc:
+            log.exception("journal batch of %d operations failed; rolled back", len(batch))
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            self._load_counters(conn)
+            results = [(op.future, None, exc) for op in batch]
+        self.commits += 1
+        self.operations += len(batch)
+        for future, _, error in results:
+            if future is None and error is not None:
+                log.error("journal background operation failed: %r", error)
+        return [(f, v, e) for f, v, e in results if f is not None]
+
+    def _call(self, conn: sqlite3.Connection, op: Op) -> tuple[Future | None, Any, BaseException | None]:
+        conn.execute("SAVEPOINT call")
+        try:
+            value = op.args[0](conn)
+        except Exception as exc:
+            conn.execute("ROLLBACK TO call")
+            conn.execute("RELEASE call")
+            return op.future, None, exc
+        conn.execute("RELEASE call")
+        return op.future, value, None
+
+    def _bulk(
+        self,
+        conn: sqlite3.Connection,
+        ops: list[Op],
+        results: list[tuple[Future | None, Any, BaseException | None]],
+    ) -> None:
+        if not ops:
+            return
+        now = time.time()
+        appends = [op for op in ops if op.kind == APPEND]
+        if appends:
+            self._appends(conn, appends, now, results)
+        runs = [row for op in ops if op.kind == RUN for row in op.args[0]]
+        if runs:
+            conn.executemany("INSERT OR IGNORE INTO run_members(seq, run_id) VALUES (?, ?)", runs)
+        outbox = [op for op in ops if op.kind == OUTBOX]
+        if outbox:
+            self._outbox(conn, outbox, now, results)
+        receipts = [(*op.args, now) for op in ops if op.kind == RECEIPT]
+        if receipts:
+            conn.executemany(
+                "INSERT OR REPLACE INTO receipts(key, bot, run_id, chat, message_id, status, error, at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                receipts,
+            )
+        done = [row for op in ops if op.kind == DONE for row in op.args[0]]
+        if done:
+            conn.executemany("UPDATE events SET done_at=?, status=? WHERE seq=?", done)
+        results.extend((op.future, None, None) for op in ops if op.kind in (RUN, RECEIPT, DONE))
+
+    def _appends(
+        self,
+        conn: sqlite3.Connection,
+        ops: list[Op],
+        now: float,
+        results: list[tuple[Future | None, Any, BaseException | None]],
+    ) -> None:
+        keys = [(op.args[0], op.args[1]) for op in ops if op.args[1] is not None]
+        seen = {
+            (bot, key) for bot, key, _ in _lookup(conn, "SELECT key FROM dedup WHERE bot=? AND key IN ", keys)
+        }
+        events = []
+        dedup = []
+        for op in ops:
+            bot, key, session, kind, payload = op.args
+            if key is not None:
+                if (bot, key) in seen:
+                    results.append((op.future, None, None))
+                    continue
+                seen.add((bot, key))
+                dedup.append((bot, key, now))
+            seq = self._next_seq
+            self._next_seq += 1
+            events.append((seq, bot, session, kind, payload, now))
+            results.append((op.future, seq, None))
+        if events:
+            conn.executemany(
+                "INSERT INTO events(seq, bot, session, type, payload, received_at) VALUES (?, ?, ?, ?, ?, ?)",
+                events,
+            )
+        if dedup:
+            conn.executemany("INSERT INTO dedup(bot, key, at) VALUES (?, ?, ?)", dedup)
+
+    def _outbox(
+        self,
+        conn: sqlite3.Connection,
+        ops: list[Op],
+        now: float,
+        results: list[tuple[Future | None, Any, BaseException | None]],
+    ) -> None:
+        keys = [(op.args[0], op.args[3]) for op in ops if op.args[3] is not None]
+        stored: dict[tuple[str, str], tuple[int, dict[str, Any]]] = {}
+        query = "SELECT ikey, seq, payload FROM outbox INDEXED BY outbox_by_key WHERE bot=? AND ikey IN "
+        for bot, ikey, row in _lookup(conn, query, keys):
+            stored[(bot, ikey)] = (row[0], orjson.loads(row[1]))
+        inserts = []
+        for op in ops:
+            bot, chat, payload, ikey = op.args
+            earlier = stored.get((bot, ikey)) if ikey is not None else None
+            if earlier is not None:
+                results.append((op.future, (earlier[0], earlier[1], False), None))
+                continue
+            counter = (bot, chat)
+            seq = self._outbox_seq.get(counter)
+            if seq is None:
+                row = conn.execute("SELECT MAX(seq) FROM outbox WHERE bot=? AND chat=?", counter).fetchone()
+                seq = row[0] or 0
+            seq += 1
+            self._outbox_seq[counter] = seq
+            body = {**payload, "seq": seq}
+            if ikey is not None:
+                stored[(bot, ikey)] = (seq, body)
+            inserts.append((bot, chat, seq, orjson.dumps(body), now, ikey))
+            results.append((op.future, (seq, body, True), None))
+        if inserts:
+            conn.executemany(
+                "INSERT INTO outbox(bot, chat, seq, payload, at, ikey) VALUES (?, ?, ?, ?, ?, ?)", inserts
+            )
+
+
+def _lookup(
+    conn: sqlite3.Connection, query: str, pairs: list[tuple[str, str]]
+) -> Iterable[tuple[str, str, tuple[Any, ...]]]:
+    """Point lookups of (bot, key) pairs: one ``bot=? AND key IN (...)`` query
+    per bot and chunk, which SQLite answers from the primary or unique index
+    (a row-value ``(bot, key) IN (VALUES ...)`` scanned the table instead).
+    The query selects the key first; yields (bot, key, rest of the row)."""
+    by_bot: dict[str, list[str]] = {}
+    for bot, key in pairs:
+        by_bot.setdefault(bot, []).append(key)
+    for bot, keys in by_bot.items():
+        for start in range(0, len(keys), _CHUNK):
+            chunk = keys[start : start + _CHUNK]
+            marks = ", ".join("?" * len(chunk))
+            for row in conn.execute(f"{query}({marks})", [bot, *chunk]):
+                yield bot, row[0], row[1:]
+
+
+def _settle_one(future: Future, value: Any, error: BaseException | None) -> None:
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(value)
+
+
+def _settle_all(results: list[tuple[Future, Any, BaseException | None]]) -> None:
+    for future, value, error in results:
+        _settle_one(future, value, error)
+
+
+def settle_all(results: list[tuple[Future, Any, BaseException | None]]) -> None:
+    _settle_all(results)
+
+
+class Syncer:
+    """The thread that makes commits durable: ``request(n)`` asks for an fsync
+    covering batch ``n``; ``on_synced(n)`` is called on the loop once done.
+    Requests that pile up while an fsync runs are covered by the next one."""
+
+    def __init__(
+        self,
+        path: str,
+        loop: asyncio.AbstractEventLoop,
+        on_synced: Callable[[int], None],
+        on_failed: Callable[[BaseException], None],
+        fsync: bool,
+        checkpoint_bytes: int = 16 << 20,
+    ) -> None:
+        self.path = path
+        self.loop = loop
+        self.on_synced = on_synced
+        self.on_failed = on_failed
+        self.fsync = fsync
+        self.checkpoint_bytes = checkpoint_bytes
+        self._wake = threading.Condition()
+        self._requested = 0
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="journal-sync", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def request(self, generation: int) -> None:
+        with self._wake:
+            self._requested = generation
+            self._wake.notify()
+
+    def stop(self) -> None:
+        with self._wake:
+            self._stopping = True
+            self._wake.notify()
+        self._thread.join()
+
+    def _run(self) -> None:
+        wal = self.path + "-wal"
+        fd = os.open(wal, os.O_RDONLY)
+        _fsync_directory(wal)  # the WAL file's own name must survive a power cut too
+        checkpointer = sqlite3.connect(self.path, check_same_thread=True)
+        checkpointer.execute("PRAGMA busy_timeout=5000")
+        checkpointer.execute("PRAGMA synchronous=FULL")
+        done = 0
+        try:
+            while True:
+                with self._wake:
+                    while self._requested == done and not self._stopping:
+                        self._wake.wait()
+                    target, stopping = self._requested, self._stopping
+                if target != done:
+                    try:
+                        if self.fsync:
+                            os.fsync(fd)
+                    except OSError as exc:
+                        self.loop.call_soon_threadsafe(self.on_failed, exc)
+                        return
+                    done = target
+                    self.loop.call_soon_threadsafe(self.on_synced, done)
+                if os.fstat(fd).st_size > self.checkpoint_bytes or stopping:
+                    try:
+                        checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                    except sqlite3.Error as exc:
+                        log.warning("journal checkpoint failed (will retry): %s", exc)
+                if stopping:
+                    return
+        finally:
+            checkpointer.close()
+            os.close(fd)
+
+
+def _fsync_directory(path: str) -> None:
+    directory = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
