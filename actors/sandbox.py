@@ -1,0 +1,242 @@
+"""Sandbox sessions as actors: the public API the fleet and the handlers use.
+
+Wiring (in the fleet actor)::
+
+    manager = spawn_sandbox_manager(self.context, fleet.name, fleet.sandbox)  # None when no sandbox block
+    factory = sandbox_factory(manager, bot.sandbox, bot.id)  # (chat_type, chat_id, thread, user_id) -> tools
+
+Use (in a handler)::
+
+    tools = factory(chat_type, chat_id, thread, user_id)      # engine.sandbox_api.SandboxTools
+    result = await tools.exec(ExecArgs(argv=["python3", "-c", code]))
+
+The pieces:
+
+- ``SandboxManager`` (``actors.sandbox_manager``): one per fleet; scope keys to
+  session actors, ``max_sessions`` with LRU eviction, idle TTL, orphan sweeps,
+  engine probing with supervised backoff.
+- ``SandboxSessionActor`` / ``SandboxSessionHost`` (``actors.sandbox_session``):
+  one container each, created on first use, removed on stop.
+- ``SessionTools``: ``SandboxTools`` for one scope key; checks the bot's policy
+  before every call, then asks the manager for the session and the session for
+  the work, each with a time limit, so a caller always gets a result or a
+  ``SandboxError`` (never a hang).
+- ``tools_for`` / ``sandbox_factory``: build those, or a ``NoSandbox`` that
+  explains why there is none (no engine, bot not enabled, no user id).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from pydantic import BaseModel
+
+from actors.sandbox_manager import (
+    Acquire,
+    Denied,
+    EngineSuspect,
+    Grant,
+    Release,
+    Retry,
+    SandboxManager,
+    SandboxStatus,
+    StatusRequest,
+)
+from actors.sandbox_session import SandboxSessionActor, SandboxSessionHost, SessionCall
+from engine.errors import ActorDeadError, AskTimeout
+from engine.ref import ActorRef
+from engine.sandbox_api import (
+    EditArgs,
+    EditResult,
+    ExecArgs,
+    ExecResult,
+    GlobArgs,
+    GlobResult,
+    GrepArgs,
+    GrepResult,
+    NoSandbox,
+    ReadArgs,
+    ReadResult,
+    SandboxBusy,
+    SandboxError,
+    SandboxOff,
+    SandboxPolicyError,
+    SandboxTools,
+    SandboxUnavailable,
+    ToolName,
+    WriteArgs,
+    WriteResult,
+)
+from engine.supervision import Backoff, SupervisorStrategy
+from sandbox.config import SandboxPolicy, SandboxSettings
+from sandbox.policy import ScopeError, allowed_tools, denial, scope_key
+from sandbox.tools import call_timeout
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from engine.cell import ActorCell
+
+__all__ = [
+    "SandboxManager",
+    "SandboxSessionActor",
+    "SandboxSessionHost",
+    "SandboxStatus",
+    "SessionTools",
+    "StatusRequest",
+    "sandbox_factory",
+    "sandbox_status",
+    "spawn_sandbox_manager",
+    "tools_for",
+]
+
+#: How long a caller waits for the manager to answer, and for a sandbox slot to free up.
+MANAGER_TIMEOUT = 10.0
+SLOT_WAIT = 30.0
+#: The manager never gives up on its own failures; they are bugs, logged each time.
+MANAGER_STRATEGY = SupervisorStrategy(max_restarts=None, backoff=Backoff(min=0.5, max=30.0))
+
+R = TypeVar("R", bound=BaseModel)
+
+
+def spawn_sandbox_manager(
+    context: ActorCell, fleet: str, settings: SandboxSettings | None, name: str = "sandbox"
+) -> ActorRef | None:
+    """Start the fleet's manager under ``context`` (a fleet actor's), or None without settings."""
+    if settings is None:
+        return None
+    return context.spawn(SandboxManager, name, fleet, settings, supervisor=MANAGER_STRATEGY)
+
+
+async def sandbox_status(manager: ActorRef) -> SandboxStatus:
+    status: SandboxStatus = await manager.ask(StatusRequest(), timeout=MANAGER_TIMEOUT)
+    return status
+
+
+def tools_for(
+    manager: ActorRef | None,
+    policy: SandboxPolicy,
+    bot_id: str,
+    chat_type: str,
+    chat_id: str,
+    user_id: str | None,
+    *,
+    thread: str | None = None,
+    handler: str | None = None,
+) -> SandboxTools:
+    """The sandbox tools of one event's scope under ``policy``, or a ``NoSandbox`` saying why not."""
+    if manager is None:
+        return NoSandbox(SandboxOff("sandboxes are off: the fleet has no sandbox configuration"))
+    if not policy.enabled:
+        return NoSandbox(SandboxOff(f"sandboxes are disabled for bot {bot_id!r} (bots[].sandbox.enabled)"))
+    try:
+        key = scope_key(policy, bot_id, chat_type, chat_id, user_id, thread)
+    except ScopeError as error:
+        return NoSandbox(SandboxPolicyError(str(error)))
+    return SessionTools(manager, policy, bot_id, key, handler)
+
+
+def sandbox_factory(
+    manager: ActorRef | None, policy: SandboxPolicy, bot_id: str, handler: str | None = None
+) -> Callable[[str, str, str | None, str | None], SandboxTools | None]:
+    """``(chat_type, chat_id, thread, user_id) -> tools`` for one bot; None when the bot has no sandbox."""
+
+    def build(chat_type: str, chat_id: str, thread: str | None, user_id: str | None) -> SandboxTools | None:
+        if manager is None or not policy.enabled:
+            return None
+        return tools_for(manager, policy, bot_id, chat_type, chat_id, user_id, thread=thread, handler=handler)
+
+    return build
+
+
+class SessionTools:
+    """``SandboxTools`` for one scope key: policy first, then manager, then session."""
+
+    def __init__(
+        self, manager: ActorRef, policy: SandboxPolicy, bot_id: str, key: str, handler: str | None = None
+    ) -> None:
+        self._manager = manager
+        self._policy = policy
+        self._bot_id = bot_id
+        self._handler = handler
+        self.key = key
+
+    @property
+    def tools(self) -> frozenset[ToolName]:
+        return allowed_tools(self._policy, self._handler)
+
+    async def exec(self, args: ExecArgs) -> ExecResult:
+        return await self._call("exec", args, ExecResult)
+
+    async def read(self, args: ReadArgs) -> ReadResult:
+        return await self._call("read", args, ReadResult)
+
+    async def write(self, args: WriteArgs) -> WriteResult:
+        return await self._call("write", args, WriteResult)
+
+    async def edit(self, args: EditArgs) -> EditResult:
+        return await self._call("edit", args, EditResult)
+
+    async def glob(self, args: GlobArgs) -> GlobResult:
+        return await self._call("glob", args, GlobResult)
+
+    async def grep(self, args: GrepArgs) -> GrepResult:
+        return await self._call("grep", args, GrepResult)
+
+    async def _call(self, tool: ToolName, args: BaseModel, result_type: type[R]) -> R:
+        refused = denial(self._policy, tool, self._bot_id, self._handler)
+        if refused is not None:
+            raise SandboxPolicyError(refused)
+        for _ in range(3):  # a session may stop (idle, evicted) between grant and call
+            grant = await self._acquire()
+            try:
+                outcome = await grant.ref.ask(
+                    SessionCall(tool, args),
+                    timeout=call_timeout(grant.profile, grant.engine_timeout, tool, args),
+                )
+            except ActorDeadError:
+                continue
+            except AskTimeout as error:
+                raise SandboxBusy(f"the sandbox did not answer within {error.timeout:g}s") from None
+            except SandboxUnavailable as error:
+                self._manager.tell(EngineSuspect(str(error)))
+                raise
+            except SandboxError:
+                raise
+            except Exception as error:
+                raise SandboxUnavailable(f"the sandbox failed: {error!r}") from error
+            finally:
+                self._manager.tell(Release(self.key, grant.session))
+            value = outcome.unwrap()
+            if not isinstance(value, result_type):
+                raise TypeError(f"{tool} returned {type(value).__name__}, not {result_type.__name__}")
+            return value
+        raise SandboxUnavailable("the sandbox session kept stopping; try again")
+
+    async def _acquire(self) -> Grant:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + SLOT_WAIT
+        request = Acquire(self.key, self._policy.profile, self._policy.network)
+        while True:
+            reply = await self._ask_manager(request)
+            if isinstance(reply, Grant):
+                return reply
+            if isinstance(reply, Denied):
+                raise type(reply.error)(*reply.error.args)
+            assert isinstance(reply, Retry)
+            remaining = deadline - loop.time()
+            try:
+                if remaining <= 0:
+                    raise TimeoutError
+                await asyncio.wait_for(asyncio.shield(reply.ready), remaining)
+            except TimeoutError:
+                raise SandboxBusy(f"no sandbox slot came free within {SLOT_WAIT:g}s") from None
+
+    async def _ask_manager(self, request: Acquire) -> Any:
+        try:
+            return await self._manager.ask(request, timeout=MANAGER_TIMEOUT)
+        except ActorDeadError:
+            raise SandboxUnavailable("the sandbox manager is not running") from None
+        except AskTimeout:
+            raise SandboxBusy(f"the sandbox manager did not answer within {MANAGER_TIMEOUT:g}s") from None

@@ -1,0 +1,460 @@
+"""SandboxManager: one per fleet. Scope keys to session actors, bounded, reaped and swept.
+
+The manager is an asyncio actor and never touches the engine itself: it
+answers ``Acquire`` by spawning (not awaiting) a ``SandboxSessionHost``, whose
+worker thread creates the container on its first call. So two cold starts run
+side by side on their own threads, and no lock is ever held across engine
+work.
+
+- ``max_sessions`` bounds live plus stopping sessions (containers). A new scope
+  at the limit evicts the least recently used idle session and waits for its
+  container to go; when every session is busy the caller gets ``SandboxBusy``.
+- Idle sessions passivate themselves (receive timeout = ``idle_ttl``); their
+  container is removed as they stop.
+- A ``SandboxJanitor`` thread probes the engine and sweeps orphans: at start,
+  then every ``sweep_interval``, it removes containers labelled with this
+  fleet that no live session owns (left by a crash, or by a failed removal).
+  Its host fails while the engine is unreachable and its supervisor retries
+  with backoff, for as long as it takes; meanwhile callers get
+  ``SandboxUnavailable`` at once instead of waiting.
+
+The fleet name must be unique per engine: the sweep treats containers of the
+same fleet from another process as orphans.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import secrets
+from collections import OrderedDict
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Literal
+
+from actors.sandbox_session import BackendFactory, SandboxSessionHost
+from engine.actor import Actor
+from engine.ref import ActorRef
+from engine.sandbox_api import SandboxBusy, SandboxError, SandboxOff, SandboxUnavailable
+from engine.signals import Terminated
+from engine.supervision import Backoff, SupervisorStrategy
+from engine.threaded import ThreadedHost, ThreadedWorker
+from sandbox.backend import EngineInfo, SandboxBackend, SessionSpec
+from sandbox.config import SandboxProfile, SandboxSettings
+from sandbox.docker_backend import DockerBackend
+from sandbox.engine import off_reason, resolve_endpoint
+from sandbox.policy import session_name
+
+log = logging.getLogger("callboard.sandbox")
+
+_FLEET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+#: A session that keeps failing is stopped; its next caller starts it afresh.
+SESSION_STRATEGY = SupervisorStrategy(
+    max_restarts=5, within_seconds=60.0, backoff=Backoff(min=0.2, max=5.0), escalate_on_limit=False
+)
+
+
+# ---------------------------------------------------------------------- protocol
+
+
+@dataclass(frozen=True)
+class Acquire:
+    """Find or start the session for ``key``; answered by Grant, Denied or Retry."""
+
+    key: str
+    profile: str
+    network: bool | None
+
+
+@dataclass(frozen=True)
+class Release:
+    """A call granted for ``session`` finished (told, never asked)."""
+
+    key: str
+    session: str
+
+
+@dataclass(frozen=True)
+class Grant:
+    ref: ActorRef
+    session: str
+    profile: SandboxProfile
+    engine_timeout: float
+
+
+@dataclass(frozen=True)
+class Denied:
+    error: SandboxError
+
+
+@dataclass(frozen=True)
+class Retry:
+    """At capacity while an evicted container goes away: ask again once ``ready`` resolves."""
+
+    ready: asyncio.Future[None]
+
+
+@dataclass(frozen=True)
+class EngineSuspect:
+    """A session reported the engine unavailable: probe it."""
+
+    reason: str
+
+
+class StatusRequest:
+    """Answered with a ``SandboxStatus``."""
+
+
+@dataclass(frozen=True)
+class SandboxStatus:
+    fleet: str
+    state: Literal["off", "starting", "up", "down"]
+    reason: str
+    engine: str
+    sessions: int
+    stopping: int
+    max_sessions: int
+    orphans_removed: int
+    sweeps: int
+    last_sweep_error: str | None
+
+
+class _SweepTick:
+    pass
+
+
+@dataclass(frozen=True)
+class _SweepDone:
+    removed: list[str] | None
+    error: str | None
+
+
+@dataclass(frozen=True)
+class _EngineUp:
+    info: EngineInfo
+
+
+@dataclass(frozen=True)
+class _EngineDown:
+    reason: str
+
+
+class _Probe:
+    pass
+
+
+@dataclass(frozen=True)
+class _Sweep:
+    keep: frozenset[str]
+    instance: str
+
+
+# ---------------------------------------------------------------------- janitor
+
+
+class SandboxJanitor(ThreadedWorker):
+    """The manager's thread for engine-wide work: probes and orphan sweeps."""
+
+    def __init__(self, backend_factory: BackendFactory, fleet: str) -> None:
+        super().__init__()
+        self._factory = backend_factory
+        self._fleet = fleet
+        self._backend: SandboxBackend | None = None
+
+    def handle(self, message: Any) -> Any:
+        if self._backend is None:
+            self._backend = self._factory()
+        backend = self._backend
+        if isinstance(message, _Probe):
+            return backend.ping()
+        if isinstance(message, _Sweep):
+            removed = []
+            for record in backend.list_containers(self._fleet):
+                if record.instance == message.instance and record.session in message.keep:
+                    continue
+                if backend.remove_container(record.id):
+                    removed.append(record.name)
+            return removed
+        raise TypeError(f"SandboxJanitor cannot handle {type(message).__name__}")
+
+    def on_stop(self) -> None:
+        if self._backend is not None:
+            self._backend.close()
+
+
+class JanitorHost(ThreadedHost):
+    """Probes the engine on every start; while it is unreachable this actor
+    fails, and its supervisor retries with backoff until it answers."""
+
+    async def on_start(self) -> None:
+        await super().on_start()
+        await self.receive(_Probe())
+
+    async def receive(self, message: Any) -> Any:
+        parent = self.context.parent
+        try:
+            result = await super().receive(message)
+        except SandboxUnavailable as error:
+            if parent is not None:
+                parent.tell(_EngineDown(str(error)))
+            raise
+        if isinstance(message, _Probe) and parent is not None:
+            parent.tell(_EngineUp(result))
+        return result
+
+
+# ---------------------------------------------------------------------- manager
+
+
+@dataclass(eq=False)
+class _Entry:
+    key: str
+    session: str
+    ref: ActorRef
+    signature: tuple[str, bool]
+    in_flight: int = 0
+
+
+class SandboxManager(Actor):
+    """Spawn as ``context.spawn(SandboxManager, "sandbox", fleet_name, settings)``."""
+
+    def __init__(
+        self,
+        fleet: str,
+        settings: SandboxSettings,
+        backend_factory: BackendFactory | None = None,
+    ) -> None:
+        if not _FLEET.match(fleet):
+            raise ValueError(f"invalid fleet name {fleet!r} for sandbox labels")
+        self.fleet = fleet
+        self.settings = settings
+        self.instance = secrets.token_hex(6)
+        self._off: str | None = None
+        self._engine_display = "(custom backend)"
+        if backend_factory is None:
+            endpoint = resolve_endpoint(settings)
+            if endpoint is None:
+                self._off = off_reason(settings)
+            else:
+                self._engine_display = endpoint.display
+                backend_factory = partial(DockerBackend, endpoint, settings)
+        self._factory = backend_factory
+        self._janitor: ActorRef | None = None
+        self._live: OrderedDict[str, _Entry] = OrderedDict()  # by key, least recently used first
+        self._sessions: dict[str, _Entry] = {}  # by session name: live and stopping
+        self._waiters: list[asyncio.Future[None]] = []
+        self._generation = 0
+        self._engine: Literal["starting", "up", "down"] = "starting"
+        self._engine_reason = ""
+        self._swept_at_start = False
+        self._sweeping = False
+        self._sweeps = 0
+        self._orphans_removed = 0
+        self._last_sweep_error: str | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def on_start(self) -> None:
+        if self._off is not None:
+            log.info("sandboxes are off for fleet %s: %s", self.fleet, self._off)
+            return
+        assert self._factory is not None
+        strategy = SupervisorStrategy(
+            max_restarts=None,
+            backoff=Backoff(min=0.5, max=self.settings.engine_retry_max, factor=1.75, jitter=0.2),
+        )
+        self._janitor = self.context.spawn(
+            JanitorHost, "janitor", SandboxJanitor, self._factory, self.fleet, supervisor=strategy
+        )
+        self.context.schedule_once(self.settings.sweep_interval, _SweepTick(), key="sweep")
+
+    async def on_stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        self._wake_waiters()
+
+    # ------------------------------------------------------------------ messages
+
+    async def receive(self, message: Any) -> Any:
+        if isinstance(message, Acquire):
+            return self._acquire(message)
+        if isinstance(message, Release):
+            self._release(message)
+        elif isinstance(message, Terminated):
+            self._terminated(message)
+        elif isinstance(message, EngineSuspect):
+            if self._janitor is not None and self._engine != "down":
+                self._janitor.tell(_Probe())
+        elif isinstance(message, _EngineUp):
+            self._engine_up(message.info)
+        elif isinstance(message, _EngineDown):
+            if self._engine != "down":
+                log.warning("sandbox engine for fleet %s is down: %s", self.fleet, message.reason)
+            self._engine, self._engine_reason = "down", message.reason
+        elif isinstance(message, _SweepTick):
+            self._start_sweep()
+        elif isinstance(message, _SweepDone):
+            self._sweep_done(message)
+        elif isinstance(message, StatusRequest):
+            return self._status()
+        else:
+            log.warning("SandboxManager ignored %r", message)
+        return None
+
+    def _acquire(self, request: Acquire) -> Grant | Denied | Retry:
+        if self._off is not None:
+            return Denied(SandboxOff(f"sandboxes are off: {self._off}"))
+        if self._engine == "down":
+            return Denied(
+                SandboxUnavailable(f"sandbox unavailable: {self._engine_reason} (retrying in the background)")
+            )
+        try:
+            profile = self.settings.profile(request.profile)
+        except ValueError as error:
+            return Denied(SandboxError(str(error)))
+        network = profile.network if request.network is None else request.network
+        signature = (request.profile, network)
+        entry = self._live.get(request.key)
+        if entry is not None:
+            if entry.ref.is_alive and entry.signature == signature:
+                return self._grant(entry, profile)
+            if not entry.ref.is_alive or entry.in_flight == 0:
+                self._retire(entry)  # passivating, or its policy changed: replace it
+            else:
+                return self._grant(entry, profile)  # busy: keep its old settings for now
+        if len(self._sessions) < self.settings.max_sessions:
+            entry = self._spawn(request.key, signature, profile, network)
+            return self._grant(entry, profile)
+        victim = next((e for e in self._live.values() if e.in_flight == 0), None)
+        if victim is not None:
+            log.info(
+                "sandbox limit (%d) reached: evicting idle session %s", len(self._sessions), victim.session
+            )
+            self._retire(victim)
+        if len(self._live) < len(self._sessions):  # something is stopping: a slot frees soon
+            ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiters.append(ready)
+            return Retry(ready)
+        return Denied(
+            SandboxBusy(f"all {self.settings.max_sessions} sandbox sessions are busy; try again shortly")
+        )
+
+    def _grant(self, entry: _Entry, profile: SandboxProfile) -> Grant:
+        entry.in_flight += 1
+        self._live.move_to_end(entry.key)
+        return Grant(entry.ref, entry.session, profile, self.settings.engine_timeout)
+
+    def _spawn(self, key: str, signature: tuple[str, bool], profile: SandboxProfile, network: bool) -> _Entry:
+        assert self._factory is not None
+        self._generation += 1
+        name = session_name(key, self._generation)
+        spec = SessionSpec(
+            fleet=self.fleet,
+            session=name,
+            instance=self.instance,
+            image=self.settings.image_for(profile),
+            profile=profile,
+            network=network,
+        )
+        ref = self.context.spawn(
+            SandboxSessionHost, name, spec, self._factory, self.settings.idle_ttl, supervisor=SESSION_STRATEGY
+        )
+        self.context.watch(ref)
+        entry = _Entry(key, name, ref, signature)
+        self._live[key] = entry
+        self._sessions[name] = entry
+        return entry
+
+    def _retire(self, entry: _Entry) -> None:
+        """Stop a session; it keeps its slot until its container is gone."""
+        if self._live.get(entry.key) is entry:
+            del self._live[entry.key]
+        entry.ref.stop()
+
+    def _release(self, message: Release) -> None:
+        entry = self._sessions.get(message.session)
+        if entry is not None and entry.in_flight > 0:
+            entry.in_flight -= 1
+
+    def _terminated(self, message: Terminated) -> None:
+        entry = self._sessions.pop(message.ref.name, None)
+        if entry is None:
+            return
+        if self._live.get(entry.key) is entry:
+            del self._live[entry.key]
+        if isinstance(message.reason, BaseException):
+            log.warning("sandbox session %s stopped after failures: %r", entry.session, message.reason)
+        self._wake_waiters()
+
+    def _wake_waiters(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    # ------------------------------------------------------------------ engine and sweeps
+
+    def _engine_up(self, info: EngineInfo) -> None:
+        if self._engine != "up":
+            log.info(
+                "sandbox engine for fleet %s: %s %s (API %s) at %s",
+                self.fleet,
+                info.product,
+                info.version,
+                info.api_version,
+                info.endpoint,
+            )
+        self._engine, self._engine_reason = "up", ""
+        if not self._swept_at_start:
+            self._swept_at_start = True
+            self._start_sweep(reschedule=False)
+
+    def _start_sweep(self, reschedule: bool = True) -> None:
+        if self._sweeping or self._janitor is None or self._engine == "down":
+            if reschedule:
+                self.context.schedule_once(self.settings.sweep_interval, _SweepTick(), key="sweep")
+            return
+        self._sweeping = True
+        keep = frozenset(self._sessions)
+        task = asyncio.ensure_future(self._sweep(self._janitor, keep))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _sweep(self, janitor: ActorRef, keep: frozenset[str]) -> None:
+        timeout = 4 * self.settings.engine_timeout + 10
+        try:
+            removed = await janitor.ask(_Sweep(keep, self.instance), timeout=timeout)
+        except Exception as error:
+            self.ref.tell(_SweepDone(None, f"{type(error).__name__}: {error}"))
+        else:
+            self.ref.tell(_SweepDone(list(removed), None))
+
+    def _sweep_done(self, done: _SweepDone) -> None:
+        self._sweeping = False
+        self._sweeps += 1
+        self._last_sweep_error = done.error
+        if done.removed:
+            self._orphans_removed += len(done.removed)
+            log.info(
+                "removed %d orphaned sandbox container(s): %s", len(done.removed), ", ".join(done.removed)
+            )
+        if done.error is not None:
+            log.warning("sandbox orphan sweep failed: %s", done.error)
+        self.context.schedule_once(self.settings.sweep_interval, _SweepTick(), key="sweep")
+
+    def _status(self) -> SandboxStatus:
+        return SandboxStatus(
+            fleet=self.fleet,
+            state="off" if self._off is not None else self._engine,
+            reason=self._off or self._engine_reason,
+            engine=self._engine_display,
+            sessions=len(self._live),
+            stopping=len(self._sessions) - len(self._live),
+            max_sessions=self.settings.max_sessions,
+            orphans_removed=self._orphans_removed,
+            sweeps=self._sweeps,
+            last_sweep_error=self._last_sweep_error,
+        )

@@ -1,0 +1,160 @@
+"""One sandbox session: one ``SandboxSessionActor`` thread owning one container.
+
+``SandboxSessionActor`` is a ``ThreadedWorker`` (the docker SDK blocks): it
+creates its container lazily on the first call, runs the tools on it, and
+removes it when it stops. ``SandboxSessionHost`` is the asyncio side the
+manager spawns and supervises:
+
+- idle for ``idle_ttl``: the receive timeout passivates it, which removes the
+  container;
+- the engine fails or the container is lost: the worker raises
+  ``SandboxUnavailable``, the caller gets it, and the host fails, so its
+  supervisor restarts it (with backoff) on a fresh worker and, lazily, a fresh
+  container;
+- an expected failure (file not found, edit ambiguous, policy) is returned as
+  a ``CallOutcome`` value and does not disturb the session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel
+
+from engine.sandbox_api import SandboxError, SandboxUnavailable, ToolName
+from engine.threaded import ThreadedHost, ThreadedWorker
+from sandbox.backend import SandboxBackend, SandboxSession, SessionSpec
+from sandbox.tools import WorkspaceTools
+
+log = logging.getLogger("callboard.sandbox")
+
+BackendFactory = Callable[[], SandboxBackend]
+
+
+@dataclass(frozen=True)
+class SessionCall:
+    """Run one tool in the session; answered with a ``CallOutcome``."""
+
+    tool: ToolName
+    args: BaseModel
+
+    def __repr__(self) -> str:  # the runtime logs failed messages: keep arguments (env, content) out
+        return f"SessionCall({self.tool})"
+
+
+@dataclass(frozen=True)
+class CallOutcome:
+    value: BaseModel | None = None
+    error: SandboxError | None = None
+
+    def unwrap(self) -> BaseModel:
+        if self.error is not None:
+            raise type(self.error)(*self.error.args)
+        assert self.value is not None
+        return self.value
+
+
+class SessionState:
+    """What the host may read of its worker (plain attributes, set on the worker thread)."""
+
+    __slots__ = ("container_id", "removed")
+
+    def __init__(self) -> None:
+        self.container_id: str | None = None
+        self.removed = False
+
+
+class SandboxSessionActor(ThreadedWorker):
+    """Owns one container, created on the first call and removed on stop."""
+
+    def __init__(self, spec: SessionSpec, backend_factory: BackendFactory, state: SessionState) -> None:
+        super().__init__()
+        self.spec = spec
+        self._factory = backend_factory
+        self._state = state
+        self._backend: SandboxBackend | None = None
+        self._session: SandboxSession | None = None
+        self._tools: WorkspaceTools | None = None
+
+    def handle(self, message: Any) -> Any:
+        if not isinstance(message, SessionCall):
+            raise TypeError(f"SandboxSessionActor cannot handle {type(message).__name__}")
+        try:
+            outcome = CallOutcome(value=self._ensure().call(message.tool, message.args))
+        except SandboxUnavailable:
+            raise  # engine trouble or a lost container: fail, so the supervisor replaces us
+        except SandboxError as error:  # the caller's problem (or a refused mount): report it
+            outcome = CallOutcome(error=error)
+        if self._session is not None and not self._session.healthy:
+            self._discard()  # the next call starts a fresh container
+        return outcome
+
+    def _ensure(self) -> WorkspaceTools:
+        if self._tools is None:
+            if self._backend is None:
+                self._backend = self._factory()
+            session = self._backend.create_session(self.spec)
+            self._session = session
+            self._state.container_id = session.container_id
+            self._state.removed = False
+            self._tools = WorkspaceTools(session)
+        return self._tools
+
+    def _discard(self) -> None:
+        session, self._session, self._tools = self._session, None, None
+        if session is not None and not self._state.removed:
+            try:
+                session.stop()
+            except SandboxError as error:
+                log.warning("sandbox %s: could not remove its container: %s", self.spec.container_name, error)
+        self._state.container_id = None
+
+    def on_stop(self) -> None:
+        self._discard()
+        if self._backend is not None:
+            self._backend.close()
+
+
+class SandboxSessionHost(ThreadedHost):
+    """The supervised, passivating actor of one sandbox session."""
+
+    def __init__(self, spec: SessionSpec, backend_factory: BackendFactory, idle_ttl: float) -> None:
+        self.state = SessionState()
+        super().__init__(SandboxSessionActor, spec, backend_factory, self.state)
+        self.spec = spec
+        self._factory = backend_factory
+        self._idle_ttl = idle_ttl
+
+    async def on_start(self) -> None:
+        await super().on_start()
+        self.context.set_receive_timeout(self._idle_ttl)
+
+    async def on_stop(self) -> None:
+        # Remove the container first: a command still running ends at once, so
+        # the worker thread stops promptly instead of finishing its work.
+        container = self.state.container_id
+        if container is not None:
+            removed = await asyncio.to_thread(_remove, self._factory, container, self.spec.container_name)
+            self.state.removed = removed
+        await super().on_stop()
+
+
+def _remove(factory: BackendFactory, container: str, name: str) -> bool:
+    backend: SandboxBackend | None = None
+    try:
+        backend = factory()
+        backend.remove_container(container)
+        log.debug("sandbox %s removed", name)
+        return True
+    except SandboxError as error:
+        log.warning("sandbox %s: container not removed (the orphan sweep will): %s", name, error)
+        return False
+    finally:
+        if backend is not None:
+            with contextlib.suppress(Exception):
+                backend.close()

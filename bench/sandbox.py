@@ -1,0 +1,259 @@
+"""Sandbox benchmark: cold start, warm exec latency, 20 concurrent sessions, and the host floor.
+
+Every figure goes through the real path (tools API -> manager -> session actor
+-> docker SDK -> engine -> container) except the "backend" row, which calls
+the docker backend directly to show what the actors add. The host row runs
+the same command with ``subprocess.run`` in the same process and run, so the
+ratio holds when the machine's load moves the absolute figures.
+
+    callboard bench sandbox [--quick] [--json] [--engine-url URL]
+
+The engine is ``--engine-url``, else ``DOCKER_HOST`` or the usual sockets;
+failing those, a private Podman service is started for the run (podman must be
+installed). A missing sandbox image is built first (about 40 s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from actors.sandbox import tools_for
+from actors.sandbox_manager import SandboxManager
+from engine import ActorSystem
+from engine.loop import run as run_loop
+from engine.sandbox_api import ExecArgs, SandboxError
+from sandbox.backend import SessionSpec
+from sandbox.config import SandboxPolicy, SandboxSettings
+from sandbox.docker_backend import DockerBackend, DockerSession
+from sandbox.engine import EngineEndpoint, resolve_endpoint
+from sandbox.image import build_image, image_id
+from sandbox.podman_service import PodmanService, PodmanUnavailable
+from sandbox.tools import WorkspaceTools
+
+COMMAND = ["echo", "hello"]
+CONCURRENT = 20
+
+
+def _percentile(samples: list[float], share: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * share))]
+
+
+def _summary(samples: list[float]) -> dict[str, float]:
+    return {
+        "p50_ms": _percentile(samples, 0.5) * 1000,
+        "p99_ms": _percentile(samples, 0.99) * 1000,
+        "max_ms": max(samples) * 1000,
+        "n": len(samples),
+    }
+
+
+async def _timed(call: Callable[[], Awaitable[Any]]) -> float:
+    started = time.perf_counter()
+    result = await call()
+    elapsed = time.perf_counter() - started
+    if getattr(result, "exit_code", 0) != 0:
+        raise SandboxError(f"benchmark command failed: {result!r}")
+    return elapsed
+
+
+def host_latency(samples: int) -> list[float]:
+    timings = []
+    for _ in range(samples):
+        started = time.perf_counter()
+        subprocess.run(COMMAND, capture_output=True, check=True)
+        timings.append(time.perf_counter() - started)
+    return timings
+
+
+def _direct_session(endpoint: EngineEndpoint, settings: SandboxSettings, fleet: str) -> WorkspaceTools:
+    """A session driven without actors: the docker backend alone."""
+    backend = DockerBackend(endpoint, settings)
+    # a fleet of its own: the manager's sweep would rightly remove it as an orphan of its fleet
+    spec = SessionSpec(f"{fleet}-direct", "s", "bench", settings.image, settings.profile("default"), False)
+    return WorkspaceTools(backend.create_session(spec))
+
+
+def _close_direct(tools: WorkspaceTools) -> None:
+    tools.session.stop()
+    if isinstance(tools.session, DockerSession):
+        tools.session.backend.close()
+
+
+async def actor_figures(
+    endpoint: EngineEndpoint,
+    settings: SandboxSettings,
+    fleet: str,
+    quick: bool,
+    progress: Callable[[str], None],
+) -> dict[str, Any]:
+    system = ActorSystem("bench-sandbox")
+    manager = system.spawn(SandboxManager, "sandbox", fleet, settings)
+    policy = SandboxPolicy(enabled=True)
+    args = ExecArgs(argv=COMMAND)
+
+    def tools(chat: str) -> Any:
+        return tools_for(manager, policy, "bench", "private", chat, "u")
+
+    try:
+        progress("cold starts")
+        cold = [await _timed(lambda c=f"cold-{i}": tools(c).exec(args)) for i in range(5 if quick else 15)]
+        progress("warm exec, through the actors and straight to the backend, interleaved")
+        warm_tools = tools("warm")
+        direct = await asyncio.to_thread(_direct_session, endpoint, settings, fleet)
+        try:
+            for _ in range(3):
+                await warm_tools.exec(args)
+                await asyncio.to_thread(direct.exec, args)
+            warm: list[float] = []
+            backend: list[float] = []
+            for index in range(50 if quick else 300):
+                pair = [
+                    (warm, lambda: warm_tools.exec(args)),
+                    (backend, lambda: asyncio.to_thread(direct.exec, args)),
+                ]
+                for samples, call in pair if index % 2 else reversed(pair):  # alternate who goes first
+                    samples.append(await _timed(call))
+        finally:
+            await asyncio.to_thread(_close_direct, direct)
+        progress(f"{CONCURRENT} concurrent sessions")
+        burst: dict[str, Any] = {}
+        for phase in ("cold", "warm"):
+            started = time.perf_counter()
+            each = await asyncio.gather(
+                *(_timed(lambda c=f"burst-{i}": tools(c).exec(args)) for i in range(CONCURRENT))
+            )
+            burst[phase] = {"wall_s": time.perf_counter() - started, **_summary(list(each))}
+        return {
+            "cold_start": _summary(cold),
+            "warm_exec": _summary(warm),
+            "backend_exec": _summary(backend),
+            "concurrent": burst,
+        }
+    finally:
+        await system.shutdown(timeout=60)
+
+
+def measure(endpoint: EngineEndpoint, settings: SandboxSettings, quick: bool, quiet: bool) -> dict[str, Any]:
+    def progress(what: str) -> None:
+        if not quiet:
+            print(f"  running {what} ...", file=sys.stderr, flush=True)
+
+    fleet = f"bench-{os.getpid()}"
+    backend = DockerBackend(endpoint, settings)
+    info = backend.ping()
+    backend.close()
+    samples = 50 if quick else 300
+    progress("host subprocess.run")
+    host = _summary(host_latency(samples))
+    actors = run_loop(actor_figures(endpoint, settings, fleet, quick, progress))
+    return {
+        "quick": quick,
+        "python": sys.version.split()[0],
+        "engine": f"{info.product} {info.version} (API {info.api_version})",
+        "endpoint": info.endpoint,
+        "image": settings.image,
+        "command": " ".join(COMMAND),
+        "cpus": os.cpu_count(),
+        "host_subprocess": host,
+        **actors,
+        "ratio_warm_exec_to_host_p50": actors["warm_exec"]["p50_ms"] / host["p50_ms"],
+        "actor_overhead_p50_ms": actors["warm_exec"]["p50_ms"] - actors["backend_exec"]["p50_ms"],
+    }
+
+
+def render(result: dict[str, Any]) -> str:
+    def row(label: str, figures: dict[str, float], last: str = "p99_ms") -> str:
+        return f"  {label:<34}{figures['p50_ms']:>10.1f} ms{figures[last]:>11.1f} ms   n={figures['n']:.0f}"
+
+    lines = [
+        f"callboard sandbox benchmark: {result['engine']} at {result['endpoint']}",
+        f"image {result['image']}, Python {result['python']}, {result['cpus']} CPUs, "
+        f"command `{result['command']}`",
+        "",
+        f"  {'':<34}{'p50':>13}{'p99':>14}",
+        row("host subprocess.run", result["host_subprocess"]),
+        row("warm exec (tools API -> actors)", result["warm_exec"]),
+        row("warm exec (docker backend only)", result["backend_exec"]),
+        row("cold start + first exec (max)", result["cold_start"], "max_ms"),
+        "",
+        f"  {CONCURRENT} concurrent sessions, each `{result['command']}`:",
+    ]
+    for phase, label in (("cold", "cold (container start + exec)"), ("warm", "warm (exec only)")):
+        burst = result["concurrent"][phase]
+        lines.append(
+            f"    {label:<32} wall {burst['wall_s']:.2f} s, per call p50 {burst['p50_ms']:.0f} ms, "
+            f"max {burst['max_ms']:.0f} ms"
+        )
+    lines += [
+        "",
+        f"warm exec / host subprocess.run (p50): {result['ratio_warm_exec_to_host_p50']:.0f}x",
+        "warm exec p50, actors minus backend alone (alternating order): "
+        f"{result['actor_overhead_p50_ms']:.2f} ms",
+    ]
+    return "\n".join(lines)
+
+
+def _engine(url: str | None, workdir: Path) -> tuple[EngineEndpoint, PodmanService | None]:
+    endpoint = resolve_endpoint(SandboxSettings(engine_url=url))
+    if endpoint is not None:
+        return endpoint, None
+    service = PodmanService(workdir)
+    service.start()
+    return EngineEndpoint(service.url, "private podman service"), service
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="callboard bench sandbox", description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer samples (about 30 s)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument(
+        "--engine-url", help="Docker Engine API endpoint (default: DOCKER_HOST, usual sockets)"
+    )
+    parser.add_argument("--image", help="sandbox image (default: the configured default)")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="callboard-bench-") as workdir:
+        try:
+            endpoint, service = _engine(args.engine_url, Path(workdir))
+        except PodmanUnavailable as error:
+            print(f"error: no container engine: {error}", file=sys.stderr)
+            return 1
+        try:
+            overrides = {"image": args.image} if args.image else {}
+            settings = SandboxSettings(engine_url=endpoint.url, max_sessions=CONCURRENT + 20, **overrides)
+            backend = DockerBackend(endpoint, settings)
+            try:
+                if image_id(backend.client, settings.image) is None:
+                    print(f"building {settings.image} first (about 40 s) ...", file=sys.stderr)
+                    build_image(
+                        backend.client, settings.image, progress=lambda line: print(line, file=sys.stderr)
+                    )
+            finally:
+                backend.close()
+            result = measure(endpoint, settings, args.quick, quiet=args.json)
+        except SandboxError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 1
+        finally:
+            if service is not None:
+                service.stop()
+    if args.json:
+        print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
+    else:
+        print(render(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,194 @@
+"""``callboard sandbox``: build-image, status, sweep.
+
+The engine comes from ``--engine-url``, else the ``sandbox:`` block of
+``--config FLEET.yaml``, else ``DOCKER_HOST`` and the usual sockets (as the
+fleet itself resolves it). Exit status 0 means done or ready; 1 means not
+ready or failed, with the reason on the last line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from engine.sandbox_api import SandboxError
+from sandbox.config import DEFAULT_IMAGE, SandboxSettings
+from sandbox.docker_backend import DockerBackend
+from sandbox.engine import EngineEndpoint, off_reason, resolve_endpoint
+from sandbox.image import ImageBuildError, build_image, image_id
+
+
+class CliError(Exception):
+    """A failure to report on one line, without a traceback."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="callboard sandbox", description=__doc__.split("\n")[0])
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--engine-url", help="Docker Engine API endpoint, e.g. unix:///run/podman/podman.sock"
+    )
+    common.add_argument("--config", type=Path, help="fleet YAML file whose sandbox: block to use")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    build = sub.add_parser(
+        "build-image", parents=[common], help="build the sandbox image (debootstrap, no registry)"
+    )
+    build.add_argument("--name", help=f"image name (default: the configured image, {DEFAULT_IMAGE})")
+    build.add_argument("--rebuild", action="store_true", help="build even if the image exists")
+    build.add_argument("--suite", help="Debian suite (default: this machine's, from /etc/os-release)")
+    build.add_argument("--mirror", help="Debian mirror URL (default: this machine's apt sources)")
+
+    sub.add_parser("status", parents=[common], help="is the sandbox on, and is its engine and image ready")
+
+    sweep = sub.add_parser(
+        "sweep", parents=[common], help="remove sandbox containers of a fleet that is not running"
+    )
+    target = sweep.add_mutually_exclusive_group()
+    target.add_argument("--fleet", help="fleet name (the callboard.fleet label; default: --config's name)")
+    target.add_argument("--all", action="store_true", help="every fleet's sandbox containers")
+    sweep.add_argument("--dry-run", action="store_true", help="list, do not remove")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings, fleet = _settings(args)
+        if args.command == "status":
+            return _status(settings)
+        if args.command == "build-image":
+            return _build(_endpoint(settings), settings, args)
+        fleet = None if args.all else args.fleet or fleet
+        if fleet is None and not args.all:
+            raise CliError("say which sandboxes to sweep: --fleet NAME, --all, or --config FLEET.yaml")
+        return _sweep(_endpoint(settings), settings, fleet, args.dry_run)
+    except CliError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+
+
+def _settings(args: argparse.Namespace) -> tuple[SandboxSettings, str | None]:
+    """Settings from --config (its sandbox: block) and --engine-url."""
+    data: dict[str, Any] = {}
+    fleet = None
+    if args.config is not None:
+        data, fleet = _read_config(args.config)
+    if args.engine_url:
+        data = {**data, "engine_url": args.engine_url}
+    try:
+        return SandboxSettings.model_validate(data), fleet
+    except ValidationError as error:
+        raise CliError(f"invalid sandbox settings: {error}") from None
+
+
+def _read_config(path: Path) -> tuple[dict[str, Any], str | None]:
+    import yaml
+
+    try:
+        document = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as error:
+        raise CliError(f"cannot read {path}: {error}") from None
+    if not isinstance(document, dict):
+        raise CliError(f"{path} is not a mapping")
+    block = document.get("sandbox")
+    fleet = str(document.get("name", "callboard"))
+    if block is None:
+        return {"enabled": False}, fleet
+    if not isinstance(block, dict):
+        raise CliError(f"{path}: sandbox must be a mapping")
+    return block, fleet
+
+
+def _endpoint(settings: SandboxSettings) -> EngineEndpoint:
+    endpoint = resolve_endpoint(settings)
+    if endpoint is None:
+        raise CliError(f"sandbox is off: {off_reason(settings)}")
+    return endpoint
+
+
+def _connect(endpoint: EngineEndpoint, settings: SandboxSettings) -> DockerBackend:
+    try:
+        backend = DockerBackend(endpoint, settings)
+        backend.ping()
+    except SandboxError as error:
+        raise CliError(f"sandbox unavailable: {error}") from None
+    return backend
+
+
+def _status(settings: SandboxSettings) -> int:
+    endpoint = resolve_endpoint(settings)
+    if endpoint is None:
+        print(f"sandbox: off - {off_reason(settings)}")
+        return 1
+    try:
+        backend = DockerBackend(endpoint, settings)
+        info = backend.ping()
+    except SandboxError as error:
+        print(f"sandbox: unavailable - {error}")
+        return 1
+    try:
+        found = image_id(backend.client, settings.image)
+        containers = backend.list_containers()
+    except Exception as error:
+        print(f"sandbox: unavailable - {error}")
+        return 1
+    finally:
+        backend.close()
+    by_fleet = Counter(record.fleet for record in containers)
+    fleets = ", ".join(f"{name}: {count}" for name, count in sorted(by_fleet.items())) or "none"
+    print("sandbox: on" if found else "sandbox: on, but the image is missing")
+    print(f"  engine:     {info.endpoint} ({endpoint.source})")
+    print(f"              {info.product} {info.version}, API {info.api_version}")
+    print(f"  image:      {settings.image} - " + (f"present ({found[:19]})" if found else "MISSING"))
+    print(f"  containers: {len(containers)} labelled callboard.fleet ({fleets})")
+    if not found:
+        print("run `callboard sandbox build-image` to build it")
+        return 1
+    return 0
+
+
+def _build(endpoint: EngineEndpoint, settings: SandboxSettings, args: argparse.Namespace) -> int:
+    name = args.name or settings.image
+    backend = _connect(endpoint, settings)
+    try:
+        existing = image_id(backend.client, name)
+        if existing and not args.rebuild:
+            print(f"image {name} already exists ({existing[:19]}); use --rebuild to build it again")
+            return 0
+        started = time.monotonic()
+        try:
+            built = build_image(backend.client, name, suite=args.suite, mirror=args.mirror)
+        except ImageBuildError as error:
+            raise CliError(str(error)) from None
+        print(f"built {name} ({built[:19]}) in {time.monotonic() - started:.1f} s")
+        return 0
+    finally:
+        backend.close()
+
+
+def _sweep(endpoint: EngineEndpoint, settings: SandboxSettings, fleet: str | None, dry_run: bool) -> int:
+    backend = _connect(endpoint, settings)
+    try:
+        records = backend.list_containers(fleet)
+        scope = f"fleet {fleet!r}" if fleet else "all fleets"
+        if not records:
+            print(f"no sandbox containers of {scope}")
+            return 0
+        names = ", ".join(sorted(record.name for record in records))
+        if dry_run:
+            print(f"would remove {len(records)} sandbox container(s) of {scope}: {names}")
+            return 0
+        removed = sum(backend.remove_container(record.id) for record in records)
+        print(f"removed {removed} sandbox container(s) of {scope}: {names}")
+        return 0
+    except SandboxError as error:
+        raise CliError(f"sandbox unavailable: {error}") from None
+    finally:
+        backend.close()

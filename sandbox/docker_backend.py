@@ -1,0 +1,316 @@
+"""The backend on the Docker Engine API (the ``docker`` SDK): Docker, or Podman's compatible socket.
+
+Every container is hardened by default: no network unless the profile asks,
+read-only root with size-limited tmpfs at ``/workspace`` and ``/tmp``, a
+non-root user, all capabilities dropped, ``no-new-privileges``, memory (no
+swap), CPU and pids limits, and the ``callboard.*`` labels the orphan sweep
+relies on. PID 1 is a tiny shell loop, running as a user of its own, that
+reaps orphaned processes, so a killed process tree leaves no zombies behind to
+eat the pids limit.
+
+A timed-out command is killed with everything else the sandbox user runs
+(``kill -9 -1`` from inside, which spares PID 1): the workspace survives. If
+that kill cannot run, the session is marked unhealthy and replaced.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import docker
+import docker.errors
+import docker.types
+import requests
+
+from engine.sandbox_api import WORKSPACE, ExecResult, SandboxError, SandboxUnavailable
+from sandbox.backend import (
+    LABEL_FLEET,
+    LABEL_INSTANCE,
+    LABEL_SESSION,
+    ContainerRecord,
+    EngineInfo,
+    ExecRequest,
+    SandboxBackend,
+    SandboxSession,
+    SessionSpec,
+)
+from sandbox.config import SandboxSettings
+from sandbox.engine import EngineEndpoint, connect, redact
+from sandbox.mounts import MountRefused, check_source, engine_sockets
+from sandbox.output import StreamCapture
+from sandbox.stream import ExecStream, raw_socket
+
+log = logging.getLogger("callboard.sandbox")
+
+#: PID 1: reaps every orphan (``wait`` collects any child) and ignores signals it has no trap for.
+#: It runs as IDLE_USER, not as the commands' user, so neither ``kill -9 -1`` nor untrusted code
+#: can signal it or its ``sleep``; it never needs to fork again, even when a fork bomb holds
+#: every pid (a shell that cannot fork exits, and with PID 1 the container would go).
+IDLE_COMMAND = ["/bin/sh", "-c", "while :; do sleep 2147483647 & wait; done"]
+IDLE_USER = "65534:65534"
+#: Runs every command: enter the working directory, then become the command.
+_ENTER = 'cd "$1" || exit 126; shift; exec "$@"'
+_KILL_ALL = ["/bin/sh", "-c", "kill -9 -1 2>/dev/null; exit 0"]
+_KILL_GRACE = 5.0
+
+
+class DockerBackend(SandboxBackend):
+    """One ``docker.DockerClient``; create one backend per thread."""
+
+    def __init__(self, endpoint: EngineEndpoint, settings: SandboxSettings) -> None:
+        self.endpoint = endpoint
+        self.settings = settings
+        with self.errors():
+            self.client = connect(endpoint, settings)
+
+    @contextlib.contextmanager
+    def errors(self, what: str = "") -> Iterator[None]:
+        """Turn SDK and transport failures into ``SandboxUnavailable`` with a clear reason."""
+        try:
+            yield
+        except SandboxError:
+            raise
+        except docker.errors.ImageNotFound as error:
+            raise SandboxUnavailable(
+                f"sandbox image not found on the engine ({_explain(error)}): "
+                "build it with `callboard sandbox build-image`"
+            ) from None
+        except docker.errors.NotFound as error:
+            raise SandboxUnavailable(f"{what or 'sandbox container'} is gone: {_explain(error)}") from None
+        except docker.errors.APIError as error:
+            raise SandboxUnavailable(
+                f"container engine refused {what or 'a request'}: {_explain(error)}"
+            ) from None
+        except (docker.errors.DockerException, requests.exceptions.RequestException, OSError) as error:
+            raise SandboxUnavailable(
+                f"container engine {self.endpoint.display} is unreachable: {_short(error)}"
+            ) from None
+
+    def ping(self) -> EngineInfo:
+        with self.errors("ping"):
+            version = self.client.version()
+        product = next((c.get("Name", "") for c in version.get("Components", [])), "") or "Docker Engine"
+        return EngineInfo(
+            endpoint=self.endpoint.display,
+            product=str(product),
+            version=str(version.get("Version", "?")),
+            api_version=str(version.get("ApiVersion", "?")),
+        )
+
+    def container_options(self, spec: SessionSpec) -> dict[str, Any]:
+        """``containers.create`` arguments: the hardening lives here."""
+        profile = spec.profile
+        mounts = [
+            docker.types.Mount(
+                target=mount.target,
+                source=self._checked_source(mount.source),
+                type="bind",
+                read_only=mount.read_only,
+            )
+            for mount in profile.mounts
+        ]
+        return {
+            "image": spec.image,
+            "command": IDLE_COMMAND,
+            "name": spec.container_name,
+            "hostname": "sandbox",
+            "labels": spec.labels,
+            "user": IDLE_USER,
+            "working_dir": WORKSPACE,
+            "environment": {"HOME": WORKSPACE, "TMPDIR": "/tmp", "LANG": "C.UTF-8"},
+            "network_mode": None if spec.network else "none",
+            "read_only": True,
+            "cap_drop": ["ALL"],
+            "security_opt": ["no-new-privileges"],
+            "mem_limit": profile.memory,
+            "memswap_limit": profile.memory,
+            "nano_cpus": int(profile.cpus * 1e9),
+            "pids_limit": profile.pids,
+            "tmpfs": {
+                WORKSPACE: f"rw,nosuid,nodev,size={profile.workspace_size},mode=1777",
+                "/tmp": f"rw,nosuid,nodev,size={profile.tmp_size},mode=1777",
+            },
+            "mounts": mounts,
+            "detach": True,
+        }
+
+    def _checked_source(self, source: str) -> str:
+        """Second check of a host mount, on the path as it resolves now."""
+        if self.endpoint.unix_socket is None:
+            raise SandboxError(
+                f"host mount {source!r} refused: mounts need a local engine (unix socket), "
+                f"not {self.endpoint.display}"
+            )
+        try:
+            return check_source(
+                source,
+                self.settings.allowed_mount_roots,
+                [*engine_sockets(self.settings.engine_url), self.endpoint.unix_socket],
+            )
+        except MountRefused as error:
+            raise SandboxError(str(error)) from None
+
+    def create_session(self, spec: SessionSpec) -> DockerSession:
+        options = self.container_options(spec)
+        with self.errors(f"creating sandbox {spec.container_name}"):
+            try:
+                container = self.client.containers.create(**options)
+            except docker.errors.APIError as error:
+                if error.status_code != 409:
+                    raise
+                # a container left by this session's previous incarnation: replace it
+                self.remove_container(spec.container_name)
+                container = self.client.containers.create(**options)
+            try:
+                container.start()
+            except BaseException:
+                with contextlib.suppress(SandboxError):
+                    self.remove_container(container.id)
+                raise
+        log.debug("sandbox %s started (%s)", spec.container_name, container.id[:12])
+        return DockerSession(self, spec, container.id)
+
+    def list_containers(self, fleet: str | None = None) -> list[ContainerRecord]:
+        label = LABEL_FLEET if fleet is None else f"{LABEL_FLEET}={fleet}"
+        with self.errors("listing sandbox containers"):
+            found = self.client.api.containers(all=True, filters={"label": [label]})
+        records = []
+        for item in found:
+            labels = item.get("Labels") or {}
+            names = item.get("Names") or [item["Id"]]
+            records.append(
+                ContainerRecord(
+                    id=item["Id"],
+                    name=names[0].lstrip("/"),
+                    fleet=labels.get(LABEL_FLEET, ""),
+                    session=labels.get(LABEL_SESSION, ""),
+                    instance=labels.get(LABEL_INSTANCE, ""),
+                    state=str(item.get("State", "")),
+                )
+            )
+        return records
+
+    def remove_container(self, ref: str) -> bool:
+        with self.errors(f"removing {ref}"):
+            try:
+                self.client.api.remove_container(ref, force=True, v=True)
+            except docker.errors.NotFound:
+                return False
+        return True
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.client.close()
+
+
+class DockerSession(SandboxSession):
+    def __init__(self, backend: DockerBackend, spec: SessionSpec, container_id: str) -> None:
+        super().__init__(spec)
+        self.backend = backend
+        self._id = container_id
+        self._removed = False
+
+    @property
+    def container_id(self) -> str:
+        return self._id
+
+    def exec(self, request: ExecRequest) -> ExecResult:
+        api = self.backend.client.api
+        stdout, stderr = StreamCapture(request.output_limit), StreamCapture(request.output_limit)
+        started = time.monotonic()
+        with self.backend.errors(f"sandbox {self.spec.container_name}"):
+            exec_id = api.exec_create(
+                self._id,
+                ["/bin/sh", "-c", _ENTER, "sandbox-exec", request.cwd, *request.argv],
+                stdin=request.stdin is not None,
+                environment=dict(request.env),
+                user=self.spec.profile.user,
+            )["Id"]
+            handle = api.exec_start(exec_id, socket=True)
+        try:
+            sock, buffered = raw_socket(handle)
+        except TypeError as error:
+            _close_stream(handle, None)
+            raise SandboxError(str(error)) from None
+        stream = ExecStream(sock, stdout, stderr)
+        try:
+            stream.feed(buffered)
+            finished = stream.pump(request.stdin, started + request.timeout)
+            if not finished:
+                killed = self._kill_all()
+                drained = stream.pump(None, time.monotonic() + _KILL_GRACE) if killed else False
+                if not drained:
+                    self.healthy = False
+                    log.warning(
+                        "sandbox %s: processes survived a kill; replacing it", self.spec.container_name
+                    )
+        finally:
+            _close_stream(handle, sock)
+        duration = time.monotonic() - started
+        exit_code = self._exit_code(exec_id) if finished else None
+        return ExecResult(
+            exit_code=exit_code,
+            stdout=stdout.text(),
+            stderr=stderr.text(),
+            truncated=stdout.truncated or stderr.truncated,
+            timed_out=not finished,
+            duration=duration,
+            stdout_bytes=stdout.total,
+            stderr_bytes=stderr.total,
+        )
+
+    def _exit_code(self, exec_id: str) -> int | None:
+        api = self.backend.client.api
+        with self.backend.errors(f"sandbox {self.spec.container_name}"):
+            for _ in range(40):
+                info = api.exec_inspect(exec_id)
+                if not info.get("Running") and info.get("ExitCode") is not None:
+                    return int(info["ExitCode"])
+                time.sleep(0.05)
+        return None
+
+    def _kill_all(self) -> bool:
+        """Kill every process of the sandbox user but PID 1; True when the kill ran."""
+        api = self.backend.client.api
+        for attempt in range(3):
+            try:
+                exec_id = api.exec_create(self._id, _KILL_ALL, user=self.spec.profile.user)["Id"]
+                api.exec_start(exec_id)
+                if api.exec_inspect(exec_id).get("ExitCode") == 0:
+                    return True
+            except (docker.errors.DockerException, requests.exceptions.RequestException, OSError) as error:
+                log.info(
+                    "sandbox %s: kill attempt %d failed: %s", self.spec.container_name, attempt + 1, error
+                )
+            time.sleep(0.2)
+        return False
+
+    def stop(self) -> None:
+        if self._removed:
+            return
+        self.backend.remove_container(self._id)
+        self._removed = True
+        log.debug("sandbox %s removed", self.spec.container_name)
+
+
+def _close_stream(handle: Any, sock: Any) -> None:
+    """Close the hijacked HTTP response first (it flushes through the socket), then the socket."""
+    response = getattr(handle, "_response", None)
+    with contextlib.suppress(Exception):
+        if response is not None:
+            response.close()
+    with contextlib.suppress(Exception):
+        (sock or handle).close()
+
+
+def _explain(error: docker.errors.APIError) -> str:
+    return str(error.explanation or error)[:300]
+
+
+def _short(error: BaseException) -> str:
+    text = str(error) or type(error).__name__
+    return redact(text)[:300]
