@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/callboard bench actors --quick
+	$(BIN)/callboard run config/demo.yaml
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
@@ -26,6 +26,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/callboard bench actors
+	$(BIN)/callboard bench e2e
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

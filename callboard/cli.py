@@ -1,30 +1,85 @@
-"""``callboard`` command line."""
+"""``callboard`` command line: run, validate, schema, bench, sandbox."""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 from collections.abc import Callable
 
-BENCHMARKS: dict[str, str] = {"actors": "bench.actors"}
+import orjson
+
+BENCHMARKS: dict[str, str] = {"actors": "bench.actors", "e2e": "bench.e2e", "sandbox": "bench.sandbox"}
+
+
+def _delegate(module_name: str, rest: list[str]) -> int:
+    """Hand the remaining arguments to ``module_name.main`` (imported lazily)."""
+    module = importlib.import_module(module_name)
+    main: Callable[[list[str]], int] = module.main
+    return main(rest)
 
 
 def _bench(args: argparse.Namespace, rest: list[str]) -> int:
-    import importlib
+    return _delegate(BENCHMARKS[args.scenario], rest)
 
-    module = importlib.import_module(BENCHMARKS[args.scenario])
-    main: Callable[[list[str]], int] = module.main
-    return main(rest)
+
+def _sandbox(args: argparse.Namespace, rest: list[str]) -> int:
+    return _delegate("sandbox.cli", rest)
+
+
+def _validate(args: argparse.Namespace, rest: list[str]) -> int:
+    from actors.config_file import ConfigError, load_fleet
+
+    try:
+        config = load_fleet(args.file)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    bots = ", ".join(f"{b.id} ({b.adapter.type})" for b in config.bots) or "no bots"
+    print(f"{args.file}: OK: fleet {config.name!r}, {bots}")
+    return 0
+
+
+def _schema(args: argparse.Namespace, rest: list[str]) -> int:
+    from actors.config import FleetConfig
+
+    schema = FleetConfig.model_json_schema()
+    sys.stdout.write(orjson.dumps(schema, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode() + "\n")
+    return 0
+
+
+def _run(args: argparse.Namespace, rest: list[str]) -> int:
+    from actors.config_file import ConfigError
+    from callboard.app import serve
+    from engine.loop import run
+
+    try:
+        run(serve(args.file))
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="callboard", description="Run a fleet of chat bots.")
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
     sub = parser.add_subparsers(dest="command", required=True)
-    bench = sub.add_parser("bench", help="run a benchmark (extra flags pass through)")
+    run = sub.add_parser("run", help="run the fleet in FILE (SIGHUP reloads it)")
+    run.add_argument("file")
+    run.set_defaults(func=_run)
+    validate = sub.add_parser("validate", help="check FILE and report every problem with its line")
+    validate.add_argument("file")
+    validate.set_defaults(func=_validate)
+    schema = sub.add_parser("schema", help="print the fleet file's JSON Schema")
+    schema.set_defaults(func=_schema)
+    # add_help=False: "--help" reaches the benchmark's or the sandbox tool's own parser
+    bench = sub.add_parser("bench", help="run a benchmark (extra flags pass through)", add_help=False)
     bench.add_argument("scenario", choices=sorted(BENCHMARKS))
     bench.set_defaults(func=_bench)
+    sandbox = sub.add_parser("sandbox", help="sandbox tools: build-image, status, sweep", add_help=False)
+    sandbox.set_defaults(func=_sandbox)
     return parser
 
 
@@ -35,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         level=getattr(logging, str(args.log_level).upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    if rest and args.command != "bench":
+    if rest and args.command not in ("bench", "sandbox"):
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     result: int = args.func(args, rest)
     return result

@@ -1,0 +1,138 @@
+"""Admin endpoints on the engine's HTTP server: health, readiness, metrics, actors."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from actors.http import HttpServer
+from actors.runtime import FleetStats
+from engine.journal import Journal
+from engine.system import ActorSystem
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class EngineCollector(Collector):
+    """Reads the runtime and per-bot counters at scrape time."""
+
+    def __init__(self, system: ActorSystem, stats: FleetStats, journal: Journal) -> None:
+        self.system = system
+        self.stats = stats
+        self.journal = journal
+
+    def collect(self) -> Any:
+        metrics = self.system.metrics
+        yield CounterMetricFamily(
+            "callboard_actor_messages", "messages handled by actors", value=metrics.messages
+        )
+        yield CounterMetricFamily(
+            "callboard_dead_letters", "messages to stopped actors", value=metrics.dead_letters
+        )
+        yield CounterMetricFamily(
+            "callboard_mailbox_dropped", "messages dropped by mailbox policy", value=metrics.dropped
+        )
+        yield GaugeMetricFamily("callboard_actors", "live actors", value=metrics.live_actors())
+        total, largest = metrics.mailbox_depth()
+        yield GaugeMetricFamily("callboard_mailbox_depth", "queued messages over all actors", value=total)
+        yield GaugeMetricFamily("callboard_mailbox_depth_max", "largest single mailbox", value=largest)
+        for name, source in (("failures", metrics.failures), ("restarts", metrics.restarts)):
+            family = CounterMetricFamily(
+                f"callboard_actor_{name}", f"actor {name} by class", labels=["actor_class"]
+            )
+            for cls, count in sorted(source.items()):
+                family.add_metric([cls], count)
+            yield family
+        yield CounterMetricFamily("callboard_journal_commits", "journal commits", value=self.journal.commits)
+        yield CounterMetricFamily(
+            "callboard_journal_operations", "journal operations committed", value=self.journal.batched_ops
+        )
+        names = (
+            "accepted",
+            "duplicates",
+            "runs",
+            "handled_events",
+            "failed_runs",
+            "timed_out_runs",
+            "unrouted",
+            "sends",
+            "send_failures",
+            "send_retries",
+            "receipts_skipped",
+        )
+        families = {
+            n: CounterMetricFamily(f"callboard_bot_{n}", f"per bot: {n}", labels=["bot"]) for n in names
+        }
+        sessions = GaugeMetricFamily("callboard_bot_sessions", "live sessions per bot", labels=["bot"])
+        for bot_id, runtime in sorted(self.stats.runtimes.items()):
+            for n in names:
+                families[n].add_metric([bot_id], getattr(runtime.counters, n))
+            sessions.add_metric([bot_id], runtime.live_sessions)
+        yield from families.values()
+        yield sessions
+        up = GaugeMetricFamily("callboard_bot_connected", "1 when the bot's connection is up", labels=["bot"])
+        for bot_id, (connected, _) in sorted(self.stats.connections.items()):
+            up.add_metric([bot_id], 1.0 if connected else 0.0)
+        yield up
+
+
+def add_admin_routes(
+    http: HttpServer,
+    system: ActorSystem,
+    stats: FleetStats,
+    journal: Journal,
+    expected_bots: Callable[[], list[str]],
+) -> None:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(EngineCollector(system, stats, journal))
+
+    async def healthz(request: web.Request) -> web.StreamResponse:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(request: web.Request) -> web.StreamResponse:
+        problems = []
+        if not journal.is_open:
+            problems.append("journal is not open")
+        if system.closed:
+            problems.append("shutting down")
+        for bot_id in expected_bots():
+            connected, detail = stats.connections.get(bot_id, (False, "not started"))
+            if not connected:
+                problems.append(f"bot {bot_id}: {detail}")
+        status = 200 if not problems else 503
+        return web.json_response({"ready": not problems, "problems": problems}, status=status)
+
+    async def metrics(request: web.Request) -> web.StreamResponse:
+        return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE})
+
+    async def actors(request: web.Request) -> web.StreamResponse:
+        return web.json_response(system.tree())
+
+    async def bots(request: web.Request) -> web.StreamResponse:
+        out = []
+        for bot_id, runtime in sorted(stats.runtimes.items()):
+            connected, detail = stats.connections.get(bot_id, (False, "unknown"))
+            out.append(
+                {
+                    "id": bot_id,
+                    "adapter": runtime.config.adapter.type,
+                    "connected": connected,
+                    "connection": detail,
+                    "sessions": runtime.live_sessions,
+                    "counters": {k: v for k, v in vars(runtime.counters).items() if k != "by_type"},
+                    "events_by_type": dict(runtime.counters.by_type),
+                    "manifest": runtime.api.manifest().model_dump(),
+                }
+            )
+        return web.json_response(out)
+
+    http.add("GET", "/healthz", healthz)
+    http.add("GET", "/readyz", readyz)
+    http.add("GET", "/metrics", metrics)
+    http.add("GET", "/api/actors", actors)
+    http.add("GET", "/api/bots", bots)

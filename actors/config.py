@@ -1,0 +1,150 @@
+"""The fleet file's models: ``engine:``, ``sandbox:`` and ``bots:``.
+
+Adapter blocks come from the adapter packages (each declares its own
+``config_type``) and sandbox blocks from ``sandbox.config``, so this module
+only composes them.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from adapters.base import AdapterConfig, adapter_types
+from engine.units import Duration
+from handlers.routing import RouteRule
+from sandbox.config import SandboxPolicy, SandboxSettings
+
+_BOT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DebounceConfig(_Strict):
+    window: Duration = Field(default=1.5, description="quiet time that closes a burst; 0 turns debounce off")
+    max_wait: Duration = Field(
+        default=10.0, description="a burst never waits longer than this from its first message"
+    )
+    max_batch: int = Field(
+        default=50, ge=1, description="a burst closes at once when it reaches this many messages"
+    )
+
+    @model_validator(mode="after")
+    def _max_wait_covers_window(self) -> DebounceConfig:
+        if self.window and self.max_wait < self.window:
+            raise ValueError("max_wait must be at least window")
+        return self
+
+
+class SessionConfig(_Strict):
+    idle_ttl: Duration = Field(default=600.0, gt=0, description="a session idle this long is passivated")
+    debounce: DebounceConfig = Field(default_factory=DebounceConfig)
+    handler_timeout: Duration = Field(default=60.0, gt=0, description="deadline of one handler run")
+    crash_loop_after: int = Field(
+        default=5,
+        ge=1,
+        description="consecutive failed runs after which the session is restarted with backoff",
+    )
+
+
+def _adapter_union() -> Any:
+    configs = tuple(adapter.config_type for adapter in adapter_types().values())
+    if len(configs) == 1:
+        return configs[0]
+    from typing import Union
+
+    return Annotated[Union[configs], Field(discriminator="type")]  # noqa: UP007
+
+
+if TYPE_CHECKING:
+    AnyAdapterConfig = AdapterConfig
+else:
+    AnyAdapterConfig = _adapter_union()
+
+
+class BotConfig(_Strict):
+    id: str = Field(description="unique within the fleet: letters, digits, '-' and '_'")
+    enabled: bool = True
+    adapter: AnyAdapterConfig
+    session: SessionConfig = Field(default_factory=SessionConfig)
+    handlers: list[RouteRule] = Field(default_factory=list)
+    default: Literal["drop"] = Field(default="drop", description="what happens to events no rule matches")
+    sandbox: SandboxPolicy = Field(default_factory=SandboxPolicy)
+
+    @field_validator("id")
+    @classmethod
+    def _valid_id(cls, value: str) -> str:
+        if not _BOT_ID.match(value):
+            raise ValueError(
+                "bot id must be 1-64 letters, digits, '-' or '_', starting with a letter or digit"
+            )
+        return value
+
+
+class JournalConfig(_Strict):
+    path: str = Field(default="var/callboard.sqlite3", description="SQLite file (created if missing)")
+    synchronous: Literal["FULL", "NORMAL"] = Field(
+        default="FULL", description="FULL survives power loss; NORMAL survives a killed process only"
+    )
+    retention: Duration = Field(default=7 * 86400, description="how long handled events are kept")
+    dedup_window: Duration = Field(default=86400, description="how long a platform event id is remembered")
+
+
+class AdminConfig(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8765, ge=0, le=65535)
+
+
+class EngineConfig(_Strict):
+    journal: JournalConfig = Field(default_factory=JournalConfig)
+    admin: AdminConfig = Field(default_factory=AdminConfig)
+    shutdown_timeout: Duration = Field(default=15.0, gt=0)
+
+    @field_validator("journal", mode="before")
+    @classmethod
+    def _path_shorthand(cls, value: Any) -> Any:
+        return {"path": value} if isinstance(value, str) else value
+
+
+class FleetConfig(_Strict):
+    name: str = Field(default="callboard", pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+    engine: EngineConfig = Field(default_factory=EngineConfig)
+    sandbox: SandboxSettings | None = Field(default=None, description="omit to run without sandboxes")
+    bots: list[BotConfig] = Field(default_factory=list)
+
+    @field_validator("bots")
+    @classmethod
+    def _unique_ids(cls, bots: list[BotConfig]) -> list[BotConfig]:
+        seen: set[str] = set()
+        for bot in bots:
+            if bot.id in seen:
+                raise ValueError(f"duplicate bot id {bot.id!r}")
+            seen.add(bot.id)
+        return bots
+
+    @model_validator(mode="after")
+    def _sandbox_profiles_exist(self) -> FleetConfig:
+        if self.sandbox is None:
+            return self  # bots asking for sandboxes are told "off" at run time
+        for bot in self.bots:
+            if bot.sandbox.enabled and bot.sandbox.profile not in self.sandbox.profiles:
+                raise ValueError(
+                    f"bot {bot.id!r}: sandbox profile {bot.sandbox.profile!r} is not in sandbox.profiles"
+                )
+        return self
+
+
+__all__ = [
+    "AdapterConfig",
+    "AdminConfig",
+    "BotConfig",
+    "DebounceConfig",
+    "EngineConfig",
+    "FleetConfig",
+    "JournalConfig",
+    "SessionConfig",
+]

@@ -1,0 +1,165 @@
+"""FleetActor: the root of the bots; applies a changed fleet file without
+touching the bots that did not change.
+
+A crash in one bot never reaches another: each bot restarts on its own (at
+most 3 times a minute), a bot whose credentials are rejected stops with a
+clear log line, and nothing escalates to the fleet.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from actors.bot import BotActor
+from actors.config import BotConfig, FleetConfig
+from actors.http import HttpServer
+from actors.runtime import FleetStats, SandboxFactory
+from actors.sandbox import sandbox_factory, spawn_sandbox_manager
+from adapters.base import AdapterAuthError
+from engine.actor import Actor
+from engine.journal import Journal
+from engine.ref import ActorRef
+from engine.signals import Terminated
+from engine.supervision import Directive, SupervisorStrategy, decider_from_mapping
+from sandbox.config import SandboxSettings
+
+log = logging.getLogger("callboard.fleet")
+
+BOT_STRATEGY = SupervisorStrategy(
+    decider=decider_from_mapping({AdapterAuthError: Directive.STOP}),
+    max_restarts=3,
+    within_seconds=60.0,
+    escalate_on_limit=False,
+)
+
+PRUNE_EVERY = 3600.0
+
+
+@dataclass
+class ApplyConfig:
+    """Reload: bring the running bots in line with ``config``."""
+
+    config: FleetConfig
+
+
+@dataclass
+class ReloadResult:
+    added: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    restart_needed: list[str] = field(default_factory=list)
+
+
+class _Prune:
+    __slots__ = ()
+
+
+class FleetActor(Actor):
+    def __init__(
+        self,
+        config: FleetConfig,
+        journal: Journal,
+        http: HttpServer,
+        stats: FleetStats,
+    ) -> None:
+        self.config = config
+        self.journal = journal
+        self.http = http
+        self.stats = stats
+        self.sandbox: ActorRef | None = None
+        self.bots: dict[str, ActorRef] = {}
+        self.bot_configs: dict[str, BotConfig] = {}
+        self.respawn: dict[str, BotConfig] = {}
+
+    async def on_start(self) -> None:
+        # Spawned first, so it stops last: bots flushing their bursts can still use it.
+        self.sandbox = spawn_sandbox_manager(self.context, self.config.name, self._sandbox_settings())
+        for bot in self.config.bots:
+            if bot.enabled:
+                self._spawn(bot)
+        self.context.schedule_once(60.0, _Prune(), key="prune")
+
+    def _sandbox_settings(self) -> SandboxSettings | None:
+        settings = self.config.sandbox
+        return settings if settings is not None and settings.enabled else None
+
+    def _spawn(self, bot: BotConfig) -> None:
+        factory: SandboxFactory = sandbox_factory(self.sandbox, bot.sandbox, bot.id, handler="pipeline")
+        ref = self.context.spawn(
+            BotActor, bot.id, bot, self.journal, self.http, self.stats, factory, supervisor=BOT_STRATEGY
+        )
+        self.context.watch(ref)
+        self.bots[bot.id] = ref
+        self.bot_configs[bot.id] = bot
+
+    async def receive(self, message: Any) -> Any:
+        if isinstance(message, ApplyConfig):
+            return self._apply(message.config)
+        if isinstance(message, Terminated):
+            bot_id = message.ref.name
+            if self.bots.get(bot_id) is message.ref:
+                del self.bots[bot_id]
+                self.bot_configs.pop(bot_id, None)
+                if isinstance(message.reason, BaseException):
+                    log.error("bot %s stopped: %r", bot_id, message.reason)
+            again = self.respawn.pop(bot_id, None)
+            if again is not None:
+                self._spawn(again)
+            return None
+        if isinstance(message, _Prune):
+            try:
+                counts = await self.journal.prune()
+                if any(counts.values()):
+                    log.info("journal retention: removed %s", counts)
+            except Exception:
+                log.exception("journal pruning failed")
+            self.context.schedule_once(PRUNE_EVERY, _Prune(), key="prune")
+            return None
+        if message == "bots":
+            return sorted(self.bots)
+        if message == "ready":
+            for ref in list(self.bots.values()):
+                try:
+                    await ref.ask("ping", timeout=30)
+                except Exception as exc:
+                    log.error("bot %s did not start: %r", ref.name, exc)
+            return sorted(self.bots)
+        raise TypeError(f"unexpected message {message!r}")
+
+    def _apply(self, new: FleetConfig) -> ReloadResult:
+        result = ReloadResult()
+        if new.engine != self.config.engine:
+            result.restart_needed.append("engine")
+        if new.sandbox != self.config.sandbox:
+            result.restart_needed.append("sandbox")
+        wanted = {bot.id: bot for bot in new.bots if bot.enabled}
+        for bot_id in list(self.bots):
+            if bot_id not in wanted:
+                self.bots[bot_id].stop()
+                self.respawn.pop(bot_id, None)
+                result.removed.append(bot_id)
+        for bot_id, bot in wanted.items():
+            current = self.bot_configs.get(bot_id)
+            if current is None and bot_id not in self.respawn:
+                self._spawn(bot)
+                result.added.append(bot_id)
+            elif current == bot:
+                result.unchanged.append(bot_id)
+            else:
+                self.respawn[bot_id] = bot  # spawned again once the old one has stopped
+                if bot_id in self.bots:
+                    self.bots[bot_id].stop()
+                result.changed.append(bot_id)
+        self.config = new.model_copy(update={"engine": self.config.engine, "sandbox": self.config.sandbox})
+        log.info(
+            "reload: added %s, removed %s, changed %s, unchanged %s%s",
+            result.added,
+            result.removed,
+            result.changed,
+            result.unchanged,
+            f"; restart needed for {result.restart_needed}" if result.restart_needed else "",
+        )
+        return result

@@ -1,0 +1,87 @@
+"""The engine's one HTTP server: web chat, adapters' webhook routes, admin.
+
+aiohttp freezes its router when the app starts, but bots come and go on a
+reload, so routes live in a table of exact paths this server dispatches
+itself. Each route has an owner (a bot id or "engine") so a bot's routes leave
+with it.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+log = logging.getLogger("callboard.http")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class RouteConflict(ValueError):
+    """Two owners asked for the same method and path."""
+
+
+class HttpServer:
+    def __init__(self, host: str, port: int, *, max_body: int = 4 * 1024 * 1024) -> None:
+        self.host = host
+        self.port = port
+        self.app = web.Application(client_max_size=max_body)
+        self.app.router.add_route("*", "/{tail:.*}", self._dispatch)
+        self._routes: dict[tuple[str, str], tuple[str, Handler]] = {}
+        self._runner: web.AppRunner | None = None
+        self._site: web.BaseSite | None = None
+
+    def add(self, method: str, path: str, handler: Handler, owner: str = "engine") -> None:
+        key = (method.upper(), path)
+        existing = self._routes.get(key)
+        if existing is not None and existing[0] != owner:
+            raise RouteConflict(f"{method} {path} is already served for {existing[0]!r}")
+        self._routes[key] = (owner, handler)
+
+    def remove_owner(self, owner: str) -> None:
+        for key in [k for k, (o, _) in self._routes.items() if o == owner]:
+            del self._routes[key]
+
+    def paths(self, owner: str | None = None) -> list[str]:
+        return sorted({p for (_, p), (o, _) in self._routes.items() if owner is None or o == owner})
+
+    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+        path = request.path
+        entry = self._routes.get((request.method, path))
+        if entry is None and request.method == "HEAD":
+            entry = self._routes.get(("GET", path))
+        if entry is None:
+            if any(p == path for (_, p) in self._routes):
+                return web.json_response({"error": "method not allowed"}, status=405)
+            return web.json_response({"error": f"no route for {path}"}, status=404)
+        return await entry[1](request)
+
+    async def start(self) -> int:
+        """Listen; returns the bound port (useful with port 0)."""
+        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        sock = socket.create_server((self.host, self.port), reuse_port=False)
+        site = web.SockSite(self._runner, sock)
+        await site.start()
+        self._site = site
+        self.port = sock.getsockname()[1]
+        log.info("HTTP server on http://%s:%d", self.host, self.port)
+        return self.port
+
+    async def stop_listening(self) -> None:
+        """Refuse new connections; open websockets keep going until ``close``."""
+        if self._site is not None:
+            await self._site.stop()
+            self._site = None
+
+    async def close(self) -> None:
+        await self.stop_listening()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"

@@ -1,0 +1,91 @@
+"""Messages between the domain actors."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from engine.entities import MessageChain
+from engine.events import Event, MessageReceived, SessionKey
+from engine.journal import PendingEvent
+from engine.platform import MessageResult
+
+
+@dataclass(slots=True)
+class Inbound:
+    """A committed event on its way to its session."""
+
+    seq: int
+    event: Event
+    key: SessionKey
+    arrived: float  # clock.now() when the router saw it; debounce deadlines count from here
+    replayed: bool = False  # from the journal after a restart: handled alone, not debounced
+
+
+@dataclass(slots=True)
+class ReplayRun:
+    """Events a previous process had already started answering: run them
+    again as exactly that run, so sends already done are skipped."""
+
+    run_id: int
+    inbounds: list[Inbound]
+
+    @property
+    def key(self) -> SessionKey:
+        return self.inbounds[0].key
+
+
+@dataclass(slots=True)
+class Add:
+    """Session -> debounce window: one more message for the burst."""
+
+    inbound: Inbound
+    close_now: bool
+
+
+@dataclass(slots=True, frozen=True)
+class Due:
+    """Debounce window -> session: my deadline passed (stale if gen moved on)."""
+
+    window: str
+    generation: int
+
+
+class TakeAll:
+    """Session -> debounce window (ask): hand over the burst and stop."""
+
+    __slots__ = ()
+
+
+@dataclass(slots=True)
+class SendRequest:
+    """A handler's send on its way to the platform, through the outbound actor."""
+
+    chat_type: str
+    chat_id: str
+    chain: MessageChain
+    reply_to: MessageReceived | None
+    receipt_key: str
+    run_id: int
+    check_receipt: bool
+    #: set when the request travels to a lane; the sender awaits it
+    future: asyncio.Future[MessageResult] | None = field(default=None, repr=False)
+
+
+def group_replay(pending: list[PendingEvent]) -> list[Inbound | ReplayRun]:
+    """Turn replayed events into deliveries: the events of a recorded burst
+    become one ``ReplayRun``; every other event is replayed on its own, as the
+    single-event run it was (or would have been), so receipt keys match."""
+    out: list[Inbound | ReplayRun] = []
+    runs: dict[int, ReplayRun] = {}
+    for item in pending:
+        inbound = Inbound(item.seq, item.event, item.event.session_key(), 0.0, replayed=True)
+        if item.run_id is None:
+            out.append(inbound)
+            continue
+        run = runs.get(item.run_id)
+        if run is None:
+            run = runs[item.run_id] = ReplayRun(item.run_id, [])
+            out.append(run)
+        run.inbounds.append(inbound)
+    return out

@@ -1,0 +1,90 @@
+"""SessionRouter (the bot's ``sessions`` actor): one SessionActor per session key.
+
+Sessions are spawned on their first event and passivate when idle. An event
+for a session that is stopping waits here until it has terminated, then goes
+to a fresh one, so passivation never races a new message. On start the
+router replays the bot's unfinished events from the journal, before any new
+event, so a restart handles every acknowledged event.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from typing import Any
+
+from actors.messages import Inbound, ReplayRun, group_replay
+from actors.runtime import BotRuntime
+from actors.session import SessionActor
+from engine.actor import Actor
+from engine.events import SessionKey
+from engine.ref import ActorRef
+from engine.signals import Terminated
+from engine.supervision import Backoff, SupervisorStrategy
+
+log = logging.getLogger("callboard.router")
+
+#: a session that keeps failing is restarted with backoff, never given up on
+SESSION_STRATEGY = SupervisorStrategy(
+    max_restarts=None, backoff=Backoff(min=1.0, max=60.0, factor=2.0, jitter=0.2)
+)
+
+
+def session_actor_name(key: SessionKey) -> str:
+    return key.name.replace("/", "%2F")
+
+
+class SessionRouter(Actor):
+    mailbox_capacity = None
+
+    def __init__(self, bot: BotRuntime) -> None:
+        self.bot = bot
+        self.sessions: dict[SessionKey, ActorRef] = {}
+        self.keys: dict[ActorRef, SessionKey] = {}
+        self.waiting: dict[SessionKey, deque[Inbound | ReplayRun]] = {}
+
+    async def on_start(self) -> None:
+        pending = await self.bot.journal.pending(self.bot.bot_id)
+        if pending:
+            log.info("bot %s: replaying %d unfinished events", self.bot.bot_id, len(pending))
+        now = self.context.system.clock.now()
+        for item in group_replay(pending):
+            if isinstance(item, Inbound):
+                item.arrived = now
+            else:
+                for inbound in item.inbounds:
+                    inbound.arrived = now
+            self._deliver(item)
+
+    async def receive(self, message: Any) -> Any:
+        if isinstance(message, Inbound | ReplayRun):
+            self._deliver(message)
+        elif isinstance(message, Terminated):
+            key = self.keys.pop(message.ref, None)
+            if key is None:
+                return None
+            if self.sessions.get(key) is message.ref:
+                del self.sessions[key]
+            queued = self.waiting.pop(key, None)
+            for item in queued or ():
+                self._deliver(item)
+        elif message == "count":
+            return len(self.sessions)
+        else:
+            raise TypeError(f"unexpected message {message!r}")
+        return None
+
+    def _deliver(self, item: Inbound | ReplayRun) -> None:
+        key = item.key
+        ref = self.sessions.get(key)
+        if ref is not None and not ref.is_alive:
+            self.waiting.setdefault(key, deque()).append(item)
+            return
+        if ref is None:
+            ref = self.context.spawn(
+                SessionActor, session_actor_name(key), key, self.bot, supervisor=SESSION_STRATEGY
+            )
+            self.context.watch(ref)
+            self.sessions[key] = ref
+            self.keys[ref] = key
+        ref.tell(item)

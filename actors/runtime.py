@@ -1,0 +1,92 @@
+"""Per-bot wiring shared by that bot's actors (read-only after start), and
+the per-bot counters the admin server exports."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from engine.clock import Clock
+from engine.journal import Journal
+from engine.ref import ActorRef
+
+if TYPE_CHECKING:
+    from actors.config import BotConfig
+    from actors.outbound import Outlet
+    from engine.platform import PlatformAPI
+    from engine.sandbox_api import SandboxTools
+    from handlers.base import Handler
+    from handlers.routing import Router
+
+#: builds the sandbox tools of one session, or None when sandboxes are off for the bot
+SandboxFactory = Callable[[str, str, str, str], "SandboxTools | None"]
+
+
+@dataclass
+class BotCounters:
+    accepted: int = 0
+    duplicates: int = 0
+    runs: int = 0
+    handled_events: int = 0
+    failed_runs: int = 0
+    timed_out_runs: int = 0
+    unrouted: int = 0
+    sends: int = 0
+    send_failures: int = 0
+    send_retries: int = 0
+    receipts_skipped: int = 0
+    by_type: Counter[str] = field(default_factory=Counter)
+
+
+@dataclass
+class BotRuntime:
+    """What every actor of one bot needs: config, adapter API, routing, storage."""
+
+    config: BotConfig
+    api: PlatformAPI
+    router: Router[Handler]
+    journal: Journal
+    clock: Clock
+    stats: Callable[[], dict[str, Any]]
+    sandbox: SandboxFactory
+    outbound: ActorRef
+    outlet: Outlet
+    counters: BotCounters = field(default_factory=BotCounters)
+    live_sessions: int = 0
+
+    @property
+    def bot_id(self) -> str:
+        return self.config.id
+
+
+class FleetStats:
+    """Where the admin server and /stats read live figures: each bot
+    registers its runtime while it runs. Plain reads on the loop thread."""
+
+    def __init__(self, live_actors: Callable[[], int], messages: Callable[[], int]) -> None:
+        self.runtimes: dict[str, BotRuntime] = {}
+        self.connections: dict[str, tuple[bool, str]] = {}
+        self._live_actors = live_actors
+        self._messages = messages
+
+    def sessions(self) -> int:
+        return sum(r.live_sessions for r in self.runtimes.values())
+
+    def for_bot(self, bot_id: str) -> dict[str, Any]:
+        runtime = self.runtimes.get(bot_id)
+        own: dict[str, Any] = {}
+        if runtime is not None:
+            own = {
+                "sessions (this bot)": runtime.live_sessions,
+                "events accepted": runtime.counters.accepted,
+                "handler runs": runtime.counters.runs,
+            }
+        return {
+            **own,
+            "sessions (fleet)": self.sessions(),
+            "bots": len(self.runtimes),
+            "actors": self._live_actors(),
+            "messages processed": self._messages(),
+        }

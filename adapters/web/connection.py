@@ -1,0 +1,35 @@
+"""WebConnection: the web chat's connection actor.
+
+The web chat has no upstream to poll: its "connection" is the websocket
+endpoint on the engine's server. This actor opens it when the bot starts and
+stops new events when the bot stops, so a graceful shutdown acknowledges
+nothing it will not handle.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from engine.actor import Actor
+
+if TYPE_CHECKING:
+    from adapters.web.adapter import WebAdapter
+
+
+class WebConnection(Actor):
+    def __init__(self, adapter: WebAdapter) -> None:
+        self.adapter = adapter
+
+    async def on_start(self) -> None:
+        self.adapter.register_routes()
+        self.adapter.accepting = True
+        self.adapter.host.set_connected(True, f"serving {self.adapter.base_path}/ws")
+
+    async def receive(self, message: Any) -> Any:
+        if message == "clients":
+            return self.adapter.clients
+        raise TypeError(f"unexpected message {message!r}")
+
+    async def on_stop(self) -> None:
+        self.adapter.accepting = False
+        self.adapter.host.set_connected(False, "stopped")

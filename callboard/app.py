@@ -1,0 +1,109 @@
+"""Running a fleet: journal, HTTP server, actor system, signals, reload."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from actors.admin import add_admin_routes
+from actors.config import FleetConfig
+from actors.config_file import ConfigError, load_fleet
+from actors.fleet import ApplyConfig, FleetActor, ReloadResult
+from actors.http import HttpServer
+from actors.runtime import FleetStats
+from engine.clock import Clock
+from engine.journal import Journal
+from engine.ref import ActorRef
+from engine.system import ActorSystem
+
+log = logging.getLogger("callboard")
+
+
+@dataclass
+class Running:
+    """A started fleet (what ``start`` returns; tests drive it directly)."""
+
+    config: FleetConfig
+    system: ActorSystem
+    journal: Journal
+    http: HttpServer
+    stats: FleetStats
+    fleet: ActorRef
+
+    @property
+    def base_url(self) -> str:
+        return self.http.base_url
+
+    async def reload(self, config: FleetConfig) -> ReloadResult:
+        result: ReloadResult = await self.fleet.ask(ApplyConfig(config))
+        self.config = config
+        return result
+
+    async def stop(self) -> None:
+        await self.http.stop_listening()
+        await self.system.shutdown(timeout=self.config.engine.shutdown_timeout)
+        await self.http.close()
+        await self.journal.close()
+
+
+async def start(config: FleetConfig, *, port: int | None = None, clock: Clock | None = None) -> Running:
+    """Open the journal, serve HTTP, start the fleet; ``port`` overrides the config (0: any)."""
+    engine = config.engine
+    journal = Journal(
+        engine.journal.path,
+        synchronous=engine.journal.synchronous,
+        retention_seconds=engine.journal.retention,
+        dedup_window_seconds=engine.journal.dedup_window,
+    )
+    await journal.open()
+    system = ActorSystem(config.name, clock=clock)
+    http = HttpServer(engine.admin.host, engine.admin.port if port is None else port)
+    stats = FleetStats(system.metrics.live_actors, lambda: system.metrics.messages)
+    holder: dict[str, FleetConfig] = {"config": config}
+    add_admin_routes(http, system, stats, journal, lambda: [b.id for b in holder["config"].bots if b.enabled])
+    try:
+        await http.start()
+    except OSError as exc:
+        await journal.close()
+        raise SystemExit(
+            f"cannot listen on {engine.admin.host}:{engine.admin.port}: {exc.strerror}"
+        ) from None
+    fleet = system.spawn(FleetActor, "fleet", config, journal, http, stats)
+    running = Running(config, system, journal, http, stats, fleet)
+    await fleet.ask("ready", timeout=60)
+    return running
+
+
+async def serve(path: str | Path, *, announce: Callable[[str], Any] = print) -> None:
+    """Run the fleet in ``path`` until SIGTERM/SIGINT; SIGHUP reloads the file."""
+    config = load_fleet(path)
+    running = await start(config)
+    for bot in config.bots:
+        if bot.enabled and bot.adapter.type == "web":
+            announce(f"web chat for bot {bot.id!r}: {running.base_url}/web/{bot.id}/")
+    announce(f"admin: {running.base_url}/healthz  /readyz  /metrics  /api/actors  /api/bots")
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+
+    async def reload() -> None:
+        try:
+            new = load_fleet(path)
+        except ConfigError as exc:
+            log.error("reload refused, keeping the running fleet:\n%s", exc)
+            return
+        await running.reload(new)
+
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(reload()))
+    try:
+        await stop.wait()
+        log.info("stopping: flushing open bursts and draining mailboxes")
+    finally:
+        await running.stop()
+        log.info("stopped")

@@ -1,0 +1,168 @@
+"""Per-bot routing rules: which handler an event (or a burst of messages) goes to.
+
+As in the event-based design: ``event_type`` is an exact type, ``ns.*`` or
+``*``; disabled rules are skipped; the highest ``priority`` wins and, among
+equals, the rule written first; the first match wins exclusively. Beyond the
+design, a rule may carry a ``when`` filter (chat type, chat ids, user ids, a
+text regex). Platform-specific events also match their qualified name
+(``platform.telegram.callback_query`` or ``platform.telegram.*``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from engine.entities import ChatType
+from engine.events import (
+    EVENT_TYPE_NAMES,
+    Event,
+    MessageEdited,
+    MessageReceived,
+    PlatformSpecific,
+)
+from handlers.pipeline import PipelineConfig
+
+H = TypeVar("H")
+
+
+class When(BaseModel):
+    """Optional filters; every one given must match."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    chat_type: ChatType | None = None
+    chat_id: list[str] | None = Field(default=None, description="match any of these chat ids")
+    user_id: list[str] | None = Field(default=None, description="match any of these sender ids")
+    text: str | None = Field(default=None, description="regular expression searched in the message text")
+
+    @field_validator("chat_id", "user_id", mode="before")
+    @classmethod
+    def _listify(cls, value: Any) -> Any:
+        if isinstance(value, str | int):
+            return [str(value)]
+        if isinstance(value, list):
+            return [str(v) for v in value]
+        return value
+
+    @field_validator("text")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"invalid regular expression: {exc}") from None
+        return value
+
+
+#: handler types the design names that are not built yet
+PLANNED_HANDLER_TYPES = ("agent", "webhook", "plugin")
+
+
+class RouteRule(BaseModel):
+    """One routing rule of a bot (the ``handlers:`` list in the fleet file)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    event_type: str = Field(description='"message.received", "message.*", "platform.telegram.*" or "*"')
+    handler_type: Literal["pipeline"] = Field(description="pipeline (agent, webhook and plugin arrive later)")
+    handler_config: PipelineConfig
+    enabled: bool = True
+    priority: int = Field(default=0, description="higher matches first")
+    description: str = ""
+    when: When | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _planned_types(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("handler_type") in PLANNED_HANDLER_TYPES:
+            raise ValueError(
+                f"handler_type {data['handler_type']!r} is not available in this version; use 'pipeline'"
+            )
+        return data
+
+    @field_validator("event_type")
+    @classmethod
+    def _known_pattern(cls, value: str) -> str:
+        if value == "*" or value.startswith("platform."):
+            return value
+        if value.endswith(".*"):
+            namespace = value[:-2]
+            if not any(name.startswith(namespace + ".") for name in EVENT_TYPE_NAMES):
+                raise ValueError(f"no event type in namespace {namespace!r}")
+            return value
+        if value not in EVENT_TYPE_NAMES:
+            raise ValueError(f"unknown event type {value!r}; known: {', '.join(EVENT_TYPE_NAMES)}")
+        return value
+
+
+def type_matches(pattern: str, event: Event) -> bool:
+    names = (event.type, event.qualified_type) if isinstance(event, PlatformSpecific) else (event.type,)
+    if pattern == "*":
+        return True
+    if pattern.endswith(".*"):
+        prefix = pattern[:-1]
+        return any(name.startswith(prefix) for name in names)
+    return pattern in names
+
+
+def _text_of(event: Event) -> str | None:
+    if isinstance(event, MessageReceived):
+        return event.text
+    if isinstance(event, MessageEdited):
+        return event.new_content.text
+    return None
+
+
+class _Compiled(Generic[H]):
+    __slots__ = ("handler", "rule", "text")
+
+    def __init__(self, rule: RouteRule, handler: H) -> None:
+        self.rule = rule
+        self.handler = handler
+        self.text = re.compile(rule.when.text) if rule.when and rule.when.text else None
+
+    def matches(self, event: Event) -> bool:
+        if not type_matches(self.rule.event_type, event):
+            return False
+        when = self.rule.when
+        if when is None:
+            return True
+        chat_type = getattr(event, "chat_type", None)
+        if when.chat_type is not None and chat_type != when.chat_type:
+            return False
+        if when.chat_id is not None and str(getattr(event, "chat_id", "")) not in when.chat_id:
+            return False
+        user = event.actor()
+        if when.user_id is not None and (user is None or user.id not in when.user_id):
+            return False
+        if self.text is not None:
+            text = _text_of(event)
+            if text is None or not self.text.search(text):
+                return False
+        return True
+
+
+class Router(Generic[H]):
+    """Compiled rules of one bot; ``match`` returns the winning handler or None."""
+
+    def __init__(self, rules: Sequence[tuple[RouteRule, H]]) -> None:
+        enabled = [(i, r, h) for i, (r, h) in enumerate(rules) if r.enabled]
+        enabled.sort(key=lambda item: (-item[1].priority, item[0]))
+        self._rules = [_Compiled(rule, handler) for _, rule, handler in enabled]
+
+    def match(self, event: Event) -> H | None:
+        for compiled in self._rules:
+            if compiled.matches(event):
+                return compiled.handler
+        return None
+
+    def match_rule(self, event: Event) -> RouteRule | None:
+        for compiled in self._rules:
+            if compiled.matches(event):
+                return compiled.rule
+        return None
