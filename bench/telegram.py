@@ -1,0 +1,267 @@
+"""Telegram benchmark: updates handled per second through long polling, end to
+end, against the web adapter on the same load in the same run.
+
+The engine runs as its own process pinned to one core. A fake Bot API
+(``tests/telegram/fake_bot_api.py``, the server the tests use) runs in this
+process on the other core: it queues ``chats x messages`` updates at once and
+serves them to getUpdates as fast as the engine asks (100 per call, confirmed
+by the next call's offset). The engine journals them (SQLite, synchronous=FULL),
+routes them to an echo pipeline and answers each with a sendMessage to the fake
+server. An update counts as handled when its reply arrives. The same
+``chats x messages`` then go through the web adapter's websocket
+(``bench.e2e.drive``) to a fresh engine, which gives the ratio. Outbound rate
+limits are off in both (Telegram's 30/s per bot would otherwise be the result).
+
+    callboard bench telegram [--quick] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from bench.e2e import FLEET as WEB_FLEET
+from bench.e2e import Load, _cpus, _free_port, _pin, _process, _wait_ready, drive
+from engine.loop import run as run_loop
+from tests.telegram.fake_bot_api import FakeBotAPI, private_chat, user
+
+TELEGRAM_FLEET = """
+name: bench-telegram
+engine:
+  journal: {journal}
+  admin: {{port: {port}}}
+bots:
+  - id: bench
+    adapter:
+      type: telegram
+      token: "{token}"
+      base_url: {base_url}
+      poll_timeout: 1
+      rate_limits: {{per_bot_per_second: 0, per_private_chat_per_second: 0, per_group_chat_per_minute: 0}}
+    session:
+      idle_ttl: 1h
+      debounce: {{window: 0s, max_wait: 10s, max_batch: 1000}}
+    handlers:
+      - event_type: message.received
+        handler_type: pipeline
+        handler_config: {{stages: [{{type: echo}}]}}
+"""
+
+
+@dataclass
+class Scenario:
+    name: str
+    chats: int
+    messages: int
+
+    @property
+    def updates(self) -> int:
+        return self.chats * self.messages
+
+
+@dataclass
+class TelegramResult:
+    updates: int = 0
+    confirmed_per_s: float = 0.0
+    handled_per_s: float = 0.0
+    seconds: float = 0.0
+    batches: int = 0
+    out_of_order: int = 0
+    duplicates: int = 0
+    engine_busy: float = 0.0  # the engine process's CPU time / wall time
+    notes: list[str] = field(default_factory=list)
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _run_telegram(
+    api: FakeBotAPI, scenario: Scenario, index: int, say: Any, timeout: float, pid: int
+) -> TelegramResult:
+    """Queue every update at once; wait for every reply."""
+    base = 10_000_000 * (index + 1)  # chat ids of this scenario
+    people = [user(base + c, f"u{c}") for c in range(scenario.chats)]
+    chats = [api.add_chat(private_chat(person)) for person in people]
+    sends_before = len(api.calls_of("sendMessage"))
+    polls_before = len(api.calls_of("getUpdates"))
+    answered_before = api.answered_count["sendmessage"]
+    say(f"telegram {scenario.name} ({scenario.updates:,} updates)")
+    cpu_before = _cpu_seconds(pid)
+    start = time.monotonic()  # the clock the fake server stamps calls with
+    for i in range(scenario.messages):
+        for c in range(scenario.chats):
+            api.push("message", api.message(chats[c], people[c], f"{c}:{i}"))
+    confirmed_at = None
+    deadline = start + timeout
+    while time.monotonic() < deadline:
+        if confirmed_at is None and not api.pending:
+            confirmed_at = time.monotonic()
+        if api.answered_count["sendmessage"] - answered_before >= scenario.updates:
+            break
+        await asyncio.sleep(0.005)
+    end = time.monotonic()
+    engine_cpu = _cpu_seconds(pid) - cpu_before
+    replies = [c for c in api.calls_of("sendMessage")[sends_before:] if c.status == 200]
+    result = TelegramResult(updates=scenario.updates, seconds=(replies[-1].at if replies else end) - start)
+    result.handled_per_s = len(replies) / max(1e-9, result.seconds)
+    result.confirmed_per_s = scenario.updates / max(1e-9, (confirmed_at or end) - start)
+    result.engine_busy = engine_cpu / max(1e-9, end - start)
+    result.batches = sum(1 for c in api.calls_of("getUpdates")[polls_before:] if c.status == 200)
+    seen: set[str] = set()
+    next_index: dict[str, int] = {}
+    for call in replies:
+        chat, _, i = call["text"].partition(":")
+        if call["text"] in seen:
+            result.duplicates += 1
+        seen.add(call["text"])
+        if next_index.get(chat, 0) != int(i):
+            result.out_of_order += 1
+        next_index[chat] = int(i) + 1
+    if len(seen) < scenario.updates:
+        result.notes.append(f"only {len(seen)} of {scenario.updates} updates answered")
+    return result
+
+
+async def _telegram(tmp: Path, cpu: int | None, scenarios: list[Scenario], say: Any) -> dict[str, Any]:
+    api = await FakeBotAPI().start()
+    port = _free_port()
+    config = tmp / "fleet-telegram.yaml"
+    config.write_text(
+        TELEGRAM_FLEET.format(
+            journal=tmp / "journal-telegram.sqlite3", port=port, token=api.token, base_url=api.base_url
+        )
+    )
+    argv = [sys.executable, "-m", "callboard.cli", "--log-level", "WARNING", "run", str(config)]
+    results: dict[str, Any] = {}
+    try:
+        with _process(argv, cpu) as engine:
+            await _wait_ready(f"http://127.0.0.1:{port}/readyz", engine)
+            for index, scenario in enumerate(scenarios):
+                timeout = 120 + scenario.updates / 500
+                results[scenario.name] = vars(
+                    await _run_telegram(api, scenario, index, say, timeout, engine.pid)
+                )
+    finally:
+        await api.close()
+    return results
+
+
+async def _web(tmp: Path, cpu: int | None, scenarios: list[Scenario], say: Any) -> dict[str, Any]:
+    port = _free_port()
+    config = tmp / "fleet-web.yaml"
+    config.write_text(WEB_FLEET.format(journal=tmp / "journal-web.sqlite3", port=port, window="0s"))
+    argv = [sys.executable, "-m", "callboard.cli", "--log-level", "WARNING", "run", str(config)]
+    results: dict[str, Any] = {}
+    with _process(argv, cpu) as engine:
+        await _wait_ready(f"http://127.0.0.1:{port}/readyz", engine)
+        url = f"ws://127.0.0.1:{port}/web/bench/ws"
+        for scenario in scenarios:
+            say(f"web {scenario.name} ({scenario.updates:,} messages)")
+            load = Load(
+                sessions=scenario.chats, messages=scenario.messages, connections=min(scenario.chats, 50)
+            )
+            results[scenario.name] = vars(await drive(url, load, 0.0, tag=f"{scenario.name}-"))
+    return results
+
+
+def measure(quick: bool, quiet: bool = False) -> dict[str, Any]:
+    cpus = _cpus()
+    engine_cpu = cpus[0] if cpus else None
+    load_cpu = cpus[1] if len(cpus) > 1 else None
+    _pin(load_cpu)
+    scale = 0.2 if quick else 1.0
+
+    def n(value: int) -> int:
+        return max(1, int(value * scale))
+
+    scenarios = [
+        Scenario("S=1", chats=1, messages=n(5_000)),
+        Scenario("S=100", chats=100, messages=n(100)),
+        Scenario("S=1000", chats=1000, messages=max(2, n(10))),
+    ]
+
+    def say(text: str) -> None:
+        if not quiet:
+            print(f"  {text}", file=sys.stderr, flush=True)
+
+    with tempfile.TemporaryDirectory(prefix="callboard-bench-telegram-") as tmp:
+        telegram = run_loop(_telegram(Path(tmp), engine_cpu, scenarios, say))
+        web = run_loop(_web(Path(tmp), engine_cpu, scenarios, say))
+    ratios = {
+        name: telegram[name]["handled_per_s"] / web[name]["handled_per_s"]
+        if web[name]["handled_per_s"]
+        else 0.0
+        for name in telegram
+    }
+    return {
+        "quick": quick,
+        "engine_cpu": engine_cpu,
+        "load_cpu": load_cpu,
+        "journal": "SQLite WAL, synchronous=FULL",
+        "telegram": telegram,
+        "web": web,
+        "ratio_handled_telegram_vs_web": ratios,
+        "checks": {
+            "all_answered": all(not r["notes"] for r in telegram.values()),
+            "in_order": all(r["out_of_order"] == 0 for r in telegram.values()),
+            "no_duplicates": all(r["duplicates"] == 0 for r in telegram.values()),
+        },
+    }
+
+
+def render(report: dict[str, Any]) -> str:
+    lines = [
+        f"callboard Telegram benchmark (engine on CPU {report['engine_cpu']}, fake Bot API and load on CPU "
+        f"{report['load_cpu']}; journal {report['journal']}; outbound rate limits off)",
+        "",
+        f"{'scenario':<10}{'updates':>9}{'batches':>9}{'confirmed/s':>13}{'handled/s':>11}"
+        f"{'engine CPU':>12}{'web handled/s':>15}{'telegram/web':>14}",
+    ]
+    for name, entry in report["telegram"].items():
+        web = report["web"][name]
+        lines.append(
+            f"{name:<10}{entry['updates']:>9,}{entry['batches']:>9,}{entry['confirmed_per_s']:>13,.0f}"
+            f"{entry['handled_per_s']:>11,.0f}{entry['engine_busy']:>11.0%} {web['handled_per_s']:>15,.0f}"
+            f"{report['ratio_handled_telegram_vs_web'][name]:>14.2f}"
+        )
+        for note in entry["notes"] + web["notes"]:
+            lines.append(f"    note: {note}")
+    lines.append("")
+    lines.append(
+        "confirmed/s: updates acknowledged to the Bot API (getUpdates offset past them, after the journal "
+        "commit); handled/s: replies received by the Bot API"
+    )
+    lines.append(
+        "checks: " + ", ".join(f"{k}={'ok' if v else 'FAILED'}" for k, v in report["checks"].items())
+    )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="callboard bench telegram", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="a fifth of the updates per scenario")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args(argv)
+    report = measure(args.quick, quiet=args.json)
+    if args.json:
+        print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
+    else:
+        print(render(report))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
