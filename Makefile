@@ -27,6 +27,8 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/callboard bench actors
 	$(BIN)/callboard bench e2e
+	$(BIN)/callboard bench telegram
+	$(BIN)/callboard bench sandbox
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -65,6 +65,7 @@ class SendRequest:
     chat_id: str
     chain: MessageChain
     reply_to: MessageReceived | None
+    thread_id: str | None
     receipt_key: str
     run_id: int
     check_receipt: bool

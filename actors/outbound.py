@@ -137,7 +137,13 @@ class Outlet:
             return await api.reply_message(
                 request.reply_to, request.chain, quote_origin=True, idempotency_key=key
             )
-        return await api.send_message(request.chat_type, request.chat_id, request.chain, idempotency_key=key)
+        return await api.send_message(
+            request.chat_type,
+            request.chat_id,
+            request.chain,
+            thread_id=request.thread_id,
+            idempotency_key=key,
+        )
 
     async def _wait_for_rate(self, chat_type: str, chat: str) -> None:
         now = self.clock.now()

@@ -221,7 +221,11 @@ class SessionActor(Actor):
         index = 0
 
         async def send(
-            chat_type: str, chat_id: str, chain: MessageChain, reply_to: MessageReceived | None
+            chat_type: str,
+            chat_id: str,
+            thread_id: str | None,
+            chain: MessageChain,
+            reply_to: MessageReceived | None,
         ) -> MessageResult:
             nonlocal index
             index += 1
@@ -230,6 +234,7 @@ class SessionActor(Actor):
                 chat_id=chat_id,
                 chain=chain,
                 reply_to=reply_to,
+                thread_id=thread_id,
                 receipt_key=f"{bot.bot_id}:{run_id}:{index}",
                 run_id=run_id,
                 check_receipt=replayed,

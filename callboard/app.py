@@ -16,6 +16,7 @@ from actors.config_file import ConfigError, load_fleet
 from actors.fleet import ApplyConfig, FleetActor, ReloadResult
 from actors.http import HttpServer
 from actors.runtime import FleetStats
+from callboard import logs
 from engine.clock import Clock
 from engine.journal import Journal
 from engine.ref import ActorRef
@@ -82,6 +83,7 @@ async def start(config: FleetConfig, *, port: int | None = None, clock: Clock | 
 async def serve(path: str | Path, *, announce: Callable[[str], Any] = print) -> None:
     """Run the fleet in ``path`` until SIGTERM/SIGINT; SIGHUP reloads the file."""
     config = load_fleet(path)
+    logs.hide_secrets(config)
     running = await start(config)
     for bot in config.bots:
         if bot.enabled and bot.adapter.type == "web":
@@ -96,6 +98,7 @@ async def serve(path: str | Path, *, announce: Callable[[str], Any] = print) -> 
         except ConfigError as exc:
             log.error("reload refused, keeping the running fleet:\n%s", exc)
             return
+        logs.hide_secrets(new)
         await running.reload(new)
 
     loop.add_signal_handler(signal.SIGTERM, stop.set)

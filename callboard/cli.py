@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import sys
 from collections.abc import Callable
 
 import orjson
 
-BENCHMARKS: dict[str, str] = {"actors": "bench.actors", "e2e": "bench.e2e", "sandbox": "bench.sandbox"}
+from callboard import logs
+
+BENCHMARKS: dict[str, str] = {
+    "actors": "bench.actors",
+    "e2e": "bench.e2e",
+    "sandbox": "bench.sandbox",
+    "telegram": "bench.telegram",
+}
 
 
 def _delegate(module_name: str, rest: list[str]) -> int:
@@ -86,10 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
-    logging.basicConfig(
-        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logs.setup(str(args.log_level))
     if rest and args.command not in ("bench", "sandbox"):
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     result: int = args.func(args, rest)

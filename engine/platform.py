@@ -133,9 +133,16 @@ class PlatformAPI:
 
     # ``idempotency_key`` is the send's receipt key: unique per send and the same
     # when a replay repeats it. Platforms that dedupe sends by key use it.
+    # ``thread_id`` is the topic inside the chat (Telegram forum topics), if any.
 
     async def send_message(
-        self, chat_type: str, chat_id: str, message: MessageChain, *, idempotency_key: str | None = None
+        self,
+        chat_type: str,
+        chat_id: str,
+        message: MessageChain,
+        *,
+        thread_id: str | None = None,
+        idempotency_key: str | None = None,
     ) -> MessageResult:
         raise self._unsupported("send_message")
 

@@ -18,7 +18,7 @@ from engine.platform import MessageResult, PlatformAPI
 if TYPE_CHECKING:
     from engine.sandbox_api import SandboxTools
 
-SendFn = Callable[[str, str, MessageChain, MessageReceived | None], Awaitable[MessageResult]]
+SendFn = Callable[[str, str, str | None, MessageChain, MessageReceived | None], Awaitable[MessageResult]]
 StateLoader = Callable[[], Awaitable[dict[str, Any]]]
 
 
@@ -77,7 +77,10 @@ class HandlerContext:
         """Answer in this session's chat; ``quote`` replies to the last message."""
         chain = MessageChain.of(message) if isinstance(message, str) else message
         origin = self.messages[-1] if quote and self.messages else None
-        return await self.send(self.session.chat_type, self.session.chat_id, chain, reply_to=origin)
+        session = self.session
+        return await self.send(
+            session.chat_type, session.chat_id, chain, reply_to=origin, thread_id=session.thread or None
+        )
 
     async def send(
         self,
@@ -86,9 +89,11 @@ class HandlerContext:
         message: str | MessageChain,
         *,
         reply_to: MessageReceived | None = None,
+        thread_id: str | None = None,
     ) -> MessageResult:
+        """Send to any chat (``thread_id``: a topic inside it)."""
         chain = MessageChain.of(message) if isinstance(message, str) else message
-        result = await self._send(chat_type, chat_id, chain, reply_to)
+        result = await self._send(chat_type, chat_id, thread_id, chain, reply_to)
         self.sent.append(result)
         return result
 

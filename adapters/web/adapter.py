@@ -360,7 +360,13 @@ class WebAdapter(Adapter):
         return stored
 
     async def send_message(
-        self, chat_type: str, chat_id: str, message: MessageChain, *, idempotency_key: str | None = None
+        self,
+        chat_type: str,
+        chat_id: str,
+        message: MessageChain,
+        *,
+        thread_id: str | None = None,
+        idempotency_key: str | None = None,
     ) -> MessageResult:
         return await self._send(chat_id, message, None, idempotency_key)
 

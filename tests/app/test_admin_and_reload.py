@@ -157,7 +157,7 @@ def test_sighup_reloads_the_file_and_sigterm_stops(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGTERM)
         output, _ = proc.communicate(timeout=30)
         assert proc.returncode == 0
-        assert "reload refused" in output and "bots[0].adapter.type: unknown value" in output, output
+        assert "reload refused" in output and "bots[0].adapter.type:" in output, output
         assert f"http://127.0.0.1:{port}/web/one/" in output
     finally:
         if proc.poll() is None:

@@ -1,0 +1,55 @@
+"""Logging setup: one format, and every secret of the fleet file masked.
+
+A logger-level filter does not reach child loggers created later, and an SDK
+may put a token in a URL it logs; masking at the formatter of the root
+handler covers every record, traceback included.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from pydantic import BaseModel, SecretStr
+
+MASK = "***"
+FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+class RedactingFormatter(logging.Formatter):
+    def __init__(self, fmt: str = FORMAT) -> None:
+        super().__init__(fmt)
+        self.secrets: set[str] = set()
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        for secret in self.secrets:
+            if secret in text:
+                text = text.replace(secret, MASK)
+        return text
+
+
+_formatter = RedactingFormatter()
+
+
+def setup(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), format=FORMAT)
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(_formatter)
+
+
+def hide_secrets(config: BaseModel) -> None:
+    """Mask every ``SecretStr`` value of ``config`` in all log output from now on."""
+    _formatter.secrets.update(value for value in _secrets(config) if len(value) >= 4)
+
+
+def _secrets(value: Any) -> list[str]:
+    if isinstance(value, SecretStr):
+        return [value.get_secret_value()]
+    if isinstance(value, BaseModel):
+        return [s for field in type(value).model_fields for s in _secrets(getattr(value, field))]
+    if isinstance(value, dict):
+        return [s for item in value.values() for s in _secrets(item)]
+    if isinstance(value, list | tuple):
+        return [s for item in value for s in _secrets(item)]
+    return []
