@@ -51,7 +51,7 @@ def parse_size(value: Any) -> int:
     elif isinstance(value, str) and (match := _SIZE.match(value)):
         size = int(float(match.group(1)) * _UNITS[match.group(2).lower()])
     else:
-        raise ValueError(f"invalid size {value!r}: use bytes or a number with k, m, g or t (e.g. 512m)")
+        raise ValueError("invalid size: use bytes or a number with k, m, g or t (e.g. 512m)")
     if size < 0:
         raise ValueError("a size cannot be negative")
     return size

@@ -77,6 +77,7 @@ class PodmanService:
             self._process = subprocess.Popen(
                 [podman, "system", "service", "--time=0", self.url],
                 env=self.env,
+                cwd=self.directory,  # conmon drops files (an "oom" marker, say) in its working directory
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
