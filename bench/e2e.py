@@ -13,13 +13,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +23,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from bench.harness import free_port, pin, process, rss_kib, split_cpus, wait_ready
 from engine.loop import run as run_loop
 
 FLEET = """
@@ -48,64 +45,6 @@ bots:
 
 
 # ---------------------------------------------------------------------- processes
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _cpus() -> list[int]:
-    try:
-        return sorted(os.sched_getaffinity(0))
-    except AttributeError:
-        return []
-
-
-def _pin(cpu: int | None) -> None:
-    if cpu is not None:
-        with contextlib.suppress(OSError):
-            os.sched_setaffinity(0, {cpu})
-
-
-@contextlib.contextmanager
-def _process(argv: list[str], cpu: int | None) -> Iterator[subprocess.Popen[bytes]]:
-    proc = subprocess.Popen(
-        argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=lambda: _pin(cpu)
-    )
-    try:
-        yield proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def _rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
-
-
-async def _wait_ready(url: str, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 60
-    async with aiohttp.ClientSession() as http:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                err = proc.stderr.read().decode() if proc.stderr else ""
-                raise RuntimeError(f"server exited early: {err[-2000:]}")
-            with contextlib.suppress(aiohttp.ClientError):
-                async with http.get(url) as r:
-                    if r.status == 200:
-                        return
-            await asyncio.sleep(0.05)
-    raise TimeoutError(f"{url} did not answer")
 
 
 # ---------------------------------------------------------------------- the bare baseline
@@ -250,7 +189,6 @@ async def drive(url: str, load: Load, window: float, tag: str = "") -> Result:
         async def writer(index: int) -> None:
             ws, credit = sockets[index], credits[index]
             mine = range(index, load.sessions, load.connections)
-            count = 0
             for i in range(load.messages):
                 for session in mine:
                     await credit.acquire()
@@ -272,7 +210,6 @@ async def drive(url: str, load: Load, window: float, tag: str = "") -> Result:
                             }
                         ).decode()
                     )
-                    count += 1
 
         await asyncio.gather(*(writer(i) for i in range(load.connections)))
         timeout = 120 + total / 1000
@@ -301,10 +238,8 @@ async def drive(url: str, load: Load, window: float, tag: str = "") -> Result:
 
 
 def measure(quick: bool, quiet: bool = False) -> dict[str, Any]:
-    cpus = _cpus()
-    engine_cpu = cpus[0] if cpus else None
-    load_cpu = cpus[1] if len(cpus) > 1 else None
-    _pin(load_cpu)
+    engine_cpu, load_cpu = split_cpus()
+    pin(load_cpu)
     scale = 0.2 if quick else 1.0
 
     def n(value: int) -> int:
@@ -337,13 +272,13 @@ def measure(quick: bool, quiet: bool = False) -> dict[str, Any]:
 
     with tempfile.TemporaryDirectory(prefix="callboard-bench-") as tmp:
         for window in (0.0, 0.2):
-            port = _free_port()
+            port = free_port()
             config = Path(tmp) / f"fleet-{window}.yaml"
             journal = Path(tmp) / f"journal-{window}.sqlite3"
             config.write_text(FLEET.format(journal=journal, port=port, window=f"{window}s"))
             argv = [sys.executable, "-m", "callboard.cli", "--log-level", "WARNING", "run", str(config)]
-            with _process(argv, engine_cpu) as engine:
-                run_loop(_wait_ready(f"http://127.0.0.1:{port}/readyz", engine))
+            with process(argv, engine_cpu) as engine:
+                run_loop(wait_ready(f"http://127.0.0.1:{port}/readyz", engine))
                 url = f"ws://127.0.0.1:{port}/web/bench/ws"
                 for name, load, w in scenarios if window == 0.0 else debounced:
                     say(f"engine {name} ({load.sessions * load.messages:,} events)")
@@ -354,10 +289,10 @@ def measure(quick: bool, quiet: bool = False) -> dict[str, Any]:
                     report["scenarios"]["paced 5000/s"] = vars(run_loop(drive(url, paced, 0.0, tag="paced-")))
 
         report["idle_sessions"] = _idle_sessions(Path(tmp), engine_cpu, idle, warmup, say)
-        port = _free_port()
+        port = free_port()
         argv = [sys.executable, "-m", "bench.e2e", "--serve-baseline", str(port)]
-        with _process(argv, engine_cpu) as baseline:
-            run_loop(_wait_ready(f"http://127.0.0.1:{port}/readyz", baseline))
+        with process(argv, engine_cpu) as baseline:
+            run_loop(wait_ready(f"http://127.0.0.1:{port}/readyz", baseline))
             url = f"ws://127.0.0.1:{port}/web/bench/ws"
             for name, load, _ in scenarios:
                 say(f"baseline {name}")
@@ -382,20 +317,20 @@ def _idle_sessions(tmp: Path, cpu: int | None, idle: Load, warmup: Load, say: An
     """Memory of idle sessions in a fresh engine: after a warm-up wave, RSS
     growth while ``idle.sessions`` more sessions are created at a steady pace
     (each handles one message, then sits idle with its state and timers)."""
-    port = _free_port()
+    port = free_port()
     config = tmp / "fleet-idle.yaml"
     config.write_text(FLEET.format(journal=tmp / "journal-idle.sqlite3", port=port, window="0s"))
     argv = [sys.executable, "-m", "callboard.cli", "--log-level", "WARNING", "run", str(config)]
-    with _process(argv, cpu) as engine:
-        run_loop(_wait_ready(f"http://127.0.0.1:{port}/readyz", engine))
+    with process(argv, cpu) as engine:
+        run_loop(wait_ready(f"http://127.0.0.1:{port}/readyz", engine))
         url = f"ws://127.0.0.1:{port}/web/bench/ws"
         say(f"fresh engine: {warmup.sessions:,} warm-up sessions, then {idle.sessions:,} idle sessions")
         run_loop(drive(url, warmup, 0.0, tag="warm-"))
         time.sleep(3.0)  # outbound lanes and transient buffers settle; sessions stay (ttl 1h)
-        before = _rss_kib(engine.pid)
+        before = rss_kib(engine.pid)
         run_loop(drive(url, idle, 0.0, tag="idle-"))
         time.sleep(3.0)
-        after = _rss_kib(engine.pid)
+        after = rss_kib(engine.pid)
     return {
         "sessions": idle.sessions,
         "rss_kib_before": before,

@@ -30,7 +30,8 @@ from typing import Any
 import orjson
 
 from bench.e2e import FLEET as WEB_FLEET
-from bench.e2e import Load, _cpus, _free_port, _pin, _process, _wait_ready, drive
+from bench.e2e import Load, drive
+from bench.harness import free_port, pin, process, split_cpus, wait_ready
 from engine.loop import run as run_loop
 from tests.telegram.fake_bot_api import FakeBotAPI, private_chat, user
 
@@ -137,7 +138,7 @@ async def _run_telegram(
 
 async def _telegram(tmp: Path, cpu: int | None, scenarios: list[Scenario], say: Any) -> dict[str, Any]:
     api = await FakeBotAPI().start()
-    port = _free_port()
+    port = free_port()
     config = tmp / "fleet-telegram.yaml"
     config.write_text(
         TELEGRAM_FLEET.format(
@@ -147,8 +148,8 @@ async def _telegram(tmp: Path, cpu: int | None, scenarios: list[Scenario], say: 
     argv = [sys.executable, "-m", "callboard.cli", "--log-level", "WARNING", "run", str(config)]
     results: dict[str, Any] = {}
     try:
-        with _process(argv, cpu) as engine:
-            await _wait_ready(f"http://127.0.0.1:{port}/readyz", engine)
+        with process(argv, cpu) as engine:
+            await wait_ready(f"http://127.0.0.1:{port}/readyz", engine)
             for index, scenario in enumerate(scenarios):
                 timeout = 120 + scenario.updates / 500
                 results[scenario.name] = vars(
@@ -160,13 +161,13 @@ async def _telegram(tmp: Path, cpu: int | None, scenarios: list[Scenario], say: 
 
 
 async def _web(tmp: Path, cpu: int | None, scenarios: list[Scenario], say: Any) -> dict[str, Any]:
-    port = _free_port()
+    port = free_port()
     config = tmp / "fleet-web.yaml"
     config.write_text(WEB_FLEET.format(journal=tmp / "journal-web.sqlite3", port=port, window="0s"))
     argv = [sys.executable, "-m", "callboard.cli", "--log-level", "WARNING", "run", str(config)]
     results: dict[str, Any] = {}
-    with _process(argv, cpu) as engine:
-        await _wait_ready(f"http://127.0.0.1:{port}/readyz", engine)
+    with process(argv, cpu) as engine:
+        await wait_ready(f"http://127.0.0.1:{port}/readyz", engine)
         url = f"ws://127.0.0.1:{port}/web/bench/ws"
         for scenario in scenarios:
             say(f"web {scenario.name} ({scenario.updates:,} messages)")
@@ -178,10 +179,8 @@ async def _web(tmp: Path, cpu: int | None, scenarios: list[Scenario], say: Any) 
 
 
 def measure(quick: bool, quiet: bool = False) -> dict[str, Any]:
-    cpus = _cpus()
-    engine_cpu = cpus[0] if cpus else None
-    load_cpu = cpus[1] if len(cpus) > 1 else None
-    _pin(load_cpu)
+    engine_cpu, load_cpu = split_cpus()
+    pin(load_cpu)
     scale = 0.2 if quick else 1.0
 
     def n(value: int) -> int:

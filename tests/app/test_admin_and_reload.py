@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,6 +12,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from bench.harness import free_port
 from tests.support import chat_client, eventually, fleet_config, running_fleet
 
 pytestmark = pytest.mark.timeout(90)
@@ -96,12 +96,6 @@ async def test_reload_touches_only_changed_bots(tmp_path: Path) -> None:
         assert fleet.stats.runtimes["change"].config.session.idle_ttl == 123
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _bots(port: int) -> list[str] | None:
     import json
     import urllib.request
@@ -133,7 +127,7 @@ BOT = """  - id: {id}
 
 
 def test_sighup_reloads_the_file_and_sigterm_stops(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     fleet = tmp_path / "fleet.yaml"
     head = f"name: live\nengine:\n  journal: {tmp_path / 'j.sqlite3'}\n  admin: {{port: {port}}}\nbots:\n"
     fleet.write_text(head + BOT.format(id="one"))

@@ -6,15 +6,14 @@ from __future__ import annotations
 import asyncio
 import collections
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import aiohttp
 import pytest
 
+from bench.harness import free_port, wait_ready
 from tests.support import ChatClient
 
 pytestmark = pytest.mark.timeout(180)
@@ -37,12 +36,6 @@ bots:
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _engine(config: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "callboard.cli", "--log-level", "WARNING", "run", str(config)],
@@ -52,23 +45,9 @@ def _engine(config: Path) -> subprocess.Popen[bytes]:
     )
 
 
-async def _wait_ready(base: str) -> None:
-    deadline = time.monotonic() + 30
-    async with aiohttp.ClientSession() as http:
-        while time.monotonic() < deadline:
-            try:
-                async with http.get(f"{base}/readyz") as r:
-                    if r.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.05)
-    raise TimeoutError("engine did not become ready")
-
-
 @pytest.mark.parametrize("window", ["0", "200ms"])
 async def test_kill_9_mid_burst_loses_nothing_and_duplicates_nothing(tmp_path: Path, window: str) -> None:
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     config = tmp_path / "fleet.yaml"
     config.write_text(FLEET.format(journal=tmp_path / "j.sqlite3", port=port, window=window))
@@ -76,7 +55,7 @@ async def test_kill_9_mid_burst_loses_nothing_and_duplicates_nothing(tmp_path: P
 
     engine = _engine(config)
     try:
-        await _wait_ready(base)
+        await wait_ready(f"{base}/readyz", timeout=30)
         client = await ChatClient.connect(base)
         sent: dict[str, str] = {}  # client_msg_id -> text
         pause = 0.3 if window != "0" else 0.02  # long enough for bursts to close between rounds
@@ -106,7 +85,7 @@ async def test_kill_9_mid_burst_loses_nothing_and_duplicates_nothing(tmp_path: P
 
     engine = _engine(config)
     try:
-        await _wait_ready(base)
+        await wait_ready(f"{base}/readyz", timeout=30)
         client = await ChatClient.connect(base)
         try:
             seen: collections.Counter[str] = collections.Counter()

@@ -13,11 +13,10 @@ import sys
 import time
 from pathlib import Path
 
-import aiohttp
 import orjson
 import pytest
 
-from tests.telegram.conftest import free_port
+from bench.harness import free_port, wait_ready
 from tests.telegram.fake_bot_api import FakeBotAPI, private_chat, user
 
 pytestmark = pytest.mark.timeout(180)
@@ -57,21 +56,6 @@ def _engine(config: Path) -> subprocess.Popen[bytes]:
     )
 
 
-async def _wait_ready(base: str, engine: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 60
-    async with aiohttp.ClientSession() as http:
-        while time.monotonic() < deadline:
-            assert engine.poll() is None, "the engine exited"
-            try:
-                async with http.get(f"{base}/readyz") as response:
-                    if response.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.05)
-    raise TimeoutError("engine did not become ready")
-
-
 def _answered(api: FakeBotAPI) -> collections.Counter[str]:
     return collections.Counter(c["text"] for c in api.answered("sendMessage"))
 
@@ -94,7 +78,7 @@ async def test_kill_9_mid_polling_answers_every_update_exactly_once(tmp_path: Pa
     engine = _engine(config)
     feeding = asyncio.ensure_future(pusher())
     try:
-        await _wait_ready(base, engine)
+        await wait_ready(f"{base}/readyz", engine)
         await api.wait_calls("sendMessage", 120, timeout=60)
         # freeze the platform's side: sends and polls in flight from now on are never carried out,
         # so every answered send has its receipt stored by the time of the kill
@@ -112,7 +96,7 @@ async def test_kill_9_mid_polling_answers_every_update_exactly_once(tmp_path: Pa
 
     engine = _engine(config)
     try:
-        await _wait_ready(base, engine)
+        await wait_ready(f"{base}/readyz", engine)
         await feeding
         deadline = time.monotonic() + 60
         while set(_answered(api)) != set(texts) and time.monotonic() < deadline:

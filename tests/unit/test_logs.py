@@ -10,7 +10,9 @@ from actors.config_file import parse_fleet
 from callboard import logs
 
 
-def test_secrets_are_masked_everywhere(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_secrets_are_masked_everywhere(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv("TG_TOKEN", "123456:very-secret-token")
     config = parse_fleet(
         "bots:\n  - id: tg\n    adapter: {type: telegram, token: '${TG_TOKEN}'}\n", "fleet.yaml"
