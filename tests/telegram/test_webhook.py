@@ -12,12 +12,12 @@ import orjson
 import pytest
 
 from actors.config import FleetConfig
+from bench.harness import free_port
 from callboard.app import Running
 from tests.support import eventually
 from tests.telegram.conftest import (
     BOT,
     UNLIMITED,
-    free_port,
     people,
     running,
     stall_appends,
