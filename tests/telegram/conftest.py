@@ -15,9 +15,9 @@ import telegram as tg
 
 from actors.config import FleetConfig
 from actors.config_file import parse_fleet
+from bench.fake_telegram import TOKEN, FakeBotAPI, user
 from callboard.app import Running, start
 from engine.events import Event, SessionKey, decode_event
-from tests.telegram.fake_bot_api import TOKEN, FakeBotAPI, user
 
 BOT = "tg"
 

@@ -15,13 +15,13 @@ import pytest
 from adapters.telegram.adapter import TelegramAdapter
 from adapters.telegram.errors import TelegramAPIError
 from adapters.telegram.render import RenderError
+from bench.fake_telegram import Failure, FakeBotAPI, group_chat, member, private_chat
 from callboard.app import Running
 from engine.entities import At, File, Forward, Image, MemberRole, MessageChain, Plain, Quote, Voice
 from engine.events import MessageReceived
 from engine.platform import NotSupportedError
 from tests.support import eventually
 from tests.telegram.conftest import BOT, people, running, telegram_fleet
-from tests.telegram.fake_bot_api import Failure, FakeBotAPI, group_chat, member, private_chat
 
 pytestmark = pytest.mark.timeout(60)
 

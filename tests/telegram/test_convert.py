@@ -9,6 +9,7 @@ import pytest
 import telegram as tg
 
 from adapters.telegram.convert import Converter
+from bench.fake_telegram import FakeBotAPI, group_chat, member, private_chat, utf16_len
 from engine.entities import At, File, Forward, Image, Plain, PlatformComponent, Quote, Voice
 from engine.events import (
     BotInvitedToGroup,
@@ -29,7 +30,6 @@ from engine.events import (
     decode_event,
 )
 from tests.telegram.conftest import me, people
-from tests.telegram.fake_bot_api import FakeBotAPI, group_chat, member, private_chat, utf16_len
 
 P = people()
 ANN, BOB = P["ann"], P["bob"]

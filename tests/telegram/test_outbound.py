@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from bench.fake_telegram import Failure, FakeBotAPI, group_chat, private_chat, user, utf16_len
 from callboard.app import Running
 from tests.support import eventually
 from tests.telegram.conftest import BOT, running, telegram_fleet
-from tests.telegram.fake_bot_api import Failure, FakeBotAPI, group_chat, private_chat, user, utf16_len
 
 pytestmark = pytest.mark.timeout(60)
 

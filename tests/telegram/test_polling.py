@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.fake_telegram import Failure, FakeBotAPI, group_chat, private_chat
 from callboard.app import Running
 from engine.events import MessageReceived, PlatformSpecific
 from tests.support import eventually
@@ -25,7 +26,6 @@ from tests.telegram.conftest import (
     stored_events,
     telegram_fleet,
 )
-from tests.telegram.fake_bot_api import Failure, FakeBotAPI, group_chat, private_chat
 
 pytestmark = pytest.mark.timeout(90)
 

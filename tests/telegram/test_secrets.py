@@ -13,9 +13,9 @@ import pytest
 from adapters.telegram.adapter import TelegramAdapter
 from adapters.telegram.config import TelegramAdapterConfig
 from adapters.telegram.errors import TelegramAPIError
+from bench.fake_telegram import Failure, FakeBotAPI, private_chat, user
 from tests.support import eventually
 from tests.telegram.conftest import BOT, running, telegram_fleet
-from tests.telegram.fake_bot_api import Failure, FakeBotAPI, private_chat, user
 
 pytestmark = pytest.mark.timeout(60)
 

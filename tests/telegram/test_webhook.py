@@ -12,6 +12,7 @@ import orjson
 import pytest
 
 from actors.config import FleetConfig
+from bench.fake_telegram import SECRET_HEADER, FakeBotAPI, private_chat
 from bench.harness import free_port
 from callboard.app import Running
 from tests.support import eventually
@@ -24,7 +25,6 @@ from tests.telegram.conftest import (
     stored_events,
     telegram_fleet,
 )
-from tests.telegram.fake_bot_api import SECRET_HEADER, FakeBotAPI, private_chat
 
 pytestmark = pytest.mark.timeout(60)
 
