@@ -80,11 +80,6 @@ class BotHost:
         if self.router is not None:
             self.router.tell(Inbound(seq, event, event.session_key(), self._clock.now()))
 
-    async def ingest(self, event: Event) -> int | None:
-        seq = await self._journal.append(event, event.session_key())
-        self.route(seq, event)
-        return seq
-
     def add_route(self, method: str, path: str, handler: Handler) -> None:
         self._http.add(method, path, handler, owner=self._bot_id)
 

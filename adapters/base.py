@@ -88,10 +88,6 @@ class AdapterHost(Protocol):
         is only counted)."""
         ...
 
-    async def ingest(self, event: Event) -> int | None:
-        """``accept`` + await + ``route``: the platform may be acknowledged after."""
-        ...
-
     def add_route(self, method: str, path: str, handler: Handler) -> None:
         """Serve ``handler`` on the engine's HTTP server until the bot stops."""
         ...

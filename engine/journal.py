@@ -53,7 +53,6 @@ class Receipt:
     error: str | None
 
 
-@dataclass(frozen=True, slots=True)
 class JournalStats:
     events: int
     pending: int
@@ -369,15 +368,6 @@ class Journal:
                 await asyncio.sleep(0)
             counts[name] = total
         return counts
-
-    async def stats(self) -> JournalStats:
-        def op(conn: sqlite3.Connection) -> tuple[int, int]:
-            total = conn.execute("SELECT COUNT(*) FROM events").fetchone()[0]
-            pending = conn.execute("SELECT COUNT(*) FROM events WHERE done_at IS NULL").fetchone()[0]
-            return total, pending
-
-        total, pending = await self._submit(op)
-        return JournalStats(total, pending, self.commits, self.batched_ops)
 
     async def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Read-only SQL for tests and diagnostics."""
