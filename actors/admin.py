@@ -10,10 +10,10 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from actors.http import HttpServer
-from actors.runtime import FleetStats
-from engine.journal import Journal
-from engine.system import ActorSystem
+from callboard.actors.http import HttpServer
+from callboard.actors.runtime import FleetStats
+from callboard.engine.journal import Journal
+from callboard.engine.system import ActorSystem
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 

@@ -11,20 +11,20 @@ import asyncio
 import logging
 from typing import Any
 
-from actors.config import BotConfig
-from actors.http import Handler, HttpServer
-from actors.messages import Inbound
-from actors.outbound import OutboundActor, Outlet
-from actors.router import SessionRouter
-from actors.runtime import BotCounters, BotRuntime, FleetStats, SandboxFactory
-from adapters.base import Adapter, AdapterAuthError, adapter_types
-from engine.actor import Actor
-from engine.clock import Clock
-from engine.events import Event
-from engine.journal import Journal
-from engine.ref import ActorRef
-from engine.supervision import Backoff, Directive, SupervisorStrategy, decider_from_mapping
-from handlers.base import build_router
+from callboard.actors.config import BotConfig
+from callboard.actors.http import Handler, HttpServer
+from callboard.actors.messages import Inbound
+from callboard.actors.outbound import OutboundActor, Outlet
+from callboard.actors.router import SessionRouter
+from callboard.actors.runtime import BotCounters, BotRuntime, FleetStats, SandboxFactory
+from callboard.adapters.base import Adapter, AdapterAuthError, adapter_types
+from callboard.engine.actor import Actor
+from callboard.engine.clock import Clock
+from callboard.engine.events import Event
+from callboard.engine.journal import Journal
+from callboard.engine.ref import ActorRef
+from callboard.engine.supervision import Backoff, Directive, SupervisorStrategy, decider_from_mapping
+from callboard.handlers.base import build_router
 
 log = logging.getLogger("callboard.bot")
 

@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from adapters.base import AdapterConfig, adapter_types
-from engine.units import Duration
-from handlers.routing import RouteRule
-from sandbox.config import SandboxPolicy, SandboxSettings
+from callboard.adapters.base import AdapterConfig, adapter_types
+from callboard.engine.units import Duration
+from callboard.handlers.routing import RouteRule
+from callboard.sandbox.config import SandboxPolicy, SandboxSettings
 
 _BOT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from actors.messages import Add, Due, Inbound, TakeAll
-from engine.actor import Actor
-from engine.ref import ActorRef
+from callboard.actors.messages import Add, Due, Inbound, TakeAll
+from callboard.engine.actor import Actor
+from callboard.engine.ref import ActorRef
 
 
 class _Tick:

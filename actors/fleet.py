@@ -12,18 +12,18 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from actors.bot import BotActor
-from actors.config import BotConfig, FleetConfig
-from actors.http import HttpServer
-from actors.runtime import FleetStats, SandboxFactory
-from actors.sandbox import sandbox_factory, spawn_sandbox_manager
-from adapters.base import AdapterAuthError
-from engine.actor import Actor
-from engine.journal import Journal
-from engine.ref import ActorRef
-from engine.signals import Terminated
-from engine.supervision import Directive, SupervisorStrategy, decider_from_mapping
-from sandbox.config import SandboxSettings
+from callboard.actors.bot import BotActor
+from callboard.actors.config import BotConfig, FleetConfig
+from callboard.actors.http import HttpServer
+from callboard.actors.runtime import FleetStats, SandboxFactory
+from callboard.actors.sandbox import sandbox_factory, spawn_sandbox_manager
+from callboard.adapters.base import AdapterAuthError
+from callboard.engine.actor import Actor
+from callboard.engine.journal import Journal
+from callboard.engine.ref import ActorRef
+from callboard.engine.signals import Terminated
+from callboard.engine.supervision import Directive, SupervisorStrategy, decider_from_mapping
+from callboard.sandbox.config import SandboxSettings
 
 log = logging.getLogger("callboard.fleet")
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
-from engine.entities import MessageChain
-from engine.events import Event, MessageReceived, SessionKey
-from engine.journal import PendingEvent
-from engine.platform import MessageResult
+from callboard.engine.entities import MessageChain
+from callboard.engine.events import Event, MessageReceived, SessionKey
+from callboard.engine.journal import PendingEvent
+from callboard.engine.platform import MessageResult
 
 
 @dataclass(slots=True)

@@ -16,14 +16,14 @@ import logging
 import random
 from typing import Any
 
-from actors.messages import SendRequest
-from actors.runtime import BotCounters
-from engine.actor import Actor
-from engine.clock import Clock
-from engine.journal import Journal
-from engine.platform import MessageResult, NotSupportedError, PlatformAPI, RateLimits, SendError
-from engine.ref import ActorRef
-from engine.signals import Terminated
+from callboard.actors.messages import SendRequest
+from callboard.actors.runtime import BotCounters
+from callboard.engine.actor import Actor
+from callboard.engine.clock import Clock
+from callboard.engine.journal import Journal
+from callboard.engine.platform import MessageResult, NotSupportedError, PlatformAPI, RateLimits, SendError
+from callboard.engine.ref import ActorRef
+from callboard.engine.signals import Terminated
 
 log = logging.getLogger("callboard.outbound")
 

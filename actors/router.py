@@ -13,14 +13,14 @@ import logging
 from collections import deque
 from typing import Any
 
-from actors.messages import Inbound, ReplayRun, group_replay
-from actors.runtime import BotRuntime
-from actors.session import SessionActor
-from engine.actor import Actor
-from engine.events import SessionKey
-from engine.ref import ActorRef
-from engine.signals import Terminated
-from engine.supervision import Backoff, SupervisorStrategy
+from callboard.actors.messages import Inbound, ReplayRun, group_replay
+from callboard.actors.runtime import BotRuntime
+from callboard.actors.session import SessionActor
+from callboard.engine.actor import Actor
+from callboard.engine.events import SessionKey
+from callboard.engine.ref import ActorRef
+from callboard.engine.signals import Terminated
+from callboard.engine.supervision import Backoff, SupervisorStrategy
 
 log = logging.getLogger("callboard.router")
 

@@ -8,17 +8,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from engine.clock import Clock
-from engine.journal import Journal
-from engine.ref import ActorRef
+from callboard.engine.clock import Clock
+from callboard.engine.journal import Journal
+from callboard.engine.ref import ActorRef
 
 if TYPE_CHECKING:
-    from actors.config import BotConfig
-    from actors.outbound import Outlet
-    from engine.platform import PlatformAPI
-    from engine.sandbox_api import SandboxTools
-    from handlers.base import Handler
-    from handlers.routing import Router
+    from callboard.actors.config import BotConfig
+    from callboard.actors.outbound import Outlet
+    from callboard.engine.platform import PlatformAPI
+    from callboard.engine.sandbox_api import SandboxTools
+    from callboard.handlers.base import Handler
+    from callboard.handlers.routing import Router
 
 #: builds the sandbox tools of one session, or None when sandboxes are off for the bot
 SandboxFactory = Callable[[str, str, str, str], "SandboxTools | None"]

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel
 
-from actors.sandbox_manager import (
+from callboard.actors.sandbox_manager import (
     Acquire,
     Denied,
     EngineSuspect,
@@ -43,10 +43,10 @@ from actors.sandbox_manager import (
     SandboxStatus,
     StatusRequest,
 )
-from actors.sandbox_session import SandboxSessionActor, SandboxSessionHost, SessionCall
-from engine.errors import ActorDeadError, AskTimeout
-from engine.ref import ActorRef
-from engine.sandbox_api import (
+from callboard.actors.sandbox_session import SandboxSessionActor, SandboxSessionHost, SessionCall
+from callboard.engine.errors import ActorDeadError, AskTimeout
+from callboard.engine.ref import ActorRef
+from callboard.engine.sandbox_api import (
     EditArgs,
     EditResult,
     ExecArgs,
@@ -68,15 +68,15 @@ from engine.sandbox_api import (
     WriteArgs,
     WriteResult,
 )
-from engine.supervision import Backoff, SupervisorStrategy
-from sandbox.config import SandboxPolicy, SandboxSettings
-from sandbox.policy import ScopeError, allowed_tools, denial, scope_key
-from sandbox.tools import call_timeout
+from callboard.engine.supervision import Backoff, SupervisorStrategy
+from callboard.sandbox.config import SandboxPolicy, SandboxSettings
+from callboard.sandbox.policy import ScopeError, allowed_tools, denial, scope_key
+from callboard.sandbox.tools import call_timeout
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from engine.cell import ActorCell
+    from callboard.engine.cell import ActorCell
 
 __all__ = [
     "SandboxManager",

@@ -33,18 +33,18 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, Literal
 
-from actors.sandbox_session import BackendFactory, SandboxSessionHost
-from engine.actor import Actor
-from engine.ref import ActorRef
-from engine.sandbox_api import SandboxBusy, SandboxError, SandboxOff, SandboxUnavailable
-from engine.signals import Terminated
-from engine.supervision import Backoff, SupervisorStrategy
-from engine.threaded import ThreadedHost, ThreadedWorker
-from sandbox.backend import EngineInfo, SandboxBackend, SessionSpec
-from sandbox.config import SandboxProfile, SandboxSettings
-from sandbox.docker_backend import DockerBackend
-from sandbox.engine import off_reason, resolve_endpoint
-from sandbox.policy import session_name
+from callboard.actors.sandbox_session import BackendFactory, SandboxSessionHost
+from callboard.engine.actor import Actor
+from callboard.engine.ref import ActorRef
+from callboard.engine.sandbox_api import SandboxBusy, SandboxError, SandboxOff, SandboxUnavailable
+from callboard.engine.signals import Terminated
+from callboard.engine.supervision import Backoff, SupervisorStrategy
+from callboard.engine.threaded import ThreadedHost, ThreadedWorker
+from callboard.sandbox.backend import EngineInfo, SandboxBackend, SessionSpec
+from callboard.sandbox.config import SandboxProfile, SandboxSettings
+from callboard.sandbox.docker_backend import DockerBackend
+from callboard.sandbox.engine import off_reason, resolve_endpoint
+from callboard.sandbox.policy import session_name
 
 log = logging.getLogger("callboard.sandbox")
 

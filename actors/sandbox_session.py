@@ -26,10 +26,10 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from engine.sandbox_api import SandboxError, SandboxUnavailable, ToolName
-from engine.threaded import ThreadedHost, ThreadedWorker
-from sandbox.backend import SandboxBackend, SandboxSession, SessionSpec
-from sandbox.tools import WorkspaceTools
+from callboard.engine.sandbox_api import SandboxError, SandboxUnavailable, ToolName
+from callboard.engine.threaded import ThreadedHost, ThreadedWorker
+from callboard.sandbox.backend import SandboxBackend, SandboxSession, SessionSpec
+from callboard.sandbox.tools import WorkspaceTools
 
 log = logging.getLogger("callboard.sandbox")
 

@@ -15,14 +15,14 @@ import asyncio
 import logging
 from typing import Any
 
-from actors.debounce import DebounceWindow
-from actors.messages import Add, Due, Inbound, ReplayRun, SendRequest, TakeAll, group_replay
-from actors.runtime import BotRuntime
-from engine.actor import Actor
-from engine.entities import MessageChain
-from engine.events import MessageReceived, SessionKey
-from engine.platform import MessageResult
-from handlers.context import HandlerContext
+from callboard.actors.debounce import DebounceWindow
+from callboard.actors.messages import Add, Due, Inbound, ReplayRun, SendRequest, TakeAll, group_replay
+from callboard.actors.runtime import BotRuntime
+from callboard.engine.actor import Actor
+from callboard.engine.entities import MessageChain
+from callboard.engine.events import MessageReceived, SessionKey
+from callboard.engine.platform import MessageResult
+from callboard.handlers.context import HandlerContext
 
 log = logging.getLogger("callboard.session")
 

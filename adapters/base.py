@@ -9,19 +9,18 @@ engine's shared server. Adapters reach the engine only through ``AdapterHost``.
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
+from importlib.metadata import entry_points
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict
 
-from engine.actor import Actor
-from engine.clock import Clock
-from engine.events import Event
-from engine.journal import Journal
-from engine.platform import (
+from callboard.engine.actor import Actor
+from callboard.engine.clock import Clock
+from callboard.engine.events import Event
+from callboard.engine.journal import Journal
+from callboard.engine.platform import (
     COMMON_APIS,
     Manifest,
     MessageResult,
@@ -114,18 +113,17 @@ class Adapter(PlatformAPI):
         """Release SDK clients when the bot stops."""
 
 
-def adapter_types() -> dict[str, type[Adapter]]:
-    """Every adapter package under ``adapters/``, by config ``type``."""
-    import adapters
+ENTRY_POINT_GROUP = "callboard.adapters"
 
+
+def adapter_types() -> dict[str, type[Adapter]]:
+    """Every installed adapter by config ``type``: the ``callboard.adapters`` entry points
+    (ours register the same way as a third party's). Read anew on each call, so a package
+    installed or registered after start-up is seen by the next fleet file parsed."""
     found: dict[str, type[Adapter]] = {}
-    for info in pkgutil.iter_modules(adapters.__path__):
-        if not info.ispkg:
-            continue
-        module = importlib.import_module(f"adapters.{info.name}")
-        adapter = getattr(module, "ADAPTER", None)
-        if adapter is None:
-            continue
-        type_name = adapter.config_type.model_fields["type"].default
-        found[type_name] = adapter
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
+        adapter = entry.load()
+        if not (isinstance(adapter, type) and issubclass(adapter, Adapter)):
+            raise TypeError(f"entry point {entry.name!r} ({entry.value}) is not an Adapter subclass")
+        found[adapter.config_type.model_fields["type"].default] = adapter
     return found

@@ -22,8 +22,8 @@ from typing import Any
 import orjson
 import pykka
 
-from engine import Actor, ActorSystem
-from engine.loop import run as run_loop
+from callboard.engine import Actor, ActorSystem
+from callboard.engine.loop import run as run_loop
 
 
 class _Done:

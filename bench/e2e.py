@@ -23,8 +23,8 @@ from typing import Any
 import aiohttp
 import orjson
 
-from bench.harness import free_port, pin, process, rss_kib, split_cpus, wait_ready
-from engine.loop import run as run_loop
+from callboard.bench.harness import free_port, pin, process, rss_kib, split_cpus, wait_ready
+from callboard.engine.loop import run as run_loop
 
 FLEET = """
 name: bench
@@ -97,7 +97,7 @@ def serve_baseline(port: int) -> None:
 
 
 def _new_loop() -> asyncio.AbstractEventLoop:
-    from engine.loop import new_event_loop
+    from callboard.engine.loop import new_event_loop
 
     loop = new_event_loop()
     asyncio.set_event_loop(loop)
@@ -290,7 +290,7 @@ def measure(quick: bool, quiet: bool = False) -> dict[str, Any]:
 
         report["idle_sessions"] = _idle_sessions(Path(tmp), engine_cpu, idle, warmup, say)
         port = free_port()
-        argv = [sys.executable, "-m", "bench.e2e", "--serve-baseline", str(port)]
+        argv = [sys.executable, "-m", "callboard.bench.e2e", "--serve-baseline", str(port)]
         with process(argv, engine_cpu) as baseline:
             run_loop(wait_ready(f"http://127.0.0.1:{port}/readyz", baseline))
             url = f"ws://127.0.0.1:{port}/web/bench/ws"

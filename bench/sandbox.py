@@ -28,18 +28,18 @@ from typing import Any
 
 import orjson
 
-from actors.sandbox import tools_for
-from actors.sandbox_manager import SandboxManager
-from engine import ActorSystem
-from engine.loop import run as run_loop
-from engine.sandbox_api import ExecArgs, SandboxError
-from sandbox.backend import SessionSpec
-from sandbox.config import SandboxPolicy, SandboxSettings
-from sandbox.docker_backend import DockerBackend, DockerSession
-from sandbox.engine import EngineEndpoint, resolve_endpoint
-from sandbox.image import build_image, image_id
-from sandbox.podman_service import PodmanService, PodmanUnavailable
-from sandbox.tools import WorkspaceTools
+from callboard.actors.sandbox import tools_for
+from callboard.actors.sandbox_manager import SandboxManager
+from callboard.engine import ActorSystem
+from callboard.engine.loop import run as run_loop
+from callboard.engine.sandbox_api import ExecArgs, SandboxError
+from callboard.sandbox.backend import SessionSpec
+from callboard.sandbox.config import SandboxPolicy, SandboxSettings
+from callboard.sandbox.docker_backend import DockerBackend, DockerSession
+from callboard.sandbox.engine import EngineEndpoint, resolve_endpoint
+from callboard.sandbox.image import build_image, image_id
+from callboard.sandbox.podman_service import PodmanService, PodmanUnavailable
+from callboard.sandbox.tools import WorkspaceTools
 
 COMMAND = ["echo", "hello"]
 CONCURRENT = 20

@@ -29,11 +29,11 @@ from typing import Any
 
 import orjson
 
-from bench.e2e import FLEET as WEB_FLEET
-from bench.e2e import Load, drive
-from bench.fake_telegram import FakeBotAPI, private_chat, user
-from bench.harness import free_port, pin, process, split_cpus, wait_ready
-from engine.loop import run as run_loop
+from callboard.bench.e2e import FLEET as WEB_FLEET
+from callboard.bench.e2e import Load, drive
+from callboard.bench.fake_telegram import FakeBotAPI, private_chat, user
+from callboard.bench.harness import free_port, pin, process, split_cpus, wait_ready
+from callboard.engine.loop import run as run_loop
 
 TELEGRAM_FLEET = """
 name: bench-telegram

@@ -10,17 +10,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from actors.admin import add_admin_routes
-from actors.config import FleetConfig
-from actors.config_file import ConfigError, load_fleet
-from actors.fleet import ApplyConfig, FleetActor, ReloadResult
-from actors.http import HttpServer
-from actors.runtime import FleetStats
 from callboard import logs
-from engine.clock import Clock
-from engine.journal import Journal
-from engine.ref import ActorRef
-from engine.system import ActorSystem
+from callboard.actors.admin import add_admin_routes
+from callboard.actors.config import FleetConfig
+from callboard.actors.config_file import ConfigError, load_fleet
+from callboard.actors.fleet import ApplyConfig, FleetActor, ReloadResult
+from callboard.actors.http import HttpServer
+from callboard.actors.runtime import FleetStats
+from callboard.engine.clock import Clock
+from callboard.engine.journal import Journal
+from callboard.engine.ref import ActorRef
+from callboard.engine.system import ActorSystem
 
 log = logging.getLogger("callboard")
 

@@ -12,10 +12,10 @@ import orjson
 from callboard import logs
 
 BENCHMARKS: dict[str, str] = {
-    "actors": "bench.actors",
-    "e2e": "bench.e2e",
-    "sandbox": "bench.sandbox",
-    "telegram": "bench.telegram",
+    "actors": "callboard.bench.actors",
+    "e2e": "callboard.bench.e2e",
+    "sandbox": "callboard.bench.sandbox",
+    "telegram": "callboard.bench.telegram",
 }
 
 
@@ -31,11 +31,11 @@ def _bench(args: argparse.Namespace, rest: list[str]) -> int:
 
 
 def _sandbox(args: argparse.Namespace, rest: list[str]) -> int:
-    return _delegate("sandbox.cli", rest)
+    return _delegate("callboard.sandbox.cli", rest)
 
 
 def _validate(args: argparse.Namespace, rest: list[str]) -> int:
-    from actors.config_file import ConfigError, load_fleet
+    from callboard.actors.config_file import ConfigError, load_fleet
 
     try:
         config = load_fleet(args.file)
@@ -48,7 +48,7 @@ def _validate(args: argparse.Namespace, rest: list[str]) -> int:
 
 
 def _schema(args: argparse.Namespace, rest: list[str]) -> int:
-    from actors.config import FleetConfig
+    from callboard.actors.config import FleetConfig
 
     schema = FleetConfig.model_json_schema()
     sys.stdout.write(orjson.dumps(schema, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode() + "\n")
@@ -56,9 +56,9 @@ def _schema(args: argparse.Namespace, rest: list[str]) -> int:
 
 
 def _run(args: argparse.Namespace, rest: list[str]) -> int:
-    from actors.config_file import ConfigError
+    from callboard.actors.config_file import ConfigError
     from callboard.app import serve
-    from engine.loop import run
+    from callboard.engine.loop import run
 
     try:
         run(serve(args.file))

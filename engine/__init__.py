@@ -3,10 +3,10 @@
 The engine knows no chat platform.
 """
 
-from engine.actor import Actor, MailboxPolicy
-from engine.cell import ActorCell
-from engine.clock import Clock, LoopClock, ManualClock
-from engine.errors import (
+from callboard.engine.actor import Actor, MailboxPolicy
+from callboard.engine.cell import ActorCell
+from callboard.engine.clock import Clock, LoopClock, ManualClock
+from callboard.engine.errors import (
     ActorDeadError,
     ActorError,
     AskTimeout,
@@ -16,12 +16,12 @@ from engine.errors import (
     RestartLimitExceeded,
     SystemShutDownError,
 )
-from engine.loop import new_event_loop, run
-from engine.metrics import RuntimeMetrics
-from engine.ref import ActorRef
-from engine.signals import ExitReason, ReceiveTimeout, Terminated
-from engine.supervision import Backoff, Directive, SupervisorStrategy, decider_from_mapping
-from engine.system import ActorSystem
+from callboard.engine.loop import new_event_loop, run
+from callboard.engine.metrics import RuntimeMetrics
+from callboard.engine.ref import ActorRef
+from callboard.engine.signals import ExitReason, ReceiveTimeout, Terminated
+from callboard.engine.supervision import Backoff, Directive, SupervisorStrategy, decider_from_mapping
+from callboard.engine.system import ActorSystem
 
 ActorContext = ActorCell
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 if TYPE_CHECKING:
-    from engine.cell import ActorCell
-    from engine.ref import ActorRef
+    from callboard.engine.cell import ActorCell
+    from callboard.engine.ref import ActorRef
 
 MailboxPolicy = Literal["fail", "drop_oldest", "drop_newest"]
 

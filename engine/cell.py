@@ -19,8 +19,8 @@ from collections import deque
 from collections.abc import Hashable
 from typing import TYPE_CHECKING, Any
 
-from engine import actor as actor_module
-from engine.errors import (
+from callboard.engine import actor as actor_module
+from callboard.engine.errors import (
     ActorDeadError,
     InvalidNameError,
     MailboxFull,
@@ -28,14 +28,14 @@ from engine.errors import (
     RestartLimitExceeded,
     SystemShutDownError,
 )
-from engine.ref import ActorRef
-from engine.signals import RECEIVE_TIMEOUT, Ask, ExitReason, ReceiveTimeout, Terminated, TimerFired
-from engine.supervision import DEFAULT_STRATEGY, Directive, RestartStats, SupervisorStrategy
+from callboard.engine.ref import ActorRef
+from callboard.engine.signals import RECEIVE_TIMEOUT, Ask, ExitReason, ReceiveTimeout, Terminated, TimerFired
+from callboard.engine.supervision import DEFAULT_STRATEGY, Directive, RestartStats, SupervisorStrategy
 
 if TYPE_CHECKING:
-    from engine.actor import Actor, MailboxPolicy
-    from engine.clock import TimerHandle
-    from engine.system import ActorSystem
+    from callboard.engine.actor import Actor, MailboxPolicy
+    from callboard.engine.clock import TimerHandle
+    from callboard.engine.system import ActorSystem
 
 log = logging.getLogger("callboard.engine")
 

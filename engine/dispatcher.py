@@ -22,7 +22,7 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from engine.cell import ActorCell
+    from callboard.engine.cell import ActorCell
 
 log = logging.getLogger("callboard.engine")
 

@@ -14,8 +14,8 @@ from typing import Annotated, Any, ClassVar, Literal
 import orjson
 from pydantic import Field, TypeAdapter
 
-from engine.entities import ID, ChatType, Group, MessageChain, Model, User
-from engine.ids import new_id
+from callboard.engine.entities import ID, ChatType, Group, MessageChain, Model, User
+from callboard.engine.ids import new_id
 
 
 def new_event_id() -> str:

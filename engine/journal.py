@@ -21,8 +21,19 @@ from typing import Any, Literal, TypeVar
 
 import orjson
 
-from engine.events import Event, SessionKey, decode_event
-from engine.journal_writer import APPEND, CALL, DONE, OUTBOX, RECEIPT, RUN, Op, Syncer, Writer, settle_all
+from callboard.engine.events import Event, SessionKey, decode_event
+from callboard.engine.journal_writer import (
+    APPEND,
+    CALL,
+    DONE,
+    OUTBOX,
+    RECEIPT,
+    RUN,
+    Op,
+    Syncer,
+    Writer,
+    settle_all,
+)
 
 log = logging.getLogger("callboard.journal")
 T = TypeVar("T")

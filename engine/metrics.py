@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from engine.cell import ActorCell
+    from callboard.engine.cell import ActorCell
 
 
 class RuntimeMetrics:

@@ -12,8 +12,8 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, Field
 
-from engine.entities import ID, Group, GroupMember, MessageChain, User
-from engine.events import MessageReceived
+from callboard.engine.entities import ID, Group, GroupMember, MessageChain, User
+from callboard.engine.events import MessageReceived
 
 #: the common API, in the order the manifest lists it
 COMMON_APIS: tuple[str, ...] = (

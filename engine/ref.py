@@ -6,11 +6,11 @@ import asyncio
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from engine.errors import ActorDeadError, AskTimeout
-from engine.signals import Ask, ExitReason
+from callboard.engine.errors import ActorDeadError, AskTimeout
+from callboard.engine.signals import Ask, ExitReason
 
 if TYPE_CHECKING:
-    from engine.cell import ActorCell
+    from callboard.engine.cell import ActorCell
 
 
 class ActorRef:

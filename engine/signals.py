@@ -7,7 +7,7 @@ from collections.abc import Hashable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from engine.ref import ActorRef
+    from callboard.engine.ref import ActorRef
 
 #: Why an actor terminated: "normal" (stopped), "idle" (receive timeout),
 #: "shutdown" (system shutdown), or the exception that made its supervisor stop it.

@@ -6,15 +6,15 @@ import asyncio
 import logging
 from typing import Any
 
-from engine.actor import Actor
-from engine.cell import ActorCell, short_repr
-from engine.clock import Clock, LoopClock, ManualClock
-from engine.dispatcher import Dispatcher
-from engine.errors import ActorDeadError, SystemShutDownError
-from engine.metrics import RuntimeMetrics
-from engine.ref import ActorRef
-from engine.signals import Ask
-from engine.supervision import SupervisorStrategy
+from callboard.engine.actor import Actor
+from callboard.engine.cell import ActorCell, short_repr
+from callboard.engine.clock import Clock, LoopClock, ManualClock
+from callboard.engine.dispatcher import Dispatcher
+from callboard.engine.errors import ActorDeadError, SystemShutDownError
+from callboard.engine.metrics import RuntimeMetrics
+from callboard.engine.ref import ActorRef
+from callboard.engine.signals import Ask
+from callboard.engine.supervision import SupervisorStrategy
 
 log = logging.getLogger("callboard.engine")
 

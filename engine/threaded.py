@@ -16,7 +16,7 @@ from typing import Any
 
 import pykka
 
-from engine.actor import Actor
+from callboard.engine.actor import Actor
 
 
 class _Call:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from handlers.context import HandlerContext
-from handlers.routing import Router, RouteRule
+from callboard.handlers.context import HandlerContext
+from callboard.handlers.routing import Router, RouteRule
 
 
 class Handler(Protocol):
@@ -14,7 +14,7 @@ class Handler(Protocol):
 
 def build_handler(rule: RouteRule) -> Handler:
     """The runnable handler of a (validated) rule."""
-    from handlers.pipeline import PipelineHandler
+    from callboard.handlers.pipeline import PipelineHandler
 
     return PipelineHandler(rule.handler_config)
 

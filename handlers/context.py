@@ -11,12 +11,12 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from engine.entities import MessageChain
-from engine.events import Event, MessageReceived, SessionKey
-from engine.platform import MessageResult, PlatformAPI
+from callboard.engine.entities import MessageChain
+from callboard.engine.events import Event, MessageReceived, SessionKey
+from callboard.engine.platform import MessageResult, PlatformAPI
 
 if TYPE_CHECKING:
-    from engine.sandbox_api import SandboxTools
+    from callboard.engine.sandbox_api import SandboxTools
 
 SendFn = Callable[[str, str, str | None, MessageChain, MessageReceived | None], Awaitable[MessageResult]]
 StateLoader = Callable[[], Awaitable[dict[str, Any]]]

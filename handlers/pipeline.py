@@ -14,7 +14,7 @@ from typing import Annotated, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from handlers.context import HandlerContext
+from callboard.handlers.context import HandlerContext
 
 
 class Flow(enum.Enum):
@@ -125,7 +125,7 @@ class CommandStage:
         if not argument:
             await ctx.reply(f"usage: {self.prefix}run CODE")
             return
-        from engine.sandbox_api import ExecArgs, SandboxError
+        from callboard.engine.sandbox_api import ExecArgs, SandboxError
 
         try:
             result = await ctx.sandbox.exec(ExecArgs(argv=["python3", "-c", argument]))

@@ -16,15 +16,15 @@ from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from engine.entities import ChatType
-from engine.events import (
+from callboard.engine.entities import ChatType
+from callboard.engine.events import (
     EVENT_TYPE_NAMES,
     Event,
     MessageEdited,
     MessageReceived,
     PlatformSpecific,
 )
-from handlers.pipeline import PipelineConfig
+from callboard.handlers.pipeline import PipelineConfig
 
 H = TypeVar("H")
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from engine.sandbox_api import (
+from callboard.engine.sandbox_api import (
     ExecResult,
     SandboxEditError,
     SandboxError,
@@ -28,7 +28,7 @@ from engine.sandbox_api import (
     SandboxFileNotFound,
     SandboxPathError,
 )
-from sandbox.config import SandboxProfile
+from callboard.sandbox.config import SandboxProfile
 
 LABEL_FLEET = "callboard.fleet"
 LABEL_SESSION = "callboard.session"

@@ -17,11 +17,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from engine.sandbox_api import SandboxError
-from sandbox.config import DEFAULT_IMAGE, SandboxSettings
-from sandbox.docker_backend import DockerBackend
-from sandbox.engine import EngineEndpoint, off_reason, resolve_endpoint
-from sandbox.image import ImageBuildError, build_image, image_id
+from callboard.engine.sandbox_api import SandboxError
+from callboard.sandbox.config import DEFAULT_IMAGE, SandboxSettings
+from callboard.sandbox.docker_backend import DockerBackend
+from callboard.sandbox.engine import EngineEndpoint, off_reason, resolve_endpoint
+from callboard.sandbox.image import ImageBuildError, build_image, image_id
 
 
 class CliError(Exception):

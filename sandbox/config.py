@@ -27,9 +27,9 @@ from pydantic import (
     model_validator,
 )
 
-from engine.sandbox_api import TOOL_NAMES, ToolName
-from engine.units import Duration
-from sandbox.mounts import MountRefused, check_root, check_source, check_target, engine_sockets
+from callboard.engine.sandbox_api import TOOL_NAMES, ToolName
+from callboard.engine.units import Duration
+from callboard.sandbox.mounts import MountRefused, check_root, check_source, check_target, engine_sockets
 
 DEFAULT_IMAGE = "localhost/callboard-sandbox:latest"
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}

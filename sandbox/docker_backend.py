@@ -26,8 +26,8 @@ import docker.errors
 import docker.types
 import requests
 
-from engine.sandbox_api import WORKSPACE, ExecResult, SandboxError, SandboxUnavailable
-from sandbox.backend import (
+from callboard.engine.sandbox_api import WORKSPACE, ExecResult, SandboxError, SandboxUnavailable
+from callboard.sandbox.backend import (
     LABEL_FLEET,
     LABEL_INSTANCE,
     LABEL_SESSION,
@@ -38,11 +38,11 @@ from sandbox.backend import (
     SandboxSession,
     SessionSpec,
 )
-from sandbox.config import SandboxSettings
-from sandbox.engine import EngineEndpoint, connect, redact
-from sandbox.mounts import MountRefused, check_source, engine_sockets
-from sandbox.output import StreamCapture
-from sandbox.stream import ExecStream, raw_socket
+from callboard.sandbox.config import SandboxSettings
+from callboard.sandbox.engine import EngineEndpoint, connect, redact
+from callboard.sandbox.mounts import MountRefused, check_source, engine_sockets
+from callboard.sandbox.output import StreamCapture
+from callboard.sandbox.stream import ExecStream, raw_socket
 
 log = logging.getLogger("callboard.sandbox")
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import docker
 
-from sandbox.config import SandboxSettings
+from callboard.sandbox.config import SandboxSettings
 
 DEFAULT_SOCKETS = ("/var/run/docker.sock", "/run/podman/podman.sock")
 _USERINFO = re.compile(r"^([a-z+]+://)[^@/]*@", re.IGNORECASE)

@@ -11,8 +11,8 @@ from __future__ import annotations
 import hashlib
 import re
 
-from engine.sandbox_api import ToolName
-from sandbox.config import SandboxPolicy
+from callboard.engine.sandbox_api import ToolName
+from callboard.sandbox.config import SandboxPolicy
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 

@@ -18,7 +18,7 @@ import ssl
 import time
 from typing import Any
 
-from sandbox.output import StreamCapture
+from callboard.sandbox.output import StreamCapture
 
 _HEADER = 8
 _CHUNK = 65536

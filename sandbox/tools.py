@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from engine.sandbox_api import (
+from callboard.engine.sandbox_api import (
     EditArgs,
     EditResult,
     ExecArgs,
@@ -30,8 +30,8 @@ from engine.sandbox_api import (
     WriteArgs,
     WriteResult,
 )
-from sandbox.backend import ExecRequest, SandboxSession
-from sandbox.config import SandboxProfile
+from callboard.sandbox.backend import ExecRequest, SandboxSession
+from callboard.sandbox.config import SandboxProfile
 
 #: What a call may need besides the command itself: a cold container start, the
 #: kill after a timeout, and a few engine round trips.

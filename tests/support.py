@@ -14,10 +14,10 @@ from typing import Any
 import aiohttp
 import orjson
 
-from actors.config import FleetConfig
-from actors.config_file import parse_fleet
+from callboard.actors.config import FleetConfig
+from callboard.actors.config_file import parse_fleet
 from callboard.app import Running, start
-from engine.clock import Clock
+from callboard.engine.clock import Clock
 
 PIPELINE_ECHO = """
       - event_type: message.received

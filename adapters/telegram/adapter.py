@@ -21,11 +21,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from telegram import error as tg_error
 from telegram.constants import ChatAction, ChatMemberStatus
 
-from adapters.base import Adapter, AdapterHost
-from adapters.telegram.config import TelegramAdapterConfig
-from adapters.telegram.convert import user_of
-from adapters.telegram.errors import TelegramAPIError, api_error, protect
-from adapters.telegram.render import (
+from callboard.adapters.base import Adapter, AdapterHost
+from callboard.adapters.telegram.config import TelegramAdapterConfig
+from callboard.adapters.telegram.convert import user_of
+from callboard.adapters.telegram.errors import TelegramAPIError, api_error, protect
+from callboard.adapters.telegram.render import (
     ForwardMessage,
     Media,
     Rendered,
@@ -35,11 +35,11 @@ from adapters.telegram.render import (
     chat_ref,
     render,
 )
-from adapters.telegram.request import AiohttpRequest
-from engine.actor import Actor
-from engine.entities import ID, Group, GroupMember, MemberRole, MessageChain, User
-from engine.events import MessageReceived
-from engine.platform import MessageResult, PlatformAction, RateLimits
+from callboard.adapters.telegram.request import AiohttpRequest
+from callboard.engine.actor import Actor
+from callboard.engine.entities import ID, Group, GroupMember, MemberRole, MessageChain, User
+from callboard.engine.events import MessageReceived
+from callboard.engine.platform import MessageResult, PlatformAction, RateLimits
 
 log = logging.getLogger("callboard.telegram")
 T = TypeVar("T")
@@ -216,7 +216,7 @@ class TelegramAdapter(Adapter):
         )
 
     def connection(self) -> tuple[type[Actor], tuple[Any, ...]]:
-        from adapters.telegram.connection import TelegramConnection
+        from callboard.adapters.telegram.connection import TelegramConnection
 
         return TelegramConnection, (self,)
 

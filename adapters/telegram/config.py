@@ -8,9 +8,9 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from telegram.constants import UpdateType
 
-from adapters.base import AdapterConfig
-from engine.platform import RateLimits
-from engine.units import Duration
+from callboard.adapters.base import AdapterConfig
+from callboard.engine.platform import RateLimits
+from callboard.engine.units import Duration
 
 TELEGRAM_API = "https://api.telegram.org/bot"
 

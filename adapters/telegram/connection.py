@@ -30,14 +30,14 @@ import telegram as tg
 from aiohttp import web
 from telegram import error as tg_error
 
-from adapters.telegram.convert import Converter
-from adapters.telegram.errors import ConnectionFailed, connection_error, redact
-from engine.actor import Actor
-from engine.events import Event
-from engine.ref import ActorRef
+from callboard.adapters.telegram.convert import Converter
+from callboard.adapters.telegram.errors import ConnectionFailed, connection_error, redact
+from callboard.engine.actor import Actor
+from callboard.engine.events import Event
+from callboard.engine.ref import ActorRef
 
 if TYPE_CHECKING:
-    from adapters.telegram.adapter import TelegramAdapter
+    from callboard.adapters.telegram.adapter import TelegramAdapter
 
 log = logging.getLogger("callboard.telegram")
 

@@ -20,7 +20,7 @@ import telegram as tg
 from telegram.constants import ChatMemberStatus, MessageEntityType
 from telegram.constants import ChatType as TgChatType
 
-from engine.entities import (
+from callboard.engine.entities import (
     At,
     ChatType,
     Component,
@@ -35,7 +35,7 @@ from engine.entities import (
     User,
     Voice,
 )
-from engine.events import (
+from callboard.engine.events import (
     BotInvitedToGroup,
     BotMuted,
     BotRemovedFromGroup,

@@ -16,8 +16,8 @@ from datetime import timedelta
 from telegram import error as tg_error
 from telegram.warnings import PTBDeprecationWarning
 
-from adapters.base import AdapterAuthError
-from engine.platform import SendError
+from callboard.adapters.base import AdapterAuthError
+from callboard.engine.platform import SendError
 
 REDACTED = "<token>"
 

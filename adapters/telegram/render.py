@@ -18,7 +18,7 @@ from typing import Any
 import telegram as tg
 from telegram.constants import MessageEntityType, MessageLimit
 
-from engine.entities import (
+from callboard.engine.entities import (
     At,
     AtAll,
     Face,

@@ -17,7 +17,7 @@ import aiohttp
 from telegram.error import NetworkError, TimedOut
 from telegram.request import BaseRequest, RequestData
 
-from adapters.telegram.errors import redact
+from callboard.adapters.telegram.errors import redact
 
 
 class AiohttpRequest(BaseRequest):

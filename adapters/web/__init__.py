@@ -1,6 +1,6 @@
 """The built-in web chat: a page and a websocket protocol. The embedded
 default platform, and the reference adapter for tests and benchmarks."""
 
-from adapters.web.adapter import WebAdapter
+from callboard.adapters.web.adapter import WebAdapter
 
 ADAPTER = WebAdapter

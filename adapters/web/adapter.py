@@ -17,9 +17,9 @@ from typing import Any, ClassVar
 
 from aiohttp import WSMsgType, web
 
-from adapters.base import Adapter, AdapterHost
-from adapters.web.config import WebAdapterConfig
-from adapters.web.protocol import (
+from callboard.adapters.base import Adapter, AdapterHost
+from callboard.adapters.web.config import WebAdapterConfig
+from callboard.adapters.web.protocol import (
     DeleteOp,
     EditOp,
     FrameError,
@@ -31,8 +31,8 @@ from adapters.web.protocol import (
     frame,
     parse_op,
 )
-from engine.actor import Actor
-from engine.entities import (
+from callboard.engine.actor import Actor
+from callboard.engine.entities import (
     ChatType,
     Forward,
     Group,
@@ -42,7 +42,7 @@ from engine.entities import (
     Quote,
     User,
 )
-from engine.events import (
+from callboard.engine.events import (
     Event,
     MemberJoined,
     MemberLeft,
@@ -51,8 +51,8 @@ from engine.events import (
     MessageReaction,
     MessageReceived,
 )
-from engine.ids import new_id
-from engine.platform import MessageResult, PlatformAction
+from callboard.engine.ids import new_id
+from callboard.engine.platform import MessageResult, PlatformAction
 
 log = logging.getLogger("callboard.web")
 
@@ -139,7 +139,7 @@ class WebAdapter(Adapter):
     # ------------------------------------------------------------------ lifecycle
 
     def connection(self) -> tuple[type[Actor], tuple[Any, ...]]:
-        from adapters.web.connection import WebConnection
+        from callboard.adapters.web.connection import WebConnection
 
         return WebConnection, (self,)
 
@@ -156,7 +156,11 @@ class WebAdapter(Adapter):
         host.add_route("GET", f"{self.base_path}/static/style.css", self._static)
 
     async def _page(self, request: web.Request) -> web.StreamResponse:
-        html = resources.files("adapters.web").joinpath("static/index.html").read_text(encoding="utf-8")
+        html = (
+            resources.files("callboard.adapters.web")
+            .joinpath("static/index.html")
+            .read_text(encoding="utf-8")
+        )
         html = html.replace("{{TITLE}}", _escape(self.web_config.title)).replace(
             "{{BOT_ID}}", _escape(self.host.bot_id)
         )
@@ -167,7 +171,7 @@ class WebAdapter(Adapter):
 
     async def _static(self, request: web.Request) -> web.StreamResponse:
         name = request.path.rsplit("/", 1)[-1]
-        body = resources.files("adapters.web").joinpath(f"static/{name}").read_bytes()
+        body = resources.files("callboard.adapters.web").joinpath(f"static/{name}").read_bytes()
         return web.Response(body=body, content_type=_STATIC[name])
 
     # ------------------------------------------------------------------ the websocket

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from adapters.base import AdapterConfig
+from callboard.adapters.base import AdapterConfig
 
 
 class WebAdapterConfig(AdapterConfig):

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from engine.actor import Actor
+from callboard.engine.actor import Actor
 
 if TYPE_CHECKING:
-    from adapters.web.adapter import WebAdapter
+    from callboard.adapters.web.adapter import WebAdapter
 
 
 class WebConnection(Actor):

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from actors.messages import Due
-from engine import ManualClock
-from engine.journal import Journal
+from callboard.actors.messages import Due
+from callboard.engine import ManualClock
+from callboard.engine.journal import Journal
 from tests.support import chat_client, eventually, fleet_config, running_fleet
 
 pytestmark = pytest.mark.timeout(60)

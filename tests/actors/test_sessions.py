@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from engine import ManualClock
-from handlers.context import HandlerContext
-from handlers.pipeline import EchoStage, Flow
+from callboard.engine import ManualClock
+from callboard.handlers.context import HandlerContext
+from callboard.handlers.pipeline import EchoStage, Flow
 from tests.support import ChatClient, chat_client, eventually, fleet_config, running_fleet
 
 pytestmark = pytest.mark.timeout(90)

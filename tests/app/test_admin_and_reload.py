@@ -12,7 +12,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from bench.harness import free_port
+from callboard.bench.harness import free_port
 from tests.support import chat_client, eventually, fleet_config, running_fleet
 
 pytestmark = pytest.mark.timeout(90)

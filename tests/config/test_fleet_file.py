@@ -10,8 +10,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from actors.config import FleetConfig
-from actors.config_file import ConfigError, load_fleet, parse_fleet
+from callboard.actors.config import FleetConfig
+from callboard.actors.config_file import ConfigError, load_fleet, parse_fleet
 
 ROOT = Path(__file__).resolve().parents[2]
 

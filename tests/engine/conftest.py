@@ -4,7 +4,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from engine import ActorSystem, ManualClock
+from callboard.engine import ActorSystem, ManualClock
 
 
 @pytest.fixture

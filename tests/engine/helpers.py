@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from engine import Actor
+from callboard.engine import Actor
 
 EVENTS: list[tuple[str, str]] = []
 

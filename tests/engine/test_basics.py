@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine import (
+from callboard.engine import (
     Actor,
     ActorDeadError,
     ActorSystem,

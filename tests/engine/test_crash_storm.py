@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from engine import Actor, ActorSystem, SupervisorStrategy
-from engine.dispatcher import MAX_PARKED
+from callboard.engine import Actor, ActorSystem, SupervisorStrategy
+from callboard.engine.dispatcher import MAX_PARKED
 
 
 class Fragile(Actor):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from engine import Actor, ActorSystem
+from callboard.engine import Actor, ActorSystem
 from tests.engine.helpers import Gate, Recorder
 
 

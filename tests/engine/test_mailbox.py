@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 import pytest
 
-from engine import ActorSystem, MailboxFull, MailboxPolicy
+from callboard.engine import ActorSystem, MailboxFull, MailboxPolicy
 from tests.engine.helpers import Gate
 
 

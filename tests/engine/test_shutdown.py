@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from engine import Actor, ActorSystem
-from engine.dispatcher import MAX_PARKED
+from callboard.engine import Actor, ActorSystem
+from callboard.engine.dispatcher import MAX_PARKED
 
 STOPS: list[str] = []
 

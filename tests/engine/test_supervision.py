@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from engine import (
+from callboard.engine import (
     Actor,
     ActorSystem,
     Backoff,

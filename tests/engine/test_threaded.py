@@ -7,8 +7,8 @@ import threading
 import time
 from typing import Any
 
-from engine import Actor, ActorSystem
-from engine.threaded import ThreadedHost, ThreadedWorker
+from callboard.engine import Actor, ActorSystem
+from callboard.engine.threaded import ThreadedHost, ThreadedWorker
 
 WORKERS: list[Blocking] = []
 

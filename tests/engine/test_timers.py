@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from engine import Actor, ActorSystem, ManualClock, Terminated
+from callboard.engine import Actor, ActorSystem, ManualClock, Terminated
 
 
 class Idle(Actor):

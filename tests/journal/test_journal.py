@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.entities import MessageChain
-from engine.events import MessageReceived, SessionKey
-from engine.journal import Journal, JournalClosed
+from callboard.engine.entities import MessageChain
+from callboard.engine.events import MessageReceived, SessionKey
+from callboard.engine.journal import Journal, JournalClosed
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -168,10 +168,10 @@ async def test_open_reports_a_bad_path(tmp_path: Path) -> None:
 
 WRITER = """
 import asyncio, sys
-from engine.journal import Journal
-from engine.entities import MessageChain
-from engine.events import MessageReceived
-from engine.loop import run
+from callboard.engine.journal import Journal
+from callboard.engine.entities import MessageChain
+from callboard.engine.events import MessageReceived
+from callboard.engine.loop import run
 
 async def main():
     journal = Journal(sys.argv[1])

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.harness import free_port, wait_ready
+from callboard.bench.harness import free_port, wait_ready
 from tests.support import ChatClient
 
 pytestmark = pytest.mark.timeout(180)

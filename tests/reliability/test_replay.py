@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.entities import MessageChain
-from engine.events import MessageReceived
-from engine.journal import Journal
+from callboard.engine.entities import MessageChain
+from callboard.engine.events import MessageReceived
+from callboard.engine.journal import Journal
 from tests.support import chat_client, eventually, fleet_config, running_fleet
 
 pytestmark = pytest.mark.timeout(60)

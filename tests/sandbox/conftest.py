@@ -28,11 +28,11 @@ import docker
 import docker.errors
 import pytest
 
-from engine import ActorSystem
-from sandbox import cli
-from sandbox.config import SandboxSettings
-from sandbox.image import image_id
-from sandbox.podman_service import PodmanService, PodmanUnavailable
+from callboard.engine import ActorSystem
+from callboard.sandbox import cli
+from callboard.sandbox.config import SandboxSettings
+from callboard.sandbox.image import image_id
+from callboard.sandbox.podman_service import PodmanService, PodmanUnavailable
 
 IMAGE = "localhost/callboard-sandbox:latest"
 FLEET_PREFIX = f"t{os.getpid()}"

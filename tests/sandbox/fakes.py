@@ -11,8 +11,8 @@ import threading
 import time
 from collections.abc import Callable
 
-from engine.sandbox_api import ExecResult, SandboxUnavailable
-from sandbox.backend import (
+from callboard.engine.sandbox_api import ExecResult, SandboxUnavailable
+from callboard.sandbox.backend import (
     ContainerRecord,
     EngineInfo,
     ExecRequest,

@@ -9,11 +9,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from actors.sandbox import SandboxStatus, sandbox_status, tools_for
-from actors.sandbox_manager import SandboxManager
-from engine import ActorRef, ActorSystem
-from engine.sandbox_api import SandboxTools
-from sandbox.config import SandboxPolicy, SandboxSettings
+from callboard.actors.sandbox import SandboxStatus, sandbox_status, tools_for
+from callboard.actors.sandbox_manager import SandboxManager
+from callboard.engine import ActorRef, ActorSystem
+from callboard.engine.sandbox_api import SandboxTools
+from callboard.sandbox.config import SandboxPolicy, SandboxSettings
 
 REPO = Path(__file__).resolve().parents[2]
 

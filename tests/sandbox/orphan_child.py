@@ -8,9 +8,9 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from engine import ActorSystem, run
-from engine.sandbox_api import ExecArgs
-from sandbox.config import SandboxSettings
+from callboard.engine import ActorSystem, run
+from callboard.engine.sandbox_api import ExecArgs
+from callboard.sandbox.config import SandboxSettings
 from tests.sandbox.helpers import chat_tools, spawn_manager
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from actors.sandbox_session import SessionCall
-from engine.sandbox_api import (
+from callboard.actors.sandbox_session import SessionCall
+from callboard.engine.sandbox_api import (
     EditArgs,
     ExecArgs,
     GlobArgs,
@@ -19,7 +19,7 @@ from engine.sandbox_api import (
     WriteArgs,
     workspace_path,
 )
-from sandbox.config import SandboxProfile
+from callboard.sandbox.config import SandboxProfile
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from sandbox import cli
-from sandbox import engine as sandbox_engine
-from sandbox.backend import SessionSpec
-from sandbox.config import SandboxProfile, SandboxSettings
-from sandbox.docker_backend import DockerBackend
-from sandbox.engine import EngineEndpoint
-from sandbox.image import apt_mirror, os_codename
+from callboard.sandbox import cli
+from callboard.sandbox import engine as sandbox_engine
+from callboard.sandbox.backend import SessionSpec
+from callboard.sandbox.config import SandboxProfile, SandboxSettings
+from callboard.sandbox.docker_backend import DockerBackend
+from callboard.sandbox.engine import EngineEndpoint
+from callboard.sandbox.image import apt_mirror, os_codename
 from tests.sandbox.conftest import Engine
 
 pytestmark = pytest.mark.timeout(120)

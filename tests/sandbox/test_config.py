@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from sandbox.config import SandboxPolicy, SandboxProfile, SandboxSettings, parse_size
-from sandbox.engine import EngineEndpoint, redact, resolve_endpoint
+from callboard.sandbox.config import SandboxPolicy, SandboxProfile, SandboxSettings, parse_size
+from callboard.sandbox.engine import EngineEndpoint, redact, resolve_endpoint
 
 pytestmark = pytest.mark.timeout(60)
 

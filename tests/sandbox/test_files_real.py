@@ -6,8 +6,8 @@ from collections.abc import Callable
 
 import pytest
 
-from engine import ActorSystem
-from engine.sandbox_api import (
+from callboard.engine import ActorSystem
+from callboard.engine.sandbox_api import (
     EditArgs,
     ExecArgs,
     GlobArgs,
@@ -19,10 +19,10 @@ from engine.sandbox_api import (
     SandboxTools,
     WriteArgs,
 )
-from sandbox.backend import SessionSpec
-from sandbox.config import SandboxProfile, SandboxSettings
-from sandbox.docker_backend import DockerBackend
-from sandbox.engine import EngineEndpoint
+from callboard.sandbox.backend import SessionSpec
+from callboard.sandbox.config import SandboxProfile, SandboxSettings
+from callboard.sandbox.docker_backend import DockerBackend
+from callboard.sandbox.engine import EngineEndpoint
 from tests.sandbox.conftest import Engine
 from tests.sandbox.helpers import chat_tools, spawn_manager
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from sandbox import workspace_helper as helper
+from callboard.sandbox import workspace_helper as helper
 
 pytestmark = pytest.mark.timeout(60)
 

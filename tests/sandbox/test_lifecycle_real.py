@@ -9,13 +9,19 @@ from pathlib import Path
 
 import pytest
 
-from engine import ActorRef, ActorSystem
-from engine.sandbox_api import ExecArgs, ReadArgs, SandboxFileNotFound, SandboxUnavailable, WriteArgs
-from sandbox.backend import SessionSpec
-from sandbox.config import SandboxSettings
-from sandbox.docker_backend import DockerBackend, DockerSession
-from sandbox.engine import EngineEndpoint
-from sandbox.podman_service import PodmanService
+from callboard.engine import ActorRef, ActorSystem
+from callboard.engine.sandbox_api import (
+    ExecArgs,
+    ReadArgs,
+    SandboxFileNotFound,
+    SandboxUnavailable,
+    WriteArgs,
+)
+from callboard.sandbox.backend import SessionSpec
+from callboard.sandbox.config import SandboxSettings
+from callboard.sandbox.docker_backend import DockerBackend, DockerSession
+from callboard.sandbox.engine import EngineEndpoint
+from callboard.sandbox.podman_service import PodmanService
 from tests.sandbox.conftest import Engine
 from tests.sandbox.helpers import chat_tools, eventually, spawn_manager, status
 

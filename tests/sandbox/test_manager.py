@@ -13,11 +13,11 @@ from functools import partial
 
 import pytest
 
-from actors.sandbox_manager import SandboxManager
-from engine import ActorRef, ActorSystem, ManualClock
-from engine.sandbox_api import ExecArgs, SandboxBusy, SandboxError, SandboxOff, SandboxUnavailable
-from sandbox import engine as sandbox_engine
-from sandbox.config import SandboxSettings
+from callboard.actors.sandbox_manager import SandboxManager
+from callboard.engine import ActorRef, ActorSystem, ManualClock
+from callboard.engine.sandbox_api import ExecArgs, SandboxBusy, SandboxError, SandboxOff, SandboxUnavailable
+from callboard.sandbox import engine as sandbox_engine
+from callboard.sandbox.config import SandboxSettings
 from tests.sandbox.fakes import FakeBackend, FakeEngine
 from tests.sandbox.helpers import chat_tools, eventually, status
 

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from engine.sandbox_api import SandboxError
-from sandbox.backend import SessionSpec
-from sandbox.config import SandboxProfile, SandboxSettings
-from sandbox.docker_backend import DockerBackend
-from sandbox.engine import EngineEndpoint
-from sandbox.mounts import MountRefused, check_root, check_source, check_target
+from callboard.engine.sandbox_api import SandboxError
+from callboard.sandbox.backend import SessionSpec
+from callboard.sandbox.config import SandboxProfile, SandboxSettings
+from callboard.sandbox.docker_backend import DockerBackend
+from callboard.sandbox.engine import EngineEndpoint
+from callboard.sandbox.mounts import MountRefused, check_root, check_source, check_target
 
 pytestmark = pytest.mark.timeout(60)
 

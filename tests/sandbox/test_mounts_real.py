@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from engine import ActorSystem
-from engine.sandbox_api import ExecArgs
-from sandbox.config import SandboxSettings
+from callboard.engine import ActorSystem
+from callboard.engine.sandbox_api import ExecArgs
+from callboard.sandbox.config import SandboxSettings
 from tests.sandbox.conftest import Engine
 from tests.sandbox.helpers import chat_tools, spawn_manager
 

@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from engine import ActorSystem
-from sandbox.config import SandboxSettings
+from callboard.engine import ActorSystem
+from callboard.sandbox.config import SandboxSettings
 from tests.sandbox.conftest import Engine
 from tests.sandbox.helpers import REPO, eventually, spawn_manager, status
 

@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from sandbox.output import StreamCapture
-from sandbox.stream import ExecStream
+from callboard.sandbox.output import StreamCapture
+from callboard.sandbox.stream import ExecStream
 
 
 def frame(stream: int, payload: bytes) -> bytes:

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from actors.sandbox import SessionTools, sandbox_factory, tools_for
-from engine import Actor, ActorSystem
-from engine.sandbox_api import (
+from callboard.actors.sandbox import SessionTools, sandbox_factory, tools_for
+from callboard.engine import Actor, ActorSystem
+from callboard.engine.sandbox_api import (
     ExecArgs,
     NoSandbox,
     ReadArgs,
@@ -17,8 +17,8 @@ from engine.sandbox_api import (
     SandboxPolicyError,
     WriteArgs,
 )
-from sandbox.config import SandboxPolicy
-from sandbox.policy import ScopeError, allowed_tools, denial, scope_key, session_name
+from callboard.sandbox.config import SandboxPolicy
+from callboard.sandbox.policy import ScopeError, allowed_tools, denial, scope_key, session_name
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from actors.config import FleetConfig
+from callboard.actors.config import FleetConfig
 from tests.sandbox.conftest import Engine
 from tests.support import chat_client, fleet_config, running_fleet
 

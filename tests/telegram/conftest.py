@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 import telegram as tg
 
-from actors.config import FleetConfig
-from actors.config_file import parse_fleet
-from bench.fake_telegram import TOKEN, FakeBotAPI, user
+from callboard.actors.config import FleetConfig
+from callboard.actors.config_file import parse_fleet
 from callboard.app import Running, start
-from engine.events import Event, SessionKey, decode_event
+from callboard.bench.fake_telegram import TOKEN, FakeBotAPI, user
+from callboard.engine.events import Event, SessionKey, decode_event
 
 BOT = "tg"
 

@@ -12,14 +12,14 @@ from typing import Any
 import aiohttp
 import pytest
 
-from adapters.telegram.adapter import TelegramAdapter
-from adapters.telegram.errors import TelegramAPIError
-from adapters.telegram.render import RenderError
-from bench.fake_telegram import Failure, FakeBotAPI, group_chat, member, private_chat
+from callboard.adapters.telegram.adapter import TelegramAdapter
+from callboard.adapters.telegram.errors import TelegramAPIError
+from callboard.adapters.telegram.render import RenderError
 from callboard.app import Running
-from engine.entities import At, File, Forward, Image, MemberRole, MessageChain, Plain, Quote, Voice
-from engine.events import MessageReceived
-from engine.platform import NotSupportedError
+from callboard.bench.fake_telegram import Failure, FakeBotAPI, group_chat, member, private_chat
+from callboard.engine.entities import At, File, Forward, Image, MemberRole, MessageChain, Plain, Quote, Voice
+from callboard.engine.events import MessageReceived
+from callboard.engine.platform import NotSupportedError
 from tests.support import eventually
 from tests.telegram.conftest import BOT, people, running, telegram_fleet
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from actors.config_file import ConfigError, load_fleet, parse_fleet
-from adapters.telegram.config import TelegramAdapterConfig
+from callboard.actors.config_file import ConfigError, load_fleet, parse_fleet
+from callboard.adapters.telegram.config import TelegramAdapterConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "987654:AAexample-Token_value"

@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 import telegram as tg
 
-from adapters.telegram.convert import Converter
-from bench.fake_telegram import FakeBotAPI, group_chat, member, private_chat, utf16_len
-from engine.entities import At, File, Forward, Image, Plain, PlatformComponent, Quote, Voice
-from engine.events import (
+from callboard.adapters.telegram.convert import Converter
+from callboard.bench.fake_telegram import FakeBotAPI, group_chat, member, private_chat, utf16_len
+from callboard.engine.entities import At, File, Forward, Image, Plain, PlatformComponent, Quote, Voice
+from callboard.engine.events import (
     BotInvitedToGroup,
     BotMuted,
     BotRemovedFromGroup,

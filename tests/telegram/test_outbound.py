@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.fake_telegram import Failure, FakeBotAPI, group_chat, private_chat, user, utf16_len
 from callboard.app import Running
+from callboard.bench.fake_telegram import Failure, FakeBotAPI, group_chat, private_chat, user, utf16_len
 from tests.support import eventually
 from tests.telegram.conftest import BOT, running, telegram_fleet
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from bench.fake_telegram import Failure, FakeBotAPI, group_chat, private_chat
 from callboard.app import Running
-from engine.events import MessageReceived, PlatformSpecific
+from callboard.bench.fake_telegram import Failure, FakeBotAPI, group_chat, private_chat
+from callboard.engine.events import MessageReceived, PlatformSpecific
 from tests.support import eventually
 from tests.telegram.conftest import (
     BOT,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import telegram as tg
 
-from adapters.telegram.render import (
+from callboard.adapters.telegram.render import (
     ForwardMessage,
     Media,
     RenderError,
@@ -15,7 +15,7 @@ from adapters.telegram.render import (
     split_text,
     utf16_len,
 )
-from engine.entities import (
+from callboard.engine.entities import (
     At,
     AtAll,
     Face,

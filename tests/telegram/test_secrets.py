@@ -10,10 +10,10 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from adapters.telegram.adapter import TelegramAdapter
-from adapters.telegram.config import TelegramAdapterConfig
-from adapters.telegram.errors import TelegramAPIError
-from bench.fake_telegram import Failure, FakeBotAPI, private_chat, user
+from callboard.adapters.telegram.adapter import TelegramAdapter
+from callboard.adapters.telegram.config import TelegramAdapterConfig
+from callboard.adapters.telegram.errors import TelegramAPIError
+from callboard.bench.fake_telegram import Failure, FakeBotAPI, private_chat, user
 from tests.support import eventually
 from tests.telegram.conftest import BOT, running, telegram_fleet
 

@@ -11,10 +11,10 @@ import aiohttp
 import orjson
 import pytest
 
-from actors.config import FleetConfig
-from bench.fake_telegram import SECRET_HEADER, FakeBotAPI, private_chat
-from bench.harness import free_port
+from callboard.actors.config import FleetConfig
 from callboard.app import Running
+from callboard.bench.fake_telegram import SECRET_HEADER, FakeBotAPI, private_chat
+from callboard.bench.harness import free_port
 from tests.support import eventually
 from tests.telegram.conftest import (
     BOT,

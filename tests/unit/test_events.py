@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.entities import (
+from callboard.engine.entities import (
     At,
     AtAll,
     Face,
@@ -28,7 +28,13 @@ from engine.entities import (
     User,
     Voice,
 )
-from engine.events import EVENT_TYPE_NAMES, EVENT_TYPES, MessageReceived, PlatformSpecific, decode_event
+from callboard.engine.events import (
+    EVENT_TYPE_NAMES,
+    EVENT_TYPES,
+    MessageReceived,
+    PlatformSpecific,
+    decode_event,
+)
 
 USER = User(id=7, nickname="Ann", username="ann", language_code="en")
 GROUP = Group(id=-100, name="Team")

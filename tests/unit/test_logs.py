@@ -6,8 +6,8 @@ import logging
 
 import pytest
 
-from actors.config_file import parse_fleet
 from callboard import logs
+from callboard.actors.config_file import parse_fleet
 
 
 def test_secrets_are_masked_everywhere(

@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from engine.entities import MessageChain
-from engine.events import Event, MemberJoined, MessageReceived, PlatformSpecific
-from handlers.routing import Router, RouteRule
+from callboard.engine.entities import MessageChain
+from callboard.engine.events import Event, MemberJoined, MessageReceived, PlatformSpecific
+from callboard.handlers.routing import Router, RouteRule
 
 PIPE = {"stages": [{"type": "echo"}]}
 

@@ -128,7 +128,7 @@ async def test_api_edits_deletes_and_queries(fleet: Running) -> None:
         await client.subscribe("g1")
         await client.op(op="join", chat_id="g1", user_id="u9", user_name="Bo", group_name="G")
         await client.wait_for(lambda f: f["op"] == "ack")
-        from engine.entities import MessageChain
+        from callboard.engine.entities import MessageChain
 
         sent = await api.send_message("group", "g1", MessageChain.of("draft"))
         await api.edit_message("group", "g1", sent.message_id, MessageChain.of("final"))
@@ -142,7 +142,7 @@ async def test_api_edits_deletes_and_queries(fleet: Running) -> None:
     members = await api.get_group_member_list("g1")
     assert [m.user.nickname for m in members] == ["Bo"]
     assert (await api.get_user_info("u9")).nickname == "Bo"
-    from engine.platform import NotSupportedError
+    from callboard.engine.platform import NotSupportedError
 
     with pytest.raises(NotSupportedError, match="'web' does not support 'kick_member'"):
         await api.kick_member("g1", "u9")
