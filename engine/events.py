@@ -11,7 +11,6 @@ from __future__ import annotations
 import time
 from typing import Annotated, Any, ClassVar, Literal
 
-import orjson
 from pydantic import Field, TypeAdapter
 
 from callboard.engine.entities import ID, ChatType, Group, MessageChain, Model, User
@@ -80,9 +79,6 @@ class Event(Model):
             if isinstance(user, User):
                 return user
         return None
-
-    def to_json(self) -> bytes:
-        return orjson.dumps(self.model_dump(mode="json"))
 
 
 class _InChat(Event):
@@ -308,6 +304,11 @@ EVENT_TYPES: tuple[type[Event], ...] = (
 EVENT_TYPE_NAMES: tuple[str, ...] = tuple(t.model_fields["type"].default for t in EVENT_TYPES)
 
 _event_adapter: TypeAdapter[Event] = TypeAdapter(AnyEvent)
+
+
+def encode_event(event: Event) -> bytes:
+    """Serialise one event to JSON bytes (what the journal stores); ``decode_event`` reverses it."""
+    return event.model_dump_json().encode()
 
 
 def decode_event(data: bytes | str) -> Event:

@@ -21,7 +21,7 @@ from typing import Any, Literal, TypeVar
 
 import orjson
 
-from callboard.engine.events import Event, SessionKey, decode_event
+from callboard.engine.events import Event, SessionKey, decode_event, encode_event
 from callboard.engine.journal_writer import (
     APPEND,
     CALL,
@@ -198,7 +198,7 @@ class Journal:
         None if its dedup key was seen before. Keys are forgotten by ``prune``
         once older than the dedup window, so the window is at least
         ``dedup_window_seconds``."""
-        payload = event.model_dump_json().encode()
+        payload = encode_event(event)
         return self._op(APPEND, (event.bot_id, event.dedup_key, session.name, event.type, payload), True)
 
     def mark_done(self, seqs: Sequence[int], status: str = "done") -> None:

@@ -9,7 +9,6 @@ import pytest
 import telegram as tg
 
 from callboard.adapters.telegram.convert import Converter
-from callboard.bench.fake_telegram import FakeBotAPI, group_chat, member, private_chat, utf16_len
 from callboard.engine.entities import At, File, Forward, Image, Plain, PlatformComponent, Quote, Voice
 from callboard.engine.events import (
     BotInvitedToGroup,
@@ -28,7 +27,9 @@ from callboard.engine.events import (
     PlatformSpecific,
     SessionKey,
     decode_event,
+    encode_event,
 )
+from callboard.testing.fake_telegram import FakeBotAPI, group_chat, member, private_chat, utf16_len
 from tests.telegram.conftest import me, people
 
 P = people()
@@ -46,7 +47,7 @@ def convert(
     assert update is not None
     events = Converter("tg", me(), member_updates=member_updates).convert(update)
     for event in events:  # every event survives the journal's JSON round trip
-        assert decode_event(event.to_json()) == event
+        assert decode_event(encode_event(event)) == event
     return events
 
 
