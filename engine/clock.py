@@ -98,3 +98,19 @@ class ManualClock:
             await self.settle()
         self._now = target
         await self.settle()
+
+
+async def sleep(clock: Clock, seconds: float) -> None:
+    """Wait ``seconds`` on ``clock`` (a ``ManualClock`` in tests): retries and
+    throttles wait through here, never on ``asyncio.sleep`` directly."""
+    future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    handle = clock.call_later(seconds, _wake, future)
+    try:
+        await future
+    finally:
+        handle.cancel()
+
+
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
