@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
+from collections.abc import Sequence
 from typing import Any
 
 from callboard.actors.config import BotConfig
-from callboard.actors.http import Handler, HttpServer
+from callboard.actors.http import Handler as HttpHandler
+from callboard.actors.http import HttpServer
 from callboard.actors.messages import Inbound
 from callboard.actors.outbound import OutboundActor, Outlet
 from callboard.actors.router import SessionRouter
 from callboard.actors.runtime import BotCounters, BotRuntime, FleetStats, SandboxFactory
-from callboard.adapters.base import Adapter, AdapterAuthError, adapter_types
+from callboard.adapters.base import Adapter, AdapterAuthError, load_adapter
 from callboard.engine.actor import Actor
 from callboard.engine.clock import Clock
 from callboard.engine.events import Event
@@ -37,6 +40,43 @@ CONNECTION_STRATEGY = SupervisorStrategy(
 )
 
 
+class BotStore:
+    """``AdapterStore`` for one bot: its slice of the journal's stored output."""
+
+    def __init__(self, bot_id: str, journal: Journal) -> None:
+        self._bot_id = bot_id
+        self._journal = journal
+
+    def append_outbox(
+        self, chat: str, payload: dict[str, Any], idempotency_key: str | None = None
+    ) -> asyncio.Future[tuple[int, dict[str, Any], bool]]:
+        return self._journal.append_outbox(self._bot_id, chat, payload, idempotency_key)
+
+    async def read_outbox(
+        self, chat: str, since: int = 0, limit: int = 1000
+    ) -> list[tuple[int, dict[str, Any]]]:
+        return await self._journal.read_outbox(self._bot_id, chat, since, limit)
+
+
+class _Batch:
+    """One ``ingest`` call waiting for its appends to commit."""
+
+    __slots__ = ("appends", "events", "result")
+
+    def __init__(
+        self,
+        appends: list[asyncio.Future[int | None]],
+        events: Sequence[Event],
+        result: asyncio.Future[list[int | None]],
+    ) -> None:
+        self.appends = appends
+        self.events = events
+        self.result = result
+
+    def committed(self) -> bool:
+        return all(append.done() for append in self.appends)
+
+
 class BotHost:
     """``AdapterHost`` for one bot: how its adapter reaches the engine."""
 
@@ -48,7 +88,9 @@ class BotHost:
         self._journal = journal
         self._clock = clock
         self._http = http
-        self.router: ActorRef | None = None
+        self._store = BotStore(bot_id, journal)
+        self._batches: deque[_Batch] = deque()
+        self.sessions: ActorRef | None = None
         self.runtime: BotRuntime | None = None
         self.connected = False
         self.connection_detail = "starting"
@@ -58,17 +100,50 @@ class BotHost:
         return self._bot_id
 
     @property
-    def journal(self) -> Journal:
-        return self._journal
-
-    @property
     def clock(self) -> Clock:
         return self._clock
 
-    def accept(self, event: Event) -> asyncio.Future[int | None]:
-        return self._journal.append(event, event.session_key())
+    @property
+    def store(self) -> BotStore:
+        return self._store
 
-    def route(self, seq: int | None, event: Event) -> None:
+    def ingest(self, events: Sequence[Event]) -> asyncio.Future[list[int | None]]:
+        appends = [self._journal.append(event, event.session_key()) for event in events]
+        batch = _Batch(appends, events, asyncio.get_running_loop().create_future())
+        self._batches.append(batch)
+        if not appends:
+            self._route_committed()
+        for append in appends:
+            append.add_done_callback(self._on_append_done)
+        return batch.result
+
+    def _on_append_done(self, _: asyncio.Future[int | None]) -> None:
+        self._route_committed()
+
+    def _route_committed(self) -> None:
+        """Route every batch at the head of the queue whose appends are all done."""
+        batches = self._batches
+        while batches and batches[0].committed():
+            batch = batches.popleft()
+            seqs: list[int | None] = []
+            failure: BaseException | None = None
+            for append, event in zip(batch.appends, batch.events, strict=True):
+                error = append.exception() if not append.cancelled() else asyncio.CancelledError()
+                if error is not None:
+                    failure = failure or error
+                    seqs.append(None)
+                    continue
+                seq = append.result()
+                self._route(seq, event)
+                seqs.append(seq)
+            if batch.result.cancelled():
+                continue
+            if failure is not None:
+                batch.result.set_exception(failure)
+            else:
+                batch.result.set_result(seqs)
+
+    def _route(self, seq: int | None, event: Event) -> None:
         runtime = self.runtime
         if seq is None:
             if runtime is not None:
@@ -77,10 +152,10 @@ class BotHost:
         if runtime is not None:
             runtime.counters.accepted += 1
             runtime.counters.by_type[event.type] += 1
-        if self.router is not None:
-            self.router.tell(Inbound(seq, event, event.session_key(), self._clock.now()))
+        if self.sessions is not None:
+            self.sessions.tell(Inbound(seq, event, event.session_key(), self._clock.now()))
 
-    def add_route(self, method: str, path: str, handler: Handler) -> None:
+    def add_route(self, method: str, path: str, handler: HttpHandler) -> None:
         self._http.add(method, path, handler, owner=self._bot_id)
 
     def set_connected(self, connected: bool, detail: str = "") -> None:
@@ -109,7 +184,7 @@ class BotActor(Actor):
 
     async def on_start(self) -> None:
         config = self.config
-        adapter_cls = adapter_types()[config.adapter.type]
+        adapter_cls = load_adapter(config.adapter.type)
         self.adapter = adapter = adapter_cls(self.host, config.adapter)
         counters = BotCounters()
         clock = self.context.system.clock
@@ -126,10 +201,11 @@ class BotActor(Actor):
             outbound=outbound,
             outlet=outlet,
             counters=counters,
+            links=adapter.links(),
         )
         self.host.runtime = self.runtime
         self.fleet_stats.runtimes[config.id] = self.runtime
-        self.host.router = self.context.spawn(SessionRouter, "sessions", self.runtime)
+        self.host.sessions = self.context.spawn(SessionRouter, "sessions", self.runtime)
         connection_cls, args = adapter.connection()
         self.context.spawn(connection_cls, "connection", *args, supervisor=CONNECTION_STRATEGY)
         log.info("bot %s started (%s adapter)", config.id, config.adapter.type)

@@ -7,12 +7,13 @@ only composes them.
 
 from __future__ import annotations
 
+import functools
 import re
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
-from callboard.adapters.base import AdapterConfig, adapter_types
+from callboard.adapters.base import AdapterConfig, AdapterUnavailable, adapter_names, load_adapter
 from callboard.engine.units import Duration
 from callboard.handlers.routing import RouteRule
 from callboard.sandbox.config import SandboxPolicy, SandboxSettings
@@ -51,25 +52,10 @@ class SessionConfig(_Strict):
     )
 
 
-def _adapter_union() -> Any:
-    configs = tuple(adapter.config_type for adapter in adapter_types().values())
-    if len(configs) == 1:
-        return configs[0]
-    from typing import Union
-
-    return Annotated[Union[configs], Field(discriminator="type")]  # noqa: UP007
-
-
-if TYPE_CHECKING:
-    AnyAdapterConfig = AdapterConfig
-else:
-    AnyAdapterConfig = _adapter_union()
-
-
 class BotConfig(_Strict):
     id: str = Field(description="unique within the fleet: letters, digits, '-' and '_'")
     enabled: bool = True
-    adapter: AnyAdapterConfig
+    adapter: AdapterConfig = Field(description="the platform; ``type`` names an installed adapter")
     session: SessionConfig = Field(default_factory=SessionConfig)
     handlers: list[RouteRule] = Field(default_factory=list)
     default: Literal["drop"] = Field(default="drop", description="what happens to events no rule matches")
@@ -138,6 +124,50 @@ class FleetConfig(_Strict):
         return self
 
 
+class _Unavailable(AdapterConfig):
+    """Stands in for an adapter type that is installed but cannot be imported, so a fleet
+    file naming it gets a config error that says what to install."""
+
+    model_config = ConfigDict(extra="allow")
+    reason: ClassVar[str] = ""
+
+    @model_validator(mode="after")
+    def _refuse(self) -> _Unavailable:
+        raise ValueError(self.reason)
+
+
+def _adapter_configs() -> tuple[type[AdapterConfig], ...]:
+    configs: list[type[AdapterConfig]] = []
+    for name in adapter_names():
+        try:
+            configs.append(load_adapter(name).config_type)
+        except AdapterUnavailable as exc:
+            literal: Any = Literal[name]
+            stand_in = create_model(f"Unavailable_{name}", __base__=_Unavailable, type=(literal, name))
+            stand_in.reason = str(exc)
+            configs.append(stand_in)
+    return tuple(configs)
+
+
+@functools.cache
+def _fleet_model(configs: tuple[type[AdapterConfig], ...]) -> type[FleetConfig]:
+    union: Any = configs[0] if len(configs) == 1 else Annotated[Union[configs], Field(discriminator="type")]  # noqa: UP007
+    bot = create_model("BotConfig", __base__=BotConfig, adapter=(union, ...))
+    fleet: type[FleetConfig] = create_model(
+        "FleetConfig",
+        __base__=FleetConfig,
+        bots=(list[bot], Field(default_factory=list)),  # type: ignore[valid-type]
+    )
+    return fleet
+
+
+def fleet_model() -> type[FleetConfig]:
+    """``FleetConfig`` whose bots' ``adapter`` blocks are validated by the adapters installed
+    now. Resolved when a file is parsed, not when this module is imported, so an adapter
+    installed later is accepted by the next parse."""
+    return _fleet_model(_adapter_configs())
+
+
 __all__ = [
     "AdapterConfig",
     "AdminConfig",
@@ -147,4 +177,5 @@ __all__ = [
     "FleetConfig",
     "JournalConfig",
     "SessionConfig",
+    "fleet_model",
 ]

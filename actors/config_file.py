@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from callboard.actors.config import FleetConfig
+from callboard.actors.config import FleetConfig, fleet_model
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -134,7 +134,7 @@ def parse_fleet(text: str, file: str = "<fleet>") -> FleetConfig:
     if problems:
         raise ConfigError(problems)
     try:
-        return FleetConfig.model_validate(data)
+        return fleet_model().model_validate(data)
     except ValidationError as exc:
         problems = _problems(exc, positions, file, data)
         problems.sort(key=lambda p: p.line or 0)

@@ -54,6 +54,7 @@ class BotRuntime:
     outbound: ActorRef
     outlet: Outlet
     counters: BotCounters = field(default_factory=BotCounters)
+    links: dict[str, str] = field(default_factory=dict)
     live_sessions: int = 0
 
     @property

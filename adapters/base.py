@@ -1,7 +1,8 @@
 """The adapter contract: what a platform package provides and what it may use.
 
-A platform is one package under ``adapters/`` exposing ``ADAPTER``, a subclass
-of ``Adapter``. The adapter is the platform's API (``engine.platform.PlatformAPI``:
+A platform is a package exposing a subclass of ``Adapter`` through an entry point
+of group ``callboard.adapters`` (ours under ``adapters/`` register the same way as
+a third party's; see docs/adapters.md). The adapter is the platform's API (``engine.platform.PlatformAPI``:
 override what the platform supports, the manifest follows) plus its
 connection: an actor the bot spawns to receive events, and HTTP routes on the
 engine's shared server. Adapters reach the engine only through ``AdapterHost``.
@@ -9,8 +10,8 @@ engine's shared server. Adapters reach the engine only through ``AdapterHost``.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Sequence
 from importlib.metadata import entry_points
-from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from aiohttp import web
@@ -19,7 +20,6 @@ from pydantic import BaseModel, ConfigDict
 from callboard.engine.actor import Actor
 from callboard.engine.clock import Clock
 from callboard.engine.events import Event
-from callboard.engine.journal import Journal
 from callboard.engine.platform import (
     COMMON_APIS,
     Manifest,
@@ -34,7 +34,7 @@ from callboard.engine.platform import (
 if TYPE_CHECKING:
     import asyncio
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+HttpHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 __all__ = [
     "COMMON_APIS",
@@ -42,14 +42,17 @@ __all__ = [
     "AdapterAuthError",
     "AdapterConfig",
     "AdapterHost",
-    "Handler",
+    "AdapterStore",
+    "AdapterUnavailable",
+    "HttpHandler",
     "Manifest",
     "MessageResult",
     "NotSupportedError",
     "PlatformAction",
     "RateLimits",
     "SendError",
-    "adapter_types",
+    "adapter_names",
+    "load_adapter",
 ]
 
 
@@ -65,6 +68,26 @@ class AdapterAuthError(Exception):
     """The platform rejected our credentials: retrying cannot help, stop the bot."""
 
 
+class AdapterStore(Protocol):
+    """The slice of durable storage an adapter may use: its own bot's stored output
+    (per-chat sequence numbers, for platforms such as the web chat that replay what a
+    reconnecting client missed). Nothing else of the journal is reachable."""
+
+    def append_outbox(
+        self, chat: str, payload: dict[str, Any], idempotency_key: str | None = None
+    ) -> asyncio.Future[tuple[int, dict[str, Any], bool]]:
+        """Store one item for ``chat`` under the next per-chat sequence number (also
+        written into ``payload["seq"]``). A repeated ``idempotency_key`` stores nothing
+        and resolves to the earlier item. Resolves to (seq, stored payload, created)."""
+        ...
+
+    async def read_outbox(
+        self, chat: str, since: int = 0, limit: int = 1000
+    ) -> list[tuple[int, dict[str, Any]]]:
+        """Items stored for ``chat`` after ``since``, oldest first."""
+        ...
+
+
 class AdapterHost(Protocol):
     """The engine side an adapter talks to (implemented by the bot actor)."""
 
@@ -72,23 +95,27 @@ class AdapterHost(Protocol):
     def bot_id(self) -> str: ...
 
     @property
-    def journal(self) -> Journal: ...
-
-    @property
     def clock(self) -> Clock: ...
 
-    def accept(self, event: Event) -> asyncio.Future[int | None]:
-        """Start the durable append; resolves to the sequence number, or None
-        for a duplicate. Call ``route`` after it resolves, in arrival order."""
+    @property
+    def store(self) -> AdapterStore: ...
+
+    def ingest(self, events: Sequence[Event]) -> asyncio.Future[list[int | None]]:
+        """Store ``events`` durably, then hand them to the bot's sessions.
+
+        The appends start at once (group-committed with everything else); each event
+        is routed only after it is committed, and routing follows the order of
+        ``ingest`` calls across the whole bot, so a connection may pipeline calls
+        without awaiting each. Resolves, once all are routed, to each event's journal
+        sequence number, or ``None`` for a duplicate delivery (already stored: do
+        acknowledge it, do not handle it). If a store fails, the events that did
+        commit are still routed and the future fails with the first error: do not
+        acknowledge the platform then, so it redelivers.
+        """
         ...
 
-    def route(self, seq: int | None, event: Event) -> None:
-        """Hand a committed event to the bot's sessions (``None``, a duplicate,
-        is only counted)."""
-        ...
-
-    def add_route(self, method: str, path: str, handler: Handler) -> None:
-        """Serve ``handler`` on the engine's HTTP server until the bot stops."""
+    def add_route(self, method: str, path: str, handler: HttpHandler) -> None:
+        """Serve ``handler`` on the engine's HTTP server (exact path) until the bot stops."""
         ...
 
     def set_connected(self, connected: bool, detail: str = "") -> None:
@@ -109,6 +136,11 @@ class Adapter(PlatformAPI):
         """The connection actor class and its arguments; the bot spawns it."""
         raise NotImplementedError(f"{type(self).__name__} must provide connection()")
 
+    def links(self) -> dict[str, str]:
+        """What this bot serves to people, by label (e.g. ``{"web chat": "/web/demo/"}``):
+        paths on the engine's HTTP server, or full URLs. Announced at start-up."""
+        return {}
+
     async def close(self) -> None:
         """Release SDK clients when the bot stops."""
 
@@ -116,14 +148,39 @@ class Adapter(PlatformAPI):
 ENTRY_POINT_GROUP = "callboard.adapters"
 
 
-def adapter_types() -> dict[str, type[Adapter]]:
-    """Every installed adapter by config ``type``: the ``callboard.adapters`` entry points
-    (ours register the same way as a third party's). Read anew on each call, so a package
-    installed or registered after start-up is seen by the next fleet file parsed."""
-    found: dict[str, type[Adapter]] = {}
-    for entry in entry_points(group=ENTRY_POINT_GROUP):
+class AdapterUnavailable(Exception):
+    """A fleet file names an adapter type that is not installed or cannot be imported."""
+
+
+def adapter_names() -> list[str]:
+    """The adapter types installed now (entry points of ``callboard.adapters``), without
+    importing them. Read anew on each call, so a package installed after start-up is seen
+    by the next fleet file parsed."""
+    return sorted({entry.name for entry in entry_points(group=ENTRY_POINT_GROUP)})
+
+
+def load_adapter(type_name: str) -> type[Adapter]:
+    """The adapter class for a config ``type``; ``AdapterUnavailable`` says what to install."""
+    found = [entry for entry in entry_points(group=ENTRY_POINT_GROUP) if entry.name == type_name]
+    if not found:
+        known = ", ".join(repr(name) for name in adapter_names()) or "none"
+        raise AdapterUnavailable(f"no adapter of type {type_name!r} is installed (installed: {known})")
+    entry = found[0]
+    try:
         adapter = entry.load()
-        if not (isinstance(adapter, type) and issubclass(adapter, Adapter)):
-            raise TypeError(f"entry point {entry.name!r} ({entry.value}) is not an Adapter subclass")
-        found[adapter.config_type.model_fields["type"].default] = adapter
-    return found
+    except ImportError as exc:
+        ours = entry.dist is not None and entry.dist.name == "callboard"
+        hint = (
+            f"pip install 'callboard[{type_name}]'" if ours else f"check the package providing {entry.value}"
+        )
+        raise AdapterUnavailable(
+            f"adapter {type_name!r} cannot be imported: module {exc.name or '?'} is missing ({hint})"
+        ) from None
+    if not (isinstance(adapter, type) and issubclass(adapter, Adapter)):
+        raise AdapterUnavailable(f"entry point {type_name!r} ({entry.value}) is not an Adapter subclass")
+    declared = adapter.config_type.model_fields["type"].default
+    if declared != type_name:
+        raise AdapterUnavailable(
+            f"entry point {type_name!r} ({entry.value}) has a config of type {declared!r}; they must match"
+        )
+    return adapter

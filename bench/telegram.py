@@ -2,7 +2,7 @@
 end, against the web adapter on the same load in the same run.
 
 The engine runs as its own process pinned to one core. A fake Bot API
-(``bench/fake_telegram.py``, the server the tests use too) runs in this
+(``callboard/testing/fake_telegram.py``, the server the tests use too) runs in this
 process on the other core: it queues ``chats x messages`` updates at once and
 serves them to getUpdates as fast as the engine asks (100 per call, confirmed
 by the next call's offset). The engine journals them (SQLite, synchronous=FULL),
@@ -31,9 +31,9 @@ import orjson
 
 from callboard.bench.e2e import FLEET as WEB_FLEET
 from callboard.bench.e2e import Load, drive
-from callboard.bench.fake_telegram import FakeBotAPI, private_chat, user
 from callboard.bench.harness import free_port, pin, process, split_cpus, wait_ready
 from callboard.engine.loop import run as run_loop
+from callboard.testing.fake_telegram import FakeBotAPI, private_chat, user
 
 TELEGRAM_FLEET = """
 name: bench-telegram

@@ -85,9 +85,10 @@ async def serve(path: str | Path, *, announce: Callable[[str], Any] = print) -> 
     config = load_fleet(path)
     logs.hide_secrets(config)
     running = await start(config)
-    for bot in config.bots:
-        if bot.enabled and bot.adapter.type == "web":
-            announce(f"web chat for bot {bot.id!r}: {running.base_url}/web/{bot.id}/")
+    for bot_id, runtime in running.stats.runtimes.items():
+        for label, link in runtime.links.items():
+            url = link if "://" in link else f"{running.base_url}{link}"
+            announce(f"{label} for bot {bot_id!r}: {url}")
     announce(f"admin: {running.base_url}/healthz  /readyz  /metrics  /api/actors  /api/bots")
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()

@@ -48,9 +48,9 @@ def _validate(args: argparse.Namespace, rest: list[str]) -> int:
 
 
 def _schema(args: argparse.Namespace, rest: list[str]) -> int:
-    from callboard.actors.config import FleetConfig
+    from callboard.actors.config import fleet_model
 
-    schema = FleetConfig.model_json_schema()
+    schema = fleet_model().model_json_schema()
     sys.stdout.write(orjson.dumps(schema, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode() + "\n")
     return 0
 

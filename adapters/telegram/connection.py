@@ -87,7 +87,7 @@ class TelegramConnection(Actor):
         self.bot: tg.Bot | None = None
         self.converter: Converter | None = None
         self.poller: asyncio.Task[None] | None = None
-        self.batch: asyncio.Task[None] | None = None
+        self.batch: asyncio.Future[list[int | None]] | None = None
         self.offset: int | None = None
         self.accepting = False
         self.webhook_set = False
@@ -199,7 +199,7 @@ class TelegramConnection(Actor):
                     events = [event for update in updates for event in converter.convert(update)]
                     last = updates[-1].update_id if updates else None
                 if last is not None:
-                    self.batch = asyncio.ensure_future(self._commit(events))
+                    self.batch = self.host.ingest(events)
                     await asyncio.shield(self.batch)
                     self.batch = None
                     self.offset = last + 1
@@ -234,22 +234,6 @@ class TelegramConnection(Actor):
             log.exception("%s: PTB cannot parse update %s; kept raw", converter.bot_id, data.get("update_id"))
             return converter.unparsed(data)
         return converter.convert(update)
-
-    async def _commit(self, events: list[Event]) -> None:
-        """Append in order, then route in order. Every append that committed is
-        routed even when an earlier one failed; the first failure is raised after."""
-        host = self.host
-        futures = [host.accept(event) for event in events]
-        failure: BaseException | None = None
-        for future, event in zip(futures, events, strict=True):
-            try:
-                seq = await future
-            except Exception as exc:
-                failure = failure or exc
-                continue
-            host.route(seq, event)
-        if failure is not None:
-            raise failure
 
     # ------------------------------------------------------------------ webhook
 
@@ -301,7 +285,7 @@ class TelegramConnection(Actor):
                 status=400,
             )
         events = self._convert_raw(self.bot, self.converter, data)
-        batch = asyncio.ensure_future(self._commit(events))
+        batch = self.host.ingest(events)
         try:
             await asyncio.shield(batch)
         except Exception as exc:

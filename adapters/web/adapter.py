@@ -15,6 +15,7 @@ import time
 from importlib import resources
 from typing import Any, ClassVar
 
+import msgspec
 from aiohttp import WSMsgType, web
 
 from callboard.adapters.base import Adapter, AdapterHost
@@ -38,9 +39,9 @@ from callboard.engine.entities import (
     Group,
     GroupMember,
     MessageChain,
-    Plain,
     Quote,
     User,
+    to_builtins,
 )
 from callboard.engine.events import (
     Event,
@@ -143,6 +144,9 @@ class WebAdapter(Adapter):
 
         return WebConnection, (self,)
 
+    def links(self) -> dict[str, str]:
+        return {"web chat": f"{self.base_path}/"}
+
     @property
     def base_path(self) -> str:
         return f"/web/{self.host.bot_id}"
@@ -180,7 +184,7 @@ class WebAdapter(Adapter):
         ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=4 * 1024 * 1024)
         await ws.prepare(request)
         client = WebClient(ws, self.web_config.send_queue)
-        in_flight: asyncio.Queue[tuple[asyncio.Future[int | None], Event, str] | None] = asyncio.Queue(
+        in_flight: asyncio.Queue[tuple[asyncio.Future[list[int | None]], Event, str] | None] = asyncio.Queue(
             self.web_config.max_in_flight
         )
         acker = asyncio.ensure_future(self._ack_in_order(client, in_flight))
@@ -204,7 +208,7 @@ class WebAdapter(Adapter):
         self,
         client: WebClient,
         data: str | bytes,
-        in_flight: asyncio.Queue[tuple[asyncio.Future[int | None], Event, str] | None],
+        in_flight: asyncio.Queue[tuple[asyncio.Future[list[int | None]], Event, str] | None],
     ) -> None:
         size = len(data.encode() if isinstance(data, str) else data)
         if size > self.web_config.max_frame_bytes:
@@ -226,12 +230,12 @@ class WebAdapter(Adapter):
         event = self._to_event(op)
         if op.chat_id not in client.chats:
             self._subscribe_live(client, op.chat_id)
-        await in_flight.put((self.host.accept(event), event, op.client_msg_id))
+        await in_flight.put((self.host.ingest([event]), event, op.client_msg_id))
 
     async def _ack_in_order(
         self,
         client: WebClient,
-        in_flight: asyncio.Queue[tuple[asyncio.Future[int | None], Event, str] | None],
+        in_flight: asyncio.Queue[tuple[asyncio.Future[list[int | None]], Event, str] | None],
     ) -> None:
         """Acknowledge frames in the order they came, each once it is durable."""
         while True:
@@ -240,12 +244,11 @@ class WebAdapter(Adapter):
                 return
             future, event, client_msg_id = item
             try:
-                seq = await future
+                (seq,) = await future
             except Exception as exc:
                 log.error("web %s: journal append failed: %r", self.host.bot_id, exc)
                 client.push(_error(client_msg_id, "unavailable", "could not store the event; retry"))
                 continue
-            self.host.route(seq, event)
             if seq is None:
                 client.push(frame(op="duplicate", client_msg_id=client_msg_id))
                 continue
@@ -269,7 +272,7 @@ class WebAdapter(Adapter):
         last = since
         try:
             while True:
-                rows = await self.host.journal.read_outbox(self.host.bot_id, chat, last, limit=500)
+                rows = await self.host.store.read_outbox(chat, last, limit=500)
                 for seq, payload in rows:
                     client.push(frame(**payload))
                     last = seq
@@ -307,9 +310,11 @@ class WebAdapter(Adapter):
         }
         chat: dict[str, Any] = {"chat_type": chat_type, "chat_id": op.chat_id, "group": group}
         if isinstance(op, SendOp):
-            chain = MessageChain.of(op.text)
-            if op.reply_to:
-                chain.root.insert(0, Quote(message_id=op.reply_to))
+            chain = (
+                MessageChain.of(Quote(message_id=op.reply_to), op.text)
+                if op.reply_to
+                else MessageChain.of(op.text)
+            )
             return MessageReceived(
                 **common, **chat, message_id="u" + new_id(), message_chain=chain, sender=user
             )
@@ -354,9 +359,7 @@ class WebAdapter(Adapter):
         """Store, then push. A repeated idempotency key (a replayed send) stores
         nothing new: the stored original is what subscribers already have or
         will get when they subscribe with ``since``."""
-        seq, stored, created = await self.host.journal.append_outbox(
-            self.host.bot_id, chat_id, payload, idempotency_key
-        )
+        seq, stored, created = await self.host.store.append_outbox(chat_id, payload, idempotency_key)
         if created:
             data = frame(**stored)
             for client in list(self.subscribers.get(chat_id, ())):
@@ -395,7 +398,7 @@ class WebAdapter(Adapter):
                 "chat_id": chat_id,
                 "message_id": "b" + new_id(),
                 "text": message.text,
-                "components": message.model_dump(mode="json"),
+                "components": to_builtins(message.parts),
                 "reply_to": reply_to,
             },
             idempotency_key,
@@ -412,7 +415,7 @@ class WebAdapter(Adapter):
                 "chat_id": chat_id,
                 "message_id": message_id,
                 "text": new_content.text,
-                "components": new_content.model_dump(mode="json"),
+                "components": to_builtins(new_content.parts),
             },
         )
 
@@ -422,8 +425,10 @@ class WebAdapter(Adapter):
     async def forward_message(
         self, from_chat_type: str, from_chat_id: str, message_id: str, to_chat_type: str, to_chat_id: str
     ) -> MessageResult:
-        chain = MessageChain([Forward(from_chat_id=from_chat_id, from_message_id=message_id)])
-        chain.root.append(Plain(text=f"(forwarded message {message_id} from {from_chat_id})"))
+        chain = MessageChain.of(
+            Forward(from_chat_id=from_chat_id, from_message_id=message_id),
+            f"(forwarded message {message_id} from {from_chat_id})",
+        )
         return await self._send(to_chat_id, chain, None, None)
 
     async def add_reaction(self, chat_type: str, chat_id: str, message_id: str, reaction: str) -> None:
@@ -435,7 +440,7 @@ class WebAdapter(Adapter):
         group = self.groups.get(group_id)
         if group is None:
             raise LookupError(f"web group {group_id!r} has not been seen")
-        return group.model_copy(update={"member_count": len(self.members.get(group_id, {}))})
+        return msgspec.structs.replace(group, member_count=len(self.members.get(group_id, {})))
 
     async def get_group_list(self) -> list[Group]:
         return list(self.groups.values())

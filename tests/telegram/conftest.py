@@ -16,8 +16,8 @@ import telegram as tg
 from callboard.actors.config import FleetConfig
 from callboard.actors.config_file import parse_fleet
 from callboard.app import Running, start
-from callboard.bench.fake_telegram import TOKEN, FakeBotAPI, user
 from callboard.engine.events import Event, SessionKey, decode_event
+from callboard.testing.fake_telegram import TOKEN, FakeBotAPI, user
 
 BOT = "tg"
 

@@ -16,10 +16,10 @@ from callboard.adapters.telegram.adapter import TelegramAdapter
 from callboard.adapters.telegram.errors import TelegramAPIError
 from callboard.adapters.telegram.render import RenderError
 from callboard.app import Running
-from callboard.bench.fake_telegram import Failure, FakeBotAPI, group_chat, member, private_chat
 from callboard.engine.entities import At, File, Forward, Image, MemberRole, MessageChain, Plain, Quote, Voice
 from callboard.engine.events import MessageReceived
 from callboard.engine.platform import NotSupportedError
+from callboard.testing.fake_telegram import Failure, FakeBotAPI, group_chat, member, private_chat
 from tests.support import eventually
 from tests.telegram.conftest import BOT, people, running, telegram_fleet
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from callboard.app import Running
-from callboard.bench.fake_telegram import Failure, FakeBotAPI, group_chat, private_chat, user, utf16_len
+from callboard.testing.fake_telegram import Failure, FakeBotAPI, group_chat, private_chat, user, utf16_len
 from tests.support import eventually
 from tests.telegram.conftest import BOT, running, telegram_fleet
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from callboard.app import Running
-from callboard.bench.fake_telegram import Failure, FakeBotAPI, group_chat, private_chat
 from callboard.engine.events import MessageReceived, PlatformSpecific
+from callboard.testing.fake_telegram import Failure, FakeBotAPI, group_chat, private_chat
 from tests.support import eventually
 from tests.telegram.conftest import (
     BOT,

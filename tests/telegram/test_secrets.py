@@ -13,7 +13,7 @@ import pytest
 from callboard.adapters.telegram.adapter import TelegramAdapter
 from callboard.adapters.telegram.config import TelegramAdapterConfig
 from callboard.adapters.telegram.errors import TelegramAPIError
-from callboard.bench.fake_telegram import Failure, FakeBotAPI, private_chat, user
+from callboard.testing.fake_telegram import Failure, FakeBotAPI, private_chat, user
 from tests.support import eventually
 from tests.telegram.conftest import BOT, running, telegram_fleet
 

@@ -13,8 +13,8 @@ import pytest
 
 from callboard.actors.config import FleetConfig
 from callboard.app import Running
-from callboard.bench.fake_telegram import SECRET_HEADER, FakeBotAPI, private_chat
 from callboard.bench.harness import free_port
+from callboard.testing.fake_telegram import SECRET_HEADER, FakeBotAPI, private_chat
 from tests.support import eventually
 from tests.telegram.conftest import (
     BOT,
