@@ -15,14 +15,18 @@ from typing import Any
 from callboard.actors.bot import BotActor
 from callboard.actors.config import BotConfig, FleetConfig
 from callboard.actors.http import HttpServer
+from callboard.actors.plugins import ApplyPlugins, PluginSupervisor
 from callboard.actors.runtime import FleetStats, SandboxFactory
 from callboard.actors.sandbox import sandbox_factory, spawn_sandbox_manager
 from callboard.adapters.base import AdapterAuthError
 from callboard.engine.actor import Actor
 from callboard.engine.journal import Journal
 from callboard.engine.ref import ActorRef
+from callboard.engine.sandbox_api import SandboxTools
 from callboard.engine.signals import Terminated
 from callboard.engine.supervision import Directive, SupervisorStrategy, decider_from_mapping
+from callboard.handlers.plugin.hub import PluginHub
+from callboard.handlers.routing import HANDLER_TYPES
 from callboard.sandbox.config import SandboxSettings
 
 log = logging.getLogger("callboard.fleet")
@@ -35,6 +39,10 @@ BOT_STRATEGY = SupervisorStrategy(
 )
 
 PRUNE_EVERY = 3600.0
+
+#: the plugin supervisor only fails on a bug of its own (each runner has its own
+#: strategy): restart it, never take the bots down with it
+PLUGINS_STRATEGY = SupervisorStrategy(max_restarts=3, within_seconds=60.0, escalate_on_limit=False)
 
 
 @dataclass
@@ -57,6 +65,16 @@ class _Prune:
     __slots__ = ()
 
 
+def handler_sandboxes(manager: ActorRef | None, bot: BotConfig) -> SandboxFactory:
+    """Sandbox tools per handler kind, so ``sandbox.exec_handlers`` can tell them apart."""
+    kinds = {kind: sandbox_factory(manager, bot.sandbox, bot.id, handler=kind) for kind in HANDLER_TYPES}
+
+    def build(chat_type: str, chat_id: str, thread: str, user_id: str, kind: str) -> SandboxTools | None:
+        return kinds[kind](chat_type, chat_id, thread, user_id)
+
+    return build
+
+
 class FleetActor(Actor):
     def __init__(
         self,
@@ -70,6 +88,8 @@ class FleetActor(Actor):
         self.http = http
         self.stats = stats
         self.sandbox: ActorRef | None = None
+        self.plugin_hub = PluginHub(config.plugin_runtime)
+        self.plugins: ActorRef | None = None
         self.bots: dict[str, ActorRef] = {}
         self.bot_configs: dict[str, BotConfig] = {}
         self.respawn: dict[str, BotConfig] = {}
@@ -77,6 +97,15 @@ class FleetActor(Actor):
     async def on_start(self) -> None:
         # Spawned first, so it stops last: bots flushing their bursts can still use it.
         self.sandbox = spawn_sandbox_manager(self.context, self.config.name, self._sandbox_settings())
+        self.plugins = self.context.spawn(
+            PluginSupervisor,
+            "plugins",
+            self.config.plugins,
+            self.config.plugin_runtime,
+            self.plugin_hub,
+            self.http,
+            supervisor=PLUGINS_STRATEGY,
+        )
         for bot in self.config.bots:
             if bot.enabled:
                 self._spawn(bot)
@@ -87,9 +116,17 @@ class FleetActor(Actor):
         return settings if settings is not None and settings.enabled else None
 
     def _spawn(self, bot: BotConfig) -> None:
-        factory: SandboxFactory = sandbox_factory(self.sandbox, bot.sandbox, bot.id, handler="pipeline")
+        factory: SandboxFactory = handler_sandboxes(self.sandbox, bot)
         ref = self.context.spawn(
-            BotActor, bot.id, bot, self.journal, self.http, self.stats, factory, supervisor=BOT_STRATEGY
+            BotActor,
+            bot.id,
+            bot,
+            self.journal,
+            self.http,
+            self.stats,
+            factory,
+            self.plugin_hub,
+            supervisor=BOT_STRATEGY,
         )
         self.context.watch(ref)
         self.bots[bot.id] = ref
@@ -135,6 +172,10 @@ class FleetActor(Actor):
             result.restart_needed.append("engine")
         if new.sandbox != self.config.sandbox:
             result.restart_needed.append("sandbox")
+        if new.plugin_runtime != self.config.plugin_runtime:
+            result.restart_needed.append("plugin_runtime")
+        if new.plugins != self.config.plugins and self.plugins is not None:
+            self.plugins.tell(ApplyPlugins(tuple(new.plugins)))
         wanted = {bot.id: bot for bot in new.bots if bot.enabled}
         for bot_id in list(self.bots):
             if bot_id not in wanted:
@@ -153,7 +194,13 @@ class FleetActor(Actor):
                 if bot_id in self.bots:
                     self.bots[bot_id].stop()
                 result.changed.append(bot_id)
-        self.config = new.model_copy(update={"engine": self.config.engine, "sandbox": self.config.sandbox})
+        self.config = new.model_copy(
+            update={
+                "engine": self.config.engine,
+                "sandbox": self.config.sandbox,
+                "plugin_runtime": self.config.plugin_runtime,
+            }
+        )
         log.info(
             "reload: added %s, removed %s, changed %s, unchanged %s%s",
             result.added,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from typing import Any
 
 from callboard.engine.entities import MessageChain
 from callboard.engine.events import Event, MessageReceived, SessionKey
@@ -33,6 +34,39 @@ class ReplayRun:
     @property
     def key(self) -> SessionKey:
         return self.inbounds[0].key
+
+
+@dataclass(slots=True)
+class RetryRun:
+    """Admin -> session: run a failed run's events again through one rule's
+    handler (its place in the bot's list), as that run, so what it already
+    sent is skipped and a webhook keeps its Idempotency-Key."""
+
+    run_id: int
+    inbounds: list[Inbound]
+    handler_index: int
+
+    @property
+    def key(self) -> SessionKey:
+        return self.inbounds[0].key
+
+
+@dataclass(slots=True)
+class Callback:
+    """Admin -> session: an async webhook receiver's answer to an earlier
+    delivery, whose actions run in that delivery's session."""
+
+    key: SessionKey
+    run_id: int
+    handler_index: int
+    actions: list[Any]
+
+
+@dataclass(slots=True, frozen=True)
+class RunEnded:
+    """A session's background run (busy policy collect/interrupt) finished."""
+
+    generation: int
 
 
 @dataclass(slots=True)

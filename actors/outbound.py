@@ -14,7 +14,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from callboard.actors.messages import SendRequest
 from callboard.actors.runtime import BotCounters
@@ -26,6 +27,8 @@ from callboard.engine.ref import ActorRef
 from callboard.engine.signals import Terminated
 
 log = logging.getLogger("callboard.outbound")
+
+T = TypeVar("T")
 
 MAX_ATTEMPTS = 8
 #: an idle lane stops after this long, or twice its chat interval if longer
@@ -97,38 +100,58 @@ class Outlet:
             if receipt is not None and receipt.status == "sent":
                 self.counters.receipts_skipped += 1
                 return MessageResult(message_id=receipt.message_id)
+        try:
+            result = await self.invoke(request.chat_type, chat, lambda: self._call(request))
+        except NotSupportedError:
+            raise
+        except (SendError, TimeoutError, OSError) as exc:
+            self._record_failure(request, chat, exc)
+            raise
+        self.counters.sends += 1
+        if not idempotent:
+            journal.store_receipt(request.receipt_key, self.bot_id, request.run_id, chat, result.message_id)
+        return result
+
+    async def invoke(self, chat_type: str | None, chat: str | None, call: Callable[[], Awaitable[T]]) -> T:
+        """Run one platform call under the bot's rate limit (and ``chat``'s
+        interval when given), retrying transient errors with backoff and
+        honouring the platform's ``retry_after``."""
         attempt = 0
         while True:
-            await self._wait_for_rate(request.chat_type, chat)
+            if chat is not None and chat_type is not None:
+                await self._wait_for_rate(chat_type, chat)
+            else:
+                await self._wait_for_bucket()
             try:
-                result = await self._call(request)
+                return await call()
             except NotSupportedError:
                 raise
             except SendError as exc:
                 if exc.permanent or attempt + 1 >= MAX_ATTEMPTS:
-                    self._record_failure(request, chat, exc)
                     raise
                 error: Exception = exc
                 delay = exc.retry_after if exc.retry_after is not None else _backoff(attempt)
             except (TimeoutError, OSError) as exc:
                 if attempt + 1 >= MAX_ATTEMPTS:
-                    self._record_failure(request, chat, exc)
                     raise
                 error = exc
                 delay = _backoff(attempt)
-            else:
-                self.counters.sends += 1
-                if not idempotent:
-                    journal.store_receipt(
-                        request.receipt_key, self.bot_id, request.run_id, chat, result.message_id
-                    )
-                return result
             attempt += 1
             self.counters.send_retries += 1
             log.warning(
-                "%s %s: send failed (%s); retry %d in %.2fs", self.bot_id, chat, error, attempt, delay
+                "%s %s: platform call failed (%s); retry %d in %.2fs",
+                self.bot_id,
+                chat or "-",
+                error,
+                attempt,
+                delay,
             )
             await asyncio.sleep(delay)
+
+    async def _wait_for_bucket(self) -> None:
+        wait = self.bucket.reserve(self.clock.now())
+        if wait > 0:
+            await asyncio.sleep(wait)
 
     async def _call(self, request: SendRequest) -> MessageResult:
         api = self.api

@@ -13,7 +13,7 @@ import logging
 from collections import deque
 from typing import Any
 
-from callboard.actors.messages import Inbound, ReplayRun, group_replay
+from callboard.actors.messages import Callback, Inbound, ReplayRun, RetryRun, group_replay
 from callboard.actors.runtime import BotRuntime
 from callboard.actors.session import SessionActor
 from callboard.engine.actor import Actor
@@ -41,7 +41,7 @@ class SessionRouter(Actor):
         self.bot = bot
         self.sessions: dict[SessionKey, ActorRef] = {}
         self.keys: dict[ActorRef, SessionKey] = {}
-        self.waiting: dict[SessionKey, deque[Inbound | ReplayRun]] = {}
+        self.waiting: dict[SessionKey, deque[Inbound | ReplayRun | RetryRun | Callback]] = {}
 
     async def on_start(self) -> None:
         pending = await self.bot.journal.pending(self.bot.bot_id)
@@ -56,8 +56,16 @@ class SessionRouter(Actor):
                     inbound.arrived = now
             self._deliver(item)
 
+    async def on_stop(self) -> None:
+        # after every session has stopped: handlers release their HTTP sessions
+        for handler in self.bot.router.handlers:
+            try:
+                await handler.close()
+            except Exception:
+                log.exception("bot %s: closing a %s handler failed", self.bot.bot_id, handler.kind)
+
     async def receive(self, message: Any) -> Any:
-        if isinstance(message, Inbound | ReplayRun):
+        if isinstance(message, Inbound | ReplayRun | RetryRun | Callback):
             self._deliver(message)
         elif isinstance(message, Terminated):
             key = self.keys.pop(message.ref, None)
@@ -74,7 +82,7 @@ class SessionRouter(Actor):
             raise TypeError(f"unexpected message {message!r}")
         return None
 
-    def _deliver(self, item: Inbound | ReplayRun) -> None:
+    def _deliver(self, item: Inbound | ReplayRun | RetryRun | Callback) -> None:
         key = item.key
         ref = self.sessions.get(key)
         if ref is not None and not ref.is_alive:

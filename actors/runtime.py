@@ -20,8 +20,9 @@ if TYPE_CHECKING:
     from callboard.handlers.base import Handler
     from callboard.handlers.routing import Router
 
-#: builds the sandbox tools of one session, or None when sandboxes are off for the bot
-SandboxFactory = Callable[[str, str, str, str], "SandboxTools | None"]
+#: builds the sandbox tools of one session for one handler kind (chat type, chat id,
+#: thread, user id, handler kind), or None when sandboxes are off for the bot
+SandboxFactory = Callable[[str, str, str, str, str], "SandboxTools | None"]
 
 
 @dataclass
@@ -38,6 +39,8 @@ class BotCounters:
     send_retries: int = 0
     receipts_skipped: int = 0
     by_type: Counter[str] = field(default_factory=Counter)
+    #: handler usage: agent runs, tokens, tool calls, seconds; webhook deliveries, retries...
+    usage: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass

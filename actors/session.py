@@ -7,6 +7,17 @@ run is logged with its event ids and counted, and the session carries on.
 After ``crash_loop_after`` failed runs in a row the session raises, and its
 supervisor restarts it with backoff; the fresh instance reloads its
 unfinished events from the journal, so nothing a window held is lost.
+
+A run goes to every rule that matches (``continue: true``) in order, with one
+``HandlerContext`` whose ``api`` is a ``RunAPI`` over the bot's outbound path.
+While a run is in progress, what the first handler's ``busy`` policy says
+happens to new input: ``queue`` (the run is awaited inline, so the mailbox
+waits: each burst is its own next run), ``collect`` and ``interrupt`` (the run
+goes on in a task owned by this actor, new input is held in ``backlog``;
+``collect`` makes everything held one next run, ``interrupt`` cancels the run
+and starts one with its input plus the new). Either way one run at a time.
+A run that fails with ``RunFailed`` is recorded as a failed run (receipt
+``failed:bot:run:rule``), listed by the admin API and retryable.
 """
 
 from __future__ import annotations
@@ -16,13 +27,23 @@ import logging
 from typing import Any
 
 from callboard.actors.debounce import DebounceWindow
-from callboard.actors.messages import Add, Due, Inbound, ReplayRun, SendRequest, TakeAll, group_replay
+from callboard.actors.handler_api import RunAPI
+from callboard.actors.messages import (
+    Add,
+    Callback,
+    Due,
+    Inbound,
+    ReplayRun,
+    RetryRun,
+    RunEnded,
+    TakeAll,
+    group_replay,
+)
 from callboard.actors.runtime import BotRuntime
 from callboard.engine.actor import Actor
-from callboard.engine.entities import MessageChain
 from callboard.engine.events import MessageReceived, SessionKey
-from callboard.engine.platform import MessageResult
-from callboard.handlers.context import HandlerContext
+from callboard.handlers.base import Handler
+from callboard.handlers.context import HandlerContext, RunFailed
 
 log = logging.getLogger("callboard.session")
 
@@ -37,7 +58,29 @@ def is_command(event: MessageReceived) -> bool:
 
 def has_media(event: MessageReceived) -> bool:
     """Anything beyond text and mentions closes the burst at once (text only is debounced)."""
-    return any(c.type not in ("Plain", "At", "AtAll", "Source", "Quote") for c in event.message_chain.root)
+    return any(c.type not in ("Plain", "At", "AtAll", "Source", "Quote") for c in event.message_chain)
+
+
+def failure_key(bot_id: str, run_id: int, handler_index: int) -> str:
+    """The receipt key a failed run is recorded under (see ``actors.failures``)."""
+    return f"failed:{bot_id}:{run_id}:{handler_index}"
+
+
+class _Pending:
+    """Input held while a background run is in progress."""
+
+    __slots__ = ("inbounds", "only", "replayed", "run_id")
+
+    def __init__(self, inbounds: list[Inbound], run_id: int | None, replayed: bool, only: int | None) -> None:
+        self.inbounds = inbounds
+        self.run_id = run_id
+        self.replayed = replayed
+        self.only = only
+
+    @property
+    def mergeable(self) -> bool:
+        """Fresh input may join others in one run; a replayed or retried run keeps its identity."""
+        return self.run_id is None and not self.replayed and self.only is None
 
 
 class _Window:
@@ -60,6 +103,13 @@ class SessionActor(Actor):
         self.failures = 0
         debounce = bot.config.session.debounce
         self.debounce = debounce if debounce.window > 0 else None
+        self.active: asyncio.Task[bool] | None = None
+        self.active_input: _Pending | None = None
+        self.active_policy = "queue"
+        self.run_generation = 0
+        self.interrupted: list[Inbound] = []
+        self.backlog: list[_Pending] = []
+        self.inline = False  # stopping: every run is awaited where it starts
 
     async def on_start(self) -> None:
         self.context.set_receive_timeout(self.bot.config.session.idle_ttl)
@@ -77,15 +127,32 @@ class SessionActor(Actor):
         self.bot.live_sessions -= 1
 
     async def on_stopping(self) -> None:
-        await self._flush_windows()  # shutdown and passivation lose no burst
+        # shutdown and passivation lose no burst: finish the run, then what it held, then the windows
+        self.inline = True
+        if self.active is not None:
+            await asyncio.gather(self.active, return_exceptions=True)
+            self._run_ended()
+        await self._drain_backlog()
+        await self._flush_windows()
 
     async def on_receive_timeout(self) -> None:
-        if not self.windows:
+        if not self.windows and self.active is None and not self.backlog:
             self.context.stop(reason="idle")
 
     async def receive(self, message: Any) -> Any:
         if isinstance(message, Inbound | ReplayRun):
             await self._accept(message)
+        elif isinstance(message, RetryRun):
+            await self._run(
+                message.inbounds, run_id=message.run_id, replayed=True, only=message.handler_index
+            )
+        elif isinstance(message, Callback):
+            await self._callback(message)
+        elif isinstance(message, RunEnded):
+            if self.active is not None and message.generation == self.run_generation and self.active.done():
+                failed = self._run_ended()
+                await self._drain_backlog()
+                self._check_crash_loop(failed)
         elif isinstance(message, Due):
             window = self.windows.get(message.window)
             if window is not None and window.generation == message.generation:
@@ -157,98 +224,209 @@ class SessionActor(Actor):
 
     # ------------------------------------------------------------------ one handler run
 
-    async def _run(self, inbounds: list[Inbound], run_id: int | None = None, replayed: bool = False) -> None:
+    async def _run(
+        self,
+        inbounds: list[Inbound],
+        run_id: int | None = None,
+        replayed: bool = False,
+        only: int | None = None,
+    ) -> None:
+        pending = _Pending(inbounds, run_id, replayed, only)
+        if self.active is not None:
+            self.backlog.append(pending)
+            if self.active_policy == "interrupt" and pending.mergeable and not self.active.done():
+                self.active.cancel()  # its input joins the next run
+            return
         bot = self.bot
-        counters = bot.counters
         events = [i.event for i in inbounds]
         seqs = [i.seq for i in inbounds]
-        run_id = run_id if run_id is not None else max(seqs)
-        handler = bot.router.match(events[-1])
-        if handler is None:
-            counters.unrouted += len(events)
+        if only is not None:
+            handler = bot.router.at(only)
+            matches = [(only, handler)] if handler is not None else []
+        else:
+            matches = bot.router.match_all(events[-1])
+        if not matches:
+            bot.counters.unrouted += len(events)
             bot.journal.mark_done(seqs, "unrouted")
             return
+        run_id = run_id if run_id is not None else max(seqs)
         if len(seqs) > 1 and not replayed:
             # A burst is remembered before it can send; a lone event is its own run on replay anyway.
             bot.journal.record_run(run_id, seqs)
-        ctx = HandlerContext(
+        policy = matches[0][1].busy
+        execution = self._execute(inbounds, run_id, replayed, matches, retry=only is not None)
+        if policy == "queue" or self.inline:
+            self._check_crash_loop(not await execution)
+            return
+        self.run_generation += 1
+        generation = self.run_generation
+        self.active_policy = policy
+        self.active_input = pending
+        self.active = asyncio.ensure_future(execution)
+        self.active.add_done_callback(lambda _: self.ref.tell(RunEnded(generation)))
+
+    def _run_ended(self) -> bool:
+        """Settle the background run; True when it failed."""
+        task, self.active = self.active, None
+        assert task is not None
+        if task.cancelled():
+            assert self.active_input is not None
+            self.interrupted.extend(self.active_input.inbounds)  # run again with what came since
+            return False
+        return task.exception() is not None or not task.result()
+
+    async def _drain_backlog(self) -> None:
+        """Start what arrived during the run: kept runs alone, fresh input merged
+        (collect, interrupt) into runs of consecutive messages."""
+        carried, self.interrupted = self.interrupted, []
+        held, self.backlog = self.backlog, []
+        if self.active_policy == "queue":
+            for item in held:
+                await self._run(item.inbounds, item.run_id, item.replayed, item.only)
+            return
+        fresh: list[Inbound] = list(carried)
+        for item in held:
+            if item.mergeable:
+                fresh.extend(item.inbounds)
+            else:
+                await self._run(item.inbounds, item.run_id, item.replayed, item.only)
+        group: list[Inbound] = []
+        for inbound in sorted(fresh, key=lambda i: i.seq):
+            if isinstance(inbound.event, MessageReceived):
+                group.append(inbound)
+                continue
+            if group:
+                await self._run(group)
+                group = []
+            await self._run([inbound])
+        if group:
+            await self._run(group)
+
+    def _check_crash_loop(self, failed: bool) -> None:
+        if not failed:
+            self.failures = 0
+            return
+        self.failures += 1
+        if self.failures >= self.bot.config.session.crash_loop_after:
+            self.failures = 0
+            raise HandlerCrashLoop(
+                f"{self.key}: {self.bot.config.session.crash_loop_after} failed runs in a row"
+            )
+
+    def _context(self, events: list[Any], run_id: int, replayed: bool) -> HandlerContext:
+        bot = self.bot
+        usage = bot.counters.usage
+
+        def count(name: str, amount: float) -> None:
+            usage[name] = usage.get(name, 0.0) + amount
+
+        return HandlerContext(
             bot_id=bot.bot_id,
             session=self.key,
             events=events,
             run_id=run_id,
-            api=bot.api,
-            send=self._sender(run_id, replayed),
+            api=RunAPI(bot, self.key, run_id, replayed),
+            clock=bot.clock,
             load_state=self._load_state,
+            save_state=self._save_state,
             stats=bot.stats,
-            sandbox=bot.sandbox(self.key.chat_type, self.key.chat_id, self.key.thread, _user_id(events)),
             replayed=replayed,
+            count=count,
         )
+
+    async def _execute(
+        self,
+        inbounds: list[Inbound],
+        run_id: int,
+        replayed: bool,
+        matches: list[tuple[int, Handler]],
+        retry: bool = False,
+    ) -> bool:
+        """Run the matched handlers in order; True when every one succeeded."""
+        bot = self.bot
+        counters = bot.counters
+        events = [i.event for i in inbounds]
+        seqs = [i.seq for i in inbounds]
+        ctx = self._context(events, run_id, replayed)
+        user_id = _user_id(events)
         status = "done"
-        try:
-            async with asyncio.timeout(bot.config.session.handler_timeout):
-                await handler.handle(ctx)
-        except TimeoutError:
-            status = "timeout"
-            counters.timed_out_runs += 1
-            log.error(
-                "%s: handler run %d missed its %.1fs deadline (events %s)",
-                self.key,
-                run_id,
-                bot.config.session.handler_timeout,
-                [e.event_id for e in events],
+        for index, handler in matches:
+            ctx.handler_index = index
+            ctx.sandbox = bot.sandbox(
+                self.key.chat_type, self.key.chat_id, self.key.thread, user_id, handler.kind
             )
-        except Exception:
-            status = "failed"
-            counters.failed_runs += 1
-            log.exception(
-                "%s: handler run %d failed (events %s)", self.key, run_id, [e.event_id for e in events]
-            )
+            outcome = await self._handle(ctx, handler, run_id, events)
+            key = failure_key(bot.bot_id, run_id, index)
+            chat = self.key.name
+            if outcome is not None:
+                status = "timeout" if outcome.startswith("missed") and status == "done" else "failed"
+                bot.journal.store_receipt(key, bot.bot_id, run_id, chat, None, status="failed", error=outcome)
+            elif ctx.errors:
+                errors = "; ".join(ctx.errors)[:2000]
+                bot.journal.store_receipt(key, bot.bot_id, run_id, chat, None, status="errors", error=errors)
+                log.warning("%s: run %d finished with errors: %s", self.key, run_id, errors)
+            elif retry:
+                bot.journal.store_receipt(key, bot.bot_id, run_id, chat, None, status="retried")
+            ctx.errors = []
         if ctx.state_loaded is not None:
             await bot.journal.save_state(bot.bot_id, self.key, ctx.state_loaded)
-        bot.journal.mark_done(seqs, status)
+        if not retry:
+            bot.journal.mark_done(seqs, status)
+            counters.handled_events += len(events)
         counters.runs += 1
-        counters.handled_events += len(events)
-        if status == "done":
-            self.failures = 0
-            return
-        self.failures += 1
-        if self.failures >= bot.config.session.crash_loop_after:
-            self.failures = 0
-            raise HandlerCrashLoop(f"{self.key}: {bot.config.session.crash_loop_after} failed runs in a row")
+        return status == "done"
 
-    def _sender(self, run_id: int, replayed: bool) -> Any:
+    async def _handle(
+        self, ctx: HandlerContext, handler: Handler, run_id: int, events: list[Any]
+    ) -> str | None:
+        """One handler's part of the run; the reason when it failed, else None."""
         bot = self.bot
-        index = 0
-
-        async def send(
-            chat_type: str,
-            chat_id: str,
-            thread_id: str | None,
-            chain: MessageChain,
-            reply_to: MessageReceived | None,
-        ) -> MessageResult:
-            nonlocal index
-            index += 1
-            request = SendRequest(
-                chat_type=chat_type,
-                chat_id=chat_id,
-                chain=chain,
-                reply_to=reply_to,
-                thread_id=thread_id,
-                receipt_key=f"{bot.bot_id}:{run_id}:{index}",
-                run_id=run_id,
-                check_receipt=replayed,
+        counters = bot.counters
+        timeout = bot.config.session.handler_timeout
+        ids = [e.event_id for e in events]
+        try:
+            async with asyncio.timeout(timeout):
+                await handler.handle(ctx)
+        except TimeoutError:
+            counters.timed_out_runs += 1
+            log.error(
+                "%s: handler run %d missed its %.1fs deadline (events %s)", self.key, run_id, timeout, ids
             )
-            if chat_type == self.key.chat_type and chat_id == self.key.chat_id:
-                return await bot.outlet.deliver(request)  # our own chat: inline, already in order
-            request.future = asyncio.get_running_loop().create_future()
-            bot.outbound.tell(request)  # another chat: that chat's lane keeps its order
-            return await request.future
+            return f"missed its {timeout:g}s deadline"
+        except RunFailed as exc:
+            counters.failed_runs += 1
+            log.error(
+                "%s: %s handler run %d failed: %s (events %s)", self.key, handler.kind, run_id, exc, ids
+            )
+            return str(exc)
+        except Exception as exc:
+            counters.failed_runs += 1
+            log.exception("%s: handler run %d failed (events %s)", self.key, run_id, ids)
+            return f"{type(exc).__name__} in the {handler.kind} handler"
+        return None
 
-        return send
+    async def _callback(self, message: Callback) -> None:
+        """Run an async webhook receiver's actions in this session, as part of the delivery's run."""
+        handler = self.bot.router.at(message.handler_index)
+        run_actions = getattr(handler, "run_actions", None)
+        if run_actions is None:
+            log.warning("%s: callback for rule %d, which is not a webhook", self.key, message.handler_index)
+            return
+        ctx = self._context([], message.run_id, replayed=True)
+        ctx.handler_index = message.handler_index
+        await run_actions(ctx, message.actions)
+        if ctx.errors:
+            key = failure_key(self.bot.bot_id, message.run_id, message.handler_index)
+            errors = "; ".join(ctx.errors)[:2000]
+            self.bot.journal.store_receipt(
+                key, self.bot.bot_id, message.run_id, self.key.name, None, status="errors", error=errors
+            )
 
     async def _load_state(self) -> dict[str, Any]:
         return await self.bot.journal.load_state(self.bot.bot_id, self.key) or {}
+
+    async def _save_state(self, state: dict[str, Any]) -> None:
+        await self.bot.journal.save_state(self.bot.bot_id, self.key, state)
 
 
 def _user_id(events: list[Any]) -> str:

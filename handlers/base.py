@@ -2,22 +2,72 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+import functools
+from typing import Literal, Protocol
 
+from callboard.handlers.agent.config import AgentConfig
+from callboard.handlers.agent.handler import AgentHandler
 from callboard.handlers.context import HandlerContext
+from callboard.handlers.pipeline import PipelineHandler
+from callboard.handlers.plugin.config import PluginHandlerConfig, PluginRuntimeConfig
+from callboard.handlers.plugin.handler import PluginHandler
+from callboard.handlers.plugin.hub import PluginHub
 from callboard.handlers.routing import Router, RouteRule
+from callboard.handlers.webhook.config import WebhookConfig
+from callboard.handlers.webhook.handler import WebhookHandler
 
 
 class Handler(Protocol):
+    """What a routing rule runs. ``kind`` names it to the sandbox policy
+    (``exec_handlers``); ``busy`` is what its session does with messages that
+    arrive during a run (``queue``, ``collect`` or ``interrupt``)."""
+
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def busy(self) -> str: ...
+
     async def handle(self, ctx: HandlerContext) -> None: ...
 
-
-def build_handler(rule: RouteRule) -> Handler:
-    """The runnable handler of a (validated) rule."""
-    from callboard.handlers.pipeline import PipelineHandler
-
-    return PipelineHandler(rule.handler_config)
+    async def close(self) -> None:
+        """Release what it holds (HTTP sessions) when its bot stops."""
+        ...
 
 
-def build_router(rules: list[RouteRule]) -> Router[Handler]:
-    return Router([(rule, build_handler(rule)) for rule in rules])
+#: the rule ``default: plugins`` adds after a bot's own: the lowest priority there is
+DEFAULT_PLUGINS_PRIORITY = -(2**31)
+
+
+def build_handler(rule: RouteRule, plugins: PluginHub | None = None) -> Handler:
+    """The runnable handler of a (validated) rule; ``plugins`` serves plugin rules."""
+    config = rule.handler_config
+    if isinstance(config, PluginHandlerConfig):
+        return PluginHandler(config, plugins or PluginHub(PluginRuntimeConfig()))
+    if isinstance(config, AgentConfig):
+        return AgentHandler(config)
+    if isinstance(config, WebhookConfig):
+        return WebhookHandler(config)
+    return PipelineHandler(config)
+
+
+def build_router(
+    rules: list[RouteRule], *, default: Literal["drop", "plugins"] = "drop", plugins: PluginHub | None = None
+) -> Router[Handler]:
+    """A bot's router. ``default: plugins`` sends what no rule matches to every
+    plugin; a plugin rule's fallback is the next rule that matches."""
+    if default == "plugins":
+        catch_all = RouteRule(
+            event_type="*",
+            handler_type="plugin",
+            handler_config=PluginHandlerConfig(),
+            priority=DEFAULT_PLUGINS_PRIORITY,
+            description="the bot's default: every plugin",
+        )
+        rules = [*rules, catch_all]
+    built = [(rule, build_handler(rule, plugins)) for rule in rules]
+    router = Router(built)
+    for index, (rule, handler) in enumerate(built):
+        if isinstance(handler, PluginHandler) and not rule.continue_:
+            handler.fallback = functools.partial(router.match_after, index)
+    return router

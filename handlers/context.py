@@ -1,8 +1,8 @@
 """What a handler run sees: the events of the run and what it may do about them.
 
-The session actor builds one ``HandlerContext`` per run. Sends go through the
-bot's outbound actor (rate limits, retries, receipts), so a handler never
-talks to a platform connection directly.
+The session actor builds one ``HandlerContext`` per run. ``api`` is the narrow
+``HandlerAPI``: every platform call goes through the bot's outbound actor (rate
+limits, retries, receipts), so a handler never talks to the adapter directly.
 """
 
 from __future__ import annotations
@@ -11,15 +11,28 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from callboard.engine.clock import Clock
 from callboard.engine.entities import MessageChain
 from callboard.engine.events import Event, MessageReceived, SessionKey
-from callboard.engine.platform import MessageResult, PlatformAPI
+from callboard.engine.platform import MessageResult
+from callboard.handlers.api import HandlerAPI
 
 if TYPE_CHECKING:
     from callboard.engine.sandbox_api import SandboxTools
 
-SendFn = Callable[[str, str, str | None, MessageChain, MessageReceived | None], Awaitable[MessageResult]]
 StateLoader = Callable[[], Awaitable[dict[str, Any]]]
+StateSaver = Callable[[dict[str, Any]], Awaitable[None]]
+#: adds to one of the bot's handler usage figures (tokens, tool calls, ...)
+CountFn = Callable[[str, float], None]
+
+
+class RunFailed(Exception):
+    """A handler's run failed for a reason it has already handled (told the
+    user, recorded the delivery): logged with the event ids, no stack trace."""
+
+
+def _ignore(name: str, amount: float) -> None:
+    return None
 
 
 class HandlerContext:
@@ -32,22 +45,33 @@ class HandlerContext:
         session: SessionKey,
         events: list[Event],
         run_id: int,
-        api: PlatformAPI,
-        send: SendFn,
+        api: HandlerAPI,
+        clock: Clock,
         load_state: StateLoader,
+        save_state: StateSaver,
         stats: Callable[[], dict[str, Any]],
         sandbox: SandboxTools | None = None,
         replayed: bool = False,
+        count: CountFn = _ignore,
+        callback_url: Callable[[str], str] | None = None,
     ) -> None:
         self.bot_id = bot_id
         self.session = session
         self.events = events
         self.run_id = run_id
         self.api = api
+        self.clock = clock
         self.sandbox = sandbox
         self.replayed = replayed
-        self._send = send
         self._load_state = load_state
+        self._save_state = save_state
+        self.count = count
+        #: the URL a receiver POSTs later results to (async webhooks), by delivery id
+        self.callback_url = callback_url
+        #: which of the bot's rules is running (set by the session for each matched rule)
+        self.handler_index = 0
+        #: problems that did not fail the run (a webhook's bad action); the session records them
+        self.errors: list[str] = []
         self._stats = stats
         self._state: dict[str, Any] | None = None
         self.sent: list[MessageResult] = []
@@ -93,7 +117,7 @@ class HandlerContext:
     ) -> MessageResult:
         """Send to any chat (``thread_id``: a topic inside it)."""
         chain = MessageChain.of(message) if isinstance(message, str) else message
-        result = await self._send(chat_type, chat_id, thread_id, chain, reply_to)
+        result = await self.api.send(chat_type, chat_id, chain, reply_to=reply_to, thread_id=thread_id)
         self.sent.append(result)
         return result
 
@@ -102,6 +126,16 @@ class HandlerContext:
         if self._state is None:
             self._state = await self._load_state()
         return self._state
+
+    def record_errors(self, errors: list[str]) -> None:
+        """Problems to keep on the run without failing it."""
+        self.errors.extend(errors)
+
+    async def checkpoint(self) -> None:
+        """Save the state now, not only when the run ends: what a run must not
+        lose to a crash in its middle (an agent's recorded tool results)."""
+        if self._state is not None:
+            await self._save_state(self._state)
 
     @property
     def state_loaded(self) -> dict[str, Any] | None:

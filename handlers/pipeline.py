@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 import string
-from typing import Annotated, Literal, Protocol
+from typing import Annotated, ClassVar, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -73,6 +73,7 @@ StageConfig = Annotated[CommandStageConfig | EchoStageConfig | ReplyStageConfig,
 
 class PipelineConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
+    handler_type: Literal["pipeline"] = Field(default="pipeline", exclude=True)
     stages: list[StageConfig] = Field(min_length=1)
 
 
@@ -189,8 +190,14 @@ def build_stage(config: StageConfig) -> Stage:
 
 
 class PipelineHandler:
+    kind: ClassVar[str] = "pipeline"
+    busy: ClassVar[str] = "queue"
+
     def __init__(self, config: PipelineConfig) -> None:
         self.stages = [build_stage(stage) for stage in config.stages]
+
+    async def close(self) -> None:
+        return None
 
     async def handle(self, ctx: HandlerContext) -> None:
         for stage in self.stages:

@@ -2,17 +2,19 @@
 
 As in the event-based design: ``event_type`` is an exact type, ``ns.*`` or
 ``*``; disabled rules are skipped; the highest ``priority`` wins and, among
-equals, the rule written first; the first match wins exclusively. Beyond the
-design, a rule may carry a ``when`` filter (chat type, chat ids, user ids, a
-text regex). Platform-specific events also match their qualified name
-(``platform.telegram.callback_query`` or ``platform.telegram.*``).
+equals, the rule written first; the first match wins, and with ``continue:
+true`` on it the next matching rule runs too (and so on while rules say
+``continue``), so "log everything to a webhook and also answer with an agent"
+is two rules. Beyond the design, a rule may carry a ``when`` filter (chat type,
+chat ids, user ids, a text regex). Platform-specific events also match their
+qualified name (``platform.telegram.callback_query`` or ``platform.telegram.*``).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -24,7 +26,10 @@ from callboard.engine.events import (
     MessageReceived,
     PlatformSpecific,
 )
+from callboard.handlers.agent.config import AgentConfig
 from callboard.handlers.pipeline import PipelineConfig
+from callboard.handlers.plugin.config import PluginHandlerConfig
+from callboard.handlers.webhook.config import WebhookConfig
 
 H = TypeVar("H")
 
@@ -60,19 +65,30 @@ class When(BaseModel):
 
 
 #: handler types the design names that are not built yet
-PLANNED_HANDLER_TYPES = ("agent", "webhook", "plugin")
+PLANNED_HANDLER_TYPES: tuple[str, ...] = ()
+
+HandlerType = Literal["pipeline", "agent", "webhook", "plugin"]
+#: every handler kind a rule may name (a sandbox policy's ``exec_handlers`` too)
+HANDLER_TYPES: tuple[str, ...] = get_args(HandlerType)
+
+HandlerConfig = Annotated[
+    PipelineConfig | AgentConfig | WebhookConfig | PluginHandlerConfig, Field(discriminator="handler_type")
+]
 
 
 class RouteRule(BaseModel):
     """One routing rule of a bot (the ``handlers:`` list in the fleet file)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     event_type: str = Field(description='"message.received", "message.*", "platform.telegram.*" or "*"')
-    handler_type: Literal["pipeline"] = Field(description="pipeline (agent, webhook and plugin arrive later)")
-    handler_config: PipelineConfig
+    handler_type: HandlerType = Field(description="pipeline, agent or webhook")
+    handler_config: HandlerConfig
     enabled: bool = True
     priority: int = Field(default=0, description="higher matches first")
+    continue_: bool = Field(
+        default=False, alias="continue", description="later matching rules run too, after this one"
+    )
     description: str = ""
     when: When | None = None
 
@@ -81,8 +97,12 @@ class RouteRule(BaseModel):
     def _planned_types(cls, data: Any) -> Any:
         if isinstance(data, dict) and data.get("handler_type") in PLANNED_HANDLER_TYPES:
             raise ValueError(
-                f"handler_type {data['handler_type']!r} is not available in this version; use 'pipeline'"
+                f"handler_type {data['handler_type']!r} is not available in this version; "
+                "use 'pipeline', 'agent' or 'webhook'"
             )
+        if isinstance(data, dict) and isinstance(data.get("handler_config"), dict):
+            # handler_type picks the model of handler_config: its tag is filled in
+            data["handler_config"]["handler_type"] = data.get("handler_type")
         return data
 
     @field_validator("event_type")
@@ -119,9 +139,10 @@ def _text_of(event: Event) -> str | None:
 
 
 class _Compiled(Generic[H]):
-    __slots__ = ("handler", "rule", "text")
+    __slots__ = ("handler", "index", "rule", "text")
 
-    def __init__(self, rule: RouteRule, handler: H) -> None:
+    def __init__(self, index: int, rule: RouteRule, handler: H) -> None:
+        self.index = index
         self.rule = rule
         self.handler = handler
         self.text = re.compile(rule.when.text) if rule.when and rule.when.text else None
@@ -153,13 +174,47 @@ class Router(Generic[H]):
     def __init__(self, rules: Sequence[tuple[RouteRule, H]]) -> None:
         enabled = [(i, r, h) for i, (r, h) in enumerate(rules) if r.enabled]
         enabled.sort(key=lambda item: (-item[1].priority, item[0]))
-        self._rules = [_Compiled(rule, handler) for _, rule, handler in enabled]
+        self._rules = [_Compiled(i, rule, handler) for i, rule, handler in enabled]
+        self._all = [handler for _, handler in rules]
 
     def match(self, event: Event) -> H | None:
         for compiled in self._rules:
             if compiled.matches(event):
                 return compiled.handler
         return None
+
+    def match_all(self, event: Event) -> list[tuple[int, H]]:
+        """The first matching handler, then the next ones for as long as the
+        matched rules say ``continue``; each with its rule's place in the list."""
+        out: list[tuple[int, H]] = []
+        for compiled in self._rules:
+            if compiled.matches(event):
+                out.append((compiled.index, compiled.handler))
+                if not compiled.rule.continue_:
+                    break
+        return out
+
+    def match_after(self, index: int, event: Event) -> list[tuple[int, H]]:
+        """What ``match_all`` gives for the rules after the one at ``index`` (a
+        plugin rule's fallback: what runs unless a listener prevents it)."""
+        out: list[tuple[int, H]] = []
+        after = False
+        for compiled in self._rules:
+            if compiled.index == index:
+                after = True
+            elif after and compiled.matches(event):
+                out.append((compiled.index, compiled.handler))
+                if not compiled.rule.continue_:
+                    break
+        return out
+
+    def at(self, index: int) -> H | None:
+        """The handler of the rule at ``index`` in the bot's list (a retried run's)."""
+        return self._all[index] if 0 <= index < len(self._all) else None
+
+    @property
+    def handlers(self) -> list[H]:
+        return list(self._all)
 
     def match_rule(self, event: Event) -> RouteRule | None:
         for compiled in self._rules:

@@ -1,0 +1,96 @@
+"""RunAPI: ``HandlerAPI`` for one handler run, over the bot's outbound path.
+
+Sends to the run's own chat are delivered inline (the session already sends
+one at a time, in order); sends to any other chat go to that chat's outbound
+lane. Other calls go through ``Outlet.invoke`` (rate limits, retries); the
+non-idempotent ones (``handlers.api.RECEIPTED_APIS``) also get a receipt
+keyed by the run and their place in it, like sends, so a replayed run skips
+them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from callboard.actors.messages import SendRequest
+from callboard.actors.runtime import BotRuntime
+from callboard.engine.entities import MessageChain
+from callboard.engine.events import MessageReceived, SessionKey
+from callboard.engine.platform import MessageResult, NotSupportedError
+from callboard.handlers.api import CALLABLE_APIS, CHAT_APIS, RECEIPTED_APIS
+
+
+class RunAPI:
+    """The platform as one run sees it; receipt keys are ``bot:run:n``."""
+
+    def __init__(self, bot: BotRuntime, session: SessionKey, run_id: int, replayed: bool) -> None:
+        self._bot = bot
+        self._session = session
+        self._run_id = run_id
+        self._replayed = replayed
+        self._index = 0
+
+    def supports(self, api: str) -> bool:
+        return self._bot.api.supports(api)
+
+    @property
+    def max_text_length(self) -> int | None:
+        return self._bot.api.max_text_length
+
+    def _next_key(self) -> str:
+        self._index += 1
+        return f"{self._bot.bot_id}:{self._run_id}:{self._index}"
+
+    async def send(
+        self,
+        chat_type: str,
+        chat_id: str,
+        message: MessageChain,
+        *,
+        reply_to: MessageReceived | None = None,
+        thread_id: str | None = None,
+    ) -> MessageResult:
+        bot = self._bot
+        request = SendRequest(
+            chat_type=chat_type,
+            chat_id=chat_id,
+            chain=message,
+            reply_to=reply_to,
+            thread_id=thread_id,
+            receipt_key=self._next_key(),
+            run_id=self._run_id,
+            check_receipt=self._replayed,
+        )
+        if chat_type == self._session.chat_type and chat_id == self._session.chat_id:
+            return await bot.outlet.deliver(request)  # our own chat: inline, already in order
+        request.future = asyncio.get_running_loop().create_future()
+        bot.outbound.tell(request)  # another chat: that chat's lane keeps its order
+        return await request.future
+
+    async def call(self, api: str, **params: Any) -> Any:
+        if api not in CALLABLE_APIS:
+            raise ValueError(f"{api!r} is not a platform API a handler may call; use send() to send")
+        bot = self._bot
+        adapter = bot.api
+        if not adapter.supports(api):
+            raise NotSupportedError(adapter.adapter_name, api)
+        method = getattr(adapter, api)
+        chat_type = chat = None
+        if api in CHAT_APIS:
+            chat_type = str(params.get("chat_type") or params.get("to_chat_type") or "")
+            chat_id = params.get("chat_id") or params.get("to_chat_id")
+            chat = f"{chat_type}:{chat_id}"
+        if api not in RECEIPTED_APIS:
+            return await bot.outlet.invoke(chat_type, chat, lambda: method(**params))
+        key = self._next_key()
+        journal = bot.journal
+        if self._replayed:
+            receipt = await journal.receipt(key)
+            if receipt is not None and receipt.status == "sent":
+                bot.counters.receipts_skipped += 1
+                return {"skipped": "already done before a restart", "message_id": receipt.message_id}
+        result = await bot.outlet.invoke(chat_type, chat, lambda: method(**params))
+        message_id = result.message_id if isinstance(result, MessageResult) else None
+        journal.store_receipt(key, bot.bot_id, self._run_id, chat or api, message_id)
+        return result

@@ -1,0 +1,1 @@
+"""The agent handler: runners (OpenAI-compatible, Dify, n8n), prompt, memory, tools, streaming."""

@@ -1,0 +1,78 @@
+"""The agent's memory of one chat, kept in the session's journal state.
+
+``state["agent"]`` holds ``turns`` (OpenAI-style messages: each user turn,
+then the assistant's answer), the runner's own ``conversation`` state (e.g.
+Dify's conversation id) and, while a run is in progress, ``run``: that run's
+id and the tool-call messages it has recorded so far. The session saves state
+when a run ends and the agent checkpoints it after each tool round, so
+passivation, restarts and kill -9 lose nothing, and a replayed run resumes
+from its recorded tool results instead of running the tools again.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from callboard.handlers.agent.config import MemoryConfig
+
+CHARS_PER_TOKEN = 4
+
+
+class Memory:
+    """A view over ``state["agent"]``; every change is made in place."""
+
+    def __init__(self, state: dict[str, Any], config: MemoryConfig) -> None:
+        self.data: dict[str, Any] = state.setdefault("agent", {})
+        self.data.setdefault("turns", [])
+        self.data.setdefault("conversation", {})
+        self.config = config
+
+    @property
+    def turns(self) -> list[dict[str, Any]]:
+        turns: list[dict[str, Any]] = self.data["turns"]
+        return turns
+
+    @property
+    def conversation(self) -> dict[str, Any]:
+        conversation: dict[str, Any] = self.data["conversation"]
+        return conversation
+
+    def run_record(self, run_id: int) -> list[dict[str, Any]]:
+        """The tool messages recorded for ``run_id`` (a replayed run finds its
+        own); any other run's leftovers are dropped."""
+        record = self.data.get("run")
+        if not isinstance(record, dict) or record.get("id") != run_id:
+            record = self.data["run"] = {"id": run_id, "messages": []}
+        messages: list[dict[str, Any]] = record["messages"]
+        return messages
+
+    def finish(self, user: str, answer: str) -> None:
+        """Keep the finished exchange and forget the run record."""
+        self.data.pop("run", None)
+        if self.config.max_turns == 0:
+            self.turns.clear()
+            return
+        self.turns.append({"role": "user", "content": user})
+        self.turns.append({"role": "assistant", "content": answer})
+        self._trim()
+
+    def abandon(self) -> None:
+        self.data.pop("run", None)
+
+    def reset(self) -> None:
+        self.turns.clear()
+        self.conversation.clear()
+        self.data.pop("run", None)
+
+    def _trim(self) -> None:
+        """Drop the oldest turns (a user turn and its answer together) until both bounds hold."""
+        turns = self.turns
+        budget = self.config.max_tokens * CHARS_PER_TOKEN
+        while turns:
+            users = sum(1 for t in turns if t["role"] == "user")
+            size = sum(len(str(t.get("content") or "")) for t in turns)
+            if users <= self.config.max_turns and (not budget or size <= budget):
+                return
+            del turns[0]
+            while turns and turns[0]["role"] != "user":
+                del turns[0]

@@ -1,0 +1,89 @@
+"""Streaming a reply into the chat: one message, edited as tokens arrive.
+
+The first piece of text sends the message; later pieces edit it, at most once
+per ``interval`` (edits happen when a token arrives and the interval has
+passed, so no timer is armed per token; the final text always lands in
+``finish``). Where the adapter cannot edit, or streaming is off, nothing is
+sent until ``finish``, which sends the whole answer. Text longer than the
+platform's limit is split: the streamed message keeps the first part and the
+rest follows as new messages.
+"""
+
+from __future__ import annotations
+
+from callboard.engine.entities import MessageChain
+from callboard.engine.platform import MessageResult
+from callboard.handlers.context import HandlerContext
+
+
+def split(text: str, limit: int | None) -> list[str]:
+    if not limit or len(text) <= limit:
+        return [text]
+    parts = []
+    while text:
+        cut = text.rfind("\n", 0, limit)
+        cut = cut if cut > limit // 2 else limit
+        parts.append(text[:cut])
+        text = text[cut:].lstrip("\n")
+    return parts
+
+
+class ReplyStream:
+    def __init__(self, ctx: HandlerContext, *, stream: bool, interval: float) -> None:
+        self.ctx = ctx
+        self.interval = interval
+        self.live = stream and ctx.api.supports("edit_message")
+        self.limit = ctx.api.max_text_length
+        self.text = ""
+        self.shown = ""
+        self.message: MessageResult | None = None
+        self.next_edit = 0.0
+        self.edits = 0
+
+    async def delta(self, piece: str) -> None:
+        self.text += piece
+        if not self.live:
+            return
+        now = self.ctx.clock.now()
+        if self.message is None:
+            self.message = await self.ctx.reply(self._head())
+            self.shown = self._head()
+            self.next_edit = now + self.interval
+        elif now >= self.next_edit:
+            await self._edit(self._head())
+            self.next_edit = self.ctx.clock.now() + self.interval
+
+    def reset(self) -> None:
+        """A retried model call starts its text again (the message, if any, is reused)."""
+        self.text = ""
+
+    async def finish(self, text: str) -> None:
+        """Show ``text`` as the final answer."""
+        self.text = text
+        parts = split(text, self.limit) if text else []
+        if not parts:
+            return
+        if self.message is None or self.message.message_id is None:
+            for part in parts:
+                await self.ctx.reply(part)
+            return
+        await self._edit(parts[0])
+        for part in parts[1:]:
+            await self.ctx.reply(part)
+
+    def _head(self) -> str:
+        return split(self.text, self.limit)[0] if self.text else ""
+
+    async def _edit(self, text: str) -> None:
+        if self.message is None or self.message.message_id is None or text == self.shown or not text:
+            return
+        session = self.ctx.session
+        await self.ctx.api.call(
+            "edit_message",
+            chat_type=session.chat_type,
+            chat_id=session.chat_id,
+            message_id=str(self.message.message_id),
+            new_content=MessageChain.of(text),
+        )
+        self.shown = text
+        self.edits += 1

@@ -1,0 +1,1 @@
+"""The webhook handler: events POSTed, signed and retried; response actions run."""
