@@ -9,11 +9,11 @@ recognisable), and knows its session key.
 from __future__ import annotations
 
 import time
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Any, ClassVar
 
-from pydantic import Field, TypeAdapter
+import msgspec
 
-from callboard.engine.entities import ID, ChatType, Group, MessageChain, Model, User
+from callboard.engine.entities import ID, ChatType, Group, MessageChain, User
 from callboard.engine.ids import new_id
 
 
@@ -54,17 +54,19 @@ class SessionKey(tuple[str, str, str, str]):
         return f"{self[0]}/{self.name}"
 
 
-class Event(Model):
-    """Base of all events."""
+class Event(msgspec.Struct, tag_field="type", kw_only=True, gc=False, omit_defaults=True):
+    """Base of all events: a msgspec Struct (cheap to build, encode and collect;
+    ``gc=False`` as events hold no cycles). ``type`` is the tag on the wire;
+    ``raw`` keeps the platform fields we do not model."""
 
-    type: str
-    event_id: str = Field(default_factory=new_event_id)
-    timestamp: float = Field(default_factory=time.time)
+    type: ClassVar[str]
+    event_id: str = msgspec.field(default_factory=new_event_id)
+    timestamp: float = msgspec.field(default_factory=time.time)
     bot_id: str
     adapter: str
-    dedup_key: str | None = Field(
-        default=None, description="the platform's unique id for this delivery; duplicates are dropped"
-    )
+    #: the platform's unique id for this delivery; duplicates are dropped
+    dedup_key: str | None = None
+    raw: dict[str, Any] = {}
 
     #: chat kind used for the session key when the event has no chat of its own
     session_scope: ClassVar[str] = "bot"
@@ -81,7 +83,7 @@ class Event(Model):
         return None
 
 
-class _InChat(Event):
+class _InChat(Event, kw_only=True):
     chat_type: ChatType
     chat_id: ID
     thread_id: ID | None = None
@@ -91,14 +93,14 @@ class _InChat(Event):
         return SessionKey(self.bot_id, str(self.chat_type), self.chat_id, self.thread_id or "")
 
 
-class _InGroup(Event):
+class _InGroup(Event, kw_only=True):
     group: Group
 
     def session_key(self) -> SessionKey:
         return SessionKey(self.bot_id, "group", self.group.id)
 
 
-class _WithUser(Event):
+class _WithUser(Event, kw_only=True):
     user: User
 
     def session_key(self) -> SessionKey:
@@ -108,8 +110,7 @@ class _WithUser(Event):
 # ---------------------------------------------------------------------- message events
 
 
-class MessageReceived(_InChat):
-    type: Literal["message.received"] = "message.received"
+class MessageReceived(_InChat, tag="message.received", kw_only=True):
     message_id: ID
     message_chain: MessageChain
     sender: User
@@ -119,31 +120,28 @@ class MessageReceived(_InChat):
         return self.message_chain.text
 
 
-class MessageEdited(_InChat):
-    type: Literal["message.edited"] = "message.edited"
+class MessageEdited(_InChat, tag="message.edited", kw_only=True):
     message_id: ID
     new_content: MessageChain
     editor: User
 
 
-class MessageDeleted(_InChat):
-    type: Literal["message.deleted"] = "message.deleted"
+class MessageDeleted(_InChat, tag="message.deleted", kw_only=True):
     message_id: ID
     operator: User | None = None
 
 
-class MessageReaction(_InChat):
-    type: Literal["message.reaction"] = "message.reaction"
+class MessageReaction(_InChat, tag="message.reaction", kw_only=True):
     message_id: ID
     user: User
     reaction: str
     is_add: bool = True
 
 
-class FeedbackReceived(Event):
-    type: Literal["feedback.received"] = "feedback.received"
+class FeedbackReceived(Event, tag="feedback.received", kw_only=True):
     feedback_id: str
-    feedback_type: int = Field(description="1 like, 2 dislike, 3 cancel")
+    #: 1 like, 2 dislike, 3 cancel
+    feedback_type: int
     feedback_content: str | None = None
     inaccurate_reasons: list[str] | None = None
     user_id: ID | None = None
@@ -161,87 +159,77 @@ class FeedbackReceived(Event):
 # ---------------------------------------------------------------------- group events
 
 
-class MemberJoined(_InGroup):
-    type: Literal["group.member_joined"] = "group.member_joined"
+class MemberJoined(_InGroup, tag="group.member_joined", kw_only=True):
     member: User
     inviter: User | None = None
     join_type: str | None = None
 
 
-class MemberLeft(_InGroup):
-    type: Literal["group.member_left"] = "group.member_left"
+class MemberLeft(_InGroup, tag="group.member_left", kw_only=True):
     member: User
     is_kicked: bool = False
     operator: User | None = None
 
 
-class MemberBanned(_InGroup):
-    type: Literal["group.member_banned"] = "group.member_banned"
+class MemberBanned(_InGroup, tag="group.member_banned", kw_only=True):
     member: User
     operator: User | None = None
-    duration: int | None = Field(default=None, description="seconds; None means permanent")
+    #: seconds; None means permanent
+    duration: int | None = None
 
 
-class MemberUnbanned(_InGroup):
-    type: Literal["group.member_unbanned"] = "group.member_unbanned"
+class MemberUnbanned(_InGroup, tag="group.member_unbanned", kw_only=True):
     member: User
     operator: User | None = None
 
 
-class GroupInfoUpdated(_InGroup):
-    type: Literal["group.info_updated"] = "group.info_updated"
+class GroupInfoUpdated(_InGroup, tag="group.info_updated", kw_only=True):
     operator: User | None = None
-    changed_fields: list[str] = Field(default_factory=list)
+    changed_fields: list[str] = []
 
 
 # ---------------------------------------------------------------------- friend events
 
 
-class FriendRequestReceived(_WithUser):
-    type: Literal["friend.request_received"] = "friend.request_received"
+class FriendRequestReceived(_WithUser, tag="friend.request_received", kw_only=True):
     request_id: ID
     message: str | None = None
 
 
-class FriendAdded(_WithUser):
-    type: Literal["friend.added"] = "friend.added"
+class FriendAdded(_WithUser, tag="friend.added", kw_only=True):
+    pass
 
 
-class FriendRemoved(_WithUser):
-    type: Literal["friend.removed"] = "friend.removed"
+class FriendRemoved(_WithUser, tag="friend.removed", kw_only=True):
+    pass
 
 
 # ---------------------------------------------------------------------- bot events
 
 
-class BotInvitedToGroup(_InGroup):
-    type: Literal["bot.invited_to_group"] = "bot.invited_to_group"
+class BotInvitedToGroup(_InGroup, tag="bot.invited_to_group", kw_only=True):
     inviter: User | None = None
     request_id: ID | None = None
 
 
-class BotRemovedFromGroup(_InGroup):
-    type: Literal["bot.removed_from_group"] = "bot.removed_from_group"
+class BotRemovedFromGroup(_InGroup, tag="bot.removed_from_group", kw_only=True):
     operator: User | None = None
 
 
-class BotMuted(_InGroup):
-    type: Literal["bot.muted"] = "bot.muted"
+class BotMuted(_InGroup, tag="bot.muted", kw_only=True):
     operator: User | None = None
     duration: int | None = None
 
 
-class BotUnmuted(_InGroup):
-    type: Literal["bot.unmuted"] = "bot.unmuted"
+class BotUnmuted(_InGroup, tag="bot.unmuted", kw_only=True):
     operator: User | None = None
 
 
-class PlatformSpecific(Event):
+class PlatformSpecific(Event, tag="platform.specific", kw_only=True):
     """Whatever has no neutral form; ``action`` is the platform's own name."""
 
-    type: Literal["platform.specific"] = "platform.specific"
     action: str
-    data: dict[str, Any] = Field(default_factory=dict)
+    data: dict[str, Any] = {}
     chat_type: ChatType | None = None
     chat_id: ID | None = None
     thread_id: ID | None = None
@@ -257,7 +245,7 @@ class PlatformSpecific(Event):
         return super().session_key()
 
 
-AnyEvent = Annotated[
+AnyEvent = (
     MessageReceived
     | MessageEdited
     | MessageDeleted
@@ -275,9 +263,8 @@ AnyEvent = Annotated[
     | BotRemovedFromGroup
     | BotMuted
     | BotUnmuted
-    | PlatformSpecific,
-    Field(discriminator="type"),
-]
+    | PlatformSpecific
+)
 
 EVENT_TYPES: tuple[type[Event], ...] = (
     MessageReceived,
@@ -300,21 +287,24 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     PlatformSpecific,
 )
 
-#: every event type string, e.g. "message.received"
-EVENT_TYPE_NAMES: tuple[str, ...] = tuple(t.model_fields["type"].default for t in EVENT_TYPES)
+for _t in EVENT_TYPES:
+    _t.type = str(_t.__struct_config__.tag)
 
-_event_adapter: TypeAdapter[Event] = TypeAdapter(AnyEvent)
+#: every event type string, e.g. "message.received"
+EVENT_TYPE_NAMES: tuple[str, ...] = tuple(t.type for t in EVENT_TYPES)
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(AnyEvent)
+
+#: what ``decode_event`` raises for a payload that is not a valid event
+DecodeError = msgspec.ValidationError
 
 
 def encode_event(event: Event) -> bytes:
     """Serialise one event to JSON bytes (what the journal stores); ``decode_event`` reverses it."""
-    return event.model_dump_json().encode()
+    return _encoder.encode(event)
 
 
 def decode_event(data: bytes | str) -> Event:
-    """Parse one event from JSON (validated straight from bytes)."""
-    return _event_adapter.validate_json(data)
-
-
-def event_from_dict(data: dict[str, Any]) -> Event:
-    return _event_adapter.validate_python(data)
+    """Parse and validate one event from JSON (raises ``DecodeError``)."""
+    return _decoder.decode(data)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+import msgspec
 from pydantic import BaseModel, Field
 
 from callboard.engine.entities import ID, Group, GroupMember, MessageChain, User
@@ -63,7 +64,9 @@ class SendError(Exception):
         self.retry_after = retry_after
 
 
-class MessageResult(BaseModel):
+class MessageResult(msgspec.Struct, kw_only=True, gc=False, omit_defaults=True):
+    """What a send returned: built once per reply, so a Struct, like the events."""
+
     message_id: ID | None = None
     raw: dict[str, Any] | None = None
 

@@ -386,7 +386,7 @@ class TelegramAdapter(Adapter):
             name=info.title or info.full_name or "",
             description=info.description,
             member_count=count,
-            **extra,
+            raw=extra,
         )
 
     async def set_group_name(self, group_id: str, name: str) -> None:
@@ -447,7 +447,7 @@ class TelegramAdapter(Adapter):
         """A user who has talked to the bot (getChat on their private chat)."""
         info = await self._api("getChat", self.bot.get_chat(int(user_id)))
         extra = {"bio": info.bio} if info.bio else {}
-        return User(id=str(info.id), nickname=info.full_name or "", username=info.username, **extra)
+        return User(id=str(info.id), nickname=info.full_name or "", username=info.username, raw=extra)
 
     async def get_file_url(self, file_id: str) -> str:
         """The download URL. It holds the bot token, as Telegram's file URLs do:
@@ -536,7 +536,7 @@ def _member(group_id: str, member: tg.ChatMember) -> GroupMember:
         group_id=group_id,
         role=_ROLES.get(member.status, MemberRole.MEMBER),
         title=getattr(member, "custom_title", None),
-        **extra,
+        raw=extra,
     )
 
 

@@ -7,7 +7,7 @@ The first event's dedup key is ``update:<bot user id>:<update_id>``, the
 others append ``:<n>``: a redelivered update is recognised by the journal.
 
 Every event keeps ``update_id`` and, where there is a chat, the Telegram chat
-type (``telegram_type``: private, group, supergroup, channel) as extras.
+type (``telegram_type``: private, group, supergroup, channel) in ``raw``.
 """
 
 from __future__ import annotations
@@ -86,13 +86,15 @@ _LINK_ENTITIES = {
 
 def user_of(user: tg.User) -> User:
     extra = {"language_code": user.language_code} if user.language_code else {}
-    return User(id=str(user.id), nickname=user.full_name, username=user.username, is_bot=user.is_bot, **extra)
+    return User(
+        id=str(user.id), nickname=user.full_name, username=user.username, is_bot=user.is_bot, raw=extra
+    )
 
 
 def chat_as_user(chat: tg.Chat) -> User:
     """A chat acting as a sender (anonymous admins, channels posting in groups)."""
     name = chat.title or chat.full_name or str(chat.id)
-    return User(id=str(chat.id), nickname=name, username=chat.username, sender_chat=True)
+    return User(id=str(chat.id), nickname=name, username=chat.username, raw={"sender_chat": True})
 
 
 def group_of(chat: tg.Chat) -> Group:
@@ -101,7 +103,7 @@ def group_of(chat: tg.Chat) -> Group:
         extra["username"] = chat.username
     if chat.is_forum:
         extra["is_forum"] = True
-    return Group(id=str(chat.id), name=chat.title or "", **extra)
+    return Group(id=str(chat.id), name=chat.title or "", raw=extra)
 
 
 def chat_type_of(chat: tg.Chat) -> ChatType:
@@ -135,16 +137,18 @@ def text_components(text: str | None, entities: tuple[tg.MessageEntity, ...], bo
         if entity.type == MessageEntityType.MENTION:
             out.append(At(target=segment, display=segment))
         elif entity.type == MessageEntityType.TEXT_MENTION and entity.user is not None:
-            out.append(At(target=str(entity.user.id), display=segment, username=entity.user.username))
+            out.append(
+                At(target=str(entity.user.id), display=segment, raw={"username": entity.user.username})
+            )
         elif entity.type == MessageEntityType.BOT_COMMAND:
             # "/cmd@ThisBot" in a group is our "/cmd"; other bots' commands stay as they are
             command, _, addressee = segment.partition("@")
             mine = addressee and bot_username and addressee.lower() == bot_username.lower()
             out.append(Plain(text=command if mine else segment))
         elif entity.type == MessageEntityType.TEXT_LINK and entity.url:
-            out.append(Plain(text=segment, url=entity.url))
+            out.append(Plain(text=segment, raw={"url": entity.url}))
         elif entity.type == MessageEntityType.URL:
-            out.append(Plain(text=segment, url=segment))
+            out.append(Plain(text=segment, raw={"url": segment}))
         else:
             out.append(Plain(text=segment))
         position = end
@@ -184,8 +188,7 @@ def content_of(message: tg.Message, bot_username: str) -> list[Any]:
                 file_id=largest.file_id,
                 width=largest.width,
                 height=largest.height,
-                file_unique_id=largest.file_unique_id,
-                size=largest.file_size,
+                raw={"file_unique_id": largest.file_unique_id, "size": largest.file_size},
             )
         )
     elif message.voice:
@@ -195,7 +198,7 @@ def content_of(message: tg.Message, bot_username: str) -> list[Any]:
                 file_id=voice.file_id,
                 duration=_seconds(voice, "duration"),
                 mime=voice.mime_type,
-                file_unique_id=voice.file_unique_id,
+                raw={"file_unique_id": voice.file_unique_id},
             )
         )
     elif message.audio:
@@ -205,11 +208,13 @@ def content_of(message: tg.Message, bot_username: str) -> list[Any]:
                 file_id=audio.file_id,
                 duration=_seconds(audio, "duration"),
                 mime=audio.mime_type,
-                file_unique_id=audio.file_unique_id,
-                kind="audio",
-                title=audio.title,
-                performer=audio.performer,
-                file_name=audio.file_name,
+                raw={
+                    "file_unique_id": audio.file_unique_id,
+                    "kind": "audio",
+                    "title": audio.title,
+                    "performer": audio.performer,
+                    "file_name": audio.file_name,
+                },
             )
         )
     else:
@@ -227,7 +232,7 @@ def content_of(message: tg.Message, bot_username: str) -> list[Any]:
                         file_id=document.file_id,
                         size=document.file_size,
                         mime=document.mime_type,
-                        file_unique_id=document.file_unique_id,
+                        raw={"file_unique_id": document.file_unique_id},
                     )
                 )
     if message.text is not None:
@@ -238,23 +243,22 @@ def content_of(message: tg.Message, bot_username: str) -> list[Any]:
 
 
 def forward_of(origin: tg.MessageOrigin) -> Forward:
-    common: dict[str, Any] = {"origin_type": origin.type, "forward_date": origin.date.timestamp()}
+    raw: dict[str, Any] = {"origin_type": origin.type, "forward_date": origin.date.timestamp()}
     if isinstance(origin, tg.MessageOriginUser):
-        return Forward(from_user=user_of(origin.sender_user), **common)
+        return Forward(from_user=user_of(origin.sender_user), raw=raw)
     if isinstance(origin, tg.MessageOriginHiddenUser):
-        return Forward(sender_name=origin.sender_user_name, **common)
+        return Forward(raw={**raw, "sender_name": origin.sender_user_name})
     if isinstance(origin, tg.MessageOriginChannel):
         return Forward(
             from_chat_id=str(origin.chat.id),
             from_message_id=str(origin.message_id),
-            from_chat_title=origin.chat.title,
-            **common,
+            raw={**raw, "from_chat_title": origin.chat.title},
         )
     if isinstance(origin, tg.MessageOriginChat):
         return Forward(
-            from_chat_id=str(origin.sender_chat.id), from_chat_title=origin.sender_chat.title, **common
+            from_chat_id=str(origin.sender_chat.id), raw={**raw, "from_chat_title": origin.sender_chat.title}
         )
-    return Forward(**common)
+    return Forward(raw=raw)
 
 
 def _until(until: datetime | None, since: datetime) -> int | None:
@@ -282,6 +286,11 @@ def _reaction_key(reaction: tg.ReactionType) -> str:
     return str(reaction.type)
 
 
+def _with_raw(common: dict[str, Any], **raw: Any) -> dict[str, Any]:
+    """``common`` with more platform fields in its ``raw``."""
+    return {**common, "raw": {**common["raw"], **raw}}
+
+
 class Converter:
     """Converts one bot's updates. ``member_updates``: the bot receives
     ``chat_member`` updates, so joins and leaves come from those and the
@@ -294,7 +303,11 @@ class Converter:
         self.member_updates = member_updates
 
     def convert(self, update: tg.Update) -> list[Event]:
-        common = {"bot_id": self.bot_id, "adapter": ADAPTER, "update_id": update.update_id}
+        common: dict[str, Any] = {
+            "bot_id": self.bot_id,
+            "adapter": ADAPTER,
+            "raw": {"update_id": update.update_id},
+        }
         try:
             events = self._convert(update, common)
         except Exception:  # one odd update must not wedge the connection: keep it, raw
@@ -308,7 +321,11 @@ class Converter:
         """An update PTB could not parse: kept as sent, so nothing is lost."""
         update_id = raw["update_id"]
         event = PlatformSpecific(
-            action="unparsed_update", data=raw, bot_id=self.bot_id, adapter=ADAPTER, update_id=update_id
+            action="unparsed_update",
+            data=raw,
+            bot_id=self.bot_id,
+            adapter=ADAPTER,
+            raw={"update_id": update_id},
         )
         return self._keyed(update_id, [event])
 
@@ -369,15 +386,19 @@ class Converter:
             chat_type=chat_type_of(chat),
             chat_id=str(chat.id),
             thread_id=thread,
-            telegram_type=chat.type,
-            **common,
+            **_with_raw(common, telegram_type=chat.type),
         )
 
     # ------------------------------------------------------------------ messages
 
     def _in_chat(self, message: tg.Message, common: dict[str, Any]) -> dict[str, Any]:
         chat = message.chat
-        fields: dict[str, Any] = {
+        raw: dict[str, Any] = {**common["raw"], "telegram_type": chat.type}
+        if message.message_thread_id is not None:
+            raw["message_thread_id"] = message.message_thread_id
+        if message.media_group_id:
+            raw["media_group_id"] = message.media_group_id
+        return {
             **common,
             "chat_type": chat_type_of(chat),
             "chat_id": str(chat.id),
@@ -385,13 +406,8 @@ class Converter:
             "group": group_of(chat) if chat.type != TgChatType.PRIVATE else None,
             "message_id": str(message.message_id),
             "timestamp": message.date.timestamp(),
-            "telegram_type": chat.type,
+            "raw": raw,
         }
-        if message.message_thread_id is not None:
-            fields["message_thread_id"] = message.message_thread_id
-        if message.media_group_id:
-            fields["media_group_id"] = message.media_group_id
-        return fields
 
     def _sender(self, message: tg.Message) -> User:
         if message.sender_chat is not None:
@@ -498,14 +514,13 @@ class Converter:
         new = [_reaction_key(r) for r in update.new_reaction]
         chat = update.chat
         fields: dict[str, Any] = {
-            **common,
+            **_with_raw(common, telegram_type=chat.type),
             "chat_type": chat_type_of(chat),
             "chat_id": str(chat.id),
             "group": group_of(chat) if chat.type != TgChatType.PRIVATE else None,
             "message_id": str(update.message_id),
             "user": user,
             "timestamp": update.date.timestamp(),
-            "telegram_type": chat.type,
         }
         removed = [MessageReaction(reaction=r, is_add=False, **fields) for r in old if r not in new]
         added = [MessageReaction(reaction=r, is_add=True, **fields) for r in new if r not in old]

@@ -12,9 +12,10 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import msgspec
 import pytest
 
-from callboard.engine.entities import MessageChain
+from callboard.engine.entities import MessageChain, User
 from callboard.engine.events import MessageReceived, SessionKey
 from callboard.engine.journal import Journal, JournalClosed
 
@@ -29,7 +30,7 @@ def message(n: int, chat: str = "c1", dedup: str | None = "auto") -> MessageRece
         chat_id=chat,
         message_id=f"m{n}",
         message_chain=MessageChain.of(f"text {n}"),
-        sender={"id": "u"},
+        sender=User(id="u"),
         dedup_key=f"k{n}" if dedup == "auto" else dedup,
     )
 
@@ -51,7 +52,7 @@ async def test_dedup_key_makes_a_duplicate(journal: Journal) -> None:
     first = await journal.append(message(1), SessionKey("b", "private", "c1"))
     again = await journal.append(message(1), SessionKey("b", "private", "c1"))
     assert first is not None and again is None
-    other_bot = message(1).model_copy(update={"bot_id": "other"})
+    other_bot = msgspec.structs.replace(message(1), bot_id="other")
     assert await journal.append(other_bot, other_bot.session_key()) is not None  # keys are per bot
     no_key = message(2, dedup=None)
     assert await journal.append(no_key, no_key.session_key()) is not None
@@ -169,7 +170,7 @@ async def test_open_reports_a_bad_path(tmp_path: Path) -> None:
 WRITER = """
 import asyncio, sys
 from callboard.engine.journal import Journal
-from callboard.engine.entities import MessageChain
+from callboard.engine.entities import MessageChain, User
 from callboard.engine.events import MessageReceived
 from callboard.engine.loop import run
 
@@ -179,7 +180,7 @@ async def main():
     n = 0
     while True:
         event = MessageReceived(bot_id="b", adapter="web", chat_type="private", chat_id="c",
-            message_id=str(n), message_chain=MessageChain.of(str(n)), sender={"id": "u"}, dedup_key=str(n))
+            message_id=str(n), message_chain=MessageChain.of(str(n)), sender=User(id="u"), dedup_key=str(n))
         seq = await journal.append(event, event.session_key())
         print(f"acked {n} {seq}", flush=True)
         n += 1

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from callboard.engine.entities import MessageChain
+from callboard.engine.entities import MessageChain, User
 from callboard.engine.events import MessageReceived
 from callboard.engine.journal import Journal
 from tests.support import chat_client, eventually, fleet_config, running_fleet
@@ -38,7 +38,7 @@ async def test_replayed_run_keeps_its_grouping_and_skips_sent_replies(
             chat_id="c1",
             message_id="late",
             message_chain=MessageChain.of("b"),
-            sender={"id": "u1"},
+            sender=User(id="u1"),
             dedup_key="u1:late",
         )
         await journal.append(late, late.session_key())  # acknowledged, never handled

@@ -62,7 +62,7 @@ def adapter(fleet: Running) -> TelegramAdapter:
 
 async def test_send_text_with_mention_and_link(fleet: Running, api: FakeBotAPI) -> None:
     chain = MessageChain.of(
-        "hi ", At(target="1002", display="Bob"), " see ", Plain(text="docs", url="https://d.io")
+        "hi ", At(target="1002", display="Bob"), " see ", Plain(text="docs", raw={"url": "https://d.io"})
     )
     result = await adapter(fleet).send_message("group", "-100500", chain)
     (call,) = api.calls_of("sendMessage")

@@ -9,7 +9,17 @@ import pytest
 import telegram as tg
 
 from callboard.adapters.telegram.convert import Converter
-from callboard.engine.entities import At, File, Forward, Image, Plain, PlatformComponent, Quote, Voice
+from callboard.engine.entities import (
+    At,
+    File,
+    Forward,
+    Image,
+    Plain,
+    PlatformComponent,
+    Quote,
+    Voice,
+    to_builtins,
+)
 from callboard.engine.events import (
     BotInvitedToGroup,
     BotMuted,
@@ -110,15 +120,15 @@ def test_entities_become_mentions_and_links(api: FakeBotAPI) -> None:
     ]
     assert entities[0]["offset"] == 3  # UTF-16 units: the emoji counts two
     event = one("message", api.message(GROUP, ANN, text, entities=entities))
-    assert event.message_chain.root == [
+    assert list(event.message_chain) == [
         Plain(text="😀 "),
         At(target="@bob", display="@bob"),
         Plain(text=" meet "),
-        At(target="1003", display="Cy", username=None),
+        At(target="1003", display="Cy", raw={"username": None}),
         Plain(text=" at "),
-        Plain(text="https://x.io", url="https://x.io"),
+        Plain(text="https://x.io", raw={"url": "https://x.io"}),
         Plain(text=" or "),
-        Plain(text="here", url="https://here.example"),
+        Plain(text="here", raw={"url": "https://here.example"}),
         Plain(text=" /echo now /x@other_bot"),
     ]
     assert event.text == "😀  meet  at https://x.io or here /echo now /x@other_bot"
@@ -141,7 +151,7 @@ def test_reply_thread_in_a_plain_supergroup_is_not_a_topic(api: FakeBotAPI) -> N
     event = one("message", reply)
     assert event.thread_id is None
     assert event.session_key() == SessionKey("tg", "group", "-100500")
-    quote = event.message_chain.root[0]
+    quote = event.message_chain.parts[0]
     assert isinstance(quote, Quote)
     assert quote.message_id == str(original["message_id"]) and quote.sender_id == "1002"
     assert quote.origin == [Plain(text="question?")]
@@ -158,8 +168,8 @@ def test_photo_with_caption(api: FakeBotAPI) -> None:
         GROUP, ANN, None, photo=photo, caption="look @bob", caption_entities=caption_entities
     )
     event = one("message", message)
-    assert event.message_chain.root == [
-        Image(file_id="large", width=1280, height=960, file_unique_id="l", size=90_000),
+    assert list(event.message_chain) == [
+        Image(file_id="large", width=1280, height=960, raw={"file_unique_id": "l", "size": 90_000}),
         Plain(text="look "),
         At(target="@bob", display="@bob"),
     ]
@@ -174,20 +184,20 @@ def test_document(api: FakeBotAPI) -> None:
         "file_size": 5,
     }
     event = one("message", api.message(private_chat(ANN), ANN, None, document=document))
-    assert event.message_chain.root == [
-        File(name="r.pdf", file_id="doc1", size=5, mime="application/pdf", file_unique_id="d1")
+    assert list(event.message_chain) == [
+        File(name="r.pdf", file_id="doc1", size=5, mime="application/pdf", raw={"file_unique_id": "d1"})
     ]
 
 
 def test_voice_and_audio(api: FakeBotAPI) -> None:
     voice = {"file_id": "v1", "file_unique_id": "uv", "duration": 4, "mime_type": "audio/ogg"}
     event = one("message", api.message(private_chat(ANN), ANN, None, voice=voice))
-    assert event.message_chain.root == [
-        Voice(file_id="v1", duration=4.0, mime="audio/ogg", file_unique_id="uv")
+    assert list(event.message_chain) == [
+        Voice(file_id="v1", duration=4.0, mime="audio/ogg", raw={"file_unique_id": "uv"})
     ]
     audio = {"file_id": "a1", "file_unique_id": "ua", "duration": 200, "title": "Song", "performer": "Band"}
     event = one("message", api.message(private_chat(ANN), ANN, None, audio=audio))
-    (part,) = event.message_chain.root
+    (part,) = list(event.message_chain)
     assert isinstance(part, Voice) and part.file_id == "a1" and part.duration == 200.0
     assert part.raw == {
         "file_unique_id": "ua",
@@ -230,9 +240,9 @@ def test_voice_and_audio(api: FakeBotAPI) -> None:
 )
 def test_forwarded_message(api: FakeBotAPI, origin: dict[str, Any], expected: dict[str, Any]) -> None:
     event = one("message", api.message(private_chat(ANN), ANN, "fwd text", forward_origin=origin))
-    forward, text = event.message_chain.root
+    forward, text = list(event.message_chain)
     assert isinstance(forward, Forward) and text == Plain(text="fwd text")
-    data = forward.model_dump(exclude_none=True, exclude_defaults=True)
+    data = {**to_builtins(forward), **forward.raw}  # modelled and platform fields alike
     for key, value in expected.items():
         if key == "from_user":
             assert {k: data[key][k] for k in value} == value
@@ -253,7 +263,7 @@ def test_other_content_is_kept_as_a_platform_component(api: FakeBotAPI) -> None:
         "emoji": "😀",
     }
     event = one("message", api.message(GROUP, ANN, None, sticker=sticker))
-    (part,) = event.message_chain.root
+    (part,) = list(event.message_chain)
     assert isinstance(part, PlatformComponent)
     assert (part.platform, part.component_type, part.data["file_id"], part.data["emoji"]) == (
         "telegram",

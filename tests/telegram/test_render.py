@@ -39,9 +39,9 @@ def test_text_with_mentions_and_links_uses_entities() -> None:
         " and ",
         At(target="@bob"),
         ", see ",
-        Plain(text="docs", url="https://d.example"),
+        Plain(text="docs", raw={"url": "https://d.example"}),
         " ",
-        Plain(text="https://x.io", url="https://x.io"),
+        Plain(text="https://x.io", raw={"url": "https://x.io"}),
         AtAll(),
         Face(face_id="1", name="🙂"),
     )
@@ -63,7 +63,7 @@ def test_media_take_the_text_after_them_as_caption() -> None:
         "its caption",
         File(name="a.pdf", url="https://files.example/a.pdf"),
         Voice(file_id="vo1"),
-        Voice(file_id="au1", kind="audio"),
+        Voice(file_id="au1", raw={"kind": "audio"}),
         Source(message_id="1"),
     )
     rendered = render(chain)

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from callboard.engine.entities import MessageChain
+from callboard.engine.entities import ChatType, Group, MessageChain, User
 from callboard.engine.events import Event, MemberJoined, MessageReceived, PlatformSpecific
 from callboard.handlers.routing import Router, RouteRule
 
@@ -22,15 +22,15 @@ def message(text: str = "hi", chat_type: str = "private", chat_id: str = "c1", u
     return MessageReceived(
         bot_id="b",
         adapter="web",
-        chat_type=chat_type,
+        chat_type=ChatType(chat_type),
         chat_id=chat_id,
         message_id="m",
         message_chain=MessageChain.of(text),
-        sender={"id": user},
+        sender=User(id=user),
     )
 
 
-JOIN = MemberJoined(bot_id="b", adapter="web", group={"id": "g"}, member={"id": "u2"})
+JOIN = MemberJoined(bot_id="b", adapter="web", group=Group(id="g"), member=User(id="u2"))
 CALLBACK = PlatformSpecific(bot_id="b", adapter="telegram", action="callback_query")
 
 
@@ -101,4 +101,4 @@ def test_bad_when_and_planned_types() -> None:
     with pytest.raises(ValidationError, match="invalid regular expression"):
         rule("*", when={"text": "("})
     with pytest.raises(ValidationError, match="not available in this version"):
-        RouteRule(event_type="*", handler_type="webhook", handler_config={})  # type: ignore[arg-type]
+        RouteRule(event_type="*", handler_type="plugin", handler_config={})  # type: ignore[arg-type]
