@@ -28,6 +28,7 @@ from callboard.engine.journal import Journal
 from callboard.engine.ref import ActorRef
 from callboard.engine.supervision import Backoff, Directive, SupervisorStrategy, decider_from_mapping
 from callboard.handlers.base import build_router
+from callboard.handlers.plugin.hub import PluginHub
 
 log = logging.getLogger("callboard.bot")
 
@@ -172,12 +173,14 @@ class BotActor(Actor):
         http: HttpServer,
         stats: FleetStats,
         sandbox: SandboxFactory,
+        plugins: PluginHub | None = None,
     ) -> None:
         self.config = config
         self.journal = journal
         self.http = http
         self.fleet_stats = stats
         self.sandbox = sandbox
+        self.plugins = plugins
         self.host = BotHost(config.id, journal, self.context.system.clock, http, stats)
         self.adapter: Adapter | None = None
         self.runtime: BotRuntime | None = None
@@ -193,7 +196,7 @@ class BotActor(Actor):
         self.runtime = BotRuntime(
             config=config,
             api=adapter,
-            router=build_router(config.handlers),
+            router=build_router(config.handlers, default=config.default, plugins=self.plugins),
             journal=self.journal,
             clock=self.context.system.clock,
             stats=lambda: self.fleet_stats.for_bot(config.id),

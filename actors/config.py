@@ -15,6 +15,12 @@ from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
 from callboard.adapters.base import AdapterConfig, AdapterUnavailable, adapter_names, load_adapter
 from callboard.engine.units import Duration
+from callboard.handlers.plugin.config import (
+    PluginHandlerConfig,
+    PluginRuntimeConfig,
+    PluginSpec,
+    check_plugins,
+)
 from callboard.handlers.routing import RouteRule
 from callboard.sandbox.config import SandboxPolicy, SandboxSettings
 
@@ -58,7 +64,10 @@ class BotConfig(_Strict):
     adapter: AdapterConfig = Field(description="the platform; ``type`` names an installed adapter")
     session: SessionConfig = Field(default_factory=SessionConfig)
     handlers: list[RouteRule] = Field(default_factory=list)
-    default: Literal["drop"] = Field(default="drop", description="what happens to events no rule matches")
+    default: Literal["drop", "plugins"] = Field(
+        default="drop",
+        description="what happens to events no rule matches: drop them, or give them to every plugin",
+    )
     sandbox: SandboxPolicy = Field(default_factory=SandboxPolicy)
 
     @field_validator("id")
@@ -101,6 +110,10 @@ class FleetConfig(_Strict):
     engine: EngineConfig = Field(default_factory=EngineConfig)
     sandbox: SandboxSettings | None = Field(default=None, description="omit to run without sandboxes")
     bots: list[BotConfig] = Field(default_factory=list)
+    plugins: list[PluginSpec] = Field(
+        default_factory=list, description="plugins run in supervised runner processes"
+    )
+    plugin_runtime: PluginRuntimeConfig = Field(default_factory=PluginRuntimeConfig)
 
     @field_validator("bots")
     @classmethod
@@ -121,6 +134,17 @@ class FleetConfig(_Strict):
                 raise ValueError(
                     f"bot {bot.id!r}: sandbox profile {bot.sandbox.profile!r} is not in sandbox.profiles"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _plugins_exist(self) -> FleetConfig:
+        filters = [
+            (f"bot {bot.id!r}, handlers[{i}]", rule.handler_config.plugin_filter)
+            for bot in self.bots
+            for i, rule in enumerate(bot.handlers)
+            if isinstance(rule.handler_config, PluginHandlerConfig)
+        ]
+        check_plugins(self.plugins, filters)
         return self
 
 

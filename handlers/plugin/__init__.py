@@ -1,0 +1,1 @@
+"""The host side of the plugin handler: config, manifests, the runner connection, the hub."""
