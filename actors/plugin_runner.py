@@ -68,7 +68,10 @@ class _Health:
 
 @dataclass(frozen=True, slots=True)
 class _Down:
+    """The watched process (``pid``) or its link went; stale once that process is replaced."""
+
     reason: str
+    pid: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,14 +189,15 @@ class RunnerHost(Actor):
             reason = f"runner {self.runner} exited ({_exit_reason(exited.result())})"
         else:
             reason = f"runner {self.runner}: link closed ({self.link.close_reason if self.link else '?'})"
-        if not self.stopping:
-            self.ref.tell(_Down(reason))
+        if not self.stopping and self.proc is not None:
+            self.ref.tell(_Down(reason, self.proc.pid))
 
     # ------------------------------------------------------------------ running
 
     async def receive(self, message: Any) -> Any:
         if isinstance(message, _Down):
-            await self._fail(message.reason)
+            if self.proc is not None and message.pid == self.proc.pid and not self.stopping:
+                await self._fail(message.reason)
         elif isinstance(message, _Health):
             await self._health()
         elif isinstance(message, ReloadPlugin):
@@ -215,6 +219,7 @@ class RunnerHost(Actor):
         self.context.schedule_once(self.settings.health_interval, _Health(), key="health")
 
     async def _fail(self, reason: str) -> None:
+        self.stopping = True  # what the watcher sees from here on is this failure
         self.hub.detach(self.runner, self.link, reason=reason)
         await self._kill()
         raise RunnerDown(reason)

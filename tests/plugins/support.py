@@ -1,0 +1,60 @@
+"""Helpers for plugin tests: fleets with plugins, the test plugins' folder."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+from typing import Any
+
+from callboard.actors.config import FleetConfig
+from callboard.actors.config_file import parse_fleet
+from callboard.app import Running
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "examples" / "plugins"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+FAST_RUNTIME = """
+plugin_runtime:
+  start_timeout: 20s
+  health_interval: 500ms
+  health_timeout: 1s
+  event_timeout: 5s
+  stop_timeout: 2s
+  backoff_min: 100ms
+  backoff_max: 500ms
+  watch: false
+"""
+
+
+def plugin_fleet(
+    tmp_path: Path,
+    plugins: str,
+    rules: str,
+    *,
+    runtime: str = FAST_RUNTIME,
+    default: str = "drop",
+    bot_extra: str = "",
+) -> FleetConfig:
+    text = (
+        f"name: test\nengine:\n  journal: {tmp_path / 'journal.sqlite3'}\n"
+        "  admin: {host: 127.0.0.1, port: 0}\n  shutdown_timeout: 10s\n"
+        + textwrap.dedent(runtime)
+        + "plugins:\n"
+        + textwrap.indent(textwrap.dedent(plugins).strip("\n"), "  ")
+        + "\nbots:\n  - id: demo\n    adapter: {type: web}\n    session: {debounce: {window: 0}}\n"
+        + f"    default: {default}\n"
+        + (f"    {bot_extra}\n" if bot_extra else "")
+        + "    handlers:\n"
+        + textwrap.indent(textwrap.dedent(rules).strip("\n"), "      ")
+        + "\n"
+    )
+    return parse_fleet(text, "test.yaml")
+
+
+def fleet_plugins(fleet: Running) -> list[dict[str, Any]]:
+    """The plugins as ``GET /api/plugins`` lists them (read in process)."""
+    actor = fleet.system.lookup("/fleet")
+    assert actor is not None
+    hub = actor._cell.actor.plugin_hub  # type: ignore[union-attr]
+    return list(hub.info())
