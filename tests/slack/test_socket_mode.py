@@ -1,0 +1,111 @@
+"""Socket Mode through a running engine against the fake Slack: envelopes are
+acknowledged only after the journal has their events, replies go out through
+chat.postMessage, the bot's own messages never come back in, and the
+connection recovers from drops, refreshes and silence."""
+
+from __future__ import annotations
+
+import collections
+from pathlib import Path
+
+import pytest
+
+from callboard.engine.events import MessageReceived
+from callboard.testing.fake_slack import FakeSlack
+from tests.slack.conftest import ANN, BOT, running, slack_fleet, stored_events, texts
+from tests.telegram.conftest import stall_appends
+from tests.support import eventually
+
+pytestmark = pytest.mark.timeout(60)
+
+
+async def test_a_dm_is_journaled_acknowledged_and_echoed(tmp_path: Path, slack: FakeSlack) -> None:
+    async with running(slack_fleet(tmp_path, slack)) as fleet:
+        await slack.wait_socket()
+        dm = slack.im(ANN)
+        event_id = slack.push(slack.message(dm, ANN, "hello &lt;world&gt;"))
+        calls = await slack.wait_calls("chat.postMessage", 1)
+        assert calls[0]["channel"] == dm
+        assert calls[0]["text"] == "hello &lt;world&gt;"
+        await slack.wait_acked()
+        assert slack.acks[0] == event_id  # then the echo of the reply
+        events = await stored_events(fleet)
+        received = [e for e in events if isinstance(e, MessageReceived)]
+        assert len(received) == 1 and received[0].text == "hello <world>"
+        assert received[0].chat_type == "private" and received[0].chat_id == dm
+        assert received[0].sender.id == ANN
+        # the reply came back as an event (Slack echoes the bot's own messages): not stored
+        await eventually(lambda: not slack.pending)
+        assert len([e for e in await stored_events(fleet) if isinstance(e, MessageReceived)]) == 1
+        assert fleet.stats.runtimes[BOT].api.adapter_name == "slack"
+
+
+async def test_many_messages_keep_their_order_and_are_answered_once(tmp_path: Path, slack: FakeSlack) -> None:
+    async with running(slack_fleet(tmp_path, slack)) as fleet:
+        await slack.wait_socket()
+        dm = slack.im(ANN)
+        sent = [f"m{i}" for i in range(200)]
+        for text in sent:
+            slack.push(slack.message(dm, ANN, text))
+        await slack.wait_calls("chat.postMessage", len(sent), timeout=30)
+        assert texts(slack) == sent
+        await slack.wait_acked()
+        events = await stored_events(fleet)
+        assert [e.text for e in events if isinstance(e, MessageReceived)] == sent
+        assert slack.max_open == 1
+
+
+async def test_a_redelivered_event_is_acknowledged_and_handled_once(tmp_path: Path, slack: FakeSlack) -> None:
+    async with running(slack_fleet(tmp_path, slack)) as fleet:
+        await slack.wait_socket()
+        dm = slack.im(ANN)
+        event = slack.message(dm, ANN, "once")
+        event_id = slack.push(event)
+        await slack.wait_calls("chat.postMessage", 1)
+        await slack.wait_acked()
+        # Slack sends an event again when it missed the ack: same event, new envelope
+        slack.push(event, event_id=event_id)
+        await slack.wait_acked()
+        assert slack.served[event_id] == 2
+        assert texts(slack) == ["once"]
+        assert len([e for e in await stored_events(fleet) if isinstance(e, MessageReceived)]) == 1
+
+
+async def test_no_ack_before_the_commit_and_a_redelivery_meanwhile_is_dropped(
+    tmp_path: Path, slack: FakeSlack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with running(slack_fleet(tmp_path, slack)) as fleet:
+        await slack.wait_socket()
+        stall_appends(monkeypatch, fleet, seconds=1.5, count=1)
+        slack.redeliver_after = 0.3
+        dm = slack.im(ANN)
+        event_id = slack.push(slack.message(dm, ANN, "slow"))
+        await eventually(lambda: slack.served[event_id] >= 2)
+        assert event_id in slack.pending  # not acknowledged while the append is not durable
+        await slack.wait_calls("chat.postMessage", 1)
+        await slack.wait_acked()
+        assert texts(slack) == ["slow"]
+        assert len([e for e in await stored_events(fleet) if isinstance(e, MessageReceived)]) == 1
+
+
+@pytest.mark.parametrize("fault", ["drop", "disconnect", "mute"])
+async def test_the_connection_recovers(tmp_path: Path, slack: FakeSlack, fault: str) -> None:
+    async with running(slack_fleet(tmp_path, slack)):
+        await slack.wait_socket()
+        dm = slack.im(ANN)
+        slack.push(slack.message(dm, ANN, "before"))
+        await slack.wait_calls("chat.postMessage", 1)
+        if fault == "drop":
+            slack.drop_socket()
+        elif fault == "disconnect":
+            slack.disconnect()
+        else:
+            slack.mute()
+        slack.push(slack.message(dm, ANN, "after"))
+        if fault == "mute":
+            await eventually(lambda: slack.opened >= 2, timeout=20)
+            slack.mute(False)
+        await slack.wait_calls("chat.postMessage", 2, timeout=30)
+        await slack.wait_acked()
+        assert collections.Counter(texts(slack)) == {"before": 1, "after": 1}
+        assert slack.opened >= 2
