@@ -13,8 +13,8 @@ import pytest
 from callboard.engine.events import MessageReceived
 from callboard.testing.fake_slack import FakeSlack
 from tests.slack.conftest import ANN, BOT, running, slack_fleet, stored_events, texts
-from tests.telegram.conftest import stall_appends
 from tests.support import eventually
+from tests.telegram.conftest import stall_appends
 
 pytestmark = pytest.mark.timeout(60)
 
