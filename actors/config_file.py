@@ -18,6 +18,7 @@ import yaml
 from pydantic import ValidationError
 
 from callboard.actors.config import FleetConfig, fleet_model
+from callboard.actors.plugin_check import plugin_config_problems
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -134,11 +135,16 @@ def parse_fleet(text: str, file: str = "<fleet>") -> FleetConfig:
     if problems:
         raise ConfigError(problems)
     try:
-        return fleet_model().model_validate(data)
+        config = fleet_model().model_validate(data)
     except ValidationError as exc:
         problems = _problems(exc, positions, file, data)
         problems.sort(key=lambda p: p.line or 0)
         raise ConfigError(problems) from None
+    for path, message in plugin_config_problems(config.plugins):
+        problems.append(Problem(file, positions.nearest(path), _dotted(path), message))
+    if problems:
+        raise ConfigError(problems)
+    return config
 
 
 def load_fleet(path: str | Path) -> FleetConfig:

@@ -19,7 +19,6 @@ from typing import Any
 
 from callboard.engine.plugin_protocol import Action, Link, LinkClosed
 
-
 _FORMATTER = logging.Formatter()
 
 
@@ -31,6 +30,8 @@ class ForwardingLogHandler(logging.Handler):
         self.batch = batch
         self.interval = interval
         self.dropped = 0
+        #: config values the plugins declared secret (SecretStr): masked before a record leaves
+        self.secrets: set[str] = set()
         self._link: Link | None = None
         self._task: asyncio.Task[None] | None = None
         self._wake: asyncio.Event | None = None
@@ -64,8 +65,8 @@ class ForwardingLogHandler(logging.Handler):
                     "created": record.created,
                     "level": record.levelno,
                     "name": record.name,
-                    "message": record.getMessage(),
-                    "exc": exc_text,
+                    "message": self._mask(record.getMessage()),
+                    "exc": self._mask(exc_text),
                 }
             )
             if len(self.buffer) >= self.batch and self._wake is not None and self._loop is not None:
@@ -75,6 +76,12 @@ class ForwardingLogHandler(logging.Handler):
                     self._loop.call_soon_threadsafe(self._wake.set)
         except Exception:
             self.handleError(record)
+
+    def _mask(self, text: str) -> str:
+        for secret in self.secrets:
+            if secret in text:
+                text = text.replace(secret, "***")
+        return text
 
     async def _flush_loop(self) -> None:
         assert self._wake is not None

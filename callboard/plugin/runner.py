@@ -24,7 +24,7 @@ import sys
 import types
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, SecretStr, ValidationError
 
 from callboard.engine.events import decode_event
 from callboard.engine.plugin_protocol import (
@@ -178,19 +178,15 @@ class Runner:
 
     async def _load(self, spec: dict[str, Any]) -> LoadedPlugin:
         name = spec["name"]
-        package = _package_for(spec)
-        module_name, _, class_name = spec["entry"].partition(":")
-        module = importlib.import_module(f"{package}.{module_name}")
-        cls = getattr(module, class_name, None)
-        if not (isinstance(cls, type) and issubclass(cls, Plugin)):
-            raise LoadError(f"{spec['entry']} is not a callboard.plugin.Plugin subclass")
+        cls = load_class(spec)
         config = validate_config(cls, spec.get("config") or {})
+        self.logs.secrets.update(s for s in secrets_of(config) if len(s) >= 4)
         instance = cls()
         instance.name = name
         instance.config = config
         instance.log = logging.getLogger(f"plugin.{name}")
         await instance.on_load()
-        return LoadedPlugin(name, package, instance)
+        return LoadedPlugin(name, _package_for(spec), instance)
 
     async def unload(self, name: str) -> None:
         loaded = self.plugins.pop(name, None)
@@ -298,9 +294,20 @@ class Runner:
             config = validate_config(type(loaded.instance), values)
         except LoadError as exc:
             return {"ok": False, "error": str(exc), "problems": exc.problems}
+        self.logs.secrets.update(s for s in secrets_of(config) if len(s) >= 4)
         await loaded.instance.on_config(config)
         self.specs[name] = {**self.specs[name], "config": values}
         return {"ok": True}
+
+
+def load_class(spec: dict[str, Any]) -> type[Plugin]:
+    """Import the plugin's entry class (its folder mounted as a package)."""
+    module_name, _, class_name = spec["entry"].partition(":")
+    module = importlib.import_module(f"{_package_for(spec)}.{module_name}")
+    cls = getattr(module, class_name, None)
+    if not (isinstance(cls, type) and issubclass(cls, Plugin)):
+        raise LoadError(f"{spec['entry']} is not a callboard.plugin.Plugin subclass")
+    return cls
 
 
 def validate_config(cls: type[Plugin], values: dict[str, Any]) -> Any:
@@ -320,6 +327,19 @@ def validate_config(cls: type[Plugin], values: dict[str, Any]) -> Any:
         raise LoadError("invalid config", problems) from None
 
 
+def secrets_of(value: Any) -> list[str]:
+    """Every ``SecretStr`` value in a plugin's config, to mask in its log lines."""
+    if isinstance(value, SecretStr):
+        return [value.get_secret_value()]
+    if isinstance(value, BaseModel):
+        return [s for field in type(value).model_fields for s in secrets_of(getattr(value, field))]
+    if isinstance(value, dict):
+        return [s for item in value.values() for s in secrets_of(item)]
+    if isinstance(value, list | tuple):
+        return [s for item in value for s in secrets_of(item)]
+    return []
+
+
 def _package_for(spec: dict[str, Any]) -> str:
     """The package the plugin's entry module lives in: its folder, mounted under
     ``_callboard_plugins.<name>``, or the installed package it names."""
@@ -331,9 +351,10 @@ def _package_for(spec: dict[str, Any]) -> str:
         root.__path__ = []
         sys.modules[PLUGINS_PACKAGE] = root
     package = f"{PLUGINS_PACKAGE}.{spec['name'].replace('-', '_')}"
-    module = types.ModuleType(package)
-    module.__path__ = [str(spec["path"])]
-    sys.modules[package] = module
+    if package not in sys.modules:
+        module = types.ModuleType(package)
+        module.__path__ = [str(spec["path"])]
+        sys.modules[package] = module
     return package
 
 

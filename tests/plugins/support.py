@@ -27,7 +27,12 @@ plugin_runtime:
 """
 
 
-def plugin_fleet(
+def plugin_fleet(tmp_path: Path, plugins: str, rules: str, **options: str) -> FleetConfig:
+    """A fleet with ``plugins`` (YAML list items) and one web bot with ``rules``."""
+    return parse_fleet(fleet_text(tmp_path, plugins, rules, **options), "test.yaml")
+
+
+def fleet_text(
     tmp_path: Path,
     plugins: str,
     rules: str,
@@ -35,8 +40,8 @@ def plugin_fleet(
     runtime: str = FAST_RUNTIME,
     default: str = "drop",
     bot_extra: str = "",
-) -> FleetConfig:
-    text = (
+) -> str:
+    return (
         f"name: test\nengine:\n  journal: {tmp_path / 'journal.sqlite3'}\n"
         "  admin: {host: 127.0.0.1, port: 0}\n  shutdown_timeout: 10s\n"
         + textwrap.dedent(runtime)
@@ -49,7 +54,6 @@ def plugin_fleet(
         + textwrap.indent(textwrap.dedent(rules).strip("\n"), "      ")
         + "\n"
     )
-    return parse_fleet(text, "test.yaml")
 
 
 def fleet_plugins(fleet: Running) -> list[dict[str, Any]]:

@@ -1,0 +1,109 @@
+"""The example plugins in examples/plugins/, end to end over the web chat."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from callboard.actors.config_file import ConfigError, parse_fleet
+from tests.plugins.support import EXAMPLES, fleet_plugins, fleet_text, plugin_fleet
+from tests.support import chat_client, eventually, running_fleet
+
+pytestmark = pytest.mark.timeout(60)
+
+ALL_PLUGINS = """
+- event_type: "*"
+  handler_type: plugin
+  handler_config: {}
+"""
+
+
+def texts(client: object, chat: str) -> list[str]:
+    return [f["text"] for f in client.of("message") if f["chat_id"] == chat]  # type: ignore[attr-defined]
+
+
+async def test_welcome_greets_in_the_group(tmp_path: Path) -> None:
+    plugins = f"""
+    - path: {EXAMPLES / "welcome"}
+      config: {{template: "Welcome {{member}} to {{group}}! We are {{count}} now."}}
+    """
+    config = plugin_fleet(tmp_path, plugins, ALL_PLUGINS)
+    async with running_fleet(config) as fleet, chat_client(fleet.base_url) as client:
+        await client.subscribe("g1")
+        await client.op(op="join", chat_id="g1", user_id="u7", user_name="Ann", group_name="Team")
+        await eventually(lambda: texts(client, "g1"))
+        assert texts(client, "g1") == ["Welcome Ann to Team! We are 1 now."]
+
+
+async def test_moderator_deletes_banned_words_and_acts_on_repeat_offenders(tmp_path: Path) -> None:
+    plugins = f"""
+    - path: {EXAMPLES / "moderator"}
+      config: {{banned: [spam], mute_after: 2, mute_seconds: 60}}
+    - path: {EXAMPLES / "keyword_reply"}
+      config: {{keywords: {{spam: "I would have answered"}}}}
+    """
+    config = plugin_fleet(tmp_path, plugins, ALL_PLUGINS)
+    async with running_fleet(config) as fleet, chat_client(fleet.base_url) as client:
+        await client.subscribe("g1")
+        common = {"chat_id": "g1", "chat_type": "group", "user_id": "u9", "user_name": "Max"}
+        await client.op(op="send", text="buy SPAM now", **common)
+        first = await client.wait_for(lambda f: f["op"] == "deleted")
+        acks = client.of("ack")
+        assert first["message_id"] == acks[0]["message_id"]
+        await eventually(lambda: texts(client, "g1"))
+        assert texts(client, "g1") == ["Max: message removed (banned word); strike 1 of 2"]
+        await client.op(op="send", text="hello all", **common)  # fine: nothing happens
+        await client.op(op="send", text="more spam", **common)
+        await eventually(lambda: len(client.of("deleted")) == 2)
+        await eventually(lambda: len(texts(client, "g1")) == 2)
+        # the moderator runs first (priority 100) and stops the keyword plugin
+        assert not [t for t in texts(client, "g1") if "would have answered" in t]
+        second = texts(client, "g1")[1]
+        # muting goes through the API; the web chat says whether it can
+        assert second == "Max is muted for 60s" or second.startswith("Max: message removed; muting is not")
+        moderator = next(p for p in fleet_plugins(fleet) if p["name"] == "moderator")
+        assert moderator["counters"]["refused"] == 0
+
+
+async def test_weather_validates_its_config_and_masks_its_secret(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    plugins = f"""
+    - path: {EXAMPLES / "weather"}
+      config:
+        api_key: sk-very-secret-1234
+        units: imperial
+        stations: {{Paris: {{lat: 48.86, lon: 2.35, readings: {{temp: 20, sky: sunny}}}}}}
+    """
+    config = plugin_fleet(tmp_path, plugins, ALL_PLUGINS)
+    async with running_fleet(config) as fleet, chat_client(fleet.base_url) as client:
+        await client.subscribe("c1")
+        await client.say("/weather paris", chat_id="c1")
+        await eventually(lambda: texts(client, "c1"))
+        assert texts(client, "c1") == ["Paris: 68.0°F, sunny"]
+        await eventually(lambda: [r for r in caplog.records if r.name == "callboard.plugin.weather"])
+    lines = [r.getMessage() for r in caplog.records if r.name == "callboard.plugin.weather"]
+    assert any("key=***" in line for line in lines)
+    assert not any("sk-very-secret-1234" in r.getMessage() for r in caplog.records)
+
+
+def test_a_bad_plugin_config_names_file_line_and_key(tmp_path: Path) -> None:
+    plugins = f"""
+    - path: {EXAMPLES / "weather"}
+      config:
+        api_key: sk-very-secret-1234
+        stations:
+          paris: {{lat: 123, lon: 2.35, readings: {{temp: 20}}}}
+    """
+    text = fleet_text(tmp_path, plugins, ALL_PLUGINS)
+    with pytest.raises(ConfigError) as error:
+        parse_fleet(text, "test.yaml")
+    [problem] = error.value.problems
+    assert problem.key == "plugins[0].config.stations.paris.lat"
+    assert problem.line == 1 + next(i for i, line in enumerate(text.splitlines()) if "lat: 123" in line)
+    assert str(problem).startswith(f"test.yaml:{problem.line}: ")
+    assert "less than or equal to 90" in problem.message
+    assert "sk-very-secret" not in str(error.value)
