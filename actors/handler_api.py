@@ -22,14 +22,22 @@ from callboard.handlers.api import CALLABLE_APIS, CHAT_APIS, RECEIPTED_APIS
 
 
 class RunAPI:
-    """The platform as one run sees it; receipt keys are ``bot:run:n``."""
+    """The platform as one run sees it. Receipt keys are ``bot:run:scope:n``:
+    ``scope`` is the running rule's place in the bot's list (the session sets
+    it), so a rule retried alone, or an async webhook's callback (scope
+    ``cb<rule>``), numbers its calls as it did the first time."""
 
     def __init__(self, bot: BotRuntime, session: SessionKey, run_id: int, replayed: bool) -> None:
         self._bot = bot
         self._session = session
         self._run_id = run_id
         self._replayed = replayed
-        self._index = 0
+        self._counts: dict[str, int] = {}
+        self.scope = "0"
+
+    @property
+    def replayed(self) -> bool:
+        return self._replayed
 
     def supports(self, api: str) -> bool:
         return self._bot.api.supports(api)
@@ -39,8 +47,8 @@ class RunAPI:
         return self._bot.api.max_text_length
 
     def _next_key(self) -> str:
-        self._index += 1
-        return f"{self._bot.bot_id}:{self._run_id}:{self._index}"
+        n = self._counts[self.scope] = self._counts.get(self.scope, 0) + 1
+        return f"{self._bot.bot_id}:{self._run_id}:{self.scope}:{n}"
 
     async def send(
         self,

@@ -59,6 +59,7 @@ class Callback:
     key: SessionKey
     run_id: int
     handler_index: int
+    events: list[Event]
     actions: list[Any]
 
 

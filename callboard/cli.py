@@ -1,4 +1,4 @@
-"""``callboard`` command line: run, validate, schema, bench, sandbox."""
+"""``callboard`` command line: run, validate, schema, bench, retry, sandbox."""
 
 from __future__ import annotations
 
@@ -68,6 +68,42 @@ def _run(args: argparse.Namespace, rest: list[str]) -> int:
     return 0
 
 
+def _retry(args: argparse.Namespace, rest: list[str]) -> int:
+    """Retry failed runs through the admin API (``/api/bots/{id}/failed``)."""
+    import urllib.error
+    import urllib.request
+
+    base = f"{args.admin.rstrip('/')}/api/bots/{args.bot}/failed"
+    headers = {"Authorization": f"Bearer {args.token}"} if args.token else {}
+
+    def call(method: str, url: str) -> tuple[int, object]:
+        request = urllib.request.Request(url, method=method, headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status, orjson.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, orjson.loads(exc.read() or b"{}")
+        except (urllib.error.URLError, OSError) as exc:
+            raise SystemExit(f"cannot reach {args.admin}: {exc}") from None
+
+    if args.run is not None:
+        targets = [(args.run, args.rule)]
+    else:
+        status, listed = call("GET", base)
+        if status != 200 or not isinstance(listed, list):
+            print(f"listing failed runs: HTTP {status}: {listed}", file=sys.stderr)
+            return 1
+        targets = [(item["run_id"], item["rule"]) for item in listed]
+    failures = 0
+    for run_id, rule in targets:
+        status, answer = call("POST", f"{base}/{run_id}/{rule}/retry")
+        print(f"run {run_id} rule {rule}: {'retrying' if status == 202 else f'HTTP {status}: {answer}'}")
+        failures += status != 202
+    if not targets:
+        print(f"bot {args.bot!r} has no failed runs")
+    return 1 if failures else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="callboard", description="Run a fleet of chat bots.")
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
@@ -84,6 +120,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="run a benchmark (extra flags pass through)", add_help=False)
     bench.add_argument("scenario", choices=sorted(BENCHMARKS))
     bench.set_defaults(func=_bench)
+    retry = sub.add_parser("retry", help="retry a bot's failed runs (all, or one RUN RULE)")
+    retry.add_argument("bot")
+    retry.add_argument("run", nargs="?", type=int, help="run id (from /api/bots/BOT/failed)")
+    retry.add_argument("rule", nargs="?", type=int, default=0, help="the rule's place in the bot's handlers")
+    retry.add_argument("--admin", default="http://127.0.0.1:8765", help="the engine's admin URL")
+    retry.add_argument("--token", default=None, help="admin bearer token, if one is configured")
+    retry.set_defaults(func=_retry)
     sandbox = sub.add_parser("sandbox", help="sandbox tools: build-image, status, sweep", add_help=False)
     sandbox.set_defaults(func=_sandbox)
     return parser

@@ -53,7 +53,6 @@ class HandlerContext:
         sandbox: SandboxTools | None = None,
         replayed: bool = False,
         count: CountFn = _ignore,
-        callback_url: Callable[[str], str] | None = None,
     ) -> None:
         self.bot_id = bot_id
         self.session = session
@@ -66,8 +65,6 @@ class HandlerContext:
         self._load_state = load_state
         self._save_state = save_state
         self.count = count
-        #: the URL a receiver POSTs later results to (async webhooks), by delivery id
-        self.callback_url = callback_url
         #: which of the bot's rules is running (set by the session for each matched rule)
         self.handler_index = 0
         #: problems that did not fail the run (a webhook's bad action); the session records them

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from callboard.engine.units import Duration
 
@@ -32,6 +32,18 @@ class WebhookConfig(_Strict):
     mode: Literal["sync", "async"] = Field(
         default="sync", description="async: the receiver answers 202 and POSTs actions to callback_url later"
     )
+    callback_base: str | None = Field(
+        default=None,
+        description="async mode: this server's URL as the receiver reaches it, e.g. https://bots.example.com",
+    )
+
+    @model_validator(mode="after")
+    def _async_needs_callback_base(self) -> WebhookConfig:
+        if self.mode == "async" and not self.callback_base:
+            raise ValueError("mode async needs callback_base (this server's URL as the receiver reaches it)")
+        if self.mode == "async" and self.secret is None:
+            raise ValueError("mode async needs a secret: callbacks are authenticated by their signature")
+        return self
 
     @field_validator("url")
     @classmethod

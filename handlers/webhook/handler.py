@@ -27,6 +27,8 @@ from callboard.handlers.webhook.config import WebhookConfig
 from callboard.handlers.webhook.signature import HEADER, sign
 
 USER_AGENT = "callboard-webhook/1"
+#: where an async receiver POSTs its actions (served by ``callboard.actors.runs``)
+CALLBACK_PREFIX = "/api/webhooks/"
 
 
 class DeliveryFailed(Exception):
@@ -78,8 +80,9 @@ class WebhookHandler:
             "session": {"chat_type": session.chat_type, "chat_id": session.chat_id, "thread": session.thread},
             "delivery_id": delivery_id(ctx),
         }
-        if self.config.mode == "async" and ctx.callback_url is not None:
-            payload["callback_url"] = ctx.callback_url(delivery_id(ctx))
+        if self.config.mode == "async" and self.config.callback_base:
+            base = self.config.callback_base.rstrip("/")
+            payload["callback_url"] = f"{base}{CALLBACK_PREFIX}{delivery_id(ctx)}"
         return orjson.dumps(payload)
 
     async def handle(self, ctx: HandlerContext) -> None:

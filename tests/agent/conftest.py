@@ -22,7 +22,7 @@ async def model() -> AsyncIterator[FakeOpenAI]:
 
 def agent_rule(base_url: str, extra: str = "", event_type: str = "message.received") -> str:
     """A routing rule (YAML) with an openai agent on ``base_url``; ``extra`` adds handler_config lines."""
-    lines = "".join(f"\n      {line}" for line in extra.strip().splitlines())
+    lines = "".join(f"\n    {line}" for line in extra.strip().splitlines())
     return f"""
 - event_type: {event_type}
   handler_type: agent

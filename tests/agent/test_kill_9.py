@@ -1,0 +1,90 @@
+"""Agent memory lives in the journal: a conversation survives kill -9 of the engine."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from callboard.bench.harness import free_port, wait_ready
+from callboard.testing.fake_openai import FakeOpenAI
+from tests.agent.conftest import API_KEY
+from tests.support import ChatClient
+
+pytestmark = pytest.mark.timeout(120)
+ROOT = Path(__file__).resolve().parents[2]
+
+FLEET = """
+name: agent-crash
+engine:
+  journal: {journal}
+  admin: {{port: {port}}}
+bots:
+  - id: demo
+    adapter: {{type: web}}
+    session: {{debounce: {{window: 0}}}}
+    handlers:
+      - event_type: message.received
+        handler_type: agent
+        handler_config:
+          runner: openai
+          runner_config: {{base_url: "{base_url}", api_key: "{api_key}", model: fake}}
+          stream: false
+"""
+
+
+@pytest.fixture
+async def model() -> AsyncIterator[FakeOpenAI]:
+    server = await FakeOpenAI(api_key=API_KEY).start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+def _engine(config: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "callboard.cli", "--log-level", "WARNING", "run", str(config)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+async def test_conversation_survives_kill_9(tmp_path: Path, model: FakeOpenAI) -> None:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    config = tmp_path / "fleet.yaml"
+    config.write_text(
+        FLEET.format(journal=tmp_path / "j.sqlite3", port=port, base_url=model.base_url, api_key=API_KEY)
+    )
+    engine = _engine(config)
+    try:
+        await wait_ready(f"{base}/readyz", timeout=30)
+        client = await ChatClient.connect(base)
+        await client.subscribe("c1")
+        await client.say("remember the word tangerine")
+        await client.wait_for(lambda f: f["op"] == "message")
+        await client.close()
+        engine.send_signal(signal.SIGKILL)
+        engine.wait()
+        engine = _engine(config)
+        await wait_ready(f"{base}/readyz", timeout=30)
+        client = await ChatClient.connect(base)
+        await client.subscribe("c1", since=1)
+        await client.say("which word?")
+        answer = await client.wait_for(lambda f: f["op"] == "message")
+        await client.close()
+    finally:
+        engine.kill()
+        engine.wait()
+    assert answer["text"] == "echo: which word?"
+    history = model.requests[-1]["messages"]
+    assert [m["content"] for m in history[1:3]] == [
+        "remember the word tangerine",
+        "echo: remember the word tangerine",
+    ]
