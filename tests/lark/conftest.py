@@ -1,0 +1,113 @@
+"""Fixtures for the Lark adapter: the fake open platform, fleet files whose bot
+talks to it, and readers of what the engine stored."""
+
+from __future__ import annotations
+
+import contextlib
+import textwrap
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from callboard.actors.config import FleetConfig
+from callboard.actors.config_file import parse_fleet
+from callboard.app import Running, start
+from callboard.engine.events import Event, decode_event
+from callboard.testing.fake_lark import APP_ID, APP_SECRET, ENCRYPT_KEY, VERIFICATION_TOKEN, FakeLark
+
+BOT = "lk"
+
+ECHO = """
+- event_type: message.received
+  handler_type: pipeline
+  handler_config: {stages: [{type: command}, {type: echo}]}
+"""
+
+#: Lark's limits off, so tests that are not about throttling run at full speed
+UNLIMITED = (
+    "rate_limits: {per_bot_per_second: 0, per_private_chat_per_second: 0, per_group_chat_per_minute: 0}"
+)
+
+
+def lark_fleet(
+    tmp_path: Path,
+    lark: FakeLark,
+    *,
+    mode: str = "ws",
+    adapter: str = "",
+    handlers: str = ECHO,
+    port: int = 0,
+    window: str = "0",
+) -> FleetConfig:
+    """A fleet with one Lark bot ``lk`` talking to ``lark``."""
+    webhook = (
+        f'verification_token: "{VERIFICATION_TOKEN}"\n'
+        + (f'encrypt_key: "{lark.encrypt_key}"\n' if lark.encrypt_key else "")
+        if mode == "webhook"
+        else ""
+    )
+    adapter_lines = textwrap.indent(
+        textwrap.dedent(
+            f"""\
+            type: lark
+            app_id: {APP_ID}
+            app_secret: "{APP_SECRET}"
+            mode: {mode}
+            domain: {lark.base_url}
+            request_timeout: 5
+            """
+        )
+        + webhook
+        + UNLIMITED
+        + "\n"
+        + textwrap.dedent(adapter).strip()
+        + "\n",
+        " " * 6,
+    )
+    text = (
+        f"name: test\nengine:\n  journal: {tmp_path / 'journal.sqlite3'}\n"
+        f"  admin: {{host: 127.0.0.1, port: {port}}}\n  shutdown_timeout: 10s\n"
+        f"bots:\n  - id: {BOT}\n    adapter:\n{adapter_lines}"
+        f"    session:\n      debounce: {{window: {window}, max_wait: 10s}}\n"
+        "    handlers:"
+        + ("\n" + textwrap.indent(textwrap.dedent(handlers).strip(), "      ") if handlers else " []")
+        + "\n"
+    )
+    return parse_fleet(text, "lark-test.yaml")
+
+
+@contextlib.asynccontextmanager
+async def running(config: FleetConfig) -> AsyncIterator[Running]:
+    fleet = await start(config)
+    try:
+        yield fleet
+    finally:
+        await fleet.stop()
+
+
+@pytest.fixture
+async def lark() -> AsyncIterator[FakeLark]:
+    server = await FakeLark().start()
+    try:
+        yield server
+    finally:
+        await server.close()
+
+
+@pytest.fixture
+async def lark_encrypted() -> AsyncIterator[FakeLark]:
+    server = await FakeLark(encrypt_key=ENCRYPT_KEY).start()
+    try:
+        yield server
+    finally:
+        await server.close()
+
+
+async def stored_events(fleet: Running) -> list[Event]:
+    rows = await fleet.journal.query("SELECT payload FROM events WHERE bot=? ORDER BY seq", (BOT,))
+    return [decode_event(payload) for (payload,) in rows]
+
+
+ANN = "ou_ann"
+BOB = "ou_bob"
