@@ -2,7 +2,8 @@
 
 Message events are debounced through ``DebounceWindow`` children (one per
 sender in group chats, one per private chat); any other event first flushes
-the open windows, so order is kept. A handler run has a deadline; a failing
+the open windows, so order is kept. A handler run has a deadline (kept by one
+``RunDeadline`` watchdog timer per session, not a timeout context per run); a failing
 run is logged with its event ids and counted, and the session carries on.
 After ``crash_loop_after`` failed runs in a row the session raises, and its
 supervisor restarts it with backoff; the fresh instance reloads its
@@ -26,6 +27,7 @@ import asyncio
 import logging
 from typing import Any
 
+from callboard.actors.deadline import RunDeadline
 from callboard.actors.debounce import DebounceWindow
 from callboard.actors.handler_api import RunAPI
 from callboard.actors.messages import (
@@ -110,6 +112,7 @@ class SessionActor(Actor):
         self.interrupted: list[Inbound] = []
         self.backlog: list[_Pending] = []
         self.inline = False  # stopping: every run is awaited where it starts
+        self.deadline = RunDeadline(bot.clock)
 
     async def on_start(self) -> None:
         self.context.set_receive_timeout(self.bot.config.session.idle_ttl)
@@ -124,6 +127,7 @@ class SessionActor(Actor):
             await self._accept(item)
 
     async def on_stop(self) -> None:
+        self.deadline.close()
         self.bot.live_sessions -= 1
 
     async def on_stopping(self) -> None:
@@ -384,10 +388,16 @@ class SessionActor(Actor):
         counters = bot.counters
         timeout = bot.config.session.handler_timeout
         ids = [e.event_id for e in events]
+        deadline = self.deadline
+        deadline.begin(timeout)
         try:
-            async with asyncio.timeout(timeout):
+            try:
                 await handler.handle(ctx)
-        except TimeoutError:
+            finally:
+                expired = deadline.end()
+        except asyncio.CancelledError:
+            if not expired:
+                raise
             counters.timed_out_runs += 1
             log.error(
                 "%s: handler run %d missed its %.1fs deadline (events %s)", self.key, run_id, timeout, ids
