@@ -13,7 +13,9 @@ from callboard import logs
 
 BENCHMARKS: dict[str, str] = {
     "actors": "callboard.bench.actors",
+    "agent": "callboard.bench.agent",
     "e2e": "callboard.bench.e2e",
+    "plugins": "callboard.bench.plugins",
     "sandbox": "callboard.bench.sandbox",
     "telegram": "callboard.bench.telegram",
 }

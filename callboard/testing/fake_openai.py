@@ -98,12 +98,13 @@ class FakeOpenAI:
     def release(self) -> None:
         self._released.set()
 
-    async def start(self) -> FakeOpenAI:
+    async def start(self, port: int = 0) -> FakeOpenAI:
         app = web.Application(client_max_size=16 * 1024 * 1024)
         app.router.add_post("/v1/chat/completions", self._completions)
+        app.router.add_get("/health", self._health)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", port, backlog=4096)
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         return self
@@ -113,6 +114,9 @@ class FakeOpenAI:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+    async def _health(self, request: web.Request) -> web.StreamResponse:
+        return web.json_response({"served": self.served, "in_flight": self.in_flight})
 
     async def _completions(self, request: web.Request) -> web.StreamResponse:
         if self.api_key is not None and request.headers.get("Authorization") != f"Bearer {self.api_key}":
@@ -276,3 +280,27 @@ class FakeDify:
         await response.write(b"data: " + orjson.dumps(end) + b"\n\n")
         await response.write_eof()
         return response
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Serve the fake model on its own (benchmarks run it in a separate process)."""
+    import argparse
+
+    from callboard.engine.loop import run
+
+    parser = argparse.ArgumentParser(prog="python -m callboard.testing.fake_openai")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--latency", type=float, nargs=2, default=(0.0, 0.0), metavar=("MIN", "MAX"))
+    args = parser.parse_args(argv)
+
+    async def serve() -> None:
+        server = FakeOpenAI(latency=(args.latency[0], args.latency[1]))
+        await server.start(port=args.port)
+        await asyncio.Event().wait()
+
+    run(serve())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

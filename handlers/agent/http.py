@@ -16,15 +16,19 @@ class HttpClient:
     """An aiohttp session opened on first use (inside the running loop) and
     opened again after ``close`` (a bot restarted by its supervisor)."""
 
-    def __init__(self, timeout: float, headers: dict[str, str] | None = None) -> None:
+    def __init__(self, timeout: float, headers: dict[str, str] | None = None, connections: int = 100) -> None:
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=timeout, sock_read=timeout)
         self._headers = headers or {}
+        self._connections = connections
         self._session: aiohttp.ClientSession | None = None
 
     @property
     def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(timeout=self._timeout, headers=self._headers)
+            connector = aiohttp.TCPConnector(limit=self._connections)
+            self._session = aiohttp.ClientSession(
+                timeout=self._timeout, headers=self._headers, connector=connector
+            )
         return self._session
 
     async def close(self) -> None:

@@ -28,6 +28,12 @@ class OpenAIRunnerConfig(BaseModel):
     max_tokens: int | None = Field(default=None, gt=0)
     headers: dict[str, str] = Field(default_factory=dict, description="extra request headers")
     request_timeout: Duration = Field(default=60.0, gt=0, description="connect and read timeout of one call")
+    max_connections: int = Field(
+        default=100,
+        ge=1,
+        le=100_000,
+        description="open connections to the endpoint; more calls wait their turn",
+    )
 
     @field_validator("base_url")
     @classmethod
@@ -47,7 +53,7 @@ class OpenAIRunner:
         headers = {"Content-Type": "application/json", **config.headers}
         if config.api_key is not None and config.api_key.get_secret_value():
             headers["Authorization"] = f"Bearer {config.api_key.get_secret_value()}"
-        self.http = HttpClient(config.request_timeout, headers)
+        self.http = HttpClient(config.request_timeout, headers, config.max_connections)
         self.url = f"{config.base_url}/chat/completions"
 
     async def close(self) -> None:
