@@ -18,6 +18,7 @@ from callboard.actors.fleet import ApplyConfig, FleetActor, ReloadResult
 from callboard.actors.http import HttpServer
 from callboard.actors.runtime import FleetStats
 from callboard.engine.clock import Clock
+from callboard.engine.gc_tuning import tune_for_serving
 from callboard.engine.journal import Journal
 from callboard.engine.ref import ActorRef
 from callboard.engine.system import ActorSystem
@@ -85,6 +86,7 @@ async def serve(path: str | Path, *, announce: Callable[[str], Any] = print) -> 
     config = load_fleet(path)
     logs.hide_secrets(config)
     running = await start(config)
+    tune_for_serving()  # start-up is done: freeze what it built, collect rarely
     for bot_id, runtime in running.stats.runtimes.items():
         for label, link in runtime.links.items():
             url = link if "://" in link else f"{running.base_url}{link}"
