@@ -76,7 +76,7 @@ from callboard.sandbox.tools import call_timeout
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from callboard.engine.cell import ActorCell
+    from callboard.engine.context import ActorContext
 
 __all__ = [
     "SandboxManager",
@@ -101,7 +101,7 @@ R = TypeVar("R", bound=BaseModel)
 
 
 def spawn_sandbox_manager(
-    context: ActorCell, fleet: str, settings: SandboxSettings | None, name: str = "sandbox"
+    context: ActorContext, fleet: str, settings: SandboxSettings | None, name: str = "sandbox"
 ) -> ActorRef | None:
     """Start the fleet's manager under ``context`` (a fleet actor's), or None without settings."""
     if settings is None:

@@ -4,8 +4,8 @@ The engine knows no chat platform.
 """
 
 from callboard.engine.actor import Actor, MailboxPolicy
-from callboard.engine.cell import ActorCell
 from callboard.engine.clock import Clock, LoopClock, ManualClock
+from callboard.engine.context import ActorContext
 from callboard.engine.errors import (
     ActorDeadError,
     ActorError,
@@ -23,11 +23,8 @@ from callboard.engine.signals import ExitReason, ReceiveTimeout, Terminated
 from callboard.engine.supervision import Backoff, Directive, SupervisorStrategy, decider_from_mapping
 from callboard.engine.system import ActorSystem
 
-ActorContext = ActorCell
-
 __all__ = [
     "Actor",
-    "ActorCell",
     "ActorContext",
     "ActorDeadError",
     "ActorError",

@@ -1,4 +1,7 @@
-"""ActorCell: the runtime side of one actor, and the ``context`` it sees.
+"""ActorCell: the runtime side of one actor (internal to the engine).
+
+Actors never see their cell: they reach the runtime through the narrow
+``ActorContext`` (engine/context.py), which delegates here.
 
 An idle actor owns no task: its cell holds the actor instance and, only while
 messages are queued, a mailbox. A tell to an idle actor puts the cell on the
@@ -35,6 +38,7 @@ from callboard.engine.supervision import DEFAULT_STRATEGY, Directive, RestartSta
 if TYPE_CHECKING:
     from callboard.engine.actor import Actor, MailboxPolicy
     from callboard.engine.clock import TimerHandle
+    from callboard.engine.context import ActorContext
     from callboard.engine.system import ActorSystem
 
 log = logging.getLogger("callboard.engine")
@@ -78,7 +82,7 @@ def short_repr(value: object, limit: int = 200) -> str:
 
 
 class ActorCell:
-    """Runtime state of one actor; also its ``context`` (spawn, watch, timers...)."""
+    """Runtime state of one actor: mailbox, turns, supervision, timers, stopping."""
 
     __slots__ = (
         "action",
@@ -91,6 +95,7 @@ class ActorCell:
         "child_seq",
         "closed",
         "cls",
+        "context",
         "current",
         "escalated",
         "exit_reason",
@@ -181,25 +186,12 @@ class ActorCell:
         self.group_stats: dict[int, RestartStats] | None = None
         self.termination: asyncio.Future[ExitReason] | None = None
         self.escalated = False
+        self.context: ActorContext | None = None  # made on first use: an actor that never asks pays nothing
 
     def __repr__(self) -> str:
         return f"<ActorCell {self.path}>"
 
-    # ------------------------------------------------------------------ context API
-
-    @property
-    def parent(self) -> ActorRef | None:
-        """The parent's ref; None for a top-level actor."""
-        parent = self.parent_cell
-        return None if parent is None or parent.parent_cell is None else parent.ref
-
-    @property
-    def children(self) -> tuple[ActorRef, ...]:
-        return tuple(c.ref for c in (self.child_cells or {}).values())
-
-    def child(self, name: str) -> ActorRef | None:
-        cell = (self.child_cells or {}).get(name)
-        return cell.ref if cell is not None else None
+    # ------------------------------------------------------------------ for ActorContext
 
     def spawn(
         self,
@@ -237,10 +229,6 @@ class ActorCell:
             cell.needs_start = True
             cell.schedule()
         return cell.ref
-
-    def stop(self, reason: ExitReason = "normal") -> asyncio.Future[ExitReason]:
-        """Stop this actor after the messages already queued."""
-        return self.request_stop(reason)
 
     def watch(self, ref: ActorRef) -> None:
         """Deliver ``Terminated(ref, reason)`` to this actor when ``ref`` stops."""

@@ -73,10 +73,6 @@ class ActorSystem:
         if self._cells.get(cell.path) is cell:
             del self._cells[cell.path]
 
-    @property
-    def top_level(self) -> tuple[ActorRef, ...]:
-        return self._guardian.children
-
     def tree(self) -> dict[str, Any]:
         """The live actor tree as plain data (for the admin API)."""
 

@@ -154,8 +154,7 @@ async def test_paths_and_lookup(system: ActorSystem) -> None:
     assert child.path == "/fleet/sessions"
     assert system.lookup("/fleet/sessions") is child
     assert system.lookup("/fleet/missing") is None
-    assert child._cell.parent is fleet
-    assert fleet._cell.children == (child,)
+    assert system.tree()["children"][0]["children"][0]["path"] == "/fleet/sessions"
 
 
 async def test_death_watch(system: ActorSystem) -> None:

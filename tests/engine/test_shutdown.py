@@ -23,7 +23,7 @@ class Node(Actor):
         return None
 
     async def on_stop(self) -> None:
-        STOPS.append(self.context.path)
+        STOPS.append(self.ref.path)
 
 
 @pytest.fixture(autouse=True)
@@ -72,7 +72,7 @@ async def test_forced_shutdown_still_runs_on_stop() -> None:
             await asyncio.Event().wait()  # never returns
 
         async def on_stop(self) -> None:
-            stopped.append(self.context.path)
+            stopped.append(self.ref.path)
 
     ref = system.spawn(Stuck, "stuck")
     ref.tell("hang")
