@@ -2,8 +2,8 @@
 
 aiohttp freezes its router when the app starts, but bots come and go on a
 reload, so routes live in a table of exact paths this server dispatches
-itself. Each route has an owner (a bot id or "engine") so a bot's routes leave
-with it.
+itself, plus a few prefix routes (``add_prefix``) for paths that carry ids.
+Each route has an owner (a bot id or "engine") so a bot's routes leave with it.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ class HttpServer:
         self.app = web.Application(client_max_size=max_body)
         self.app.router.add_route("*", "/{tail:.*}", self._dispatch)
         self._routes: dict[tuple[str, str], tuple[str, Handler]] = {}
+        self._prefixes: list[tuple[str, str, Handler]] = []
         self._runner: web.AppRunner | None = None
         self._site: web.BaseSite | None = None
 
@@ -39,6 +40,13 @@ class HttpServer:
         if existing is not None and existing[0] != owner:
             raise RouteConflict(f"{method} {path} is already served for {existing[0]!r}")
         self._routes[key] = (owner, handler)
+
+    def add_prefix(self, method: str, prefix: str, handler: Handler) -> None:
+        """Serve every path under ``prefix`` (ending in "/") not served exactly;
+        the handler parses ``request.path`` itself."""
+        if not prefix.endswith("/"):
+            raise ValueError("a route prefix ends in '/'")
+        self._prefixes.append((method.upper(), prefix, handler))
 
     def remove_owner(self, owner: str) -> None:
         for key in [k for k, (o, _) in self._routes.items() if o == owner]:
@@ -53,6 +61,9 @@ class HttpServer:
         if entry is None and request.method == "HEAD":
             entry = self._routes.get(("GET", path))
         if entry is None:
+            for method, prefix, handler in self._prefixes:
+                if method == request.method and path.startswith(prefix):
+                    return await handler(request)
             if any(p == path for (_, p) in self._routes):
                 return web.json_response({"error": "method not allowed"}, status=405)
             return web.json_response({"error": f"no route for {path}"}, status=404)

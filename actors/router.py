@@ -44,6 +44,7 @@ class SessionRouter(Actor):
         self.waiting: dict[SessionKey, deque[Inbound | ReplayRun | RetryRun | Callback]] = {}
 
     async def on_start(self) -> None:
+        self.bot.sessions = self.ref
         pending = await self.bot.journal.pending(self.bot.bot_id)
         if pending:
             log.info("bot %s: replaying %d unfinished events", self.bot.bot_id, len(pending))

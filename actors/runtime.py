@@ -58,6 +58,8 @@ class BotRuntime:
     outlet: Outlet
     counters: BotCounters = field(default_factory=BotCounters)
     links: dict[str, str] = field(default_factory=dict)
+    #: the bot's session router, once started (admin retries and callbacks go there)
+    sessions: ActorRef | None = None
     live_sessions: int = 0
 
     @property

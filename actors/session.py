@@ -317,7 +317,7 @@ class SessionActor(Actor):
                 f"{self.key}: {self.bot.config.session.crash_loop_after} failed runs in a row"
             )
 
-    def _context(self, events: list[Any], run_id: int, replayed: bool) -> HandlerContext:
+    def _context(self, events: list[Any], run_id: int, api: RunAPI) -> HandlerContext:
         bot = self.bot
         usage = bot.counters.usage
 
@@ -329,12 +329,12 @@ class SessionActor(Actor):
             session=self.key,
             events=events,
             run_id=run_id,
-            api=RunAPI(bot, self.key, run_id, replayed),
+            api=api,
             clock=bot.clock,
             load_state=self._load_state,
             save_state=self._save_state,
             stats=bot.stats,
-            replayed=replayed,
+            replayed=api.replayed,
             count=count,
         )
 
@@ -351,11 +351,13 @@ class SessionActor(Actor):
         counters = bot.counters
         events = [i.event for i in inbounds]
         seqs = [i.seq for i in inbounds]
-        ctx = self._context(events, run_id, replayed)
+        api = RunAPI(bot, self.key, run_id, replayed)
+        ctx = self._context(events, run_id, api)
         user_id = _user_id(events)
         status = "done"
         for index, handler in matches:
             ctx.handler_index = index
+            api.scope = str(index)
             ctx.sandbox = bot.sandbox(
                 self.key.chat_type, self.key.chat_id, self.key.thread, user_id, handler.kind
             )
@@ -422,7 +424,9 @@ class SessionActor(Actor):
         if run_actions is None:
             log.warning("%s: callback for rule %d, which is not a webhook", self.key, message.handler_index)
             return
-        ctx = self._context([], message.run_id, replayed=True)
+        api = RunAPI(self.bot, self.key, message.run_id, replayed=True)
+        api.scope = f"cb{message.handler_index}"  # the callback's sends never collide with the run's
+        ctx = self._context(message.events, message.run_id, api)
         ctx.handler_index = message.handler_index
         await run_actions(ctx, message.actions)
         if ctx.errors:

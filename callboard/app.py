@@ -16,6 +16,7 @@ from callboard.actors.config import FleetConfig
 from callboard.actors.config_file import ConfigError, load_fleet
 from callboard.actors.fleet import ApplyConfig, FleetActor, ReloadResult
 from callboard.actors.http import HttpServer
+from callboard.actors.runs import add_run_routes
 from callboard.actors.runtime import FleetStats
 from callboard.engine.clock import Clock
 from callboard.engine.gc_tuning import tune_for_serving
@@ -68,6 +69,7 @@ async def start(config: FleetConfig, *, port: int | None = None, clock: Clock | 
     stats = FleetStats(system.metrics.live_actors, lambda: system.metrics.messages)
     holder: dict[str, FleetConfig] = {"config": config}
     add_admin_routes(http, system, stats, journal, lambda: [b.id for b in holder["config"].bots if b.enabled])
+    add_run_routes(http, stats, journal)
     try:
         await http.start()
     except OSError as exc:
