@@ -351,7 +351,7 @@ class SlackAdapter(Adapter):
                 return dict(message)
         replies = await self.web.call(
             "conversations.replies",
-            lambda c: c.conversations_replies(channel=channel, ts=ts, latest=ts, inclusive=True, limit=1),
+            lambda c: c.conversations_replies(channel=channel, ts=ts, oldest=ts, inclusive=True, limit=2),
         )
         for message in replies.get("messages") or []:
             if message.get("ts") == ts:
