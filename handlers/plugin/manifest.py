@@ -25,9 +25,12 @@ def find_manifest(path: str | None, package: str | None) -> tuple[Path, PluginMa
             raise ManifestError(f"plugin folder {path!r} does not exist")
     else:
         assert package is not None
-        if not package.isidentifier():
-            raise ManifestError(f"package {package!r} is not a top-level package name")
-        spec = importlib.util.find_spec(package)  # finds it without importing it
+        if not all(part.isidentifier() for part in package.split(".")):
+            raise ManifestError(f"package {package!r} is not a package name")
+        try:
+            spec = importlib.util.find_spec(package)  # imports its parents, never the plugin itself
+        except ImportError:
+            spec = None
         locations = list(spec.submodule_search_locations or []) if spec is not None else []
         if not locations:
             raise ManifestError(f"package {package!r} is not installed (or is not a package)")

@@ -1,0 +1,1 @@
+"""An installed plugin (found through its package) used by ``callboard bench plugins``."""

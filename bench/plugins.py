@@ -1,0 +1,173 @@
+"""Plugin benchmark: events through an out-of-process plugin listener, as a
+ratio to the in-process echo pipeline, measured side by side in one run.
+
+One engine process (pinned to one core; its plugin runner inherits the pin)
+serves two web bots: ``pipe`` answers with the pipeline's echo stage, ``plug``
+with the ``bench-echo`` plugin in its runner process, so every event crosses
+the Unix socket twice (the event, the reply) plus the answers. The load (this
+process, on the other core) alternates between the two bots, three rounds
+each; the medians are reported. The journal runs with synchronous=NORMAL so
+fsync jitter does not drown the difference being measured. Added latency is read from the paced
+scenario (nothing queues there); the bursts give the throughput ratio.
+
+    callboard bench plugins [--quick] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from callboard.bench.e2e import Load, drive
+from callboard.bench.harness import free_port, pin, process, split_cpus, wait_ready
+from callboard.engine.loop import run as run_loop
+
+BOT = """
+  - id: {id}
+    adapter: {{type: web, max_in_flight: 5000, send_queue: 100000}}
+    session:
+      idle_ttl: 1h
+      debounce: {{window: 0}}
+      handler_timeout: 5m
+    handlers:
+      - event_type: message.received
+        handler_type: {handler}
+"""
+
+HEAD = """
+name: bench
+engine:
+  journal: {{path: {journal}, synchronous: NORMAL}}
+  admin: {{port: {port}}}
+plugin_runtime:
+  health_interval: 5s
+  watch: false
+plugins:
+  - package: callboard.bench.plugin_echo
+bots:"""
+
+
+def fleet(journal: Path, port: int) -> str:
+    """One bot answering through the pipeline's echo stage, one through the plugin."""
+    return (
+        HEAD.format(journal=journal, port=port)
+        + BOT.format(id="pipe", handler="pipeline")
+        + "        handler_config: {stages: [{type: echo}]}\n"
+        + BOT.format(id="plug", handler="plugin")
+        + "        handler_config: {plugin_filter: [bench-echo]}\n"
+    )
+
+
+ROUNDS = 3
+
+
+def measure(quick: bool, quiet: bool = False) -> dict[str, Any]:
+    engine_cpu, load_cpu = split_cpus()
+    pin(load_cpu)
+    scale = 0.25 if quick else 1.0
+    scenarios = {
+        "paced 50/s (unloaded)": Load(
+            sessions=10, messages=max(10, int(60 * scale)), connections=1, rate=50.0
+        ),
+        "S=1 (one chat, burst)": Load(sessions=1, messages=max(50, int(2000 * scale)), connections=1),
+        "S=200 (concurrent chats)": Load(sessions=200, messages=max(2, int(20 * scale)), connections=20),
+    }
+    results: dict[str, dict[str, list[dict[str, Any]]]] = {
+        name: {"pipe": [], "plug": []} for name in scenarios
+    }
+
+    def say(text: str) -> None:
+        if not quiet:
+            print(f"  {text}", file=sys.stderr, flush=True)
+
+    with tempfile.TemporaryDirectory(prefix="callboard-bench-plugins-") as tmp:
+        port = free_port()
+        config = Path(tmp) / "fleet.yaml"
+        config.write_text(fleet(Path(tmp) / "journal.sqlite3", port))
+        argv = [sys.executable, "-m", "callboard.cli", "--log-level", "WARNING", "run", str(config)]
+        with process(argv, engine_cpu) as engine:
+            run_loop(wait_ready(f"http://127.0.0.1:{port}/readyz", engine))
+            for name, load in scenarios.items():
+                for round_ in range(ROUNDS):
+                    for bot in ("pipe", "plug"):
+                        say(f"{name}: {bot}, round {round_ + 1} of {ROUNDS}")
+                        url = f"ws://127.0.0.1:{port}/web/{bot}/ws"
+                        result = run_loop(drive(url, load, 0.0, tag=f"{bot}{round_}{name[:5]}-"))
+                        results[name][bot].append(vars(result))
+    report: dict[str, Any] = {
+        "quick": quick,
+        "engine_cpu": engine_cpu,
+        "load_cpu": load_cpu,
+        "rounds": ROUNDS,
+        "scenarios": {},
+    }
+    for name, by_bot in results.items():
+        entry: dict[str, Any] = {"events": scenarios[name].sessions * scenarios[name].messages}
+        for bot, runs in by_bot.items():
+            entry[bot] = {
+                key: statistics.median(r[key] for r in runs)
+                for key in ("handled_per_s", "reply_p50_ms", "reply_p99_ms")
+            }
+            entry[bot]["errors"] = sum(r["errors"] for r in runs)
+            entry[bot]["out_of_order"] = sum(r["out_of_order"] for r in runs)
+            entry[bot]["notes"] = [note for r in runs for note in r["notes"]]
+        pipe, plug = entry["pipe"], entry["plug"]
+        entry["ratio_plugin_vs_pipeline"] = (
+            plug["handled_per_s"] / pipe["handled_per_s"] if pipe["handled_per_s"] else 0.0
+        )
+        entry["added_p50_ms"] = plug["reply_p50_ms"] - pipe["reply_p50_ms"]
+        entry["added_p99_ms"] = plug["reply_p99_ms"] - pipe["reply_p99_ms"]
+        report["scenarios"][name] = entry
+    return report
+
+
+def render(report: dict[str, Any]) -> str:
+    lines = [
+        f"callboard plugin benchmark (engine and its runner on CPU {report['engine_cpu']}, load on CPU "
+        f"{report['load_cpu']}; medians of {report['rounds']} interleaved rounds; journal NORMAL)",
+        "",
+        f"{'scenario':<26}{'events':>8}{'pipeline/s':>12}{'plugin/s':>10}{'ratio':>7}"
+        f"{'pipeline p50/p99 ms':>21}{'plugin p50/p99 ms':>19}{'added p50/p99 ms':>18}",
+    ]
+    for name, e in report["scenarios"].items():
+        pipe, plug = e["pipe"], e["plug"]
+        lines.append(
+            f"{name:<26}{e['events']:>8,}{pipe['handled_per_s']:>12,.0f}{plug['handled_per_s']:>10,.0f}"
+            f"{e['ratio_plugin_vs_pipeline']:>7.2f}"
+            f"{pipe['reply_p50_ms']:>12.2f} /{pipe['reply_p99_ms']:>6.2f}"
+            f"{plug['reply_p50_ms']:>10.2f} /{plug['reply_p99_ms']:>6.2f}"
+            f"{e['added_p50_ms']:>9.2f} /{e['added_p99_ms']:>6.2f}"
+        )
+        for bot in ("pipe", "plug"):
+            for note in e[bot]["notes"]:
+                lines.append(f"    {bot}: {note}")
+            if e[bot]["errors"] or e[bot]["out_of_order"]:
+                lines.append(f"    {bot}: {e[bot]['errors']} errors, {e[bot]['out_of_order']} out of order")
+    lines.append("")
+    lines.append(
+        "ratio: plugin events/s over pipeline events/s; added: plugin reply latency minus pipeline's"
+    )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="callboard bench plugins", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="fewer messages per scenario")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args(argv)
+    report = measure(args.quick, quiet=args.json)
+    if args.json:
+        print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
+    else:
+        print(render(report))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
