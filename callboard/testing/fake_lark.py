@@ -299,8 +299,13 @@ class FakeLark:
         self.tokens.clear()
 
     def silence(self, on: bool = True) -> None:
-        """The long connection stays open but sends nothing: no pongs, no events."""
+        """The long connection stays open but sends nothing: no pongs, no events.
+        Turned off, what was never acknowledged is sent again."""
         self.silent = on
+        if not on:
+            for ws in self.connections:
+                for frame_id in list(self.queue):
+                    self._spawn(self._send_event(ws, self.deliveries[frame_id]))
 
     async def drop_connections(self) -> None:
         for ws in list(self.connections):

@@ -3,14 +3,19 @@ platform's frame protocol, each event answered only after the journal has it."""
 
 from __future__ import annotations
 
+import asyncio
+import collections
+import logging
 from pathlib import Path
 
 import pytest
 
+from callboard.app import Running
 from callboard.engine.events import MessageReceived
-from callboard.testing.fake_lark import FakeLark
+from callboard.testing.fake_lark import APP_SECRET, Failure, FakeLark
 from tests.lark.conftest import ANN, BOT, lark_fleet, running, stored_events
 from tests.support import eventually
+from tests.telegram.conftest import stall_appends
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -29,3 +34,137 @@ async def test_a_message_is_stored_answered_and_echoed(tmp_path: Path, lark: Fak
         assert len(events) == 1 and isinstance(events[0], MessageReceived)
         assert events[0].chat_type == "private" and events[0].chat_id == chat
         assert events[0].sender.id == ANN
+
+
+async def connected(fleet: Running) -> None:
+    await eventually(lambda: fleet.stats.connections.get(BOT, (False, ""))[0], timeout=20)
+
+
+def texts(lark: FakeLark, chat: str, words: list[str]) -> list[str]:
+    return [lark.push(lark.message_event(chat, ANN, word)) for word in words]
+
+
+async def handled_once(fleet: Running, count: int) -> None:
+    events = await stored_events(fleet)
+    keys = collections.Counter(e.dedup_key for e in events)
+    assert len(keys) == count and set(keys.values()) == {1}, keys
+    await eventually(lambda: fleet.stats.runtimes[BOT].counters.handled_events == count)
+
+
+async def test_an_event_is_answered_only_after_the_journal_committed(
+    tmp_path: Path, lark: FakeLark, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lark.add_user(ANN, "Ann")
+    chat = lark.p2p(ANN)
+    async with running(lark_fleet(tmp_path, lark, handlers="")) as fleet:
+        await connected(fleet)
+        stall_appends(monkeypatch, fleet, seconds=1.5, count=1)  # a slow disk
+        (event_id,) = texts(lark, chat, ["slow"])
+        await eventually(lambda: lark.served(event_id) == 1)
+        await asyncio.sleep(1.0)
+        assert lark.acked(event_id) == 0  # delivered, not yet durable: not answered
+        await lark.wait_acked()
+        assert await fleet.journal.query("SELECT COUNT(*) FROM events") == [(1,)]
+
+
+async def test_redeliveries_are_handled_once(tmp_path: Path, lark: FakeLark) -> None:
+    lark.add_user(ANN, "Ann")
+    chat = lark.p2p(ANN)
+    async with running(lark_fleet(tmp_path, lark)) as fleet:
+        await connected(fleet)
+        payload = lark.message_event(chat, ANN, "once")
+        lark.push(payload)
+        lark.push(payload)  # the same event again
+        again = lark.envelope("im.message.receive_v1", payload["event"])  # same message, new event id
+        lark.push(again)
+        await lark.wait_acked()
+        await lark.wait_calls("send_message", 1)
+        await handled_once(fleet, 1)
+        await asyncio.sleep(0.3)
+        assert lark.texts_sent() == ["once"]
+
+
+async def test_a_dropped_connection_reconnects_and_loses_nothing(tmp_path: Path, lark: FakeLark) -> None:
+    lark.add_user(ANN, "Ann")
+    chat = lark.p2p(ANN)
+    async with running(lark_fleet(tmp_path, lark)) as fleet:
+        await connected(fleet)
+        texts(lark, chat, ["before"])
+        await lark.wait_calls("send_message", 1)
+        lark.hold("send_message")
+        await lark.drop_connections()
+        texts(lark, chat, ["while away 1", "while away 2"])  # queued: nobody is connected
+        lark.release()
+        await lark.wait_calls("send_message", 3, timeout=20)
+        await lark.wait_acked()
+        assert lark.texts_sent() == ["before", "while away 1", "while away 2"]
+        assert fleet.system.metrics.restarts["LarkConnection"] >= 1
+        await handled_once(fleet, 3)
+    assert lark.overlaps == 0  # the old socket was closed before a new one opened
+
+
+async def test_a_silent_connection_is_replaced(tmp_path: Path) -> None:
+    lark = await FakeLark(ping_interval=1).start()
+    try:
+        lark.add_user(ANN, "Ann")
+        chat = lark.p2p(ANN)
+        async with running(lark_fleet(tmp_path, lark, adapter="stale_after: 2.5")) as fleet:
+            await connected(fleet)
+            first = lark.connects
+            lark.silence()  # open, but no pongs and no events
+            texts(lark, chat, ["lost in silence"])
+            await eventually(lambda: lark.connects > first, timeout=20)
+            lark.silence(False)
+            await lark.wait_calls("send_message", 1, timeout=20)
+            assert fleet.system.metrics.restarts["LarkConnection"] >= 1
+            assert lark.texts_sent() == ["lost in silence"]
+    finally:
+        await lark.close()
+
+
+async def test_endpoint_failures_are_retried(tmp_path: Path, lark: FakeLark) -> None:
+    lark.fail("ws_endpoint", Failure.server_error(503), Failure.error(1, "system busy", status=200))
+    lark.add_user(ANN, "Ann")
+    async with running(lark_fleet(tmp_path, lark)) as fleet:
+        await connected(fleet)
+        texts(lark, lark.p2p(ANN), ["finally"])
+        await lark.wait_calls("send_message", 1)
+        assert len(lark.calls_of("ws_endpoint")) == 3
+
+
+async def test_rejected_credentials_stop_the_bot_with_a_clear_error(
+    tmp_path: Path, lark: FakeLark, caplog: pytest.LogCaptureFixture
+) -> None:
+    lark.app_secret = "another secret"
+    with caplog.at_level(logging.INFO):
+        async with running(lark_fleet(tmp_path, lark)) as fleet:
+            await eventually(lambda: BOT not in fleet.stats.runtimes)
+            await asyncio.sleep(1.5)  # no retry after a backoff either
+            assert len(lark.calls_of("tenant_access_token")) == 1
+    messages = "\n".join(r.getMessage() for r in caplog.records)
+    assert "Lark rejected the app's credentials" in messages and "check app_id and app_secret" in messages
+    assert APP_SECRET not in messages
+
+
+async def test_two_bots_each_run_their_own_long_connection(tmp_path: Path, lark: FakeLark) -> None:
+    """lark-oapi keeps one module-level loop; two clients on two threads must not share it."""
+    other = await FakeLark().start()
+    try:
+        for server in (lark, other):
+            server.add_user(ANN, "Ann")
+        first = lark_fleet(tmp_path, lark)
+        second = lark_fleet(tmp_path, other)
+        bot = second.bots[0].model_copy(update={"id": "lk2"})
+        config = first.model_copy(update={"bots": [first.bots[0], bot]})
+        async with running(config) as fleet:
+            await eventually(
+                lambda: all(fleet.stats.connections.get(b, (False, ""))[0] for b in (BOT, "lk2"))
+            )
+            for round_ in range(3):
+                texts(lark, lark.p2p(ANN), [f"a{round_}"])
+                texts(other, other.p2p(ANN), [f"b{round_}"])
+            await lark.wait_calls("send_message", 3)
+            await other.wait_calls("send_message", 3)
+            assert lark.texts_sent() == ["a0", "a1", "a2"] and other.texts_sent() == ["b0", "b1", "b2"]
+    finally:
+        await other.close()
