@@ -56,15 +56,19 @@ class AgentHandler:
         reply = ReplyStream(ctx, stream=config.stream, interval=config.stream_interval)
         started = ctx.clock.now()
         ctx.count("agent_runs", 1)
+        errors: list[str] = []
         try:
             async with asyncio.timeout(config.deadline):
-                answer = await self._converse(
-                    ctx, memory, prompt.render(config.prompt, values), user_turn, reply
-                )
+                system = prompt.render(config.prompt, values)
+                answer = await self._converse(ctx, memory, system, user_turn, reply, errors)
         except (RunnerError, TimeoutError) as exc:
             ctx.count("agent_failures", 1)
             memory.abandon()
-            reason = "missed its deadline" if isinstance(exc, TimeoutError) else str(exc)
+            if isinstance(exc, TimeoutError):
+                last = f" (last error: {errors[-1]})" if errors else ""
+                reason = f"missed its {config.deadline:g}s deadline{last}"
+            else:
+                reason = str(exc)
             await reply.finish(config.failure_message)
             raise RunFailed(f"agent run failed: {reason}") from None
         finally:
@@ -72,7 +76,13 @@ class AgentHandler:
         memory.finish(user_turn, answer)
 
     async def _converse(
-        self, ctx: HandlerContext, memory: Memory, system: str, user_turn: str, reply: ReplyStream
+        self,
+        ctx: HandlerContext,
+        memory: Memory,
+        system: str,
+        user_turn: str,
+        reply: ReplyStream,
+        errors: list[str],
     ) -> str:
         config = self.config
         record = memory.run_record(ctx.run_id)
@@ -92,7 +102,7 @@ class AgentHandler:
         )
         rounds = sum(1 for m in record if m["role"] == "assistant")
         while True:
-            completion = await self._complete(ctx, request, reply)
+            completion = await self._complete(ctx, request, reply, errors)
             if not completion.tool_calls or rounds >= config.tools.max_rounds:
                 text = completion.text.strip() or (
                     f"(stopped after {rounds} tool rounds)" if completion.tool_calls else "(no answer)"
@@ -123,12 +133,16 @@ class AgentHandler:
             await ctx.checkpoint()  # a replay after a crash resumes here, without running them again
             reply.reset()
 
-    async def _complete(self, ctx: HandlerContext, request: RunRequest, reply: ReplyStream) -> Completion:
+    async def _complete(
+        self, ctx: HandlerContext, request: RunRequest, reply: ReplyStream, errors: list[str]
+    ) -> Completion:
+        """One model call; transient failures retried with backoff (the run's deadline bounds them)."""
         attempt = 0
         while True:
             try:
                 completion = await self.runner.complete(request, reply.delta)
             except RunnerError as exc:
+                errors.append(str(exc))
                 if not exc.transient:
                     raise
                 delay = exc.retry_after if exc.retry_after is not None else RETRY_BACKOFF.delay(attempt)

@@ -31,6 +31,7 @@ async def test_platform_tool_reacts_through_the_outbound_path(tmp_path: Path, mo
         await client.subscribe("c1")
         cid = await client.say("react to this")
         ack = await client.wait_for(lambda f: f["op"] == "ack" and f["client_msg_id"] == cid)
+        await client.wait_for(lambda f: f["op"] == "message")  # its answer: the model is idle again
         model.script(
             Reply(calls=[Call("add_reaction", {"message_id": ack["message_id"], "reaction": "👍"})]),
             Reply(text="done"),
