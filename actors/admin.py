@@ -1,7 +1,14 @@
-"""Admin endpoints on the engine's HTTP server: health, readiness, metrics, actors."""
+"""Admin endpoints on the engine's HTTP server: health, readiness, metrics, actors.
+
+``/healthz`` and ``/readyz`` are open (probes); the rest sit behind the admin
+check (``actors.admin_auth``: token and Host allow-list). Readiness includes a
+journal write probe: a read-only or full disk makes the engine unready, with
+the reason.
+"""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -12,10 +19,13 @@ from prometheus_client.registry import Collector
 
 from callboard.actors.http import HttpServer
 from callboard.actors.runtime import FleetStats
-from callboard.engine.journal import Journal
+from callboard.engine.journal import Journal, JournalClosed, StorageUnavailable
 from callboard.engine.system import ActorSystem
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+#: a journal write that takes longer than this makes /readyz fail
+WRITE_PROBE_TIMEOUT = 5.0
 
 
 class EngineCollector(Collector):
@@ -87,6 +97,7 @@ def add_admin_routes(
     stats: FleetStats,
     journal: Journal,
     expected_bots: Callable[[], list[str]],
+    metrics_open: bool = False,
 ) -> None:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(EngineCollector(system, stats, journal))
@@ -98,6 +109,8 @@ def add_admin_routes(
         problems = []
         if not journal.is_open:
             problems.append("journal is not open")
+        else:
+            problems.extend(await _journal_problems(journal))
         if system.closed:
             problems.append("shutting down")
         for bot_id in expected_bots():
@@ -136,3 +149,20 @@ def add_admin_routes(
     http.add("GET", "/metrics", metrics)
     http.add("GET", "/api/actors", actors)
     http.add("GET", "/api/bots", bots)
+    http.allow_open("/healthz", "/readyz", *(["/metrics"] if metrics_open else []))
+
+
+async def _journal_problems(journal: Journal) -> list[str]:
+    """Why the journal cannot take writes now: a failing storage, or a write probe
+    that does not commit in time."""
+    problem = journal.storage_problem
+    if problem is not None:
+        return [problem]
+    try:
+        async with asyncio.timeout(WRITE_PROBE_TIMEOUT):
+            await journal.write_probe()
+    except TimeoutError:
+        return [f"journal write probe took longer than {WRITE_PROBE_TIMEOUT:g}s"]
+    except (StorageUnavailable, JournalClosed) as exc:
+        return [journal.storage_problem or str(exc)]
+    return []

@@ -11,7 +11,15 @@ import functools
 import re
 from typing import Annotated, Any, ClassVar, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
 from callboard.adapters.base import AdapterConfig, AdapterUnavailable, adapter_names, load_adapter
 from callboard.engine.units import Duration
@@ -89,9 +97,46 @@ class JournalConfig(_Strict):
     dedup_window: Duration = Field(default=86400, description="how long a platform event id is remembered")
 
 
+#: addresses that only this machine can reach
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
+
+
 class AdminConfig(_Strict):
+    """The engine's HTTP server and who may use its admin API (docs/security.md)."""
+
     host: str = "127.0.0.1"
     port: int = Field(default=8765, ge=0, le=65535)
+    auth: Literal["auto", "token", "none"] = Field(
+        default="auto",
+        description="token: every admin route but /healthz and /readyz needs 'Authorization: Bearer "
+        "TOKEN'; none: open (only when bound to loopback); auto: none on loopback without a token, "
+        "else token",
+    )
+    token: SecretStr | None = Field(
+        default=None,
+        description="the admin bearer token; when auth needs one and it is unset, one is generated "
+        "at first start and kept (mode 0600) in 'admin-token' next to the journal",
+    )
+    metrics_open: bool = Field(default=False, description="serve /metrics without the token")
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host header names the admin routes answer besides localhost and the bound "
+        "address (DNS rebinding); empty with a wildcard bind (0.0.0.0, ::) accepts any",
+    )
+
+    @model_validator(mode="after")
+    def _none_only_on_loopback(self) -> AdminConfig:
+        if self.auth == "none" and self.host not in LOOPBACK_HOSTS:
+            raise ValueError("auth: none is allowed only when host is 127.0.0.1, ::1 or localhost")
+        if self.token is not None and len(self.token.get_secret_value()) < 16:
+            raise ValueError("token must be at least 16 characters")
+        return self
+
+    @property
+    def needs_token(self) -> bool:
+        if self.auth == "auto":
+            return self.token is not None or self.host not in LOOPBACK_HOSTS
+        return self.auth == "token"
 
 
 class EngineConfig(_Strict):
@@ -110,6 +155,9 @@ class FleetConfig(_Strict):
     engine: EngineConfig = Field(default_factory=EngineConfig)
     sandbox: SandboxSettings | None = Field(default=None, description="omit to run without sandboxes")
     bots: list[BotConfig] = Field(default_factory=list)
+    allow_no_bots: bool = Field(
+        default=False, description="let a reload stop every bot (refused otherwise, as a likely mistake)"
+    )
     plugins: list[PluginSpec] = Field(
         default_factory=list, description="plugins run in supervised runner processes"
     )

@@ -4,6 +4,11 @@ errors that name the file, line and key.
 Values that came from the environment are never echoed in an error (they are
 usually secrets), and neither are any other input values: an error says
 where and what is wrong, not what was there.
+
+The file is untrusted input to a parser that can be made to do exponential
+work (an alias bomb: 400 bytes, gigabytes once expanded), so it is bounded
+before any tree is built: its size, its nesting depth, and the number of
+nodes counted with every alias expanded. Reload goes through the same path.
 """
 
 from __future__ import annotations
@@ -21,6 +26,80 @@ from callboard.actors.config import FleetConfig, fleet_model
 from callboard.actors.plugin_check import plugin_config_problems
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+#: limits applied before the document becomes a tree (docs/security.md)
+MAX_BYTES = 1 << 20
+MAX_DEPTH = 64
+MAX_NODES = 100_000  # with every alias expanded
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """SafeLoader that refuses, while composing, a document nested deeper than
+    ``MAX_DEPTH``, larger than ``MAX_NODES`` once its aliases are expanded, or with
+    an alias inside its own anchor; and that turns a value its tag cannot build
+    (``!!int x``) into an error with a line instead of a traceback."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+        self._nodes = 0
+        self._sizes: dict[int, int] = {}
+
+    def _count(self, nodes: int, mark: Any) -> None:
+        self._nodes += nodes
+        if self._nodes > MAX_NODES:
+            raise yaml.composer.ComposerError(
+                None, None, f"more than {MAX_NODES} values once aliases are expanded", mark
+            )
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()  # type: ignore[no-untyped-call]
+            target = self.anchors.get(event.anchor)
+            if target is not None:
+                size = self._sizes.get(id(target))
+                if size is None:
+                    raise yaml.composer.ComposerError(
+                        None, None, "an alias inside its own anchor (recursive)", event.start_mark
+                    )
+                self._count(size, event.start_mark)
+            return super().compose_node(parent, index)
+        self._depth += 1
+        if self._depth > MAX_DEPTH:
+            raise yaml.composer.ComposerError(
+                None,
+                None,
+                f"nested more than {MAX_DEPTH} levels deep",
+                self.peek_event().start_mark,  # type: ignore[no-untyped-call]
+            )
+        before = self._nodes
+        node = super().compose_node(parent, index)
+        self._depth -= 1
+        assert node is not None
+        self._count(1, node.start_mark)
+        self._sizes[id(node)] = self._nodes - before
+        return node
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep)
+        except yaml.YAMLError:
+            raise
+        except (ValueError, TypeError, OverflowError, ArithmeticError):
+            raise yaml.constructor.ConstructorError(
+                None, None, f"this value is not a valid {node.tag.rsplit(':', 1)[-1]}", node.start_mark
+            ) from None
+
+
+def _load_yaml(text: str) -> tuple[yaml.Node | None, Any]:
+    """The composed root (for positions) and the data built from it, within the limits."""
+    loader = _BoundedLoader(text)
+    try:
+        root = loader.get_single_node()
+        data = loader.construct_document(root) if root is not None else None
+    finally:
+        loader.dispose()
+    return root, data
 
 
 @dataclass(frozen=True)
@@ -83,17 +162,24 @@ def _walk(node: yaml.Node, path: Path_, positions: _Positions, file: str, proble
             _walk(item, (*path, index), positions, file, problems)
 
 
-def _substitute(value: Any, path: Path_, positions: _Positions, file: str, problems: list[Problem]) -> Any:
+def _substitute(
+    value: Any, path: Path_, positions: _Positions, file: str, problems: list[Problem], used: set[str]
+) -> Any:
     if isinstance(value, dict):
-        return {k: _substitute(v, (*path, k), positions, file, problems) for k, v in value.items()}
+        return {k: _substitute(v, (*path, k), positions, file, problems, used) for k, v in value.items()}
     if isinstance(value, list):
-        return [_substitute(v, (*path, i), positions, file, problems) for i, v in enumerate(value)]
+        return [_substitute(v, (*path, i), positions, file, problems, used) for i, v in enumerate(value)]
     if isinstance(value, str) and "${" in value:
-        return _interpolate(value, path, positions.nearest(path), file, problems)
+        return _interpolate(value, path, positions.nearest(path), file, problems, used)
     return value
 
 
-def _interpolate(text: str, path: Path_, line: int | None, file: str, problems: list[Problem]) -> str:
+def _interpolate(
+    text: str, path: Path_, line: int | None, file: str, problems: list[Problem], used: set[str]
+) -> str:
+    """Fill in ``${VAR}``; every value taken from the environment is added to ``used``
+    so no error message can show it."""
+
     def substitute(match: re.Match[str]) -> str:
         name, default = match.group(1), match.group(2)
         value = os.environ.get(name)
@@ -102,6 +188,7 @@ def _interpolate(text: str, path: Path_, line: int | None, file: str, problems: 
                 problems.append(Problem(file, line, _dotted(path), f"environment variable {name} is not set"))
                 return ""
             return default
+        used.add(value)
         return value
 
     return _VAR.sub(substitute, text)
@@ -117,9 +204,11 @@ def _dotted(path: Path_) -> str:
 def parse_fleet(text: str, file: str = "<fleet>") -> FleetConfig:
     """Validate fleet YAML ``text``; raises ``ConfigError`` listing every problem."""
     problems: list[Problem] = []
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > MAX_BYTES:
+        raise ConfigError([Problem(file, None, "", f"the file is {size} bytes; the limit is {MAX_BYTES}")])
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        root, data = _load_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
@@ -131,28 +220,48 @@ def parse_fleet(text: str, file: str = "<fleet>") -> FleetConfig:
     data = {} if data is None else data
     if not isinstance(data, dict):
         raise ConfigError([Problem(file, 1, "", "the fleet file must be a mapping (engine:, bots:, ...)")])
-    data = _substitute(data, (), positions, file, problems)
+    used: set[str] = set()
+    data = _substitute(data, (), positions, file, problems, used)
     if problems:
         raise ConfigError(problems)
     try:
         config = fleet_model().model_validate(data)
     except ValidationError as exc:
-        problems = _problems(exc, positions, file, data)
+        problems = [_redact(p, used) for p in _problems(exc, positions, file, data)]
         problems.sort(key=lambda p: p.line or 0)
         raise ConfigError(problems) from None
     for path, message in plugin_config_problems(config.plugins):
-        problems.append(Problem(file, positions.nearest(path), _dotted(path), message))
+        problems.append(_redact(Problem(file, positions.nearest(path), _dotted(path), message), used))
     if problems:
         raise ConfigError(problems)
     return config
 
 
+def _redact(problem: Problem, secrets: set[str]) -> Problem:
+    """A message that quotes a value from the environment shows *** instead."""
+    message = problem.message
+    for secret in sorted(secrets, key=len, reverse=True):
+        if len(secret) >= 3 and secret in message:
+            message = message.replace(secret, "***")
+    return Problem(problem.file, problem.line, problem.key, message)
+
+
 def load_fleet(path: str | Path) -> FleetConfig:
     file = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        with open(path, "rb") as handle:
+            raw = handle.read(MAX_BYTES + 1)
     except OSError as exc:
         raise ConfigError([Problem(file, None, "", f"cannot read: {exc.strerror or exc}")]) from None
+    if len(raw) > MAX_BYTES:
+        raise ConfigError(
+            [Problem(file, None, "", f"the file is larger than the limit of {MAX_BYTES} bytes")]
+        )
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ConfigError([Problem(file, line, "", "not valid UTF-8 text")]) from None
     return parse_fleet(text, file)
 
 

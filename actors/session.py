@@ -19,6 +19,11 @@ goes on in a task owned by this actor, new input is held in ``backlog``;
 and starts one with its input plus the new). Either way one run at a time.
 A run that fails with ``RunFailed`` is recorded as a failed run (receipt
 ``failed:bot:run:rule``), listed by the admin API and retryable.
+
+A storage failure is not a handler failure: when the journal could not write
+during a run (disk full, I/O error), the run is not recorded at all; its
+events stay pending, the session waits until the journal writes again and
+runs them once more as a replay (receipts skip what was already sent).
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ from callboard.actors.messages import (
 from callboard.actors.runtime import BotRuntime
 from callboard.engine.actor import Actor
 from callboard.engine.events import MessageReceived, SessionKey
+from callboard.engine.journal import StorageUnavailable
 from callboard.handlers.base import Handler
 from callboard.handlers.context import HandlerContext, RunFailed
 
@@ -258,7 +264,7 @@ class SessionActor(Actor):
             # A burst is remembered before it can send; a lone event is its own run on replay anyway.
             bot.journal.record_run(run_id, seqs)
         policy = matches[0][1].busy
-        execution = self._execute(inbounds, run_id, replayed, matches, retry=only is not None)
+        execution = self._execute_stored(inbounds, run_id, replayed, matches, retry=only is not None)
         if policy == "queue" or self.inline:
             self._check_crash_loop(not await execution)
             return
@@ -338,6 +344,31 @@ class SessionActor(Actor):
             count=count,
         )
 
+    async def _execute_stored(
+        self,
+        inbounds: list[Inbound],
+        run_id: int,
+        replayed: bool,
+        matches: list[tuple[int, Handler]],
+        retry: bool = False,
+    ) -> bool:
+        """``_execute`` until a run of it was stored: one that met a storage failure
+        records nothing and runs again, as a replay, once the journal writes."""
+        journal = self.bot.journal
+        while True:
+            try:
+                return await self._execute(inbounds, run_id, replayed, matches, retry=retry)
+            except StorageUnavailable as exc:
+                log.warning(
+                    "%s: run %d met a storage failure (%s); its events stay pending and run again "
+                    "once the journal can write",
+                    self.key,
+                    run_id,
+                    exc,
+                )
+            await journal.wait_writable()
+            replayed = True
+
     async def _execute(
         self,
         inbounds: list[Inbound],
@@ -355,6 +386,7 @@ class SessionActor(Actor):
         ctx = self._context(events, run_id, api)
         user_id = _user_id(events)
         status = "done"
+        storage_errors = bot.journal.storage_errors
         for index, handler in matches:
             ctx.handler_index = index
             api.scope = str(index)
@@ -362,6 +394,8 @@ class SessionActor(Actor):
                 self.key.chat_type, self.key.chat_id, self.key.thread, user_id, handler.kind
             )
             outcome = await self._handle(ctx, handler, run_id, events)
+            if bot.journal.storage_errors != storage_errors:  # what it wrote may be lost: not its fault
+                raise StorageUnavailable(f"the journal failed during the {handler.kind} handler")
             key = failure_key(bot.bot_id, run_id, index)
             chat = self.key.name
             if outcome is not None:

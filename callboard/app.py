@@ -12,6 +12,7 @@ from typing import Any
 
 from callboard import logs
 from callboard.actors.admin import add_admin_routes
+from callboard.actors.admin_auth import AdminGuard, resolve_token, token_path
 from callboard.actors.config import FleetConfig
 from callboard.actors.config_file import ConfigError, load_fleet
 from callboard.actors.fleet import ApplyConfig, FleetActor, ReloadResult
@@ -20,7 +21,7 @@ from callboard.actors.runs import add_run_routes
 from callboard.actors.runtime import FleetStats
 from callboard.engine.clock import Clock
 from callboard.engine.gc_tuning import tune_for_serving
-from callboard.engine.journal import Journal
+from callboard.engine.journal import Journal, JournalUnusable
 from callboard.engine.ref import ActorRef
 from callboard.engine.system import ActorSystem
 
@@ -48,9 +49,20 @@ class Running:
         return result
 
     async def stop(self) -> None:
+        """Graceful stop within ``engine.shutdown_timeout``: no new connections,
+        actors flush and drain (most of the budget), websockets are closed with
+        1001, the journal is closed. Whatever overruns is cancelled."""
+        loop = asyncio.get_running_loop()
+        budget = self.config.engine.shutdown_timeout
+        deadline = loop.time() + budget
+        reserve = min(3.0, budget / 4)  # for the HTTP server and the journal
         await self.http.stop_listening()
-        await self.system.shutdown(timeout=self.config.engine.shutdown_timeout)
-        await self.http.close()
+        try:
+            async with asyncio.timeout(max(0.1, deadline - reserve - loop.time())):
+                await self.system.shutdown(timeout=max(0.05, budget - reserve - 1.0))
+        except TimeoutError:
+            log.error("shutdown: actors did not stop within %.1fs; cancelled", budget)
+        await self.http.close(timeout=max(0.1, deadline - loop.time() - reserve / 2))
         await self.journal.close()
 
 
@@ -62,13 +74,27 @@ async def start(config: FleetConfig, *, port: int | None = None, clock: Clock | 
         synchronous=engine.journal.synchronous,
         retention_seconds=engine.journal.retention,
         dedup_window_seconds=engine.journal.dedup_window,
+        clock=clock,
     )
-    await journal.open()
+    try:
+        await journal.open()
+    except JournalUnusable as exc:
+        raise SystemExit(str(exc)) from None
     system = ActorSystem(config.name, clock=clock)
     http = HttpServer(engine.admin.host, engine.admin.port if port is None else port)
+    token, _ = resolve_token(engine.admin, engine.journal.path)
+    logs.hide(token)
+    http.guard = AdminGuard(engine.admin, token).check
     stats = FleetStats(system.metrics.live_actors, lambda: system.metrics.messages)
     holder: dict[str, FleetConfig] = {"config": config}
-    add_admin_routes(http, system, stats, journal, lambda: [b.id for b in holder["config"].bots if b.enabled])
+    add_admin_routes(
+        http,
+        system,
+        stats,
+        journal,
+        lambda: [b.id for b in holder["config"].bots if b.enabled],
+        metrics_open=engine.admin.metrics_open,
+    )
     add_run_routes(http, stats, journal)
     try:
         await http.start()
@@ -83,6 +109,20 @@ async def start(config: FleetConfig, *, port: int | None = None, clock: Clock | 
     return running
 
 
+def reload_refusal(running: FleetConfig, new: FleetConfig) -> str | None:
+    """Why a reloaded file must not be applied, or None. A file that would stop every
+    bot is far more often a truncated write or a wrong path than an intent; an
+    operator who means it says so with ``allow_no_bots: true``."""
+    if any(b.enabled for b in new.bots) or not any(b.enabled for b in running.bots):
+        return None
+    if new.allow_no_bots:
+        return None
+    return (
+        "it would stop every bot (empty file or no enabled bots); "
+        "set 'allow_no_bots: true' in the file to do that on purpose"
+    )
+
+
 async def serve(path: str | Path, *, announce: Callable[[str], Any] = print) -> None:
     """Run the fleet in ``path`` until SIGTERM/SIGINT; SIGHUP reloads the file."""
     config = load_fleet(path)
@@ -94,14 +134,24 @@ async def serve(path: str | Path, *, announce: Callable[[str], Any] = print) -> 
             url = link if "://" in link else f"{running.base_url}{link}"
             announce(f"{label} for bot {bot_id!r}: {url}")
     announce(f"admin: {running.base_url}/healthz  /readyz  /metrics  /api/actors  /api/bots")
+    admin = config.engine.admin
+    if admin.needs_token:
+        where = (
+            "engine.admin.token" if admin.token is not None else str(token_path(config.engine.journal.path))
+        )
+        announce(f"admin API: send 'Authorization: Bearer TOKEN' (the token is in {where})")
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
 
     async def reload() -> None:
         try:
-            new = load_fleet(path)
+            new = await asyncio.to_thread(load_fleet, path)  # a big file must not stall the loop
         except ConfigError as exc:
             log.error("reload refused, keeping the running fleet:\n%s", exc)
+            return
+        refusal = reload_refusal(running.config, new)
+        if refusal is not None:
+            log.error("reload of %s refused, keeping the running fleet: %s", path, refusal)
             return
         logs.hide_secrets(new)
         await running.reload(new)

@@ -43,6 +43,12 @@ def hide_secrets(config: BaseModel) -> None:
     _formatter.secrets.update(value for value in _secrets(config) if len(value) >= 4)
 
 
+def hide(secret: str | None) -> None:
+    """Mask one secret that is not in the fleet file (a generated admin token)."""
+    if secret is not None and len(secret) >= 4:
+        _formatter.secrets.add(secret)
+
+
 def _secrets(value: Any) -> list[str]:
     if isinstance(value, SecretStr):
         return [value.get_secret_value()]

@@ -21,6 +21,7 @@ from typing import Any, Literal, TypeVar
 
 import orjson
 
+from callboard.engine.clock import Clock, LoopClock, TimerHandle
 from callboard.engine.events import Event, SessionKey, decode_event, encode_event
 from callboard.engine.journal_writer import (
     APPEND,
@@ -32,8 +33,10 @@ from callboard.engine.journal_writer import (
     Op,
     Syncer,
     Writer,
+    is_storage_error,
     settle_all,
 )
+from callboard.engine.supervision import Backoff
 
 log = logging.getLogger("callboard.journal")
 T = TypeVar("T")
@@ -43,6 +46,22 @@ Synchronous = Literal["FULL", "NORMAL"]
 
 class JournalClosed(RuntimeError):
     """The journal is closed (or never opened)."""
+
+
+class JournalUnusable(RuntimeError):
+    """The journal file cannot be opened: the message says what is wrong and what to do."""
+
+
+class StorageUnavailable(Exception):
+    """The journal cannot write now (disk full, I/O error, read-only storage).
+
+    Not a handler failure: new events are refused (nothing is acknowledged), work
+    already accepted stays pending, and a probe on the engine clock retries with
+    backoff until a write commits again; then everything resumes by itself."""
+
+
+#: probes of a failing storage: soon at first, then at most every 30 s
+STORAGE_PROBE = Backoff(min=0.25, max=30.0, factor=2.0, jitter=0.2)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,8 +100,10 @@ class Journal:
         synchronous: Synchronous = "FULL",
         retention_seconds: float = 7 * 86400,
         dedup_window_seconds: float = 86400,
+        clock: Clock | None = None,
     ) -> None:
         self.path = path
+        self.clock = clock
         self.synchronous = synchronous
         self.retention_seconds = retention_seconds
         self.dedup_window_seconds = dedup_window_seconds
@@ -95,6 +116,17 @@ class Journal:
         self._generation = 0
         self._unsynced: list[tuple[int, list[tuple[asyncio.Future[Any], Any, BaseException | None]]]] = []
         self._failed: BaseException | None = None
+        # storage health: while ``_storage_error`` is set, appends and outbox writes are
+        # refused at once, background writes (done marks, runs, receipts) are held in
+        # order, and a probe retries them with backoff
+        self._storage_error: BaseException | None = None
+        self._held: list[Op] = []
+        self._probe_attempt = 0
+        self._probe_timer: TimerHandle | None = None
+        self._writable: asyncio.Event | None = None
+        #: operations refused or failed because the storage failed (a run that saw this
+        #: move while it ran cannot trust what it wrote, and runs again)
+        self.storage_errors = 0
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -102,8 +134,15 @@ class Journal:
         if self._conn is not None:
             return
         loop = self._loop = asyncio.get_running_loop()
-        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-        self._conn = self._writer.connect()
+        if self.clock is None:
+            self.clock = LoopClock(loop)
+        self._writable = asyncio.Event()
+        self._writable.set()
+        try:
+            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+            self._conn = self._writer.connect()
+        except (sqlite3.Error, OSError) as exc:
+            raise JournalUnusable(_open_problem(self.path, exc)) from None
         self._syncer = Syncer(
             self.path, loop, self._on_synced, self._on_sync_failed, fsync=self.synchronous == "FULL"
         )
@@ -113,6 +152,20 @@ class Journal:
         conn = self._conn
         if conn is None:
             return
+        if self._probe_timer is not None:
+            self._probe_timer.cancel()
+            self._probe_timer = None
+            self._probe()  # one last try, so held done marks are not lost needlessly
+            if self._probe_timer is not None:
+                self._probe_timer.cancel()
+                self._probe_timer = None
+        if self._held:
+            log.error(
+                "journal %s closed while storage is failing: %d done marks/receipts not written "
+                "(their events are replayed at the next start)",
+                self.path,
+                len(self._held),
+            )
         self._flush()
         await self._wait_synced()
         syncer, self._syncer = self._syncer, None
@@ -139,6 +192,14 @@ class Journal:
         if self._failed is not None:
             raise JournalClosed(f"journal {self.path} failed: {self._failed}")
         future = self._loop.create_future() if wait else None
+        if self._storage_error is not None:
+            if future is None:
+                self._held.append(Op(kind, args, None))  # written once the storage is back
+                return future  # type: ignore[return-value]
+            if kind in (APPEND, OUTBOX):  # nothing new is accepted while writes fail
+                self.storage_errors += 1
+                future.set_exception(self._unavailable())
+                return future
         self._pending.append(Op(kind, args, future))
         if not self._flush_scheduled:
             self._flush_scheduled = True
@@ -154,6 +215,17 @@ class Journal:
         conn = self._conn
         before = conn.total_changes
         results = self._writer.apply(conn, batch)
+        failure = self._writer.failure
+        if failure is not None:
+            if is_storage_error(failure):
+                self._held[:0] = [op for op in batch if op.future is None]
+                results = self._storage_failed(failure, results)
+            settle_all(results)
+            return
+        if any(error is not None and is_storage_error(error) for _, _, error in results):
+            results = self._storage_failed(
+                next(e for _, _, e in results if e is not None and is_storage_error(e)), results
+            )
         if conn.total_changes == before:
             settle_all(results)  # nothing written: nothing to make durable
             return
@@ -172,6 +244,106 @@ class Journal:
         for _, results in self._unsynced:
             settle_all([(future, None, error) for future, _, _ in results])
         self._unsynced.clear()
+
+    # ------------------------------------------------------------------ storage health
+
+    @property
+    def storage_problem(self) -> str | None:
+        """Why the journal cannot write now (for /readyz), or None when it can."""
+        if self._failed is not None:
+            return f"journal fsync failed, restart needed: {self._failed}"
+        if self._storage_error is not None:
+            return f"journal storage failing, retrying: {self._storage_error}"
+        return None
+
+    def _unavailable(self) -> StorageUnavailable:
+        return StorageUnavailable(f"journal {self.path} cannot write: {self._storage_error}")
+
+    def _storage_failed(
+        self, error: BaseException, results: list[tuple[asyncio.Future[Any], Any, BaseException | None]]
+    ) -> list[tuple[asyncio.Future[Any], Any, BaseException | None]]:
+        """Enter (or stay in) the failing state; storage errors reach callers as
+        ``StorageUnavailable``."""
+        if self._storage_error is None:
+            log.error(
+                "journal %s: storage failing (%s); refusing new events until it recovers", self.path, error
+            )
+            self._probe_attempt = 0
+            assert self._writable is not None
+            self._writable.clear()
+        self._storage_error = error
+        self._schedule_probe()
+        out: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
+        for future, value, exc in results:
+            if exc is not None and is_storage_error(exc):
+                self.storage_errors += 1
+                unavailable = self._unavailable()
+                unavailable.__cause__ = exc
+                exc = unavailable
+            out.append((future, value, exc))
+        return out
+
+    def _schedule_probe(self) -> None:
+        if self._probe_timer is not None or self.clock is None:
+            return
+        delay = STORAGE_PROBE.delay(self._probe_attempt)
+        self._probe_attempt += 1
+        self._probe_timer = self.clock.call_later(delay, self._probe)
+
+    def _probe(self) -> None:
+        """One write (the held operations and a health row) in one transaction: if it
+        commits, the storage is back."""
+        self._probe_timer = None
+        if self._conn is None or self._storage_error is None:
+            return
+        held, self._held = self._held, []
+        probe = Op(CALL, (_touch_health,), None)
+        results = self._writer.apply(self._conn, [*held, probe])
+        failure = self._writer.failure
+        if failure is not None:
+            self._held[:0] = held
+            if is_storage_error(failure):
+                self._storage_error = failure
+                self._schedule_probe()
+            else:  # not the storage after all: do not hold writes forever
+                log.error("journal %s: probe failed: %r; accepting writes again", self.path, failure)
+                self._recovered()
+            settle_all(results)
+            return
+        log.warning(
+            "journal %s: storage writable again after %d probes; resuming (%d held writes applied)",
+            self.path,
+            self._probe_attempt,
+            len(held),
+        )
+        self._generation += 1
+        self._unsynced.append((self._generation, results))
+        assert self._syncer is not None
+        self._syncer.request(self._generation)
+        self._recovered()
+
+    def _recovered(self) -> None:
+        self._storage_error = None
+        self._probe_attempt = 0
+        assert self._writable is not None
+        self._writable.set()
+        if self._held:
+            self._pending[:0], self._held = self._held, []
+            if not self._flush_scheduled and self._loop is not None:
+                self._flush_scheduled = True
+                self._loop.call_soon(self._flush)
+
+    async def wait_writable(self) -> None:
+        """Until the storage accepts writes (at once when it does now)."""
+        if self._writable is not None:
+            await self._writable.wait()
+
+    async def write_probe(self) -> None:
+        """Commit and sync one small write (for /readyz); raises ``StorageUnavailable``
+        (or ``JournalClosed``) when the journal cannot write."""
+        if self._storage_error is not None:
+            raise self._unavailable()
+        await self._submit(_touch_health)
 
     async def _wait_synced(self) -> None:
         """Until every batch applied so far is durable."""
@@ -383,6 +555,27 @@ class Journal:
     async def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Read-only SQL for tests and diagnostics."""
         return await self._submit(lambda conn: conn.execute(sql, tuple(params)).fetchall())
+
+
+def _open_problem(path: str, error: BaseException) -> str:
+    """One line for an operator: what is wrong with the journal file and what to do."""
+    text = str(error).lower()
+    if isinstance(error, OSError) or "unable to open" in text or "readonly" in text or "read-only" in text:
+        reason = getattr(error, "strerror", None) or str(error)
+        return (
+            f"journal {path}: cannot open or create it ({reason}); check that its directory "
+            "exists, is writable by this user and is on a writable, mounted file system"
+        )
+    if "not a database" in text or "malformed" in text or "corrupt" in text:
+        return (
+            f"journal {path}: the file is not a usable SQLite database (corrupt, truncated or another "
+            "kind of file); move it aside to start with an empty journal, or restore it from a backup"
+        )
+    return f"journal {path}: cannot be opened: {error}"
+
+
+def _touch_health(conn: sqlite3.Connection) -> None:
+    conn.execute("INSERT OR REPLACE INTO health(id, at) VALUES (1, ?)", (time.time(),))
 
 
 def _deleter(sql: str, bound: float, chunk: int) -> Callable[[sqlite3.Connection], int]:

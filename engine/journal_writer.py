@@ -18,6 +18,7 @@ writes queued before it are applied first.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import sqlite3
@@ -83,6 +84,10 @@ CREATE TABLE IF NOT EXISTS outbox (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS outbox_at ON outbox(at);
 CREATE UNIQUE INDEX IF NOT EXISTS outbox_by_key ON outbox(bot, ikey);
+CREATE TABLE IF NOT EXISTS health (
+    id INTEGER PRIMARY KEY,
+    at REAL NOT NULL
+);
 """
 
 # operation kinds
@@ -116,6 +121,8 @@ class Writer:
         self.operations = 0
         self._next_seq = 1
         self._outbox_seq: dict[tuple[str, str], int] = {}
+        #: why the last ``apply`` rolled back (None when it committed)
+        self.failure: BaseException | None = None
 
     def connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=True)
@@ -139,6 +146,7 @@ class Writer:
         self, conn: sqlite3.Connection, batch: list[Op]
     ) -> list[tuple[Future, Any, BaseException | None]]:
         results: list[tuple[Future | None, Any, BaseException | None]] = []
+        self.failure = None
         try:
             conn.execute("BEGIN IMMEDIATE")
             start = 0
@@ -150,11 +158,16 @@ class Writer:
             self._bulk(conn, batch[start:], results)
             conn.execute("COMMIT")
         except Exception as exc:
-            log.exception("journal batch of %d operations failed; rolled back", len(batch))
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            self._load_counters(conn)
-            results = [(op.future, None, exc) for op in batch]
+            self.failure = exc
+            if is_storage_error(exc):
+                log.error("journal batch of %d operations rolled back: storage failing: %s", len(batch), exc)
+            else:
+                log.exception("journal batch of %d operations failed; rolled back", len(batch))
+            with contextlib.suppress(sqlite3.Error):
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                self._load_counters(conn)
+            return [(op.future, None, exc) for op in batch if op.future is not None]
         self.commits += 1
         self.operations += len(batch)
         for future, _, error in results:
@@ -271,6 +284,36 @@ class Writer:
             conn.executemany(
                 "INSERT INTO outbox(bot, chat, seq, payload, at, ikey) VALUES (?, ?, ?, ?, ?, ?)", inserts
             )
+
+
+#: SQLite primary result codes that mean "the storage cannot write now" (disk full,
+#: I/O error, read-only file or mount, cannot open, locked too long, out of memory)
+_STORAGE_CODES = frozenset(
+    getattr(sqlite3, name)
+    for name in (
+        "SQLITE_FULL",
+        "SQLITE_IOERR",
+        "SQLITE_READONLY",
+        "SQLITE_CANTOPEN",
+        "SQLITE_BUSY",
+        "SQLITE_LOCKED",
+        "SQLITE_NOMEM",
+        "SQLITE_PROTOCOL",
+    )
+)
+
+
+def is_storage_error(error: BaseException) -> bool:
+    """True when ``error`` is the storage failing (it may heal: space is freed, the
+    mount comes back), as opposed to a bug or a constraint violation."""
+    if isinstance(error, OSError | MemoryError):
+        return True
+    if isinstance(error, sqlite3.Error):
+        code = getattr(error, "sqlite_errorcode", None)
+        if code is not None:
+            return (code & 0xFF) in _STORAGE_CODES
+        return isinstance(error, sqlite3.OperationalError)
+    return False
 
 
 def _lookup(

@@ -17,7 +17,7 @@ import pytest
 
 from callboard.engine.entities import MessageChain, User
 from callboard.engine.events import MessageReceived, SessionKey
-from callboard.engine.journal import Journal, JournalClosed
+from callboard.engine.journal import Journal, JournalClosed, JournalUnusable
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -163,7 +163,7 @@ async def test_open_reports_a_bad_path(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
     journal = Journal(str(blocker / "j.sqlite3"))
-    with pytest.raises(OSError):
+    with pytest.raises(JournalUnusable, match="cannot open or create it"):
         await journal.open()
 
 

@@ -1,0 +1,154 @@
+"""A full disk loses no acknowledged event.
+
+The journal lives on a small tmpfs mounted by the test (root only). Messages
+are acknowledged, the disk fills before their debounced replies are stored,
+more messages arrive while it is full (refused, not acknowledged), then space
+is freed. Without a restart every acknowledged message is answered, nothing
+is marked failed, and new messages are accepted again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sqlite3
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from callboard.actors.config_file import parse_fleet
+from tests.support import ChatClient, eventually, running_fleet
+
+pytestmark = pytest.mark.timeout(120)
+
+FLEET = """
+name: full-disk
+engine:
+  journal: {journal}
+  admin: {{host: 127.0.0.1, port: 0}}
+  shutdown_timeout: 10s
+bots:
+  - id: demo
+    adapter: {{type: web}}
+    session:
+      debounce: {{window: 300ms, max_wait: 2s}}
+    handlers:
+      - event_type: message.received
+        handler_type: pipeline
+        handler_config: {{stages: [{{type: echo}}]}}
+"""
+
+
+@contextlib.contextmanager
+def small_disk(where: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of ``size`` at ``where``; skips (saying why) when it cannot be mounted."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to mount a small tmpfs for the journal (run as root to include it)")
+    where.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], capture_output=True, text=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip() or mounted.returncode}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def fill(path: Path) -> int:
+    """Write ``path`` until the file system is full; returns the bytes written."""
+    written = 0
+    with open(path, "wb", buffering=0) as filler:
+        for chunk in (1 << 16, 1 << 12, 1 << 9, 1):
+            block = b"\0" * chunk
+            while True:
+                try:
+                    written += filler.write(block) or 0
+                except OSError:
+                    break
+    return written
+
+
+async def ready(base_url: str) -> tuple[int, dict[str, Any]]:
+    async with aiohttp.ClientSession() as http, http.get(f"{base_url}/readyz") as response:
+        return response.status, await response.json()
+
+
+def answered(client: ChatClient) -> set[str]:
+    return {line for f in client.of("message") for line in f["text"].split("\n")}
+
+
+async def test_full_disk_loses_no_acknowledged_message(tmp_path: Path) -> None:
+    with small_disk(tmp_path / "disk", "8m") as disk:
+        journal = disk / "journal.sqlite3"
+        config = parse_fleet(FLEET.format(journal=journal), "full-disk.yaml")
+        sent: dict[str, str] = {}  # client_msg_id -> text
+        chats = [f"c{i}" for i in range(8)]
+        async with running_fleet(config) as fleet:
+            client = await ChatClient.connect(fleet.base_url)
+            try:
+                for chat in chats:
+                    await client.subscribe(chat)
+                for i in range(40):  # acknowledged; replies wait for the debounce window
+                    text = f"before{i}"
+                    sent[await client.say(text, chat_id=chats[i % len(chats)])] = text
+                await client.wait_count("ack", 40)
+                filled = fill(disk / "filler")
+                assert filled > 0
+
+                for i in range(20):  # while the disk is full: refused, never acknowledged
+                    text = f"during{i}"
+                    sent[await client.say(text, chat_id=chats[i % len(chats)])] = text
+                    await asyncio.sleep(0.05)
+                refused = await client.wait_count("error", 1)
+                status, body = await _unready(fleet.base_url, timeout=10)
+                await asyncio.sleep(1.0)  # windows close, runs meet the full disk
+                statuses = dict(
+                    await fleet.journal.query("SELECT status, COUNT(*) FROM events GROUP BY status")
+                )
+
+                (disk / "filler").unlink()  # space returns: everything resumes by itself
+                await eventually(lambda: _is_ready(fleet.base_url), timeout=60)
+                acked = {sent[f["client_msg_id"]] for f in client.of("ack")}
+                await eventually(lambda: acked <= answered(client), timeout=60, interval=0.1)
+
+                for i in range(8):  # and new messages are accepted again
+                    text = f"after{i}"
+                    sent[await client.say(text, chat_id=chats[i])] = text
+                await eventually(lambda: {f"after{i}" for i in range(8)} <= answered(client), timeout=30)
+                acked = {sent[f["client_msg_id"]] for f in client.of("ack")}
+            finally:
+                await client.close()
+
+        rows = dict(sqlite3.connect(journal).execute("SELECT status, COUNT(*) FROM events GROUP BY status"))
+        print(
+            f"\nacknowledged {len(acked)}, refused while full {len(client.of('error'))}, "
+            f"answered {len(answered(client) & acked)}, journal {rows}"
+        )
+        assert acked <= answered(client), f"acknowledged, never answered: {sorted(acked - answered(client))}"
+        assert "failed" not in statuses and "failed" not in rows, rows
+        assert rows.get(None, 0) == 0, f"events still pending: {rows}"
+        assert all(f["code"] == "unavailable" for f in refused)
+        assert status == 503 and any("storage" in p for p in body["problems"]), body
+        assert all(text not in answered(client) for id_, text in sent.items() if text not in acked)
+
+
+async def _unready(base_url: str, timeout: float) -> tuple[int, dict[str, Any]]:
+    """/readyz once it says unready, or its last answer after ``timeout``."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        status, body = await ready(base_url)
+        if status == 503 or asyncio.get_running_loop().time() > deadline:
+            return status, body
+        await asyncio.sleep(0.1)
+
+
+async def _is_ready(base_url: str) -> bool:
+    status, _ = await ready(base_url)
+    return status == 200
