@@ -2,8 +2,9 @@
 and may stop the run.
 
 Stages: ``command`` (slash commands: /help, /stats, /echo, /run), ``echo``
-(one reply with every message text of the burst, joined by newlines) and
-``reply`` (a fixed or templated text).
+(one reply with every message text of the burst, joined by newlines),
+``reply`` (a fixed or templated text) and ``agent`` (the agent handler's
+runner, prompt, memory and tools as a stage; the pipeline stops after it).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from typing import Annotated, ClassVar, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from callboard.handlers.agent.config import AgentConfig
+from callboard.handlers.agent.handler import AgentHandler
 from callboard.handlers.context import HandlerContext
 
 
@@ -68,7 +71,15 @@ class ReplyStageConfig(BaseModel):
         return value
 
 
-StageConfig = Annotated[CommandStageConfig | EchoStageConfig | ReplyStageConfig, Field(discriminator="type")]
+class AgentStageConfig(AgentConfig):
+    """The agent handler's settings (docs/agent.md); ``busy`` is the pipeline's (queue)."""
+
+    type: Literal["agent"]
+
+
+StageConfig = Annotated[
+    CommandStageConfig | EchoStageConfig | ReplyStageConfig | AgentStageConfig, Field(discriminator="type")
+]
 
 
 class PipelineConfig(BaseModel):
@@ -181,7 +192,23 @@ class ReplyStage:
         return Flow.CONTINUE
 
 
+class AgentStage:
+    """An agent answers; nothing after it runs."""
+
+    def __init__(self, config: AgentStageConfig) -> None:
+        self.agent = AgentHandler(config)
+
+    async def run(self, ctx: HandlerContext) -> Flow:
+        await self.agent.handle(ctx)
+        return Flow.STOP
+
+    async def close(self) -> None:
+        await self.agent.close()
+
+
 def build_stage(config: StageConfig) -> Stage:
+    if isinstance(config, AgentStageConfig):
+        return AgentStage(config)
     if isinstance(config, CommandStageConfig):
         return CommandStage(config)
     if isinstance(config, EchoStageConfig):
@@ -197,7 +224,9 @@ class PipelineHandler:
         self.stages = [build_stage(stage) for stage in config.stages]
 
     async def close(self) -> None:
-        return None
+        for stage in self.stages:
+            if isinstance(stage, AgentStage):
+                await stage.close()
 
     async def handle(self, ctx: HandlerContext) -> None:
         for stage in self.stages:
