@@ -16,7 +16,7 @@ from typing import Any
 from callboard.actors.config import BotConfig
 from callboard.actors.http import Handler as HttpHandler
 from callboard.actors.http import HttpServer
-from callboard.actors.messages import Inbound
+from callboard.actors.messages import Inbound, Ping
 from callboard.actors.outbound import OutboundActor, Outlet
 from callboard.actors.router import SessionRouter
 from callboard.actors.runtime import BotCounters, BotRuntime, FleetStats, SandboxFactory
@@ -214,7 +214,7 @@ class BotActor(Actor):
         log.info("bot %s started (%s adapter)", config.id, config.adapter.type)
 
     async def receive(self, message: Any) -> Any:
-        if message == "ping":  # answered once on_start (adapter, children) has run
+        if isinstance(message, Ping):  # answered once on_start (adapter, children) has run
             return True
         raise TypeError(f"unexpected message {message!r}")
 

@@ -15,6 +15,7 @@ from typing import Any
 from callboard.actors.bot import BotActor
 from callboard.actors.config import BotConfig, FleetConfig
 from callboard.actors.http import HttpServer
+from callboard.actors.messages import Ping
 from callboard.actors.plugins import ApplyPlugins, PluginSupervisor
 from callboard.actors.runtime import FleetStats, SandboxFactory
 from callboard.actors.sandbox import sandbox_factory, spawn_sandbox_manager
@@ -59,6 +60,13 @@ class ReloadResult:
     changed: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
     restart_needed: list[str] = field(default_factory=list)
+
+
+class Ready:
+    """Ask: answered with the running bots' ids once each has started (or
+    failed to start, which is logged)."""
+
+    __slots__ = ()
 
 
 class _Prune:
@@ -155,12 +163,10 @@ class FleetActor(Actor):
                 log.exception("journal pruning failed")
             self.context.schedule_once(PRUNE_EVERY, _Prune(), key="prune")
             return None
-        if message == "bots":
-            return sorted(self.bots)
-        if message == "ready":
+        if isinstance(message, Ready):
             for ref in list(self.bots.values()):
                 try:
-                    await ref.ask("ping", timeout=30)
+                    await ref.ask(Ping(), timeout=30)
                 except Exception as exc:
                     log.error("bot %s did not start: %r", ref.name, exc)
             return sorted(self.bots)

@@ -92,6 +92,13 @@ class TakeAll:
     __slots__ = ()
 
 
+class Ping:
+    """Fleet -> bot (ask): answered with True once the bot's ``on_start``
+    (adapter, children) has run."""
+
+    __slots__ = ()
+
+
 @dataclass(slots=True)
 class SendRequest:
     """A handler's send on its way to the platform, through the outbound actor."""

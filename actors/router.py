@@ -77,8 +77,6 @@ class SessionRouter(Actor):
             queued = self.waiting.pop(key, None)
             for item in queued or ():
                 self._deliver(item)
-        elif message == "count":
-            return len(self.sessions)
         else:
             raise TypeError(f"unexpected message {message!r}")
         return None

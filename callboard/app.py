@@ -15,7 +15,7 @@ from callboard.actors.admin import add_admin_routes
 from callboard.actors.admin_auth import AdminGuard, resolve_token, token_path
 from callboard.actors.config import FleetConfig
 from callboard.actors.config_file import ConfigError, load_fleet
-from callboard.actors.fleet import ApplyConfig, FleetActor, ReloadResult
+from callboard.actors.fleet import ApplyConfig, FleetActor, Ready, ReloadResult
 from callboard.actors.http import HttpServer
 from callboard.actors.runs import add_run_routes
 from callboard.actors.runtime import FleetStats
@@ -105,7 +105,7 @@ async def start(config: FleetConfig, *, port: int | None = None, clock: Clock | 
         ) from None
     fleet = system.spawn(FleetActor, "fleet", config, journal, http, stats)
     running = Running(config, system, journal, http, stats, fleet)
-    await fleet.ask("ready", timeout=60)
+    await fleet.ask(Ready(), timeout=60)
     return running
 
 

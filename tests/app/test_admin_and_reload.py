@@ -43,7 +43,7 @@ async def test_health_ready_metrics_actors(tmp_path: Path) -> None:
         assert "callboard_actors " in text and "callboard_journal_commits_total" in text
         fleet_node = tree["children"][0]
         assert fleet_node["path"] == "/fleet"
-        bot_node = fleet_node["children"][0]
+        bot_node = next(c for c in fleet_node["children"] if c["name"] == "demo")
         assert {c["name"] for c in bot_node["children"]} == {"outbound", "sessions", "connection"}
         sessions = next(c for c in bot_node["children"] if c["name"] == "sessions")
         assert [c["path"] for c in sessions["children"]] == ["/fleet/demo/sessions/private:c1"]
