@@ -13,6 +13,7 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
+from callboard.actors.backlog import BotBacklog
 from callboard.actors.config import BotConfig
 from callboard.actors.http import Handler as HttpHandler
 from callboard.actors.http import HttpServer
@@ -20,10 +21,11 @@ from callboard.actors.messages import Inbound, Ping
 from callboard.actors.outbound import OutboundActor, Outlet
 from callboard.actors.router import SessionRouter
 from callboard.actors.runtime import BotCounters, BotRuntime, FleetStats, SandboxFactory
+from callboard.actors.secrets import fleet_secret
 from callboard.adapters.base import Adapter, AdapterAuthError, load_adapter
 from callboard.engine.actor import Actor
 from callboard.engine.clock import Clock
-from callboard.engine.events import Event
+from callboard.engine.events import Event, SessionKey
 from callboard.engine.journal import Journal
 from callboard.engine.ref import ActorRef
 from callboard.engine.supervision import Backoff, Directive, SupervisorStrategy, decider_from_mapping
@@ -62,16 +64,18 @@ class BotStore:
 class _Batch:
     """One ``ingest`` call waiting for its appends to commit."""
 
-    __slots__ = ("appends", "events", "result")
+    __slots__ = ("appends", "events", "keys", "result")
 
     def __init__(
         self,
         appends: list[asyncio.Future[int | None]],
         events: Sequence[Event],
+        keys: list[SessionKey],
         result: asyncio.Future[list[int | None]],
     ) -> None:
         self.appends = appends
         self.events = events
+        self.keys = keys
         self.result = result
 
     def committed(self) -> bool:
@@ -82,9 +86,16 @@ class BotHost:
     """``AdapterHost`` for one bot: how its adapter reaches the engine."""
 
     def __init__(
-        self, bot_id: str, journal: Journal, clock: Clock, http: HttpServer, stats: FleetStats
+        self,
+        bot_id: str,
+        journal: Journal,
+        clock: Clock,
+        http: HttpServer,
+        stats: FleetStats,
+        backlog: BotBacklog,
     ) -> None:
         self._bot_id = bot_id
+        self.in_flight = backlog
         self._stats = stats
         self._journal = journal
         self._clock = clock
@@ -109,8 +120,14 @@ class BotHost:
         return self._store
 
     def ingest(self, events: Sequence[Event]) -> asyncio.Future[list[int | None]]:
-        appends = [self._journal.append(event, event.session_key()) for event in events]
-        batch = _Batch(appends, events, asyncio.get_running_loop().create_future())
+        keys = [event.session_key() for event in events]
+        busy = self.in_flight.reserve(keys)
+        if busy is not None:
+            refused: asyncio.Future[list[int | None]] = asyncio.get_running_loop().create_future()
+            refused.set_exception(busy)
+            return refused
+        appends = [self._journal.append(event, key) for event, key in zip(events, keys, strict=True)]
+        batch = _Batch(appends, events, keys, asyncio.get_running_loop().create_future())
         self._batches.append(batch)
         if not appends:
             self._route_committed()
@@ -128,14 +145,16 @@ class BotHost:
             batch = batches.popleft()
             seqs: list[int | None] = []
             failure: BaseException | None = None
-            for append, event in zip(batch.appends, batch.events, strict=True):
+            for append, event, key in zip(batch.appends, batch.events, batch.keys, strict=True):
                 error = append.exception() if not append.cancelled() else asyncio.CancelledError()
                 if error is not None:
                     failure = failure or error
                     seqs.append(None)
+                    self.in_flight.committed(key, None)
                     continue
                 seq = append.result()
-                self._route(seq, event)
+                self.in_flight.committed(key, seq)
+                self._route(seq, event, key)
                 seqs.append(seq)
             if batch.result.cancelled():
                 continue
@@ -144,7 +163,7 @@ class BotHost:
             else:
                 batch.result.set_result(seqs)
 
-    def _route(self, seq: int | None, event: Event) -> None:
+    def _route(self, seq: int | None, event: Event, key: SessionKey) -> None:
         runtime = self.runtime
         if seq is None:
             if runtime is not None:
@@ -154,7 +173,10 @@ class BotHost:
             runtime.counters.accepted += 1
             runtime.counters.by_type[event.type] += 1
         if self.sessions is not None:
-            self.sessions.tell(Inbound(seq, event, event.session_key(), self._clock.now()))
+            self.sessions.tell(Inbound(seq, event, key, self._clock.now()))
+
+    def secret(self, name: str) -> bytes:
+        return fleet_secret(self._journal.path, name)
 
     def add_route(self, method: str, path: str, handler: HttpHandler) -> None:
         self._http.add(method, path, handler, owner=self._bot_id)
@@ -181,7 +203,8 @@ class BotActor(Actor):
         self.fleet_stats = stats
         self.sandbox = sandbox
         self.plugins = plugins
-        self.host = BotHost(config.id, journal, self.context.system.clock, http, stats)
+        backlog = BotBacklog(stats.backlog, config.session.max_pending)
+        self.host = BotHost(config.id, journal, self.context.system.clock, http, stats, backlog)
         self.adapter: Adapter | None = None
         self.runtime: BotRuntime | None = None
 
@@ -203,6 +226,7 @@ class BotActor(Actor):
             sandbox=self.sandbox,
             outbound=outbound,
             outlet=outlet,
+            in_flight=self.host.in_flight,
             counters=counters,
             links=adapter.links(),
         )
@@ -222,6 +246,7 @@ class BotActor(Actor):
         if self.fleet_stats.runtimes.get(self.config.id) is self.runtime:
             del self.fleet_stats.runtimes[self.config.id]
         self.http.remove_owner(self.config.id)
+        self.host.in_flight.close()
         self.fleet_stats.connections.pop(self.config.id, None)
         if self.adapter is not None:
             try:

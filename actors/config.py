@@ -21,6 +21,7 @@ from pydantic import (
     model_validator,
 )
 
+from callboard.actors.backlog import MAX_EVENTS, MAX_PENDING
 from callboard.adapters.base import AdapterConfig, AdapterUnavailable, adapter_names, load_adapter
 from callboard.engine.units import Duration
 from callboard.handlers.plugin.config import (
@@ -63,6 +64,11 @@ class SessionConfig(_Strict):
         default=5,
         ge=1,
         description="consecutive failed runs after which the session is restarted with backoff",
+    )
+    max_pending: int = Field(
+        default=MAX_PENDING,
+        ge=1,
+        description="events a session may hold unhandled; beyond it new ones are refused (busy), not stored",
     )
 
 
@@ -139,10 +145,25 @@ class AdminConfig(_Strict):
         return self.auth == "token"
 
 
+class BacklogConfig(_Strict):
+    """The engine's ceiling on events in flight (accepted, not yet handled), over all bots."""
+
+    max_events: int = Field(
+        default=MAX_EVENTS, ge=1, description="beyond it every new event is refused (busy)"
+    )
+    shed_at: float = Field(
+        default=0.8,
+        gt=0,
+        le=1,
+        description="from this share of max_events, chats that already hold several events are refused first",
+    )
+
+
 class EngineConfig(_Strict):
     journal: JournalConfig = Field(default_factory=JournalConfig)
     admin: AdminConfig = Field(default_factory=AdminConfig)
     shutdown_timeout: Duration = Field(default=15.0, gt=0)
+    backlog: BacklogConfig = Field(default_factory=BacklogConfig)
 
     @field_validator("journal", mode="before")
     @classmethod
@@ -243,6 +264,7 @@ def fleet_model() -> type[FleetConfig]:
 __all__ = [
     "AdapterConfig",
     "AdminConfig",
+    "BacklogConfig",
     "BotConfig",
     "DebounceConfig",
     "EngineConfig",

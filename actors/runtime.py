@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from callboard.actors.backlog import MAX_EVENTS, BotBacklog, FleetBacklog
 from callboard.engine.clock import Clock
 from callboard.engine.journal import Journal
 from callboard.engine.ref import ActorRef
@@ -56,6 +57,8 @@ class BotRuntime:
     sandbox: SandboxFactory
     outbound: ActorRef
     outlet: Outlet
+    #: this bot's events in flight (sessions count theirs out as they finish them)
+    in_flight: BotBacklog
     counters: BotCounters = field(default_factory=BotCounters)
     links: dict[str, str] = field(default_factory=dict)
     #: the bot's session router, once started (admin retries and callbacks go there)
@@ -71,8 +74,15 @@ class FleetStats:
     """Where the admin server and /stats read live figures: each bot
     registers its runtime while it runs. Plain reads on the loop thread."""
 
-    def __init__(self, live_actors: Callable[[], int], messages: Callable[[], int]) -> None:
+    def __init__(
+        self,
+        live_actors: Callable[[], int],
+        messages: Callable[[], int],
+        backlog: FleetBacklog | None = None,
+    ) -> None:
         self.runtimes: dict[str, BotRuntime] = {}
+        #: events in flight across the fleet, and its ceiling (engine.backlog)
+        self.backlog = backlog or FleetBacklog(MAX_EVENTS)
         self.connections: dict[str, tuple[bool, str]] = {}
         self._live_actors = live_actors
         self._messages = messages

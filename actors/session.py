@@ -258,6 +258,7 @@ class SessionActor(Actor):
         if not matches:
             bot.counters.unrouted += len(events)
             bot.journal.mark_done(seqs, "unrouted")
+            bot.in_flight.done(seqs)
             return
         run_id = run_id if run_id is not None else max(seqs)
         if len(seqs) > 1 and not replayed:
@@ -412,6 +413,7 @@ class SessionActor(Actor):
             await bot.journal.save_state(bot.bot_id, self.key, ctx.state_loaded)
         if not retry:
             bot.journal.mark_done(seqs, status)
+            bot.in_flight.done(seqs)
             counters.handled_events += len(events)
         counters.runs += 1
         return status == "done"

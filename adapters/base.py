@@ -40,6 +40,7 @@ __all__ = [
     "COMMON_APIS",
     "Adapter",
     "AdapterAuthError",
+    "AdapterBusy",
     "AdapterConfig",
     "AdapterHost",
     "AdapterStore",
@@ -66,6 +67,16 @@ class AdapterConfig(BaseModel):
 
 class AdapterAuthError(Exception):
     """The platform rejected our credentials: retrying cannot help, stop the bot."""
+
+
+class AdapterBusy(Exception):
+    """The engine refuses new events for now (a chat's backlog, or the whole engine's, is
+    full): do not acknowledge them; the sender should retry after ``retry_after`` seconds
+    (a web client gets a ``busy`` frame, a platform no ack, so it redelivers)."""
+
+    def __init__(self, reason: str, retry_after: float) -> None:
+        super().__init__(reason)
+        self.retry_after = retry_after
 
 
 class AdapterStore(Protocol):
@@ -110,8 +121,15 @@ class AdapterHost(Protocol):
         sequence number, or ``None`` for a duplicate delivery (already stored: do
         acknowledge it, do not handle it). If a store fails, the events that did
         commit are still routed and the future fails with the first error: do not
-        acknowledge the platform then, so it redelivers.
+        acknowledge the platform then, so it redelivers. When the engine's backlog is
+        full the future fails at once with ``AdapterBusy`` and nothing is stored.
         """
+        ...
+
+    def secret(self, name: str) -> bytes:
+        """A random per-fleet secret called ``name`` (32 bytes), created on first use and
+        kept across restarts (a 0600 file next to the journal): for signing what the
+        adapter issues, such as web chat sessions."""
         ...
 
     def add_route(self, method: str, path: str, handler: HttpHandler) -> None:

@@ -16,6 +16,8 @@ import orjson
 
 from callboard.actors.config import FleetConfig
 from callboard.actors.config_file import parse_fleet
+from callboard.adapters.web.config import WebAdapterConfig
+from callboard.adapters.web.identity import Identity, Sessions
 from callboard.app import Running, start
 from callboard.engine.clock import Clock
 
@@ -24,6 +26,27 @@ PIPELINE_ECHO = """
         handler_type: pipeline
         handler_config: {stages: [{type: command}, {type: echo}]}
 """
+
+
+#: web adapter rate limits high enough for tests that are not about them
+UNLIMITED = (
+    "rate_per_connection: {per_second: 1000000, burst: 1000000}, "
+    "rate_per_user: {per_second: 1000000, burst: 1000000}"
+)
+#: the session secret of test fleets' web bots, so a test can sign in as a user it names
+SESSION_SECRET = "test-session-secret-0123456789"
+WEB = f"{UNLIMITED}, session_secret: {SESSION_SECRET}"
+
+
+def session_token(user_id: str, bot: str = "demo", name: str = "") -> str:
+    """A web chat session for ``user_id``, as the test fleets' web bots issue them."""
+    config = WebAdapterConfig(session_secret=SESSION_SECRET)  # type: ignore[arg-type]
+
+    def no_fleet_secret() -> bytes:
+        raise AssertionError("the session secret is configured")
+
+    sessions = Sessions(bot, config, no_fleet_secret)
+    return sessions.issue(Identity(user_id=user_id, name=name or user_id, anonymous=False))
 
 
 def fleet_config(
@@ -43,7 +66,7 @@ def fleet_config(
         textwrap.dedent(
             f"""
               - id: {bot}
-                adapter: {{type: web}}
+                adapter: {{type: web, {WEB}}}
                 session:
                   idle_ttl: {idle_ttl}
                   debounce: {{window: {window}, max_wait: {max_wait}}}
@@ -73,7 +96,14 @@ async def running_fleet(config: FleetConfig, clock: Clock | None = None) -> Asyn
 
 
 class ChatClient:
-    """A web-chat client: send ops, collect every frame the server sends."""
+    """A web-chat client: send ops, collect every frame the server sends.
+
+    It connects with a session token when given one (``Authorization: Bearer``), else the
+    server makes it a fresh anonymous user; either way ``user_id`` and ``token`` are what
+    the ``hello`` frame said, so ``ChatClient.connect(url, token=old.token)`` is the same
+    user again. Private chat names are qualified as the protocol wants them: ``"c1"`` is
+    this user's ``"<user_id>:c1"`` (``chat("c1")``); group ids are used as given.
+    """
 
     _ids = itertools.count(1)
 
@@ -83,12 +113,39 @@ class ChatClient:
         self.frames: list[dict[str, Any]] = []
         self._arrived = asyncio.Event()
         self._reader = asyncio.ensure_future(self._read())
+        self.user_id = ""
+        self.token: str | None = None
 
     @classmethod
-    async def connect(cls, base_url: str, bot: str = "demo") -> ChatClient:
+    async def connect(
+        cls,
+        base_url: str,
+        bot: str = "demo",
+        token: str | None = None,
+        user: str | None = None,
+        **headers: str,
+    ) -> ChatClient:
+        """``user``: signed in as that user (test fleets' session secret); else ``token``'s
+        user, else a fresh anonymous one."""
         session = aiohttp.ClientSession()
-        ws = await session.ws_connect(f"{base_url}/web/{bot}/ws")
-        return cls(session, ws)
+        if user is not None:
+            token = session_token(user, bot)
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        try:
+            ws = await session.ws_connect(f"{base_url}/web/{bot}/ws", headers=headers)
+        except BaseException:
+            await session.close()
+            raise
+        client = cls(session, ws)
+        hello = await client.wait_for(lambda f: f["op"] == "hello")
+        client.user_id = hello["user_id"]
+        client.token = hello.get("token") or token
+        return client
+
+    def chat(self, name: str) -> str:
+        """This user's private chat called ``name``."""
+        return name if ":" in name else f"{self.user_id}:{name}"
 
     async def _read(self) -> None:
         async for message in self.ws:
@@ -104,15 +161,32 @@ class ChatClient:
 
     async def op(self, **fields: Any) -> str:
         fields.setdefault("client_msg_id", f"c{next(self._ids)}")
+        private = fields.get("chat_type", "private") == "private" and fields.get("op") not in (
+            "join",
+            "leave",
+        )
+        if private and isinstance(fields.get("chat_id"), str):
+            fields["chat_id"] = self.chat(fields["chat_id"])
         await self.ws.send_str(orjson.dumps(fields).decode())
         return str(fields["client_msg_id"])
 
-    async def say(self, text: str, chat_id: str = "c1", user_id: str = "u1", **fields: Any) -> str:
-        return await self.op(op="send", chat_id=chat_id, user_id=user_id, text=text, **fields)
+    async def say(self, text: str, chat_id: str = "c1", **fields: Any) -> str:
+        return await self.op(op="send", chat_id=chat_id, text=text, **fields)
 
-    async def subscribe(self, chat_id: str = "c1", since: int = 0) -> dict[str, Any]:
+    async def join(self, group: str, name: str = "") -> dict[str, Any]:
+        """Join a group (the user may then read and write it); waits for its answer."""
+        cid = await self.op(op="join", chat_id=group, group_name=name)
+        return await self.wait_for(lambda f: f.get("client_msg_id") == cid)
+
+    async def subscribe(self, chat_id: str = "c1", since: int = 0, group: bool = False) -> dict[str, Any]:
+        chat_id = chat_id if group else self.chat(chat_id)
         await self.ws.send_str(orjson.dumps({"op": "subscribe", "chat_id": chat_id, "since": since}).decode())
-        return await self.wait_for(lambda f: f["op"] == "subscribed" and f["chat_id"] == chat_id)
+        return await self.wait_for(
+            lambda f: (
+                (f["op"] == "subscribed" and f["chat_id"] == chat_id)
+                or (f["op"] == "error" and f.get("code") == "forbidden")
+            )
+        )
 
     def of(self, op: str) -> list[dict[str, Any]]:
         return [f for f in self.frames if f["op"] == op]
@@ -151,8 +225,10 @@ class ChatClient:
 
 
 @contextlib.asynccontextmanager
-async def chat_client(base_url: str, bot: str = "demo") -> AsyncIterator[ChatClient]:
-    client = await ChatClient.connect(base_url, bot)
+async def chat_client(
+    base_url: str, bot: str = "demo", token: str | None = None, user: str | None = None
+) -> AsyncIterator[ChatClient]:
+    client = await ChatClient.connect(base_url, bot, token, user)
     try:
         yield client
     finally:

@@ -3,7 +3,7 @@
 The web chat has no upstream to poll: its "connection" is the websocket
 endpoint on the engine's server. This actor opens it when the bot starts and
 stops new events when the bot stops, so a graceful shutdown acknowledges
-nothing it will not handle.
+nothing it will not handle. Supervised by the bot like every connection.
 """
 
 from __future__ import annotations
@@ -22,14 +22,12 @@ class WebConnection(Actor):
 
     async def on_start(self) -> None:
         self.adapter.register_routes()
-        self.adapter.accepting = True
+        self.adapter.gateway.accepting = True
         self.adapter.host.set_connected(True, f"serving {self.adapter.base_path}/ws")
 
     async def receive(self, message: Any) -> Any:
-        if message == "clients":
-            return self.adapter.clients
         raise TypeError(f"unexpected message {message!r}")
 
     async def on_stop(self) -> None:
-        self.adapter.accepting = False
+        self.adapter.gateway.accepting = False
         self.adapter.host.set_connected(False, "stopped")

@@ -1,114 +1,172 @@
-"""The web chat protocol: JSON text frames over ``/web/{bot_id}/ws``.
+"""The web chat protocol: JSON text frames over ``/web/{bot_id}/ws``, as msgspec Structs.
 
-Client to server: ``send``, ``edit``, ``delete``, ``react``, ``join``,
-``leave`` (each with a ``client_msg_id``, answered by ``ack``, ``duplicate``
-or ``error`` once the event is durable) and ``subscribe`` (with ``since``, to
-receive every stored bot frame after that sequence number).
-Server to client: ``ack``, ``duplicate``, ``error``, ``subscribed``, and bot
-output as ``message``, ``edited``, ``deleted``, ``reaction``, ``typing``,
-each with a per-chat ``seq``.
+Client to server: ``send``, ``edit``, ``delete``, ``react``, ``join``, ``leave``
+(each with a ``client_msg_id``, answered by ``ack``, ``duplicate`` or ``error``
+once the event is durable) and ``subscribe`` (with ``since``, to receive every
+stored bot frame after that sequence number). Who sends is never in a frame: it
+is the connection's session (see ``identity``).
+Server to client: ``hello`` (the session's identity, first), ``ack``,
+``duplicate``, ``error``, ``subscribed``, and bot output as ``message``,
+``edited``, ``deleted``, ``reaction``, ``typing``, each with a per-chat ``seq``.
+See docs/web-protocol.md.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-import orjson
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+import msgspec
 
-Text = Annotated[str, Field(max_length=32_000)]
-Ident = Annotated[str, Field(min_length=1, max_length=128)]
-
-
-class _Op(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+Text = Annotated[str, msgspec.Meta(max_length=32_000)]
+Ident = Annotated[str, msgspec.Meta(min_length=1, max_length=160)]
+Name = Annotated[str, msgspec.Meta(max_length=128)]
+Seq = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+ChatKind = Literal["private", "group"]
 
 
-class _ChatOp(_Op):
+class _Op(msgspec.Struct, tag_field="op", kw_only=True, gc=False):
+    """A client frame; unknown fields are ignored."""
+
+
+class _ChatOp(_Op, kw_only=True):
     chat_id: Ident
-    chat_type: Literal["private", "group"] = "private"
-    user_id: Ident
-    user_name: Annotated[str, Field(max_length=128)] = ""
+    chat_type: ChatKind = "private"
     client_msg_id: Ident
+    #: only for old clients: accepted when it is the session's own id, refused otherwise
+    user_id: str | None = None
+    #: a display name (anonymous sessions only; signed-in users keep their own)
+    user_name: Name = ""
 
 
-class SendOp(_ChatOp):
-    op: Literal["send"]
+class SendOp(_ChatOp, tag="send", kw_only=True):
     text: Text
     reply_to: Ident | None = None
 
 
-class EditOp(_ChatOp):
-    op: Literal["edit"]
+class EditOp(_ChatOp, tag="edit", kw_only=True):
     message_id: Ident
     text: Text
 
 
-class DeleteOp(_ChatOp):
-    op: Literal["delete"]
+class DeleteOp(_ChatOp, tag="delete", kw_only=True):
     message_id: Ident
 
 
-class ReactOp(_ChatOp):
-    op: Literal["react"]
+class ReactOp(_ChatOp, tag="react", kw_only=True):
     message_id: Ident
-    reaction: Annotated[str, Field(min_length=1, max_length=64)]
+    reaction: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
     remove: bool = False
 
 
-class JoinOp(_ChatOp):
-    op: Literal["join"]
-    chat_type: Literal["group"] = "group"
-    group_name: Annotated[str, Field(max_length=128)] = ""
+class JoinOp(_ChatOp, tag="join", kw_only=True):
+    chat_type: ChatKind = "group"
+    group_name: Name = ""
 
 
-class LeaveOp(_ChatOp):
-    op: Literal["leave"]
-    chat_type: Literal["group"] = "group"
+class LeaveOp(_ChatOp, tag="leave", kw_only=True):
+    chat_type: ChatKind = "group"
 
 
-class SubscribeOp(_Op):
-    op: Literal["subscribe"]
+class SubscribeOp(_Op, tag="subscribe", kw_only=True):
     chat_id: Ident
-    since: int = Field(default=0, ge=0)
+    since: Seq = 0
 
 
-ClientOp = Annotated[
-    SendOp | EditOp | DeleteOp | ReactOp | JoinOp | LeaveOp | SubscribeOp, Field(discriminator="op")
-]
+EventOp = SendOp | EditOp | DeleteOp | ReactOp | JoinOp | LeaveOp
+ClientOp = EventOp | SubscribeOp
 OPS = ("send", "edit", "delete", "react", "join", "leave", "subscribe")
-_ops: TypeAdapter[Any] = TypeAdapter(ClientOp)
+
+_decoder = msgspec.json.Decoder(ClientOp)
+_loose = msgspec.json.Decoder()
+
+
+# ---------------------------------------------------------------------- server frames
+
+
+class _Frame(msgspec.Struct, tag_field="op", kw_only=True, gc=False):
+    """A server frame."""
+
+
+class Hello(_Frame, tag="hello", kw_only=True):
+    user_id: str
+    user_name: str
+    #: set when the server just issued a session: present it again (cookie or bearer) to stay this user
+    token: str | None = None
+
+
+class Ack(_Frame, tag="ack", kw_only=True):
+    client_msg_id: str
+    message_id: str | None
+    event_id: str
+
+
+class Duplicate(_Frame, tag="duplicate", kw_only=True):
+    client_msg_id: str
+
+
+class Error(_Frame, tag="error", kw_only=True, omit_defaults=True):
+    client_msg_id: str | None = None
+    code: str
+    reason: str
+    #: for ``busy``: when trying again is likely to succeed
+    retry_after_ms: int | None = None
+
+
+class Subscribed(_Frame, tag="subscribed", kw_only=True):
+    chat_id: str
+    seq: int
+
+
+class Typing(_Frame, tag="typing", kw_only=True):
+    chat_id: str
+
+
+_encoder = msgspec.json.Encoder()
+
+
+def encode(frame: _Frame | dict[str, Any]) -> bytes:
+    """One frame as JSON bytes (stored bot output is a dict: it comes from the outbox)."""
+    return _encoder.encode(frame)
+
+
+def error(client_msg_id: str | None, code: str, reason: str, retry_after: float | None = None) -> bytes:
+    retry_ms = None if retry_after is None else max(1, round(retry_after * 1000))
+    return encode(Error(client_msg_id=client_msg_id, code=code, reason=reason, retry_after_ms=retry_ms))
 
 
 class FrameError(Exception):
     """A frame we cannot take: ``code`` and ``reason`` go back to the client."""
 
-    def __init__(self, code: str, reason: str, client_msg_id: str | None = None) -> None:
+    def __init__(
+        self, code: str, reason: str, client_msg_id: str | None = None, retry_after: float | None = None
+    ) -> None:
         super().__init__(reason)
         self.code = code
         self.reason = reason
         self.client_msg_id = client_msg_id
+        self.retry_after = retry_after
+
+    def frame(self) -> bytes:
+        return error(self.client_msg_id, self.code, self.reason, self.retry_after)
 
 
-def parse_op(data: str | bytes) -> Any:
+def parse_op(data: str | bytes) -> ClientOp:
     """Validate one client frame; raises ``FrameError`` with a readable reason."""
     try:
-        raw = orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        raise FrameError("bad_json", f"frame is not valid JSON: {exc.msg}") from None
+        return _decoder.decode(data)
+    except msgspec.ValidationError as exc:
+        raise _explain(data, str(exc)) from None
+    except msgspec.DecodeError as exc:
+        raise FrameError("bad_json", f"frame is not valid JSON: {exc}") from None
+
+
+def _explain(data: str | bytes, message: str) -> FrameError:
+    """The error path only: look at the frame loosely to say what is wrong."""
+    raw = _loose.decode(data)
     if not isinstance(raw, dict):
-        raise FrameError("bad_frame", "a frame must be a JSON object")
+        return FrameError("bad_frame", "a frame must be a JSON object")
     client_msg_id = raw.get("client_msg_id") if isinstance(raw.get("client_msg_id"), str) else None
     op = raw.get("op")
     if op not in OPS:
-        raise FrameError("unknown_op", f"unknown op {op!r}; expected one of {', '.join(OPS)}", client_msg_id)
-    try:
-        return _ops.validate_python(raw)
-    except ValidationError as exc:
-        first = exc.errors(include_input=False, include_url=False)[0]
-        field = ".".join(str(part) for part in first["loc"][1:]) or "frame"
-        raise FrameError("bad_frame", f"{field}: {first['msg']}", client_msg_id) from None
-
-
-def frame(**fields: Any) -> bytes:
-    return orjson.dumps(fields)
+        return FrameError("unknown_op", f"unknown op {op!r}; expected one of {', '.join(OPS)}", client_msg_id)
+    return FrameError("bad_frame", message.replace("`", ""), client_msg_id)

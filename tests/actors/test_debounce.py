@@ -80,10 +80,10 @@ async def test_sessions_debounce_independently(tmp_path: Path) -> None:
         await client.wait_count("ack", 2)
         await clock.advance(0.5)
         await client.wait_count("message", 1)
-        assert [(f["chat_id"], f["text"]) for f in client.of("message")] == [("c1", "first")]
+        assert [(f["chat_id"], f["text"]) for f in client.of("message")] == [(client.chat("c1"), "first")]
         await clock.advance(0.6)
         await client.wait_count("message", 2)
-        assert [(f["chat_id"], f["text"]) for f in client.of("message")][1] == ("c2", "second")
+        assert [(f["chat_id"], f["text"]) for f in client.of("message")][1] == (client.chat("c2"), "second")
 
 
 async def test_max_wait_caps_a_never_ending_burst(tmp_path: Path) -> None:
@@ -108,9 +108,7 @@ async def test_non_message_event_flushes_first(tmp_path: Path) -> None:
         await client.subscribe("c1")
         await client.say("a")
         await client.say("b")
-        await client.op(
-            op="react", chat_id="c1", user_id="u1", user_name="Ann", message_id="m1", reaction="+1"
-        )
+        await client.op(op="react", chat_id="c1", user_name="Ann", message_id="m1", reaction="+1")
         await client.wait_count("message", 2)
         assert replies(client) == ["a\nb", "reaction from Ann"]
 
@@ -132,16 +130,20 @@ async def test_group_chats_debounce_per_sender(tmp_path: Path) -> None:
     clock = ManualClock()
     async with (
         running_fleet(fleet_config(tmp_path, window="1s"), clock) as fleet,
-        chat_client(fleet.base_url) as client,
+        chat_client(fleet.base_url) as ann,
+        chat_client(fleet.base_url) as bob,
     ):
-        await client.subscribe("g1")
-        await client.say("a1", chat_id="g1", chat_type="group", user_id="ann")
-        await client.say("b1", chat_id="g1", chat_type="group", user_id="bob")
-        await client.say("a2", chat_id="g1", chat_type="group", user_id="ann")
-        await client.wait_count("ack", 3)
+        await ann.join("g1")
+        await bob.join("g1")
+        await ann.subscribe("g1", group=True)
+        await ann.say("a1", chat_id="g1", chat_type="group")
+        await bob.say("b1", chat_id="g1", chat_type="group")
+        await ann.say("a2", chat_id="g1", chat_type="group")
+        await ann.wait_count("ack", 3)  # its join and two sends
+        await bob.wait_count("ack", 2)
         await clock.advance(1.1)
-        await client.wait_count("message", 2)
-        assert sorted(replies(client)) == ["a1\na2", "b1"]
+        await ann.wait_count("message", 2)
+        assert sorted(replies(ann)) == ["a1\na2", "b1"]
 
 
 async def test_stale_due_is_a_no_op(tmp_path: Path) -> None:
@@ -153,7 +155,9 @@ async def test_stale_due_is_a_no_op(tmp_path: Path) -> None:
         await client.subscribe("c1")
         await client.say("a")
         await client.wait_count("ack", 1)
-        session = await eventually(lambda: fleet.system.lookup("/fleet/demo/sessions/private:c1"))
+        session = await eventually(
+            lambda: fleet.system.lookup(f"/fleet/demo/sessions/private:{client.chat('c1')}")
+        )
         await fleet.system.quiesce()
         window = session._cell.actor.windows["w"]
         session.tell(Due("w", window.generation + 1))  # a generation that does not exist
@@ -172,6 +176,7 @@ async def test_shutdown_flushes_open_windows(tmp_path: Path) -> None:
     clock = ManualClock()
     config = fleet_config(tmp_path, window="60s", max_wait="60s")
     async with running_fleet(config, clock) as fleet, chat_client(fleet.base_url) as client:
+        chat = client.chat("c1")
         await client.say("pending-1")
         await client.say("pending-2")
         await client.wait_count("ack", 2)
@@ -179,7 +184,7 @@ async def test_shutdown_flushes_open_windows(tmp_path: Path) -> None:
     journal = Journal(config.engine.journal.path)
     await journal.open()
     try:
-        outbox = await journal.read_outbox("demo", "c1")
+        outbox = await journal.read_outbox("demo", chat)
         assert [payload["text"] for _, payload in outbox] == ["pending-1\npending-2"]
         assert await journal.query("SELECT COUNT(*) FROM events WHERE done_at IS NULL") == [(0,)]
     finally:

@@ -54,7 +54,9 @@ async def test_per_session_order_with_random_handler_delays(
                 await client.wait_count("message", expected, timeout=60)
             for chat in range(chats):
                 got = [
-                    f["text"] for f in clients[chat % connections].of("message") if f["chat_id"] == f"c{chat}"
+                    f["text"]
+                    for f in clients[chat % connections].of("message")
+                    if f["chat_id"] == clients[chat % connections].chat(f"c{chat}")
                 ]
                 assert got == [f"{chat}:{i}" for i in range(per_chat)]
         finally:
@@ -148,11 +150,11 @@ async def test_idle_sessions_passivate_and_keep_their_state(tmp_path: Path) -> N
             await client.say(f"m{n}")
             await client.wait_count("message", n)
             await eventually(lambda n=n: runtime.counters.runs == n)
-            session = fleet.system.lookup("/fleet/demo/sessions/private:c1")
+            session = fleet.system.lookup(f"/fleet/demo/sessions/private:{client.chat('c1')}")
             await eventually(lambda s=session: s is not None and not s._cell.scheduled)
             await clock.advance(31)  # idle past the TTL: the session actor stops
             await eventually(lambda: runtime.live_sessions == 0)
-            assert fleet.system.lookup("/fleet/demo/sessions/private:c1") is None
+            assert fleet.system.lookup(f"/fleet/demo/sessions/private:{client.chat('c1')}") is None
         assert [f["text"] for f in client.of("message")] == ["turn 1: m1", "turn 2: m2", "turn 3: m3"]
 
 
@@ -165,7 +167,7 @@ async def test_a_message_racing_passivation_is_not_lost(tmp_path: Path) -> None:
         await client.subscribe("c1")
         await client.say("one")
         await client.wait_count("message", 1)
-        session = fleet.system.lookup("/fleet/demo/sessions/private:c1")
+        session = fleet.system.lookup(f"/fleet/demo/sessions/private:{client.chat('c1')}")
         assert session is not None
         session._cell.request_stop("idle")  # passivation has begun
         await client.say("two")

@@ -24,6 +24,7 @@ async def test_health_ready_metrics_actors(tmp_path: Path) -> None:
         await client.subscribe("c1")
         await client.say("hello")
         await client.wait_for(lambda f: f["op"] == "message")
+        chat = client.chat("c1")
         async with aiohttp.ClientSession() as http:
             async with http.get(f"{fleet.base_url}/healthz") as r:
                 assert r.status == 200 and (await r.json()) == {"status": "ok"}
@@ -46,7 +47,7 @@ async def test_health_ready_metrics_actors(tmp_path: Path) -> None:
         bot_node = next(c for c in fleet_node["children"] if c["name"] == "demo")
         assert {c["name"] for c in bot_node["children"]} == {"outbound", "sessions", "connection"}
         sessions = next(c for c in bot_node["children"] if c["name"] == "sessions")
-        assert [c["path"] for c in sessions["children"]] == ["/fleet/demo/sessions/private:c1"]
+        assert [c["path"] for c in sessions["children"]] == [f"/fleet/demo/sessions/private:{chat}"]
         assert bots[0]["id"] == "demo" and bots[0]["connected"] is True
         assert "send_message" in bots[0]["manifest"]["apis"]
 
@@ -70,7 +71,7 @@ async def test_reload_touches_only_changed_bots(tmp_path: Path) -> None:
             await client.subscribe("c1")
             await client.say("x")
             await client.wait_for(lambda f: f["op"] == "message")
-            session = fleet.system.lookup("/fleet/keep/sessions/private:c1")
+            session = fleet.system.lookup(f"/fleet/keep/sessions/private:{client.chat('c1')}")
             new = fleet_config(tmp_path, bots=("keep", "change", "add"))
             new.bots[1].session.idle_ttl = 123
             result = await fleet.reload(new)
@@ -85,7 +86,7 @@ async def test_reload_touches_only_changed_bots(tmp_path: Path) -> None:
             await eventually(lambda: fleet.system.lookup("/fleet/add") is not None)
             # the unchanged bot and its live session were not touched
             assert fleet.system.lookup("/fleet/keep") is keep_before
-            assert fleet.system.lookup("/fleet/keep/sessions/private:c1") is session
+            assert fleet.system.lookup(f"/fleet/keep/sessions/private:{client.chat('c1')}") is session
             await client.say("y")
             await client.wait_count("message", 2)
         async with aiohttp.ClientSession() as http:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from callboard.bench.harness import free_port, wait_ready
-from tests.support import ChatClient
+from tests.support import UNLIMITED, ChatClient
 
 pytestmark = pytest.mark.timeout(180)
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,7 +26,7 @@ engine:
   admin: {{port: {port}}}
 bots:
   - id: demo
-    adapter: {{type: web}}
+    adapter: {{type: web, {limits}}}
     session:
       debounce: {{window: {window}, max_wait: 2s}}
     handlers:
@@ -50,7 +50,9 @@ async def test_kill_9_mid_burst_loses_nothing_and_duplicates_nothing(tmp_path: P
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     config = tmp_path / "fleet.yaml"
-    config.write_text(FLEET.format(journal=tmp_path / "j.sqlite3", port=port, window=window))
+    config.write_text(
+        FLEET.format(journal=tmp_path / "j.sqlite3", port=port, window=window, limits=UNLIMITED)
+    )
     chats = [f"c{i}" for i in range(20)]
 
     engine = _engine(config)
@@ -77,6 +79,7 @@ async def test_kill_9_mid_burst_loses_nothing_and_duplicates_nothing(tmp_path: P
         await asyncio.sleep(0.2)
         acked = {sent[f["client_msg_id"]] for f in client.of("ack")}
         before_kill = len(client.of("message"))
+        token = client.token  # the same user reads its chats after the restart (the session survives it)
         await client.close()
     finally:
         if engine.poll() is None:
@@ -86,7 +89,7 @@ async def test_kill_9_mid_burst_loses_nothing_and_duplicates_nothing(tmp_path: P
     engine = _engine(config)
     try:
         await wait_ready(f"{base}/readyz", timeout=30)
-        client = await ChatClient.connect(base)
+        client = await ChatClient.connect(base, token=token)
         try:
             seen: collections.Counter[str] = collections.Counter()
             deadline = time.monotonic() + 60

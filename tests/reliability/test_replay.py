@@ -25,6 +25,7 @@ async def test_replayed_run_keeps_its_grouping_and_skips_sent_replies(
         crash.setattr(Journal, "mark_done", lambda self, seqs, status="done": None)
         async with running_fleet(config) as fleet, chat_client(fleet.base_url) as client:
             await client.subscribe("c1")
+            chat, token = client.chat("c1"), client.token
             await client.say("a")
             await client.wait_count("message", 1)
             await eventually(lambda: fleet.stats.runtimes["demo"].counters.sends == 1)
@@ -35,7 +36,7 @@ async def test_replayed_run_keeps_its_grouping_and_skips_sent_replies(
             bot_id="demo",
             adapter="web",
             chat_type="private",
-            chat_id="c1",
+            chat_id=chat,
             message_id="late",
             message_chain=MessageChain.of("b"),
             sender=User(id="u1"),
@@ -45,12 +46,12 @@ async def test_replayed_run_keeps_its_grouping_and_skips_sent_replies(
     finally:
         await journal.close()
 
-    async with running_fleet(config) as fleet, chat_client(fleet.base_url) as client:
+    async with running_fleet(config) as fleet, chat_client(fleet.base_url, token=token) as client:
         await client.subscribe("c1")
         await eventually(lambda: fleet.stats.runtimes["demo"].counters.runs == 2)
         await eventually(lambda: len(client.of("message")) == 2)
         assert [f["text"] for f in client.of("message")] == ["a", "b"]
-        outbox = await fleet.journal.read_outbox("demo", "c1")
+        outbox = await fleet.journal.read_outbox("demo", chat)
         assert [payload["text"] for _, payload in outbox] == ["a", "b"]
         await eventually(lambda: _all_done(fleet.journal))
 

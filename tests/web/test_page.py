@@ -37,11 +37,14 @@ def _chat(driver: Any, url: str) -> list[str]:
     bot = driver.execute_script(
         "return [...document.querySelectorAll('.msg.bot')].map(e => e.firstChild.textContent)"
     )
-    # reloading does not show old bot messages again: the page subscribes from the last seq it saw
+    me = driver.find_element(By.ID, "me").text
+    # reloading keeps the session (its cookie) and does not show old bot messages again:
+    # the page subscribes to the same chat from the last seq it saw
     driver.refresh()
     _wait(driver, "return document.getElementById('status').textContent === 'connected'")
+    _wait(driver, f"return document.getElementById('me').textContent === {me!r}")
     again = driver.execute_script("return document.querySelectorAll('.msg.bot').length")
-    return [*bot, f"after reload: {again}"]
+    return [*bot, f"after reload: {again}", me.startswith("guest-")]
 
 
 async def test_chat_page_in_chromium(tmp_path: Path) -> None:
@@ -49,4 +52,4 @@ async def test_chat_page_in_chromium(tmp_path: Path) -> None:
         url = f"{fleet.base_url}/web/demo/"
         with chromium() as driver:
             seen = await asyncio.to_thread(_chat, driver, url)
-    assert seen == ["hello from a browser", "works", "after reload: 0"]
+    assert seen == ["hello from a browser", "works", "after reload: 0", True]

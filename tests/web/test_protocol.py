@@ -27,7 +27,7 @@ async def test_send_is_acked_then_answered(fleet: Running) -> None:
         assert ack["client_msg_id"] == cid and ack["message_id"] and ack["event_id"]
         reply = await client.wait_for(lambda f: f["op"] == "message")
         assert reply["text"] == "hello"
-        assert reply["chat_id"] == "c1" and reply["seq"] == 1
+        assert reply["chat_id"] == client.chat("c1") and reply["seq"] == 1
         # the ack only went out once the event was committed
         status = await fleet.journal.query("SELECT COUNT(*) FROM events WHERE type='message.received'")
         assert status == [(1,)]
@@ -50,13 +50,12 @@ async def test_repeated_client_msg_id_is_a_duplicate(fleet: Running) -> None:
         ("{not json", "bad_json", "not valid JSON"),
         ("[1, 2]", "bad_frame", "JSON object"),
         ('{"op": "shout", "client_msg_id": "x"}', "unknown_op", "unknown op"),
-        ('{"op": "send", "chat_id": "c1", "user_id": "u1", "client_msg_id": "x"}', "bad_frame", "text"),
-        (
-            '{"op": "send", "chat_id": "", "user_id": "u1", "text": "t", "client_msg_id": "x"}',
-            "bad_frame",
-            "chat_id",
-        ),
+        ('{"op": "send", "chat_id": "c1", "client_msg_id": "x"}', "bad_frame", "text"),
+        ('{"op": "send", "chat_id": "", "text": "t", "client_msg_id": "x"}', "bad_frame", "chat_id"),
         ('{"op": "subscribe", "chat_id": "c1", "since": -1}', "bad_frame", "since"),
+        ('{"op": "subscribe", "chat_id": "c1", "since": 9223372036854775808}', "bad_frame", "since"),
+        ('{"op": "send", "chat_id": "c1", "text": "t", "client_msg_id": "x"}', "forbidden", "private chat"),
+        ('{"op": "join", "chat_id": "a:b", "client_msg_id": "x"}', "bad_frame", "':'"),
     ],
 )
 async def test_bad_frames_get_errors_and_keep_the_connection(
@@ -88,12 +87,13 @@ async def test_subscribe_since_replays_missed_bot_messages(fleet: Running) -> No
         for text in ("one", "two", "three"):
             await first.say(text)
         await first.wait_count("ack", 3)
-    # a different connection, later, catches up from seq 1
-    while len(await fleet.journal.read_outbox("demo", "c1")) < 3:
+    # a different connection of the same user, later, catches up from seq 1
+    while len(await fleet.journal.read_outbox("demo", first.chat("c1"))) < 3:
         import asyncio
 
         await asyncio.sleep(0.01)
-    async with chat_client(fleet.base_url) as second:
+    async with chat_client(fleet.base_url, token=first.token) as second:
+        assert second.user_id == first.user_id
         done = await second.subscribe("c1", since=1)
         assert done["seq"] == 3
         assert [m["text"] for m in second.of("message")] == ["two", "three"]
@@ -102,7 +102,7 @@ async def test_subscribe_since_replays_missed_bot_messages(fleet: Running) -> No
 
 async def test_other_ops_become_events(fleet: Running) -> None:
     async with chat_client(fleet.base_url) as client:
-        common = {"chat_id": "g1", "user_id": "u1", "user_name": "Ann"}
+        common = {"chat_id": "g1", "user_name": "Ann"}
         await client.op(op="join", group_name="Team", **common)
         await client.op(op="send", chat_type="group", text="hi", **common)
         ack = (await client.wait_count("ack", 2))[1]
@@ -125,9 +125,9 @@ async def test_other_ops_become_events(fleet: Running) -> None:
 async def test_api_edits_deletes_and_queries(fleet: Running) -> None:
     api = fleet.stats.runtimes["demo"].api
     async with chat_client(fleet.base_url) as client:
-        await client.subscribe("g1")
-        await client.op(op="join", chat_id="g1", user_id="u9", user_name="Bo", group_name="G")
+        await client.op(op="join", chat_id="g1", user_name="Bo", group_name="G")
         await client.wait_for(lambda f: f["op"] == "ack")
+        await client.subscribe("g1", group=True)
         from callboard.engine.entities import MessageChain
 
         sent = await api.send_message("group", "g1", MessageChain.of("draft"))
@@ -141,11 +141,11 @@ async def test_api_edits_deletes_and_queries(fleet: Running) -> None:
     assert group.name == "G" and group.member_count == 1
     members = await api.get_group_member_list("g1")
     assert [m.user.nickname for m in members] == ["Bo"]
-    assert (await api.get_user_info("u9")).nickname == "Bo"
+    assert (await api.get_user_info(client.user_id)).nickname == "Bo"
     from callboard.engine.platform import NotSupportedError
 
     with pytest.raises(NotSupportedError, match="'web' does not support 'kick_member'"):
-        await api.kick_member("g1", "u9")
+        await api.kick_member("g1", client.user_id)
     with pytest.raises(NotSupportedError, match="call_platform_api:pin"):
         await api.call_platform_api("pin", {})
     manifest = api.manifest()
@@ -167,9 +167,9 @@ async def test_page_and_static_assets_are_served(fleet: Running) -> None:
             assert missing.status == 404
 
 
-async def test_two_clients_same_chat_both_see_bot_output(fleet: Running) -> None:
+async def test_two_connections_of_one_user_both_see_bot_output(fleet: Running) -> None:
     a = await ChatClient.connect(fleet.base_url)
-    b = await ChatClient.connect(fleet.base_url)
+    b = await ChatClient.connect(fleet.base_url, token=a.token)
     try:
         await a.subscribe("c1")
         await b.subscribe("c1")

@@ -1,0 +1,111 @@
+"""WebClient: one websocket's outgoing side.
+
+Frames are queued and written by one writer task; everything queued by the time it
+runs (the acks of a group commit, the replies of a loop turn) goes out as ONE socket
+write: the websocket frames are encoded here (server frames are unmasked and, with
+compression off, trivial) and handed to the transport together, then the writer waits
+for the transport to drain. A client that falls ``limit`` frames behind is dropped; it
+reconnects and subscribes with ``since`` to catch up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import struct
+
+from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
+
+from callboard.adapters.web.identity import Identity
+from callboard.adapters.web.limits import TokenBucket
+
+log = logging.getLogger("callboard.web")
+
+_TEXT = 0x81  # FIN + text opcode
+
+
+def ws_text_frame(payload: bytes) -> bytes:
+    """One unmasked, uncompressed websocket text frame (RFC 6455 section 5.2)."""
+    size = len(payload)
+    if size < 126:
+        return struct.pack("!BB", _TEXT, size) + payload
+    if size < 65536:
+        return struct.pack("!BBH", _TEXT, 126, size) + payload
+    return struct.pack("!BBQ", _TEXT, 127, size) + payload
+
+
+class WebClient:
+    """One connection: who it is, what it is subscribed to, and its writer."""
+
+    def __init__(
+        self,
+        ws: web.WebSocketResponse,
+        stream: AbstractStreamWriter,
+        identity: Identity,
+        limit: int,
+        rate: TokenBucket,
+        user_rate: TokenBucket,
+    ) -> None:
+        self.ws = ws
+        self.stream = stream
+        self.identity = identity
+        self.limit = limit
+        self.rate = rate
+        self.user_rate = user_rate
+        self.chats: set[str] = set()
+        self.sent: dict[str, int] = {}  # newest stored seq sent, per chat
+        self.backfilling: dict[str, list[tuple[int, bytes]]] = {}
+        self.writes = 0  # socket writes made (each carries one or more frames)
+        self.frames = 0
+        self._queue: list[bytes] = []
+        self._wake: asyncio.Future[None] | None = None
+        self._dropped = False
+        self.closing: asyncio.Future[bool] | None = None
+        self.writer = asyncio.ensure_future(self._write())
+
+    def push(self, data: bytes) -> None:
+        if self._dropped:
+            return
+        if len(self._queue) >= self.limit:
+            self._dropped = True
+            log.warning("web client too slow; closing its connection")
+            self.closing = asyncio.ensure_future(self.ws.close(message=b"send queue full"))
+            return
+        self._queue.append(data)
+        wake = self._wake
+        if wake is not None and not wake.done():
+            wake.set_result(None)
+
+    def deliver(self, chat: str, seq: int, data: bytes) -> None:
+        """A stored frame for ``chat``: sent once, in seq order, even when the
+        backlog read during a subscribe already had it."""
+        pending = self.backfilling.get(chat)
+        if pending is not None:
+            pending.append((seq, data))
+        elif seq > self.sent.get(chat, 0):
+            self.sent[chat] = seq
+            self.push(data)
+
+    async def _write(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._queue:
+                self._wake = loop.create_future()
+                await self._wake
+                self._wake = None
+            batch, self._queue = self._queue, []
+            transport = self.stream.transport
+            if transport is None or transport.is_closing() or self.ws.closed:
+                return
+            transport.write(b"".join([ws_text_frame(data) for data in batch]))
+            self.writes += 1
+            self.frames += len(batch)
+            try:
+                await self.stream.drain()
+            except (ConnectionError, RuntimeError):
+                return
+
+    async def close(self) -> None:
+        self.writer.cancel()
+        await asyncio.gather(self.writer, return_exceptions=True)

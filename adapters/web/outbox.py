@@ -1,0 +1,104 @@
+"""Bot output: rendered, stored in the bot's outbox under a per-chat ``seq``, then pushed.
+
+Storing before pushing is what lets a client that reconnects and subscribes with the
+last ``seq`` it saw receive every frame it missed. A repeated idempotency key (a send
+replayed after a crash) stores and pushes nothing new.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from callboard.adapters.base import AdapterStore
+from callboard.adapters.web.client import WebClient
+from callboard.adapters.web.protocol import Subscribed, Typing, encode
+from callboard.engine.entities import MessageChain, to_builtins
+
+#: backlog rows read per query while a client subscribes
+PAGE = 500
+
+
+def message(chat_id: str, message_id: str, chain: MessageChain, reply_to: str | None) -> dict[str, Any]:
+    return {
+        "op": "message",
+        "chat_id": chat_id,
+        "message_id": message_id,
+        "text": chain.text,
+        "components": to_builtins(chain.parts),
+        "reply_to": reply_to,
+    }
+
+
+def edited(chat_id: str, message_id: str, chain: MessageChain) -> dict[str, Any]:
+    return {
+        "op": "edited",
+        "chat_id": chat_id,
+        "message_id": message_id,
+        "text": chain.text,
+        "components": to_builtins(chain.parts),
+    }
+
+
+class Outbox:
+    """Who is subscribed to which chat, and the store-then-push path."""
+
+    def __init__(self, store: AdapterStore) -> None:
+        self.store = store
+        self.subscribers: dict[str, set[WebClient]] = {}
+
+    async def publish(
+        self, chat_id: str, payload: dict[str, Any], idempotency_key: str | None = None
+    ) -> dict[str, Any]:
+        """Store, then push to the chat's subscribers; returns the stored payload."""
+        seq, stored, created = await self.store.append_outbox(chat_id, payload, idempotency_key)
+        if created:
+            data = encode(stored)
+            for client in list(self.subscribers.get(chat_id, ())):
+                client.deliver(chat_id, seq, data)
+        return stored
+
+    def typing(self, chat_id: str) -> None:
+        data = encode(Typing(chat_id=chat_id))
+        for client in list(self.subscribers.get(chat_id, ())):
+            client.push(data)
+
+    def follow(self, client: WebClient, chat: str) -> None:
+        """Live frames of ``chat`` go to ``client`` from now on."""
+        client.chats.add(chat)
+        self.subscribers.setdefault(chat, set()).add(client)
+
+    def unfollow_user(self, chat: str, user_id: str) -> None:
+        """A user left ``chat``: none of their connections get its frames any more."""
+        followers = self.subscribers.get(chat, set())
+        for client in [c for c in followers if c.identity.user_id == user_id]:
+            followers.discard(client)
+            client.chats.discard(chat)
+
+    def forget(self, client: WebClient) -> None:
+        for chat in client.chats:
+            followers = self.subscribers.get(chat)
+            if followers is not None:
+                followers.discard(client)
+                if not followers:
+                    del self.subscribers[chat]
+
+    async def subscribe(self, client: WebClient, chat: str, since: int) -> None:
+        """Send ``client`` the stored frames after ``since``, then live ones: registered
+        first with live frames held, so nothing stored meanwhile is missed or doubled."""
+        client.backfilling[chat] = []
+        self.follow(client, chat)
+        last = since
+        try:
+            while True:
+                rows = await self.store.read_outbox(chat, last, limit=PAGE)
+                for seq, payload in rows:
+                    client.push(encode(payload))
+                    last = seq
+                if len(rows) < PAGE:
+                    break
+        finally:
+            held = client.backfilling.pop(chat, [])
+        client.sent[chat] = last
+        for seq, data in held:
+            client.deliver(chat, seq, data)
+        client.push(encode(Subscribed(chat_id=chat, seq=client.sent[chat])))

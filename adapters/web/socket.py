@@ -1,0 +1,258 @@
+"""The web chat's endpoints: ``POST /web/{bot}/session`` and the websocket ``/web/{bot}/ws``.
+
+A websocket is opened only for an allowed ``Origin`` and a valid session (in anonymous
+mode a client without one gets a fresh anonymous session, announced in ``hello``). Each
+event frame is checked against the user (``convert.check``), the connection's and the
+user's rate limits, then handed to ``host.ingest``, which refuses it with
+``AdapterBusy`` when the engine's backlog is full. Frames are acknowledged in the order
+they came, each once it is durable; refused ones get an ``error`` (``busy`` with
+``retry_after_ms``), and nothing refused is stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import msgspec
+from aiohttp import WSMsgType, web
+
+from callboard.adapters.base import AdapterBusy, AdapterHost, HttpHandler
+from callboard.adapters.web.client import WebClient
+from callboard.adapters.web.config import WebAdapterConfig
+from callboard.adapters.web.convert import check, to_event
+from callboard.adapters.web.directory import Directory
+from callboard.adapters.web.identity import COOKIE, AuthError, Identity, Sessions, bearer, origin_allowed
+from callboard.adapters.web.limits import TokenBucket, UserLimits, admit
+from callboard.adapters.web.outbox import Outbox
+from callboard.adapters.web.protocol import (
+    Ack,
+    Duplicate,
+    EventOp,
+    FrameError,
+    Hello,
+    LeaveOp,
+    SubscribeOp,
+    encode,
+    error,
+    parse_op,
+)
+from callboard.engine.events import Event
+
+log = logging.getLogger("callboard.web")
+
+InFlight = asyncio.Queue[tuple[asyncio.Future[list[int | None]], Event, str] | None]
+
+
+class Gateway:
+    """One bot's session and websocket endpoints."""
+
+    def __init__(
+        self,
+        host: AdapterHost,
+        config: WebAdapterConfig,
+        base_path: str,
+        sessions: Sessions,
+        directory: Directory,
+        outbox: Outbox,
+    ) -> None:
+        self.host = host
+        self.config = config
+        self.base_path = base_path
+        self.sessions = sessions
+        self.directory = directory
+        self.outbox = outbox
+        self.user_limits = UserLimits(config.rate_per_user, host.clock)
+        self.accepting = False
+        self.clients = 0
+
+    def routes(self) -> list[tuple[str, str, HttpHandler]]:
+        return [
+            ("POST", f"{self.base_path}/session", self.issue_session),
+            ("GET", f"{self.base_path}/ws", self.websocket),
+        ]
+
+    # ------------------------------------------------------------------ sessions
+
+    async def issue_session(self, request: web.Request) -> web.StreamResponse:
+        """Issue (or renew) a session as ``auth.mode`` allows; sets the cookie too."""
+        if not origin_allowed(request, self.config.allowed_origins):
+            return _refuse(403, "this origin may not use the chat")
+        body = await _json_body(request)
+        if body is None:
+            return _refuse(400, "the body must be a JSON object of at most 4 KiB")
+        try:
+            identity = self._identity_for(request, body)
+        except AuthError as exc:
+            return _refuse(401, str(exc))
+        token = self.sessions.issue(identity)
+        response = web.json_response(
+            {
+                "token": token,
+                "user_id": identity.user_id,
+                "user_name": identity.name,
+                "expires_in": self.config.session_ttl,
+            }
+        )
+        response.set_cookie(
+            COOKIE,
+            token,
+            path=f"{self.base_path}/",
+            max_age=int(self.config.session_ttl),
+            httponly=True,
+            samesite="Strict",
+            secure=request.secure,
+        )
+        return response
+
+    def _identity_for(self, request: web.Request, body: dict[str, Any]) -> Identity:
+        mode = self.config.auth.mode
+        name = body["name"] if isinstance(body.get("name"), str) else ""
+        if mode == "shared_secret":
+            user_id = body.get("user_id")
+            if not isinstance(user_id, str):
+                raise AuthError('name the user: {"user_id": ...}')
+            return self.sessions.from_shared_secret(bearer(request), user_id, name)
+        if mode == "signed_token" and isinstance(body.get("auth"), str):
+            return self.sessions.from_site_token(body["auth"])
+        try:
+            current = self.sessions.from_request(request)  # renew the session presented
+        except AuthError:
+            current = None
+        if current is not None:
+            return current
+        if mode == "signed_token":
+            raise AuthError('present the token the site signed: {"auth": ...}')
+        return self.sessions.anonymous(name)
+
+    # ------------------------------------------------------------------ the websocket
+
+    async def websocket(self, request: web.Request) -> web.StreamResponse:
+        if not origin_allowed(request, self.config.allowed_origins):
+            return _refuse(403, "this origin may not open the chat's websocket")
+        issued: str | None = None
+        try:
+            identity = self.sessions.from_request(request)
+        except AuthError as exc:
+            return _refuse(401, str(exc))
+        if identity is None:
+            if not self.sessions.anonymous_allowed:
+                return _refuse(401, f"sign in first: POST {self.base_path}/session")
+            identity = self.sessions.anonymous()
+            issued = self.sessions.issue(identity)
+        ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=4 * 1024 * 1024, compress=False)
+        stream = await ws.prepare(request)
+        user_id = identity.user_id
+        client = WebClient(
+            ws,
+            stream,
+            identity,
+            self.config.send_queue,
+            TokenBucket(self.config.rate_per_connection, self.host.clock),
+            self.user_limits.attach(user_id),
+        )
+        client.push(encode(Hello(user_id=user_id, user_name=identity.name, token=issued)))
+        in_flight: InFlight = asyncio.Queue(self.config.max_in_flight)
+        acker = asyncio.ensure_future(self._ack_in_order(client, in_flight))
+        self.clients += 1
+        try:
+            async for message in ws:
+                if message.type in (WSMsgType.TEXT, WSMsgType.BINARY):
+                    await self._on_frame(client, message.data, in_flight)
+                elif message.type == WSMsgType.ERROR:
+                    break
+        finally:
+            self.clients -= 1
+            self.user_limits.detach(user_id)
+            await in_flight.put(None)
+            await asyncio.gather(acker, return_exceptions=True)
+            self.outbox.forget(client)
+            await client.close()
+        return ws
+
+    async def _on_frame(self, client: WebClient, data: str | bytes, in_flight: InFlight) -> None:
+        size = len(data.encode() if isinstance(data, str) else data)
+        limit = self.config.max_frame_bytes
+        if size > limit:
+            client.push(error(None, "too_large", f"frame of {size} bytes exceeds {limit}"))
+            return
+        try:
+            op = parse_op(data)
+            self._admit(client, op)
+        except FrameError as exc:
+            client.push(exc.frame())
+            return
+        if isinstance(op, SubscribeOp):
+            await self.outbox.subscribe(client, op.chat_id, op.since)
+            return
+        event = to_event(self.host.bot_id, op, client.identity, self.directory)
+        if isinstance(op, LeaveOp):
+            self.outbox.unfollow_user(op.chat_id, client.identity.user_id)
+        elif op.chat_id not in client.chats:
+            self.outbox.follow(client, op.chat_id)
+        await in_flight.put((self.host.ingest([event]), event, op.client_msg_id))
+
+    def _admit(self, client: WebClient, op: EventOp | SubscribeOp) -> None:
+        """Refuse (``FrameError``) what this user may not do, or may not do now."""
+        identity = client.identity
+        if isinstance(op, SubscribeOp):
+            cid = None
+            if not self.directory.may_read(identity, op.chat_id):
+                raise FrameError("forbidden", "you may read your own private chats and the groups you joined")
+        else:
+            cid = op.client_msg_id
+            if not self.accepting:
+                raise FrameError("shutting_down", "the bot is not accepting events now", cid)
+            check(op, identity, self.directory)
+        wait = admit(client.rate, client.user_rate)
+        if wait > 0:
+            raise FrameError("busy", "rate limit reached; retry later", cid, retry_after=wait)
+
+    async def _ack_in_order(self, client: WebClient, in_flight: InFlight) -> None:
+        """Acknowledge frames in the order they came, each once it is durable."""
+        while True:
+            item = await in_flight.get()
+            if item is None:
+                return
+            future, event, client_msg_id = item
+            try:
+                (seq,) = await future
+            except AdapterBusy as exc:
+                client.push(error(client_msg_id, "busy", f"{exc}; retry later", exc.retry_after))
+                continue
+            except Exception as exc:
+                log.error("web %s: journal append failed: %r", self.host.bot_id, exc)
+                client.push(error(client_msg_id, "unavailable", "could not store the event; retry"))
+                continue
+            if seq is None:
+                client.push(encode(Duplicate(client_msg_id=client_msg_id)))
+                continue
+            client.push(
+                encode(
+                    Ack(
+                        client_msg_id=client_msg_id,
+                        message_id=getattr(event, "message_id", None),
+                        event_id=event.event_id,
+                    )
+                )
+            )
+
+
+async def _json_body(request: web.Request) -> dict[str, Any] | None:
+    if not request.can_read_body:
+        return {}
+    raw = await request.content.read(4097)
+    if len(raw) > 4096:
+        return None
+    if not raw.strip():
+        return {}
+    try:
+        body = msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        return None
+    return body if isinstance(body, dict) else None
+
+
+def _refuse(status: int, reason: str) -> web.Response:
+    return web.json_response({"error": reason}, status=status)
