@@ -9,6 +9,8 @@ plugins:
 
 from __future__ import annotations
 
+import re
+
 from pydantic import BaseModel, Field
 
 from callboard.plugin import Context, Plugin, command, on
@@ -24,11 +26,18 @@ class KeywordReply(Plugin):
     Config = Config
     config: Config
 
+    async def on_load(self) -> None:
+        self.patterns = _patterns(self.config)
+
+    async def on_config(self, config: Config) -> None:
+        self.config = config
+        self.patterns = _patterns(config)
+
     @on("message.received", priority=10)
     async def answer(self, ctx: Context) -> None:
-        text = ctx.text if self.config.case_sensitive else ctx.text.lower()
-        for keyword, reply in self.config.keywords.items():
-            if (keyword if self.config.case_sensitive else keyword.lower()) in text:
+        for keyword, pattern in self.patterns:
+            if pattern.search(ctx.text):
+                reply = self.config.keywords[keyword]
                 if self.config.count:
                     state = await ctx.state()
                     state["answers"] = int(state.get("answers", 0)) + 1
@@ -42,3 +51,9 @@ class KeywordReply(Plugin):
     async def list_keywords(self, ctx: Context) -> None:
         await ctx.reply("keywords: " + ", ".join(sorted(self.config.keywords)))
         ctx.prevent_default()
+
+
+def _patterns(config: Config) -> list[tuple[str, re.Pattern[str]]]:
+    """Whole words only ("hi" is not in "nothing")."""
+    flags = 0 if config.case_sensitive else re.IGNORECASE
+    return [(k, re.compile(rf"\b{re.escape(k)}\b", flags)) for k in config.keywords]
