@@ -49,12 +49,11 @@ class SessionRouter(Actor):
         if pending:
             log.info("bot %s: replaying %d unfinished events", self.bot.bot_id, len(pending))
         now = self.context.system.clock.now()
+        in_flight = self.bot.in_flight
         for item in group_replay(pending):
-            if isinstance(item, Inbound):
-                item.arrived = now
-            else:
-                for inbound in item.inbounds:
-                    inbound.arrived = now
+            for inbound in [item] if isinstance(item, Inbound) else item.inbounds:
+                inbound.arrived = now
+                in_flight.replayed(inbound.seq, inbound.key)  # counted until done, like new events
             self._deliver(item)
 
     async def on_stop(self) -> None:

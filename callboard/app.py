@@ -13,6 +13,7 @@ from typing import Any
 from callboard import logs
 from callboard.actors.admin import add_admin_routes
 from callboard.actors.admin_auth import AdminGuard, resolve_token, token_path
+from callboard.actors.backlog import FleetBacklog
 from callboard.actors.config import FleetConfig
 from callboard.actors.config_file import ConfigError, load_fleet
 from callboard.actors.fleet import ApplyConfig, FleetActor, Ready, ReloadResult
@@ -85,7 +86,8 @@ async def start(config: FleetConfig, *, port: int | None = None, clock: Clock | 
     token, _ = resolve_token(engine.admin, engine.journal.path)
     logs.hide(token)
     http.guard = AdminGuard(engine.admin, token).check
-    stats = FleetStats(system.metrics.live_actors, lambda: system.metrics.messages)
+    backlog = FleetBacklog(engine.backlog.max_events, engine.backlog.shed_at)
+    stats = FleetStats(system.metrics.live_actors, lambda: system.metrics.messages, backlog)
     holder: dict[str, FleetConfig] = {"config": config}
     add_admin_routes(
         http,
