@@ -48,12 +48,10 @@ class SlackAdapterConfig(AdapterConfig):
     base_url: str = Field(default=SLACK_API, description="Web API root the SDK calls, ending in /api/")
     request_timeout: Duration = Field(default=10.0, gt=0, description="timeout of one Web API call")
     ping_interval: Duration = Field(
-        default=5.0, gt=0, description="socket mode: websocket ping interval (the SDK's freshness probe)"
-    )
-    stale_after: Duration | None = Field(
-        default=None,
-        description="socket mode: a connection with no answered ping for this long is restarted "
-        "(default: 4 x ping_interval)",
+        default=5.0,
+        gt=0,
+        description="socket mode: websocket ping interval; a socket found down (closed, or no pong for four "
+        "pings) at two checks this far apart is reconnected",
     )
     user_cache_ttl: Duration = Field(
         default=600.0, ge=0, description="how long get_user_info answers from its cache (users.info, tier 4)"
@@ -107,10 +105,4 @@ class SlackAdapterConfig(AdapterConfig):
             raise ValueError("socket mode needs app_token (xapp-...)")
         if self.mode == "http" and self.signing_secret is None:
             raise ValueError("http mode needs signing_secret")
-        if self.stale_after is not None and self.stale_after <= self.ping_interval:
-            raise ValueError("stale_after must be longer than ping_interval")
         return self
-
-    @property
-    def stale_seconds(self) -> float:
-        return self.stale_after or 4 * self.ping_interval

@@ -5,14 +5,16 @@ connection recovers from drops, refreshes and silence."""
 
 from __future__ import annotations
 
+import asyncio
 import collections
+import logging
 from pathlib import Path
 
 import pytest
 
 from callboard.engine.events import MessageReceived
-from callboard.testing.fake_slack import FakeSlack
-from tests.slack.conftest import ANN, BOT, running, slack_fleet, stored_events, texts
+from callboard.testing.fake_slack import APP_TOKEN, BOT_TOKEN, BOT_USER, Failure, FakeSlack
+from tests.slack.conftest import ANN, BOT, GENERAL, running, slack_fleet, stored_events, texts
 from tests.support import eventually
 from tests.telegram.conftest import stall_appends
 
@@ -109,3 +111,64 @@ async def test_the_connection_recovers(tmp_path: Path, slack: FakeSlack, fault: 
         await slack.wait_acked()
         assert collections.Counter(texts(slack)) == {"before": 1, "after": 1}
         assert slack.opened >= 2
+
+
+async def test_a_mention_in_a_channel_is_answered_once_in_its_thread_session(
+    tmp_path: Path, slack: FakeSlack
+) -> None:
+    async with running(slack_fleet(tmp_path, slack)) as fleet:
+        await slack.wait_socket()
+        chatter = slack.message(GENERAL, ANN, "not for the bot")
+        slack.push(chatter)
+        mention = slack.message(GENERAL, ANN, f"<@{BOT_USER}> ping")
+        slack.push(mention)
+        slack.push(slack.app_mention(mention))  # Slack sends both for a mention
+        in_thread = slack.message(GENERAL, ANN, f"<@{BOT_USER}> pong", thread_ts=mention["ts"])
+        slack.push(in_thread)
+        await slack.wait_calls("chat.postMessage", 2)
+        await slack.wait_acked()
+        posts = slack.answered("chat.postMessage")
+        assert [(p["text"], p.get("thread_ts")) for p in posts] == [("ping", None), ("pong", mention["ts"])]
+        received = [e for e in await stored_events(fleet) if isinstance(e, MessageReceived)]
+        assert [e.session_key().name for e in received] == [
+            f"group:{GENERAL}",
+            f"group:{GENERAL}:{mention['ts']}",
+        ]
+
+
+@pytest.mark.parametrize(
+    ("method", "code"), [("auth.test", "invalid_auth"), ("apps.connections.open", "token_revoked")]
+)
+async def test_a_refused_token_stops_the_bot_with_a_clear_error(
+    tmp_path: Path, slack: FakeSlack, caplog: pytest.LogCaptureFixture, method: str, code: str
+) -> None:
+    slack.fail(method, Failure.error(code))
+    with caplog.at_level(logging.INFO):
+        async with running(slack_fleet(tmp_path, slack)) as fleet:
+            await eventually(lambda: BOT not in fleet.stats.runtimes)
+            await asyncio.sleep(1.5)  # and no retry after a backoff would have passed
+            assert len(slack.calls_of(method)) == 1
+    messages = "\n".join(r.getMessage() for r in caplog.records)
+    assert f"Slack refused the token on {method} ({code})" in messages
+    assert BOT_TOKEN not in messages and APP_TOKEN not in messages
+
+
+async def test_transient_failures_at_start_are_retried(tmp_path: Path, slack: FakeSlack) -> None:
+    slack.fail("auth.test", Failure.server_error(503))
+    slack.fail("apps.connections.open", Failure.ratelimited(1), Failure.drop())
+    async with running(slack_fleet(tmp_path, slack)) as fleet:
+        await slack.wait_socket(timeout=30)
+        slack.push(slack.message(slack.im(ANN), ANN, "made it"))
+        await slack.wait_calls("chat.postMessage", 1)
+        assert fleet.stats.connections[BOT][0]
+        assert len(slack.calls_of("apps.connections.open")) == 3
+
+
+async def test_app_uninstalled_stops_the_bot(tmp_path: Path, slack: FakeSlack) -> None:
+    async with running(slack_fleet(tmp_path, slack)) as fleet:
+        await slack.wait_socket()
+        slack.push({"type": "app_uninstalled"})
+        await eventually(lambda: BOT not in fleet.stats.runtimes)
+        assert not slack.pending  # acknowledged: it is in the journal
+        events = await stored_events(fleet)
+        assert [e.type for e in events] == ["platform.specific"]
