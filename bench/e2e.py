@@ -16,6 +16,7 @@ import contextlib
 import sys
 import tempfile
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from callboard.bench.harness import free_port, pin, process, rss_kib, split_cpus, wait_ready
+from callboard.bench.harness import cpu_seconds, free_port, pin, process, rss_kib, split_cpus, wait_ready
 from callboard.engine.loop import run as run_loop
 
 FLEET = """
@@ -128,6 +129,7 @@ class Result:
     seconds: float = 0.0
     errors: int = 0
     out_of_order: int = 0
+    cpu_us_per_event: float = 0.0  # the server process's CPU time (all threads) per event sent
     notes: list[str] = field(default_factory=list)
 
 
@@ -237,6 +239,14 @@ async def drive(url: str, load: Load, window: float, tag: str = "") -> Result:
 # ---------------------------------------------------------------------- the run
 
 
+def _timed(pid: int, load: Coroutine[Any, Any, Result]) -> Result:
+    """Run one load and charge the server's CPU time for it to each event."""
+    before = cpu_seconds(pid)
+    result = run_loop(load)
+    result.cpu_us_per_event = (cpu_seconds(pid) - before) / max(1, result.events) * 1e6
+    return result
+
+
 def measure(quick: bool, quiet: bool = False) -> dict[str, Any]:
     engine_cpu, load_cpu = split_cpus()
     pin(load_cpu)
@@ -282,11 +292,13 @@ def measure(quick: bool, quiet: bool = False) -> dict[str, Any]:
                 url = f"ws://127.0.0.1:{port}/web/bench/ws"
                 for name, load, w in scenarios if window == 0.0 else debounced:
                     say(f"engine {name} ({load.sessions * load.messages:,} events)")
-                    result = run_loop(drive(url, load, w, tag=f"{name.replace(' ', '')}-"))
+                    result = _timed(engine.pid, drive(url, load, w, tag=f"{name.replace(' ', '')}-"))
                     report["scenarios"][name] = vars(result)
                 if window == 0.0:
                     say("engine paced at 5,000 events/s")
-                    report["scenarios"]["paced 5000/s"] = vars(run_loop(drive(url, paced, 0.0, tag="paced-")))
+                    report["scenarios"]["paced 5000/s"] = vars(
+                        _timed(engine.pid, drive(url, paced, 0.0, tag="paced-"))
+                    )
 
         report["idle_sessions"] = _idle_sessions(Path(tmp), engine_cpu, idle, warmup, say)
         port = free_port()
@@ -296,7 +308,7 @@ def measure(quick: bool, quiet: bool = False) -> dict[str, Any]:
             url = f"ws://127.0.0.1:{port}/web/bench/ws"
             for name, load, _ in scenarios:
                 say(f"baseline {name}")
-                report["baseline"][name] = vars(run_loop(drive(url, load, 0.0, tag=f"{name}-")))
+                report["baseline"][name] = vars(_timed(baseline.pid, drive(url, load, 0.0, tag=f"{name}-")))
     ratios = {}
     for name in report["baseline"]:
         base = report["baseline"][name]["handled_per_s"]
@@ -345,7 +357,7 @@ def render(report: dict[str, Any]) -> str:
         f"{report['load_cpu']}; journal {report['journal']})",
         "",
         f"{'scenario':<20}{'events':>9}{'accepted/s':>12}{'handled/s':>11}{'ack p50/p99 ms':>17}"
-        f"{'reply p50/p99 ms':>19}{'vs bare':>9}",
+        f"{'reply p50/p99 ms':>19}{'vs bare':>9}{'CPU us/ev':>11}",
     ]
     for name, entry in report["scenarios"].items():
         ratio = report["ratio_handled_vs_baseline"].get(name)
@@ -353,7 +365,7 @@ def render(report: dict[str, Any]) -> str:
             f"{name:<20}{entry['events']:>9,}{entry['accepted_per_s']:>12,.0f}{entry['handled_per_s']:>11,.0f}"
             f"{entry['ack_p50_ms']:>8.1f} /{entry['ack_p99_ms']:>7.1f}"
             f"{entry['reply_p50_ms']:>9.1f} /{entry['reply_p99_ms']:>8.1f}"
-            f"{(f'{ratio:.2f}') if ratio else '':>9}"
+            f"{(f'{ratio:.2f}') if ratio else '':>9}{entry['cpu_us_per_event']:>11,.0f}"
         )
         for note in entry["notes"]:
             lines.append(f"    note: {note}")
@@ -363,6 +375,7 @@ def render(report: dict[str, Any]) -> str:
         lines.append(
             f"{name:<20}{entry['events']:>9,}{entry['accepted_per_s']:>12,.0f}{entry['handled_per_s']:>11,.0f}"
             f"{entry['ack_p50_ms']:>8.1f} /{entry['ack_p99_ms']:>7.1f}"
+            f"{'':>37}{entry['cpu_us_per_event']:>11,.0f}"
         )
     lines.append("")
     idle = report["idle_sessions"]
@@ -372,6 +385,9 @@ def render(report: dict[str, Any]) -> str:
         f"{idle['rss_kib_after'] / 1024:,.0f} MiB)"
     )
     lines.append("reply latency with debounce is measured from the last message of a burst, minus the window")
+    lines.append(
+        "CPU us/ev: the server process's CPU time (all threads) per event; steady when the machine is shared"
+    )
     lines.append(
         "targets: " + ", ".join(f"{k}={'met' if v else 'MISSED'}" for k, v in report["targets"].items())
     )

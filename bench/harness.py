@@ -56,6 +56,14 @@ def process(argv: list[str], cpu: int | None) -> Iterator[subprocess.Popen[bytes
             proc.wait()
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system, every thread) a process has used: per-event cost
+    that, unlike throughput, does not move when other work shares the machine."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_kib(pid: int) -> int:
     with open(f"/proc/{pid}/status") as status:
         for line in status:
