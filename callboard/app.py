@@ -88,13 +88,19 @@ async def start(config: FleetConfig, *, port: int | None = None, clock: Clock | 
     http.guard = AdminGuard(engine.admin, token).check
     backlog = FleetBacklog(engine.backlog.max_events, engine.backlog.shed_at)
     stats = FleetStats(system.metrics.live_actors, lambda: system.metrics.messages, backlog)
-    holder: dict[str, FleetConfig] = {"config": config}
+    running: Running | None = None
+
+    def enabled_bots() -> list[str]:
+        """The bots /readyz expects: the current file's, so a reload that removes one is seen."""
+        current = running.config if running is not None else config
+        return [b.id for b in current.bots if b.enabled]
+
     add_admin_routes(
         http,
         system,
         stats,
         journal,
-        lambda: [b.id for b in holder["config"].bots if b.enabled],
+        enabled_bots,
         metrics_open=engine.admin.metrics_open,
     )
     add_run_routes(http, stats, journal)

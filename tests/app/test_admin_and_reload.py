@@ -62,6 +62,16 @@ async def test_readyz_reports_a_stopped_bot(tmp_path: Path) -> None:
             assert any("demo" in p for p in (await r.json())["problems"])
 
 
+async def test_readyz_after_a_reload_that_removes_a_bot(tmp_path: Path) -> None:
+    async with running_fleet(fleet_config(tmp_path, bots=("keep", "drop"))) as fleet:
+        result = await fleet.reload(fleet_config(tmp_path, bots=("keep",)))
+        assert result.removed == ["drop"]
+        await eventually(lambda: fleet.system.lookup("/fleet/drop") is None)
+        async with aiohttp.ClientSession() as http, http.get(f"{fleet.base_url}/readyz") as r:
+            body = await r.json()
+            assert r.status == 200 and body["ready"] is True, body
+
+
 async def test_reload_touches_only_changed_bots(tmp_path: Path) -> None:
     config = fleet_config(tmp_path, bots=("keep", "change", "drop"))
     async with running_fleet(config) as fleet:
@@ -108,6 +118,16 @@ def _bots(port: int) -> list[str] | None:
         return None
 
 
+def _ready(port: int) -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:
+            return bool(r.status == 200)
+    except OSError:
+        return False
+
+
 def _wait(predicate, timeout: float = 20.0):  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -145,10 +165,14 @@ def test_sighup_reloads_the_file_and_sigterm_stops(tmp_path: Path) -> None:
         fleet.write_text(head + BOT.format(id="one") + BOT.format(id="two"))
         proc.send_signal(signal.SIGHUP)
         assert _wait(lambda: _bots(port) == ["one", "two"])
+        fleet.write_text(head + BOT.format(id="two"))
+        proc.send_signal(signal.SIGHUP)  # removes "one": readiness no longer waits for it
+        assert _wait(lambda: _bots(port) == ["two"])
+        assert _wait(lambda: _ready(port))
         fleet.write_text(head + "  - id: broken\n    adapter: {type: nope}\n")
         proc.send_signal(signal.SIGHUP)  # an invalid file is refused; the fleet keeps running
         time.sleep(1.0)
-        assert _bots(port) == ["one", "two"]
+        assert _bots(port) == ["two"]
         proc.send_signal(signal.SIGTERM)
         output, _ = proc.communicate(timeout=30)
         assert proc.returncode == 0
