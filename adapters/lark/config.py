@@ -76,6 +76,8 @@ class LarkAdapterConfig(AdapterConfig):
 
     @model_validator(mode="after")
     def _consistent(self) -> LarkAdapterConfig:
+        if self.app_type == "isv" and self.mode != "webhook":
+            raise ValueError("store (isv) apps receive events by webhook only: set mode: webhook")
         if self.mode == "webhook" and self.verification_token is None:
             raise ValueError("webhook mode needs verification_token (and encrypt_key if encryption is on)")
         return self

@@ -106,7 +106,12 @@ class LarkConnection(Actor):
     async def on_start(self) -> None:
         self.loop = asyncio.get_running_loop()
         try:
-            await self.adapter.bot_info()
+            if self.config.app_type == "isv":
+                # a store app's tokens need the app ticket Lark pushes to the webhook; asking for
+                # it checks the credentials, and the bot's identity is read once a tenant writes
+                await self.adapter.api.resend_app_ticket()
+            else:
+                await self.adapter.bot_info()
         except CredentialsRejected as exc:
             self.host.set_connected(False, "Lark rejected the app's credentials")
             raise auth_error(self.host.bot_id, exc.code, str(exc)) from None
@@ -209,8 +214,14 @@ class LarkConnection(Actor):
         return await asyncio.shield(task)
 
     async def _take(self, data: dict[str, Any]) -> dict[str, Any]:
-        events = await self.adapter.converter.convert(data)
+        adapter = self.adapter
+        events = await adapter.converter.convert(data)
         seqs = await self.host.ingest(events)
+        if adapter.bot_open_id is None and adapter.api.app_ticket and adapter.converter.last_tenant:
+            try:
+                await adapter.bot_info()
+            except LarkAPIError as exc:
+                log.warning("%s: cannot read the bot's identity yet: %s", self.host.bot_id, exc)
         welcome = self.config.bot_added_welcome
         if welcome:
             for event, seq in zip(events, seqs, strict=True):
