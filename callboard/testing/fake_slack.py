@@ -20,7 +20,7 @@ envelope (``events_api``, ``interactive``, ``slash_commands``) and takes
 new envelope, ``retry_attempt`` + 1) on the next connection, or after
 ``redeliver_after`` seconds. ``disconnect()`` sends Slack's ``disconnect``
 message, ``drop_socket()`` cuts the connection, ``mute()`` stops answering
-pings and sending (a silent socket).
+pings and sending (a silent socket); ``lose_acks`` drops acks on the way.
 
 Events API: with ``deliver_to(url)`` set, the same events are posted there
 instead, signed (v0), in order per channel, retried with
@@ -195,6 +195,8 @@ class FakeSlack:
         self.max_open = 0
         self.tickets: set[str] = set()
         self.muted = False
+        self.lose_acks = False
+        self.lost_acks = 0
         self.redeliver_after: float | None = None
         self.events_url: str | None = None
         self.http_statuses: list[int] = []
@@ -716,6 +718,9 @@ class FakeSlack:
         except orjson.JSONDecodeError:
             return
         delivery = sock.envelopes.pop(frame.get("envelope_id", ""), None) if isinstance(frame, dict) else None
+        if delivery is not None and self.lose_acks:
+            self.lost_acks += 1  # lost on the way: Slack sends the event again
+            return
         if delivery is not None and not delivery.acked:
             delivery.acked = True
             self.pending.pop(delivery.key, None)
