@@ -42,6 +42,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("callboard.telegram")
 
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
+#: Telegram's updates nest a few levels; anything this deep is hostile, not an update
+MAX_UPDATE_DEPTH = 64
 #: updates per getUpdates (Telegram's maximum)
 BATCH = 100
 
@@ -269,8 +271,10 @@ class TelegramConnection(Actor):
             return web.json_response({"ok": False, "error": "not accepting updates now"}, status=503)
         secret = self.config.secret_token
         assert secret is not None
-        given = request.headers.get(SECRET_HEADER, "")
-        if not hmac.compare_digest(given.encode(), secret.get_secret_value().encode()):
+        given = request.headers.get(SECRET_HEADER, "")  # may hold undecodable bytes (as surrogates)
+        if not hmac.compare_digest(
+            given.encode("utf-8", "surrogatepass"), secret.get_secret_value().encode()
+        ):
             log.warning(
                 "%s: webhook call with a wrong secret token from %s", self.host.bot_id, request.remote
             )
@@ -284,11 +288,43 @@ class TelegramConnection(Actor):
                 {"ok": False, "error": "not a Telegram update (an object with an integer update_id)"},
                 status=400,
             )
+        if _depth(data, MAX_UPDATE_DEPTH) > MAX_UPDATE_DEPTH:
+            log.warning(
+                "%s: update %d refused: nested more than %d levels",
+                self.host.bot_id,
+                data["update_id"],
+                MAX_UPDATE_DEPTH,
+            )
+            return web.json_response(
+                {"ok": False, "error": f"the update is nested more than {MAX_UPDATE_DEPTH} levels deep"},
+                status=422,
+            )
         events = self._convert_raw(self.bot, self.converter, data)
         batch = self.host.ingest(events)
         try:
             await asyncio.shield(batch)
-        except Exception as exc:
+        except Exception as exc:  # storage failing: Telegram redelivers on anything but 2xx
             log.error("%s: could not store update %d: %r", self.host.bot_id, data["update_id"], exc)
-            return web.json_response({"ok": False, "error": "could not store the update; retry"}, status=500)
+            return web.json_response(
+                {"ok": False, "error": "could not store the update; retry"},
+                status=503,
+                headers={"Retry-After": "5"},
+            )
         return web.json_response({"ok": True})
+
+
+def _depth(value: Any, limit: int) -> int:
+    """How deep ``value`` nests (lists and objects), counting no further than ``limit + 1``."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, level = stack.pop()
+        if level > deepest:
+            deepest = level
+            if deepest > limit:
+                return deepest
+        if isinstance(item, dict):
+            stack.extend((child, level + 1) for child in item.values())
+        elif isinstance(item, list):
+            stack.extend((child, level + 1) for child in item)
+    return deepest
