@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ from callboard.actors.sandbox import tools_for
 from callboard.actors.sandbox_manager import SandboxManager
 from callboard.engine import ActorSystem
 from callboard.engine.loop import run as run_loop
-from callboard.engine.sandbox_api import ExecArgs, SandboxError
+from callboard.engine.sandbox_api import ExecArgs, ReadArgs, SandboxError, WriteArgs
 from callboard.sandbox.backend import SessionSpec
 from callboard.sandbox.config import SandboxPolicy, SandboxSettings
 from callboard.sandbox.docker_backend import DockerBackend, DockerSession
@@ -108,7 +109,7 @@ async def actor_figures(
 
     try:
         progress("cold starts")
-        cold = [await _timed(lambda c=f"cold-{i}": tools(c).exec(args)) for i in range(5 if quick else 15)]
+        cold = [await _timed(partial(tools(f"cold-{i}").exec, args)) for i in range(5 if quick else 15)]
         progress("warm exec, through the actors and straight to the backend, interleaved")
         warm_tools = tools("warm")
         direct = await asyncio.to_thread(_direct_session, endpoint, settings, fleet)
@@ -127,18 +128,38 @@ async def actor_figures(
                     samples.append(await _timed(call))
         finally:
             await asyncio.to_thread(_close_direct, direct)
+        progress("file tools and a 16-call tool loop")
+        write_args = WriteArgs(path="bench.txt", content="x" * 1024)
+        read_args = ReadArgs(path="bench.txt")
+        writes = [await _timed(lambda: warm_tools.write(write_args)) for _ in range(50 if quick else 300)]
+        reads = [await _timed(lambda: warm_tools.read(read_args)) for _ in range(50 if quick else 300)]
+        calls: list[Callable[[], Awaitable[Any]]] = [
+            lambda: warm_tools.exec(args),
+            lambda: warm_tools.write(write_args),
+            lambda: warm_tools.read(read_args),
+            lambda: warm_tools.exec(args),
+        ]
+        loops: list[float] = []
+        for _ in range(5 if quick else 20):
+            started = time.perf_counter()
+            for step in range(16):
+                await calls[step % 4]()
+            loops.append(time.perf_counter() - started)
         progress(f"{CONCURRENT} concurrent sessions")
         burst: dict[str, Any] = {}
         for phase in ("cold", "warm"):
             started = time.perf_counter()
             each = await asyncio.gather(
-                *(_timed(lambda c=f"burst-{i}": tools(c).exec(args)) for i in range(CONCURRENT))
+                *(_timed(partial(tools(f"burst-{i}").exec, args)) for i in range(CONCURRENT))
             )
             burst[phase] = {"wall_s": time.perf_counter() - started, **_summary(list(each))}
         return {
             "cold_start": _summary(cold),
             "warm_exec": _summary(warm),
             "backend_exec": _summary(backend),
+            "write_file": _summary(writes),
+            "read_file": _summary(reads),
+            "tool_loop_16": _summary(loops),
             "concurrent": burst,
         }
     finally:
@@ -169,6 +190,7 @@ def measure(endpoint: EngineEndpoint, settings: SandboxSettings, quick: bool, qu
         "host_subprocess": host,
         **actors,
         "ratio_warm_exec_to_host_p50": actors["warm_exec"]["p50_ms"] / host["p50_ms"],
+        "ratio_read_file_to_host_p50": actors["read_file"]["p50_ms"] / host["p50_ms"],
         "actor_overhead_p50_ms": actors["warm_exec"]["p50_ms"] - actors["backend_exec"]["p50_ms"],
     }
 
@@ -186,6 +208,9 @@ def render(result: dict[str, Any]) -> str:
         row("host subprocess.run", result["host_subprocess"]),
         row("warm exec (tools API -> actors)", result["warm_exec"]),
         row("warm exec (docker backend only)", result["backend_exec"]),
+        row("write 1 KiB file (tools API)", result["write_file"]),
+        row("read it back (tools API)", result["read_file"]),
+        row("16-call tool loop (exec/write/read)", result["tool_loop_16"]),
         row("cold start + first exec (max)", result["cold_start"], "max_ms"),
         "",
         f"  {CONCURRENT} concurrent sessions, each `{result['command']}`:",
@@ -199,6 +224,7 @@ def render(result: dict[str, Any]) -> str:
     lines += [
         "",
         f"warm exec / host subprocess.run (p50): {result['ratio_warm_exec_to_host_p50']:.0f}x",
+        f"read file / host subprocess.run (p50): {result['ratio_read_file_to_host_p50']:.0f}x",
         "warm exec p50, actors minus backend alone (alternating order): "
         f"{result['actor_overhead_p50_ms']:.2f} ms",
     ]

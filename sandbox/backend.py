@@ -44,6 +44,10 @@ _HELPER_ERRORS: dict[str, type[SandboxError]] = {
 }
 
 
+def helper_timeout(op: str, seconds: float) -> SandboxFileError:
+    return SandboxFileError(f"{op} did not finish within {seconds:g}s")
+
+
 @dataclass(frozen=True)
 class SessionSpec:
     """Everything needed to create one sandbox container."""
@@ -134,6 +138,15 @@ class SandboxSession(ABC):
 
     def helper(self, op: str, request: dict[str, Any], payload: bytes = b"") -> dict[str, Any]:
         """Run one ``workspace_helper`` operation; its failures become typed errors."""
+        reply = self.run_helper(op, request, payload)
+        if not reply.get("ok"):
+            error_type = _HELPER_ERRORS.get(str(reply.get("code")), SandboxFileError)
+            raise error_type(str(reply.get("error")))
+        return reply
+
+    def run_helper(self, op: str, request: dict[str, Any], payload: bytes) -> dict[str, Any]:
+        """The helper's raw reply. Here: one exec of the helper; a backend with a resident
+        agent in the container answers without a new exec."""
         profile = self.spec.profile
         line = json.dumps({"op": op, **request}).encode() + b"\n"
         result = self.exec(
@@ -146,7 +159,7 @@ class SandboxSession(ABC):
             )
         )
         if result.timed_out:
-            raise SandboxFileError(f"{op} did not finish within {profile.exec_timeout:g}s")
+            raise helper_timeout(op, profile.exec_timeout)
         if result.exit_code == 127:
             raise SandboxFileError("the sandbox image has no python3, which the file tools need")
         try:
@@ -156,9 +169,6 @@ class SandboxSession(ABC):
             raise SandboxFileError(
                 f"{op} failed in the sandbox (exit {result.exit_code}): {detail}"
             ) from None
-        if not reply.get("ok"):
-            error_type = _HELPER_ERRORS.get(str(reply.get("code")), SandboxFileError)
-            raise error_type(str(reply.get("error")))
         return reply
 
     def read_file(self, path: str, limit: int) -> FileData:

@@ -8,9 +8,13 @@ relies on. PID 1 is a tiny shell loop, running as a user of its own, that
 reaps orphaned processes, so a killed process tree leaves no zombies behind to
 eat the pids limit.
 
-A timed-out command is killed with everything else the sandbox user runs
-(``kill -9 -1`` from inside, which spares PID 1): the workspace survives. If
-that kill cannot run, the session is marked unhealthy and replaced.
+Commands and file operations go through a resident agent in the container
+(``sandbox/agent.py``: one exec per container, not one per command, so a warm command
+costs one round trip and Podman keeps no ``conmon`` pair per command). The agent kills a
+timed-out command's process group and nothing else. Only when the agent itself is lost,
+or the image has no python3 and commands run as their own execs, is a timed-out command
+killed with everything else the sandbox user runs (``kill -9 -1`` from inside, which
+spares PID 1). If that kill cannot run, the session is marked unhealthy and replaced.
 """
 
 from __future__ import annotations
@@ -27,7 +31,9 @@ import docker.types
 import requests
 
 from callboard.engine.sandbox_api import WORKSPACE, ExecResult, SandboxError, SandboxUnavailable
+from callboard.sandbox.agent_link import AGENT_SOURCE, AgentGone, AgentLink
 from callboard.sandbox.backend import (
+    HELPER_SOURCE,
     LABEL_FLEET,
     LABEL_INSTANCE,
     LABEL_SESSION,
@@ -37,6 +43,7 @@ from callboard.sandbox.backend import (
     SandboxBackend,
     SandboxSession,
     SessionSpec,
+    helper_timeout,
 )
 from callboard.sandbox.config import SandboxSettings
 from callboard.sandbox.engine import EngineEndpoint, connect, redact
@@ -213,12 +220,110 @@ class DockerSession(SandboxSession):
         self.backend = backend
         self._id = container_id
         self._removed = False
+        self._agent: AgentLink | None = None
+        #: the image has no python3 for the agent: every command is its own exec
+        self._no_agent = False
 
     @property
     def container_id(self) -> str:
         return self._id
 
     def exec(self, request: ExecRequest) -> ExecResult:
+        agent = self._agent_link()
+        if agent is None:
+            return self._exec_directly(request)
+        stdout, stderr = StreamCapture(request.output_limit), StreamCapture(request.output_limit)
+        started = time.monotonic()
+        try:
+            answer = agent.exec(
+                request.argv,
+                request.cwd,
+                request.env,
+                request.timeout,
+                request.stdin,
+                stdout,
+                stderr,
+                _KILL_GRACE,
+            )
+        except AgentGone as gone:
+            return self._after_agent_loss(gone, stdout, stderr, started)
+        if answer.get("survivors"):
+            self.healthy = False
+            log.warning("sandbox %s: processes survived a kill; replacing it", self.spec.container_name)
+        code = answer.get("code")
+        return _result(
+            stdout, stderr, None if code is None else int(code), bool(answer["timed_out"]), started
+        )
+
+    def run_helper(self, op: str, request: dict[str, Any], payload: bytes) -> dict[str, Any]:
+        agent = self._agent_link()
+        if agent is None:
+            return super().run_helper(op, request, payload)
+        timeout = self.spec.profile.exec_timeout
+        try:
+            answer = agent.file(op, {"op": op, **request}, payload, timeout)
+        except AgentGone as gone:
+            self._agent = None
+            self._require_running()
+            raise SandboxError(f"{op} failed: the sandbox's agent was lost ({_short(gone)})") from None
+        if answer.get("timed_out"):
+            raise helper_timeout(op, timeout)
+        reply: dict[str, Any] = answer["reply"]
+        return reply
+
+    def _agent_link(self) -> AgentLink | None:
+        """The resident agent, started on first use and again after it was lost."""
+        if self._no_agent:
+            return None
+        if self._agent is not None and self._agent.alive:
+            return self._agent
+        api = self.backend.client.api
+        with self.backend.errors(f"sandbox {self.spec.container_name}"):
+            exec_id = api.exec_create(
+                self._id,
+                ["python3", "-I", "-S", "-c", AGENT_SOURCE, HELPER_SOURCE],
+                stdin=True,
+                user=self.spec.profile.user,
+                workdir=WORKSPACE,
+            )["Id"]
+            handle = api.exec_start(exec_id, socket=True)
+        try:
+            self._agent = AgentLink.attach(handle)
+        except (AgentGone, TypeError) as error:
+            _close_stream(handle, None)
+            if self._exit_code(exec_id) == 127:
+                self._no_agent = True
+                log.info(
+                    "sandbox %s: the image has no python3; each command runs as its own exec",
+                    self.spec.container_name,
+                )
+                return None
+            raise SandboxError(f"the sandbox's agent did not start: {_short(error)}") from None
+        return self._agent
+
+    def _after_agent_loss(
+        self, gone: AgentGone, stdout: StreamCapture, stderr: StreamCapture, started: float
+    ) -> ExecResult:
+        """The agent died or hung mid-command (the command may have killed it): kill what is
+        left from outside, report the command as killed, start a new agent next time."""
+        self._agent = None
+        self._require_running()
+        log.info("sandbox %s: agent lost during a command: %s", self.spec.container_name, _short(gone))
+        if not self._kill_all():
+            self.healthy = False
+        stderr.feed(b"\n[the sandbox's command runner was lost; the command was killed]\n")
+        return _result(stdout, stderr, 137, False, started)
+
+    def _require_running(self) -> None:
+        """``SandboxUnavailable`` when the container was removed or stopped under us."""
+        name = f"sandbox {self.spec.container_name}"
+        with self.backend.errors(name):
+            state = self.backend.client.api.inspect_container(self._id).get("State") or {}
+        if not state.get("Running"):
+            raise SandboxUnavailable(f"{name} is gone: the container is {state.get('Status', 'not running')}")
+
+    def _exec_directly(self, request: ExecRequest) -> ExecResult:
+        """One Engine API exec per command: for images without python3."""
         api = self.backend.client.api
         stdout, stderr = StreamCapture(request.output_limit), StreamCapture(request.output_limit)
         started = time.monotonic()
@@ -250,18 +355,8 @@ class DockerSession(SandboxSession):
                     )
         finally:
             _close_stream(handle, sock)
-        duration = time.monotonic() - started
         exit_code = self._exit_code(exec_id) if finished else None
-        return ExecResult(
-            exit_code=exit_code,
-            stdout=stdout.text(),
-            stderr=stderr.text(),
-            truncated=stdout.truncated or stderr.truncated,
-            timed_out=not finished,
-            duration=duration,
-            stdout_bytes=stdout.total,
-            stderr_bytes=stderr.total,
-        )
+        return _result(stdout, stderr, exit_code, not finished, started)
 
     def _exit_code(self, exec_id: str) -> int | None:
         api = self.backend.client.api
@@ -292,6 +387,9 @@ class DockerSession(SandboxSession):
     def stop(self) -> None:
         if self._removed:
             return
+        if self._agent is not None:
+            self._agent.close()
+            self._agent = None
         self.backend.remove_container(self._id)
         self._removed = True
         log.debug("sandbox %s removed", self.spec.container_name)
@@ -305,6 +403,21 @@ def _close_stream(handle: Any, sock: Any) -> None:
             response.close()
     with contextlib.suppress(Exception):
         (sock or handle).close()
+
+
+def _result(
+    stdout: StreamCapture, stderr: StreamCapture, exit_code: int | None, timed_out: bool, started: float
+) -> ExecResult:
+    return ExecResult(
+        exit_code=exit_code,
+        stdout=stdout.text(),
+        stderr=stderr.text(),
+        truncated=stdout.truncated or stderr.truncated,
+        timed_out=timed_out,
+        duration=time.monotonic() - started,
+        stdout_bytes=stdout.total,
+        stderr_bytes=stderr.total,
+    )
 
 
 def _explain(error: docker.errors.APIError) -> str:

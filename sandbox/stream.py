@@ -16,9 +16,7 @@ import selectors
 import socket
 import ssl
 import time
-from typing import Any
-
-from callboard.sandbox.output import StreamCapture
+from typing import Any, Protocol
 
 _HEADER = 8
 _CHUNK = 65536
@@ -43,12 +41,18 @@ def raw_socket(handle: Any) -> tuple[socket.socket, bytes]:
     return sock, buffered
 
 
-class ExecStream:
-    """Demultiplexes frames into two bounded captures while pumping stdin."""
+class Sink(Protocol):
+    """Where one demultiplexed stream's bytes go (a bounded capture, a frame parser)."""
 
-    def __init__(self, sock: socket.socket, stdout: StreamCapture, stderr: StreamCapture) -> None:
+    def feed(self, data: bytes) -> None: ...
+
+
+class ExecStream:
+    """Demultiplexes frames into two sinks while pumping stdin."""
+
+    def __init__(self, sock: socket.socket, stdout: Sink, stderr: Sink) -> None:
         self.sock = sock
-        self.captures = {1: stdout, 2: stderr}
+        self.captures: dict[int, Sink] = {1: stdout, 2: stderr}
         self._header = bytearray()
         self._stream = 0
         self._left = 0
