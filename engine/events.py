@@ -12,6 +12,7 @@ import time
 from typing import Any, ClassVar
 
 import msgspec
+import msgspec.inspect
 
 from callboard.engine.entities import ID, ChatType, Group, MessageChain, User
 from callboard.engine.ids import new_id
@@ -297,7 +298,7 @@ _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(AnyEvent)
 
 #: what ``decode_event`` raises for a payload that is not a valid event
-DecodeError = msgspec.ValidationError
+DecodeError = msgspec.DecodeError
 
 
 def encode_event(event: Event) -> bytes:
@@ -306,5 +307,52 @@ def encode_event(event: Event) -> bytes:
 
 
 def decode_event(data: bytes | str) -> Event:
-    """Parse and validate one event from JSON (raises ``DecodeError``)."""
-    return _decoder.decode(data)
+    """Parse and validate one event from JSON (raises ``DecodeError``). Events a
+    journal stored before events were Structs are read too (see ``_lift``)."""
+    try:
+        return _decoder.decode(data)
+    except DecodeError as exc:
+        lifted = _lift(msgspec.json.decode(data), _EVENT_INFO)
+        try:
+            event: Event = msgspec.convert(lifted, AnyEvent)
+        except DecodeError:
+            raise exc from None
+        return event
+
+
+_EVENT_INFO = msgspec.inspect.type_info(AnyEvent)
+
+
+def _lift(value: Any, info: msgspec.inspect.Type) -> Any:
+    """The pydantic-era JSON of an event in today's shape: a chain was a bare
+    list, and fields a platform sent that we do not model sat beside the
+    modelled ones instead of in ``raw``. Only runs when a payload fails to decode."""
+    if isinstance(info, msgspec.inspect.UnionType):
+        for option in info.types:
+            if isinstance(option, msgspec.inspect.StructType) and (
+                option.tag is None or (isinstance(value, dict) and value.get(option.tag_field) == option.tag)
+            ):
+                return _lift(value, option)
+        return value
+    if isinstance(info, msgspec.inspect.ListType) and isinstance(value, list):
+        return [_lift(item, info.item_type) for item in value]
+    if not isinstance(info, msgspec.inspect.StructType):
+        return value
+    if info.cls is MessageChain and isinstance(value, list):
+        value = {"parts": value}
+    if not isinstance(value, dict):
+        return value
+    fields = {f.encode_name: f for f in info.fields}
+    out: dict[str, Any] = {}
+    raw: dict[str, Any] = {}
+    for key, item in value.items():
+        field = fields.get(key)
+        if field is not None:
+            out[key] = _lift(item, field.type)
+        elif key == info.tag_field:
+            out[key] = item
+        else:
+            raw[key] = item
+    if raw and "raw" in fields:
+        out["raw"] = {**raw, **out.get("raw", {})}
+    return out

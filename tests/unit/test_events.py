@@ -35,6 +35,7 @@ from callboard.engine.events import (
     EVENT_TYPE_NAMES,
     EVENT_TYPES,
     DecodeError,
+    MessageEdited,
     MessageReceived,
     PlatformSpecific,
     decode_event,
@@ -188,3 +189,34 @@ def test_text_round_trip_property(text: str, nickname: str, chat: int) -> None:
     again = decode_event(encode_event(event))
     assert again == event
     assert again.text == text and again.chat_id == str(chat)  # type: ignore[attr-defined]
+
+
+#: what the journal stored while events were pydantic models (written by that code)
+PYDANTIC_ERA = [
+    b'{"type":"message.received","event_id":"e1","timestamp":1.5,"bot_id":"b","adapter":"telegram",'
+    b'"dedup_key":"update:1:2","chat_type":"group","chat_id":"-100","thread_id":null,"group":{"id":"-100",'
+    b'"name":"T","description":null,"member_count":null,"avatar_url":null,"owner_id":null,'
+    b'"telegram_type":"supergroup"},"message_id":"5","message_chain":[{"type":"Plain","text":"hi "},'
+    b'{"type":"At","target":"7","display":null,"username":"bo"},{"type":"Quote","message_id":"1",'
+    b'"sender_id":null,"origin":[{"type":"Plain","text":"q"}]}],"sender":{"id":"7","nickname":"Ann",'
+    b'"username":null,"avatar_url":null,"is_bot":false,"remark":null,"language_code":"en"},"update_id":2}',
+    b'{"type":"message.edited","event_id":"e2","timestamp":2.0,"bot_id":"b","adapter":"web","dedup_key":null,'
+    b'"chat_type":"private","chat_id":"c","thread_id":null,"group":null,"message_id":"m",'
+    b'"new_content":[{"type":"Plain","text":"x"}],"editor":{"id":"u","nickname":"","username":null,'
+    b'"avatar_url":null,"is_bot":false,"remark":null}}',
+]
+
+
+def test_a_journal_from_the_pydantic_era_still_replays() -> None:
+    """Events stored before the Struct change decode, their platform fields moved into ``raw``."""
+    received, edited = (decode_event(payload) for payload in PYDANTIC_ERA)
+    assert isinstance(received, MessageReceived) and isinstance(edited, MessageEdited)
+    assert received.raw == {"update_id": 2} and received.dedup_key == "update:1:2"
+    assert received.sender.raw == {"language_code": "en"} and received.sender.nickname == "Ann"
+    assert received.group is not None and received.group.raw == {"telegram_type": "supergroup"}
+    at, quote = received.message_chain.components(At), received.message_chain.components(Quote)
+    assert at == [At(target="7", raw={"username": "bo"})] and quote[0].origin == [Plain(text="q")]
+    assert received.text == "hi " and edited.new_content.text == "x"
+    assert decode_event(encode_event(received)) == received
+    with pytest.raises(DecodeError):  # still strict about what no era could have written
+        decode_event(PYDANTIC_ERA[1].replace(b'"message_id":"m"', b'"message_id":5'))
