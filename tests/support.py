@@ -59,14 +59,16 @@ def fleet_config(
     bots: tuple[str, ...] = ("demo",),
     extra: str = "",
     bot_extra: str = "",
+    web: str = WEB,
 ) -> FleetConfig:
     """A fleet of web bots; ``extra`` is YAML for the fleet level (e.g. a
-    ``sandbox:`` block), ``bot_extra`` one line added to every bot."""
+    ``sandbox:`` block), ``bot_extra`` one line added to every bot, ``web`` the fields of
+    the web ``adapter:`` block (by default: no rate limits to speak of, a known session secret)."""
     bot_blocks = "".join(
         textwrap.dedent(
             f"""
               - id: {bot}
-                adapter: {{type: web, {WEB}}}
+                adapter: {{type: web, {web}}}
                 session:
                   idle_ttl: {idle_ttl}
                   debounce: {{window: {window}, max_wait: {max_wait}}}
