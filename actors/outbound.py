@@ -3,34 +3,37 @@
 One ``OutboundLane`` child per chat sends that chat's messages in order, one
 at a time, while lanes of different chats proceed independently. Lanes share
 the bot's token bucket (the platform's per-bot limit) and keep their chat's
-own interval. Transient errors retry with backoff, honouring the platform's
-``retry_after``; a permanent error is recorded on the receipt and not retried.
+own interval. Transient errors retry with the engine's ``Backoff``, honouring the
+platform's ``retry_after``; a permanent error is recorded on the receipt and not
+retried. Every wait (rate limits, retries) is on the bot's clock, so tests move
+it with a ``ManualClock``.
 Each accepted send is recorded as a receipt in the journal before the
 handler hears back; a replayed run skips sends whose receipt exists.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import random
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from callboard.actors.messages import SendRequest
 from callboard.actors.runtime import BotCounters
 from callboard.engine.actor import Actor
-from callboard.engine.clock import Clock
+from callboard.engine.clock import Clock, sleep
 from callboard.engine.journal import Journal
 from callboard.engine.platform import MessageResult, NotSupportedError, PlatformAPI, RateLimits, SendError
 from callboard.engine.ref import ActorRef
 from callboard.engine.signals import Terminated
+from callboard.engine.supervision import Backoff
 
 log = logging.getLogger("callboard.outbound")
 
 T = TypeVar("T")
 
 MAX_ATTEMPTS = 8
+#: between attempts of a send the platform did not accept (unless it said how long)
+RETRY_BACKOFF = Backoff(min=0.5, max=60.0, factor=2.0, jitter=0.2)
 #: an idle lane stops after this long, or twice its chat interval if longer
 LANE_IDLE_TTL = 1.0
 
@@ -130,12 +133,12 @@ class Outlet:
                 if exc.permanent or attempt + 1 >= MAX_ATTEMPTS:
                     raise
                 error: Exception = exc
-                delay = exc.retry_after if exc.retry_after is not None else _backoff(attempt)
+                delay = exc.retry_after if exc.retry_after is not None else RETRY_BACKOFF.delay(attempt)
             except (TimeoutError, OSError) as exc:
                 if attempt + 1 >= MAX_ATTEMPTS:
                     raise
                 error = exc
-                delay = _backoff(attempt)
+                delay = RETRY_BACKOFF.delay(attempt)
             attempt += 1
             self.counters.send_retries += 1
             log.warning(
@@ -146,12 +149,12 @@ class Outlet:
                 attempt,
                 delay,
             )
-            await asyncio.sleep(delay)
+            await sleep(self.clock, delay)
 
     async def _wait_for_bucket(self) -> None:
         wait = self.bucket.reserve(self.clock.now())
         if wait > 0:
-            await asyncio.sleep(wait)
+            await sleep(self.clock, wait)
 
     async def _call(self, request: SendRequest) -> MessageResult:
         api = self.api
@@ -179,7 +182,7 @@ class Outlet:
             if len(self.next_send) > 4096:  # forget chats whose next send is already allowed
                 self.next_send = {c: t for c, t in self.next_send.items() if t > now}
         if wait > 0:
-            await asyncio.sleep(wait)
+            await sleep(self.clock, wait)
 
     def _record_failure(self, request: SendRequest, chat: str, error: Exception) -> None:
         self.counters.send_failures += 1
@@ -226,10 +229,6 @@ class OutboundLane(Actor):
         if not isinstance(message, SendRequest):
             raise TypeError(f"unexpected message {message!r}")
         await settle(message, self.outlet)
-
-
-def _backoff(attempt: int) -> float:
-    return min(60.0, 0.5 * 2.0**attempt) * (1 + random.random() * 0.2)
 
 
 class OutboundActor(Actor):
