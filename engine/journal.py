@@ -83,13 +83,6 @@ class Receipt:
     error: str | None
 
 
-class JournalStats:
-    events: int
-    pending: int
-    commits: int
-    batched_ops: int
-
-
 class Journal:
     """SQLite journal with group commit. ``await open()`` before use, ``await close()`` after."""
 

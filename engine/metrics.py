@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -43,9 +42,6 @@ class RuntimeMetrics:
     def live_actors(self) -> int:
         return len(self._cells)
 
-    def live_by_class(self) -> Counter[str]:
-        return Counter(cell.cls.__name__ for cell in _actors(self._cells.values()))
-
     def mailbox_depth(self) -> tuple[int, int]:
         """(total, largest) number of queued messages over live actors; O(actors)."""
         total = largest = 0
@@ -72,7 +68,3 @@ class RuntimeMetrics:
             "mailbox_depth_total": total,
             "mailbox_depth_max": largest,
         }
-
-
-def _actors(cells: Iterable[ActorCell]) -> Iterable[ActorCell]:
-    return (cell for cell in cells if cell.parent_cell is not None)

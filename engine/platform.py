@@ -42,9 +42,6 @@ COMMON_APIS: tuple[str, ...] = (
     "get_file_url",
 )
 
-#: APIs that send something to a chat: they go through the bot's outbound actor
-SENDING_APIS = frozenset({"send_message", "reply_message", "forward_message"})
-
 
 class NotSupportedError(Exception):
     """The adapter does not implement this API or platform action."""
