@@ -34,7 +34,12 @@ engine:
   admin: {{port: {port}}}
 bots:
   - id: bench
-    adapter: {{type: web, max_in_flight: 5000, send_queue: 100000}}
+    adapter:
+      type: web
+      max_in_flight: 5000
+      send_queue: 100000
+      rate_per_connection: {{per_second: 1000000, burst: 1000000}}
+      rate_per_user: {{per_second: 1000000, burst: 1000000}}
     session:
       idle_ttl: 1h
       debounce: {{window: {window}, max_wait: 10s, max_batch: 1000}}
@@ -74,6 +79,7 @@ def serve_baseline(port: int) -> None:
                     ).decode()
                 )
 
+        await ws.send_str(orjson.dumps({"op": "hello", "user_id": "bench", "user_name": "bench"}).decode())
         async for message in ws:
             op = orjson.loads(message.data)
             if op.get("op") != "send":
@@ -183,6 +189,8 @@ async def drive(url: str, load: Load, window: float, tag: str = "") -> Result:
 
     async with aiohttp.ClientSession() as http:
         sockets = [await http.ws_connect(url, max_msg_size=0) for _ in range(load.connections)]
+        # each connection is an anonymous user; its private chats are "<user id>:<name>"
+        users = [orjson.loads((await ws.receive()).data)["user_id"] for ws in sockets]
         credits = [asyncio.Semaphore(load.in_flight) for _ in sockets]
         readers = [asyncio.ensure_future(reader(ws, c)) for ws, c in zip(sockets, credits, strict=True)]
         start = clock()
@@ -205,8 +213,7 @@ async def drive(url: str, load: Load, window: float, tag: str = "") -> Result:
                         orjson.dumps(
                             {
                                 "op": "send",
-                                "chat_id": f"{tag}s{session}",
-                                "user_id": f"u{session}",
+                                "chat_id": f"{users[index]}:{tag}s{session}",
                                 "text": text,
                                 "client_msg_id": text,
                             }

@@ -15,6 +15,7 @@ BENCHMARKS: dict[str, str] = {
     "actors": "callboard.bench.actors",
     "agent": "callboard.bench.agent",
     "e2e": "callboard.bench.e2e",
+    "flood": "callboard.bench.flood",
     "plugins": "callboard.bench.plugins",
     "sandbox": "callboard.bench.sandbox",
     "telegram": "callboard.bench.telegram",
