@@ -29,6 +29,7 @@ from callboard.engine.events import Event, SessionKey
 from callboard.engine.journal import Journal
 from callboard.engine.ref import ActorRef
 from callboard.engine.supervision import Backoff, Directive, SupervisorStrategy, decider_from_mapping
+from callboard.engine.system import ActorSystem
 from callboard.handlers.base import build_router
 from callboard.handlers.plugin.hub import PluginHub
 
@@ -89,7 +90,7 @@ class BotHost:
         self,
         bot_id: str,
         journal: Journal,
-        clock: Clock,
+        system: ActorSystem,
         http: HttpServer,
         stats: FleetStats,
         backlog: BotBacklog,
@@ -98,7 +99,8 @@ class BotHost:
         self.in_flight = backlog
         self._stats = stats
         self._journal = journal
-        self._clock = clock
+        self._system = system
+        self._clock = system.clock
         self._http = http
         self._store = BotStore(bot_id, journal)
         self._batches: deque[_Batch] = deque()
@@ -178,6 +180,9 @@ class BotHost:
     def secret(self, name: str) -> bytes:
         return fleet_secret(self._journal.path, name)
 
+    def resource(self, name: str) -> object:
+        return self._system.resource(name)
+
     def add_route(self, method: str, path: str, handler: HttpHandler) -> None:
         self._http.add(method, path, handler, owner=self._bot_id)
 
@@ -204,7 +209,7 @@ class BotActor(Actor):
         self.sandbox = sandbox
         self.plugins = plugins
         backlog = BotBacklog(stats.backlog, config.session.max_pending)
-        self.host = BotHost(config.id, journal, self.context.system.clock, http, stats, backlog)
+        self.host = BotHost(config.id, journal, self.context.system, http, stats, backlog)
         self.adapter: Adapter | None = None
         self.runtime: BotRuntime | None = None
 

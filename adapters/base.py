@@ -140,6 +140,12 @@ class AdapterHost(Protocol):
         """Report the connection's state for /readyz and the admin API."""
         ...
 
+    def resource(self, name: str) -> object:
+        """A live object a program embedding callboard handed to ``callboard.app.start``
+        (``resources={name: obj}``): a queue, a client, a benchmark's load source. An
+        adapter's config names it; a missing name raises ``KeyError`` saying what exists."""
+        ...
+
 
 class Adapter(PlatformAPI):
     """One bot's adapter instance: its platform API and connection."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,8 +67,15 @@ class Running:
         await self.journal.close()
 
 
-async def start(config: FleetConfig, *, port: int | None = None, clock: Clock | None = None) -> Running:
-    """Open the journal, serve HTTP, start the fleet; ``port`` overrides the config (0: any)."""
+async def start(
+    config: FleetConfig,
+    *,
+    port: int | None = None,
+    clock: Clock | None = None,
+    resources: Mapping[str, object] | None = None,
+) -> Running:
+    """Open the journal, serve HTTP, start the fleet; ``port`` overrides the config (0: any).
+    ``resources`` are live objects adapters may ask for by name (``AdapterHost.resource``)."""
     engine = config.engine
     journal = Journal(
         engine.journal.path,
@@ -81,7 +88,7 @@ async def start(config: FleetConfig, *, port: int | None = None, clock: Clock | 
         await journal.open()
     except JournalUnusable as exc:
         raise SystemExit(str(exc)) from None
-    system = ActorSystem(config.name, clock=clock)
+    system = ActorSystem(config.name, clock=clock, resources=resources)
     http = HttpServer(engine.admin.host, engine.admin.port if port is None else port)
     token, _ = resolve_token(engine.admin, engine.journal.path)
     logs.hide(token)

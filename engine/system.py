@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from callboard.engine.actor import Actor
@@ -32,8 +33,11 @@ class ActorSystem:
         clock: Clock | None = None,
         ask_timeout: float = 30.0,
         dead_letter_log_interval: float = 5.0,
+        resources: Mapping[str, object] | None = None,
     ) -> None:
         self.name = name
+        #: live objects an embedding program hands to the actors (see ``resource``)
+        self.resources: Mapping[str, object] = dict(resources or {})
         self.loop = asyncio.get_running_loop()
         self.clock: Clock = clock or LoopClock(self.loop)
         self.ask_timeout = ask_timeout
@@ -49,6 +53,15 @@ class ActorSystem:
             self.clock.add_settle_hook(self.quiesce)
 
     # ------------------------------------------------------------------ actors
+
+    def resource(self, name: str) -> object:
+        """A live object handed to the system at start (a test's queue, a benchmark's load
+        source), for actors that cannot get it from configuration."""
+        try:
+            return self.resources[name]
+        except KeyError:
+            known = ", ".join(sorted(self.resources)) or "none"
+            raise KeyError(f"no resource {name!r} was handed to the actor system (given: {known})") from None
 
     def spawn(
         self,
