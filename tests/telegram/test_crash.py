@@ -16,7 +16,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from callboard.bench.fake_telegram import FakeBotAPI, private_chat, user
+from callboard.testing.fake_telegram import FakeBotAPI, private_chat, user
 from callboard.bench.harness import free_port, wait_ready
 
 pytestmark = pytest.mark.timeout(180)
