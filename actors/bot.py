@@ -15,14 +15,13 @@ from typing import Any
 
 from callboard.actors.backlog import BotBacklog
 from callboard.actors.config import BotConfig
-from callboard.actors.http import Handler as HttpHandler
 from callboard.actors.http import HttpServer
 from callboard.actors.messages import Inbound, Ping
 from callboard.actors.outbound import OutboundActor, Outlet
-from callboard.actors.router import SessionRouter
 from callboard.actors.runtime import BotCounters, BotRuntime, FleetStats, SandboxFactory
 from callboard.actors.secrets import fleet_secret
-from callboard.adapters.base import Adapter, AdapterAuthError, load_adapter
+from callboard.actors.sessions import SessionsActor
+from callboard.adapters.base import Adapter, AdapterAuthError, HttpHandler, load_adapter
 from callboard.engine.actor import Actor
 from callboard.engine.clock import Clock
 from callboard.engine.events import Event, SessionKey
@@ -30,7 +29,7 @@ from callboard.engine.journal import Journal
 from callboard.engine.ref import ActorRef
 from callboard.engine.supervision import Backoff, Directive, SupervisorStrategy, decider_from_mapping
 from callboard.engine.system import ActorSystem
-from callboard.handlers.base import build_router
+from callboard.handlers.base import build_routes
 from callboard.handlers.plugin.hub import PluginHub
 
 log = logging.getLogger("callboard.bot")
@@ -224,7 +223,7 @@ class BotActor(Actor):
         self.runtime = BotRuntime(
             config=config,
             api=adapter,
-            router=build_router(config.handlers, default=config.default, plugins=self.plugins),
+            routes=build_routes(config.handlers, default=config.default, plugins=self.plugins),
             journal=self.journal,
             clock=self.context.system.clock,
             stats=lambda: self.fleet_stats.for_bot(config.id),
@@ -237,7 +236,7 @@ class BotActor(Actor):
         )
         self.host.runtime = self.runtime
         self.fleet_stats.runtimes[config.id] = self.runtime
-        self.host.sessions = self.context.spawn(SessionRouter, "sessions", self.runtime)
+        self.host.sessions = self.context.spawn(SessionsActor, "sessions", self.runtime)
         connection_cls, args = adapter.connection()
         self.context.spawn(connection_cls, "connection", *args, supervisor=CONNECTION_STRATEGY)
         log.info("bot %s started (%s adapter)", config.id, config.adapter.type)

@@ -13,13 +13,14 @@ import contextlib
 import logging
 import socket
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 from aiohttp import WSCloseCode, web
 
+from callboard.adapters.base import HttpHandler
+
 log = logging.getLogger("callboard.http")
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 #: the admin check: a refusal to answer with, or None to let the request through
 Guard = Callable[[web.Request], web.StreamResponse | None]
 
@@ -39,19 +40,19 @@ class HttpServer:
         #: checks every request to an engine-owned (admin) path but the open ones
         self.guard: Guard | None = None
         self._open: set[str] = set()
-        self._routes: dict[tuple[str, str], tuple[str, Handler]] = {}
-        self._prefixes: list[tuple[str, str, Handler]] = []
+        self._routes: dict[tuple[str, str], tuple[str, HttpHandler]] = {}
+        self._prefixes: list[tuple[str, str, HttpHandler]] = []
         self._runner: web.AppRunner | None = None
         self._site: web.BaseSite | None = None
 
-    def add(self, method: str, path: str, handler: Handler, owner: str = "engine") -> None:
+    def add(self, method: str, path: str, handler: HttpHandler, owner: str = "engine") -> None:
         key = (method.upper(), path)
         existing = self._routes.get(key)
         if existing is not None and existing[0] != owner:
             raise RouteConflict(f"{method} {path} is already served for {existing[0]!r}")
         self._routes[key] = (owner, handler)
 
-    def add_prefix(self, method: str, prefix: str, handler: Handler) -> None:
+    def add_prefix(self, method: str, prefix: str, handler: HttpHandler) -> None:
         """Serve every path under ``prefix`` (ending in "/") not served exactly;
         the handler parses ``request.path`` itself."""
         if not prefix.endswith("/"):

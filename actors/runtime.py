@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from callboard.engine.platform import PlatformAPI
     from callboard.engine.sandbox_api import SandboxTools
     from callboard.handlers.base import Handler
-    from callboard.handlers.routing import Router
+    from callboard.handlers.routing import RouteTable
 
 #: builds the sandbox tools of one session for one handler kind (chat type, chat id,
 #: thread, user id, handler kind), or None when sandboxes are off for the bot
@@ -50,7 +50,7 @@ class BotRuntime:
 
     config: BotConfig
     api: PlatformAPI
-    router: Router[Handler]
+    routes: RouteTable[Handler]
     journal: Journal
     clock: Clock
     stats: Callable[[], dict[str, Any]]
@@ -61,7 +61,7 @@ class BotRuntime:
     in_flight: BotBacklog
     counters: BotCounters = field(default_factory=BotCounters)
     links: dict[str, str] = field(default_factory=dict)
-    #: the bot's session router, once started (admin retries and callbacks go there)
+    #: the bot's sessions actor, once started (admin retries and callbacks go there)
     sessions: ActorRef | None = None
     live_sessions: int = 0
 

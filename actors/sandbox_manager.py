@@ -51,7 +51,7 @@ log = logging.getLogger("callboard.sandbox")
 _FLEET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 #: A session that keeps failing is stopped; its next caller starts it afresh.
-SESSION_STRATEGY = SupervisorStrategy(
+SANDBOX_SESSION_STRATEGY = SupervisorStrategy(
     max_restarts=5, within_seconds=60.0, backoff=Backoff(min=0.2, max=5.0), escalate_on_limit=False
 )
 
@@ -360,7 +360,12 @@ class SandboxManager(Actor):
             network=network,
         )
         ref = self.context.spawn(
-            SandboxSessionHost, name, spec, self._factory, self.settings.idle_ttl, supervisor=SESSION_STRATEGY
+            SandboxSessionHost,
+            name,
+            spec,
+            self._factory,
+            self.settings.idle_ttl,
+            supervisor=SANDBOX_SESSION_STRATEGY,
         )
         self.context.watch(ref)
         entry = _Entry(key, name, ref, signature)

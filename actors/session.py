@@ -251,10 +251,10 @@ class SessionActor(Actor):
         events = [i.event for i in inbounds]
         seqs = [i.seq for i in inbounds]
         if only is not None:
-            handler = bot.router.at(only)
+            handler = bot.routes.at(only)
             matches = [(only, handler)] if handler is not None else []
         else:
-            matches = bot.router.match_all(events[-1])
+            matches = bot.routes.match_all(events[-1])
         if not matches:
             bot.counters.unrouted += len(events)
             bot.journal.mark_done(seqs, "unrouted")
@@ -455,7 +455,7 @@ class SessionActor(Actor):
 
     async def _callback(self, message: Callback) -> None:
         """Run an async webhook receiver's actions in this session, as part of the delivery's run."""
-        handler = self.bot.router.at(message.handler_index)
+        handler = self.bot.routes.at(message.handler_index)
         run_actions = getattr(handler, "run_actions", None)
         if run_actions is None:
             log.warning("%s: callback for rule %d, which is not a webhook", self.key, message.handler_index)

@@ -12,7 +12,7 @@ from callboard.handlers.pipeline import PipelineHandler
 from callboard.handlers.plugin.config import PluginHandlerConfig, PluginRuntimeConfig
 from callboard.handlers.plugin.handler import PluginHandler
 from callboard.handlers.plugin.hub import PluginHub
-from callboard.handlers.routing import Router, RouteRule
+from callboard.handlers.routing import RouteRule, RouteTable
 from callboard.handlers.webhook.config import WebhookConfig
 from callboard.handlers.webhook.handler import WebhookHandler
 
@@ -51,10 +51,10 @@ def build_handler(rule: RouteRule, plugins: PluginHub | None = None) -> Handler:
     return PipelineHandler(config)
 
 
-def build_router(
+def build_routes(
     rules: list[RouteRule], *, default: Literal["drop", "plugins"] = "drop", plugins: PluginHub | None = None
-) -> Router[Handler]:
-    """A bot's router. ``default: plugins`` sends what no rule matches to every
+) -> RouteTable[Handler]:
+    """A bot's route table. ``default: plugins`` sends what no rule matches to every
     plugin; a plugin rule's fallback is the next rule that matches."""
     if default == "plugins":
         catch_all = RouteRule(
@@ -66,8 +66,8 @@ def build_router(
         )
         rules = [*rules, catch_all]
     built = [(rule, build_handler(rule, plugins)) for rule in rules]
-    router = Router(built)
+    table = RouteTable(built)
     for index, (rule, handler) in enumerate(built):
         if isinstance(handler, PluginHandler) and not rule.continue_:
-            handler.fallback = functools.partial(router.match_after, index)
-    return router
+            handler.fallback = functools.partial(table.match_after, index)
+    return table

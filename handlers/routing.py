@@ -168,7 +168,7 @@ class _Compiled(Generic[H]):
         return True
 
 
-class Router(Generic[H]):
+class RouteTable(Generic[H]):
     """Compiled rules of one bot; ``match`` returns the winning handler or None."""
 
     def __init__(self, rules: Sequence[tuple[RouteRule, H]]) -> None:

@@ -27,7 +27,7 @@ class PluginHandler:
     def __init__(self, config: PluginHandlerConfig, hub: PluginHub) -> None:
         self.plugin_filter = list(config.plugin_filter)
         self.hub = hub
-        #: the rules that match after this one (set by ``build_router``): run unless prevented
+        #: the rules that match after this one (set by ``build_routes``): run unless prevented
         self.fallback: Callable[[Event], list[tuple[int, Any]]] | None = None
 
     async def close(self) -> None:

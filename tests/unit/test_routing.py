@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from callboard.engine.entities import ChatType, Group, MessageChain, User
 from callboard.engine.events import Event, MemberJoined, MessageReceived, PlatformSpecific
-from callboard.handlers.routing import Router, RouteRule
+from callboard.handlers.routing import RouteRule, RouteTable
 
 PIPE = {"stages": [{"type": "echo"}]}
 
@@ -35,7 +35,7 @@ CALLBACK = PlatformSpecific(bot_id="b", adapter="telegram", action="callback_que
 
 
 def route(rules: list[tuple[RouteRule, str]], event: Event) -> str | None:
-    return Router(rules).match(event)
+    return RouteTable(rules).match(event)
 
 
 def test_exact_namespace_and_wildcard() -> None:
@@ -57,7 +57,7 @@ def test_priority_then_declaration_order() -> None:
 
 
 def test_first_match_wins_exclusively() -> None:
-    router = Router([(rule("message.received"), "a"), (rule("message.received"), "b")])
+    router = RouteTable([(rule("message.received"), "a"), (rule("message.received"), "b")])
     assert router.match(message()) == "a"
     assert router.match_rule(message()).event_type == "message.received"  # type: ignore[union-attr]
 

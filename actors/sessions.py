@@ -1,9 +1,9 @@
-"""SessionRouter (the bot's ``sessions`` actor): one SessionActor per session key.
+"""SessionsActor (the bot's ``sessions`` actor): one SessionActor per session key.
 
 Sessions are spawned on their first event and passivate when idle. An event
 for a session that is stopping waits here until it has terminated, then goes
 to a fresh one, so passivation never races a new message. On start the
-router replays the bot's unfinished events from the journal, before any new
+actor replays the bot's unfinished events from the journal, before any new
 event, so a restart handles every acknowledged event.
 """
 
@@ -22,7 +22,7 @@ from callboard.engine.ref import ActorRef
 from callboard.engine.signals import Terminated
 from callboard.engine.supervision import Backoff, SupervisorStrategy
 
-log = logging.getLogger("callboard.router")
+log = logging.getLogger("callboard.sessions")
 
 #: a session that keeps failing is restarted with backoff, never given up on
 SESSION_STRATEGY = SupervisorStrategy(
@@ -34,7 +34,7 @@ def session_actor_name(key: SessionKey) -> str:
     return key.name.replace("/", "%2F")
 
 
-class SessionRouter(Actor):
+class SessionsActor(Actor):
     mailbox_capacity = None
 
     def __init__(self, bot: BotRuntime) -> None:
@@ -58,7 +58,7 @@ class SessionRouter(Actor):
 
     async def on_stop(self) -> None:
         # after every session has stopped: handlers release their HTTP sessions
-        for handler in self.bot.router.handlers:
+        for handler in self.bot.routes.handlers:
             try:
                 await handler.close()
             except Exception:
