@@ -187,22 +187,20 @@ class FleetConfig(_Strict):
     @field_validator("bots")
     @classmethod
     def _unique_ids(cls, bots: list[BotConfig]) -> list[BotConfig]:
-        seen: set[str] = set()
-        for bot in bots:
+        seen: dict[str, int] = {}
+        for index, bot in enumerate(bots):
             if bot.id in seen:
-                raise ValueError(f"duplicate bot id {bot.id!r}")
-            seen.add(bot.id)
+                raise ValueError(f"bots[{index}] has the same id as bots[{seen[bot.id]}]; ids must be unique")
+            seen[bot.id] = index
         return bots
 
     @model_validator(mode="after")
     def _sandbox_profiles_exist(self) -> FleetConfig:
         if self.sandbox is None:
             return self  # bots asking for sandboxes are told "off" at run time
-        for bot in self.bots:
+        for index, bot in enumerate(self.bots):
             if bot.sandbox.enabled and bot.sandbox.profile not in self.sandbox.profiles:
-                raise ValueError(
-                    f"bot {bot.id!r}: sandbox profile {bot.sandbox.profile!r} is not in sandbox.profiles"
-                )
+                raise ValueError(f"bots[{index}].sandbox.profile is not one of the sandbox.profiles")
         return self
 
     @model_validator(mode="after")

@@ -85,7 +85,7 @@ class _BoundedLoader(yaml.SafeLoader):
             return super().construct_object(node, deep)
         except yaml.YAMLError:
             raise
-        except (ValueError, TypeError, OverflowError, ArithmeticError):
+        except Exception:  # any tag constructor's failure (int(), base64, timestamps...)
             raise yaml.constructor.ConstructorError(
                 None, None, f"this value is not a valid {node.tag.rsplit(':', 1)[-1]}", node.start_mark
             ) from None

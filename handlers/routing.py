@@ -113,10 +113,10 @@ class RouteRule(BaseModel):
         if value.endswith(".*"):
             namespace = value[:-2]
             if not any(name.startswith(namespace + ".") for name in EVENT_TYPE_NAMES):
-                raise ValueError(f"no event type in namespace {namespace!r}")
+                raise ValueError("no event type in this namespace")
             return value
         if value not in EVENT_TYPE_NAMES:
-            raise ValueError(f"unknown event type {value!r}; known: {', '.join(EVENT_TYPE_NAMES)}")
+            raise ValueError(f"unknown event type; known: {', '.join(EVENT_TYPE_NAMES)}")
         return value
 
 

@@ -133,7 +133,7 @@ class SandboxProfile(_Strict):
     def _env_names(cls, value: dict[str, str]) -> dict[str, str]:
         for name in value:
             if not _ENV_NAME.match(name):
-                raise ValueError(f"invalid environment variable name {name!r}")
+                raise ValueError("invalid environment variable name: letters, digits and '_'")
         return value
 
     @model_validator(mode="after")
@@ -201,7 +201,7 @@ class SandboxSettings(_Strict):
     def _default_profile(cls, value: dict[str, SandboxProfile]) -> dict[str, SandboxProfile]:
         for name in value:
             if not _NAME.match(name):
-                raise ValueError(f"invalid profile name {name!r}: letters, digits, '.', '-', '_'")
+                raise ValueError("invalid profile name: letters, digits, '.', '-', '_'")
         return value if "default" in value else {"default": SandboxProfile(), **value}
 
     @model_validator(mode="after")

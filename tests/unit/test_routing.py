@@ -90,7 +90,7 @@ def test_no_match_is_none() -> None:
 
 @pytest.mark.parametrize(
     ("event_type", "error"),
-    [("message.recieved", "unknown event type"), ("nothing.*", "no event type in namespace")],
+    [("message.recieved", "unknown event type"), ("nothing.*", "no event type in this namespace")],
 )
 def test_bad_patterns(event_type: str, error: str) -> None:
     with pytest.raises(ValidationError, match=error):
