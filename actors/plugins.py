@@ -31,7 +31,8 @@ from callboard.handlers.plugin.manifest import files_mtime
 
 log = logging.getLogger("callboard.plugins")
 
-OWNER = "plugins"
+#: the admin API's owner: engine-owned paths pass the admin check (bearer token)
+OWNER = "engine"
 
 
 def runner_strategy(settings: PluginRuntimeConfig) -> SupervisorStrategy:
@@ -84,9 +85,6 @@ class PluginSupervisor(Actor):
         self._routes()
         if self.settings.watch:
             self.context.schedule_once(self.settings.watch_interval, _Watch(), key="watch")
-
-    async def on_stop(self) -> None:
-        self.http.remove_owner(OWNER)
 
     def _spawn(self, runner: str) -> None:
         ref = self.context.spawn(

@@ -9,6 +9,7 @@ from typing import Any
 from callboard.actors.config import FleetConfig
 from callboard.actors.config_file import parse_fleet
 from callboard.app import Running
+from tests.support import WEB, ChatClient
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples" / "plugins"
@@ -40,14 +41,17 @@ def fleet_text(
     runtime: str = FAST_RUNTIME,
     default: str = "drop",
     bot_extra: str = "",
+    admin: str = "{host: 127.0.0.1, port: 0}",
 ) -> str:
     return (
         f"name: test\nengine:\n  journal: {tmp_path / 'journal.sqlite3'}\n"
-        "  admin: {host: 127.0.0.1, port: 0}\n  shutdown_timeout: 10s\n"
+        f"  admin: {admin}\n  shutdown_timeout: 10s\n"
         + textwrap.dedent(runtime)
         + "plugins:\n"
         + textwrap.indent(textwrap.dedent(plugins).strip("\n"), "  ")
-        + "\nbots:\n  - id: demo\n    adapter: {type: web}\n    session: {debounce: {window: 0}}\n"
+        + "\nbots:\n  - id: demo\n"
+        + f"    adapter: {{type: web, {WEB}}}\n"
+        + "    session: {debounce: {window: 0}}\n"
         + f"    default: {default}\n"
         + (f"    {bot_extra}\n" if bot_extra else "")
         + "    handlers:\n"
@@ -62,3 +66,19 @@ def fleet_plugins(fleet: Running) -> list[dict[str, Any]]:
     assert actor is not None
     hub = actor._cell.actor.plugin_hub  # type: ignore[union-attr]
     return list(hub.info())
+
+
+async def groups(client: ChatClient, *names: str) -> None:
+    """Join and subscribe to group chats (their ids are used as given, so rules can name them)."""
+    for name in names:
+        await client.join(name)
+        await client.subscribe(name, group=True)
+
+
+async def say(client: ChatClient, group: str, text: str) -> str:
+    return await client.say(text, chat_id=group, chat_type="group")
+
+
+def texts(client: ChatClient, chat: str) -> list[str]:
+    """The bot's messages in ``chat``, in order."""
+    return [f["text"] for f in client.of("message") if f["chat_id"] == chat]

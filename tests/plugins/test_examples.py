@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from callboard.actors.config_file import ConfigError, parse_fleet
-from tests.plugins.support import EXAMPLES, fleet_plugins, fleet_text, plugin_fleet
+from tests.plugins.support import EXAMPLES, fleet_plugins, fleet_text, groups, plugin_fleet, say, texts
 from tests.support import chat_client, eventually, running_fleet
 
 pytestmark = pytest.mark.timeout(60)
@@ -20,21 +20,17 @@ ALL_PLUGINS = """
 """
 
 
-def texts(client: object, chat: str) -> list[str]:
-    return [f["text"] for f in client.of("message") if f["chat_id"] == chat]  # type: ignore[attr-defined]
-
-
 async def test_welcome_greets_in_the_group(tmp_path: Path) -> None:
     plugins = f"""
     - path: {EXAMPLES / "welcome"}
       config: {{template: "Welcome {{member}} to {{group}}! We are {{count}} now."}}
     """
     config = plugin_fleet(tmp_path, plugins, ALL_PLUGINS)
-    async with running_fleet(config) as fleet, chat_client(fleet.base_url) as client:
-        await client.subscribe("g1")
-        await client.op(op="join", chat_id="g1", user_id="u7", user_name="Ann", group_name="Team")
+    async with running_fleet(config) as fleet, chat_client(fleet.base_url, user="ann") as client:
+        await client.join("g1", name="Team")
+        await client.subscribe("g1", group=True)
         await eventually(lambda: texts(client, "g1"))
-        assert texts(client, "g1") == ["Welcome Ann to Team! We are 1 now."]
+        assert texts(client, "g1") == ["Welcome ann to Team! We are 1 now."]
 
 
 async def test_moderator_deletes_banned_words_and_acts_on_repeat_offenders(tmp_path: Path) -> None:
@@ -45,24 +41,23 @@ async def test_moderator_deletes_banned_words_and_acts_on_repeat_offenders(tmp_p
       config: {{keywords: {{spam: "I would have answered"}}}}
     """
     config = plugin_fleet(tmp_path, plugins, ALL_PLUGINS)
-    async with running_fleet(config) as fleet, chat_client(fleet.base_url) as client:
-        await client.subscribe("g1")
-        common = {"chat_id": "g1", "chat_type": "group", "user_id": "u9", "user_name": "Max"}
-        await client.op(op="send", text="buy SPAM now", **common)
+    async with running_fleet(config) as fleet, chat_client(fleet.base_url, user="max") as client:
+        await groups(client, "g1")
+        sent = await say(client, "g1", "buy SPAM now")
         first = await client.wait_for(lambda f: f["op"] == "deleted")
-        acks = client.of("ack")
-        assert first["message_id"] == acks[0]["message_id"]
+        ack = await client.wait_for(lambda f: f["op"] == "ack" and f["client_msg_id"] == sent)
+        assert first["message_id"] == ack["message_id"]
         await eventually(lambda: texts(client, "g1"))
-        assert texts(client, "g1") == ["Max: message removed (banned word); strike 1 of 2"]
-        await client.op(op="send", text="hello all", **common)  # fine: nothing happens
-        await client.op(op="send", text="more spam", **common)
+        assert texts(client, "g1") == ["max: message removed (banned word); strike 1 of 2"]
+        await say(client, "g1", "hello all")  # fine: nothing happens
+        await say(client, "g1", "more spam")
         await eventually(lambda: len(client.of("deleted")) == 2)
         await eventually(lambda: len(texts(client, "g1")) == 2)
         # the moderator runs first (priority 100) and stops the keyword plugin
         assert not [t for t in texts(client, "g1") if "would have answered" in t]
         second = texts(client, "g1")[1]
         # muting goes through the API; the web chat says whether it can
-        assert second == "Max is muted for 60s" or second.startswith("Max: message removed; muting is not")
+        assert second == "max is muted for 60s" or second.startswith("max: message removed; muting is not")
         moderator = next(p for p in fleet_plugins(fleet) if p["name"] == "moderator")
         assert moderator["counters"]["refused"] == 0
 
@@ -82,8 +77,8 @@ async def test_weather_validates_its_config_and_masks_its_secret(
     async with running_fleet(config) as fleet, chat_client(fleet.base_url) as client:
         await client.subscribe("c1")
         await client.say("/weather paris", chat_id="c1")
-        await eventually(lambda: texts(client, "c1"))
-        assert texts(client, "c1") == ["Paris: 68.0°F, sunny"]
+        await eventually(lambda: texts(client, client.chat("c1")))
+        assert texts(client, client.chat("c1")) == ["Paris: 68.0°F, sunny"]
         await eventually(lambda: [r for r in caplog.records if r.name == "callboard.plugin.weather"])
     lines = [r.getMessage() for r in caplog.records if r.name == "callboard.plugin.weather"]
     assert any("key=***" in line for line in lines)

@@ -10,7 +10,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.plugins.support import EXAMPLES, FIXTURES, fleet_plugins, plugin_fleet
+from tests.plugins.support import EXAMPLES, FIXTURES, fleet_plugins, groups, plugin_fleet, say, texts
 from tests.support import ChatClient, chat_client, eventually, running_fleet
 
 pytestmark = pytest.mark.timeout(60)
@@ -33,7 +33,7 @@ async def until_reply(client: ChatClient, chat: str, text: str, expected: str, t
     deadline = loop.time() + timeout
     while True:
         before = len(texts(client, chat))
-        await client.say(text, chat_id=chat)
+        await say(client, chat, text)
         await eventually(lambda: len(texts(client, chat)) > before or None, timeout=5)  # noqa: B023
         if texts(client, chat)[-1] == expected:
             return
@@ -52,17 +52,13 @@ def edit(folder: Path, old: str, new: str) -> None:
     file.write_text(file.read_text().replace(old, new))
 
 
-def texts(client: ChatClient, chat: str) -> list[str]:
-    return [f["text"] for f in client.of("message") if f["chat_id"] == chat]
-
-
 def pid_of(fleet: object, name: str) -> object:
     return next(p["pid"] for p in fleet_plugins(fleet) if p["name"] == name)  # type: ignore[arg-type]
 
 
 async def ask(client: ChatClient, chat: str, text: str, expected: str) -> None:
     before = len(texts(client, chat))
-    await client.say(text, chat_id=chat)
+    await say(client, chat, text)
     await eventually(lambda: len(texts(client, chat)) > before)
     assert texts(client, chat)[-1] == expected
 
@@ -78,9 +74,9 @@ async def test_admin_api_reloads_one_plugin_while_another_serves(tmp_path: Path)
         running_fleet(plugin_fleet(tmp_path, plugins, RULES)) as fleet,
         chat_client(fleet.base_url) as client,
     ):
-        await client.subscribe("a")
-        await client.subscribe("b")
+        await groups(client, "a", "b")
         await ask(client, "a", "hello", "Hi!")
+        await eventually(lambda: all(p["pid"] for p in fleet_plugins(fleet)))
         keyword_pid, echo_pid = pid_of(fleet, "keyword-reply"), pid_of(fleet, "echoer")
         edit(folder, "await ctx.reply(reply)", 'await ctx.reply(reply + " (v2)")')
         async with aiohttp.ClientSession() as http:
@@ -115,7 +111,7 @@ async def test_changed_files_are_reloaded_by_the_watcher(tmp_path: Path) -> None
     """
     config = plugin_fleet(tmp_path, plugins, RULES, runtime=runtime)
     async with running_fleet(config) as fleet, chat_client(fleet.base_url) as client:
-        await client.subscribe("a")
+        await groups(client, "a")
         await ask(client, "a", "hello", "Hi!")
         pid = pid_of(fleet, "keyword-reply")
         edit(folder, "await ctx.reply(reply)", 'await ctx.reply(reply + " (watched)")')
@@ -137,10 +133,29 @@ async def test_a_reloaded_fleet_file_pushes_new_config_without_a_restart(tmp_pat
         tmp_path, plugins.format(folder=folder, keywords='bye: "See you!"', echoer=FIXTURES / "echoer"), RULES
     )
     async with running_fleet(old) as fleet, chat_client(fleet.base_url) as client:
-        await client.subscribe("a")
+        await groups(client, "a")
         await ask(client, "a", "hello", "Hi!")
         pid = pid_of(fleet, "keyword-reply")
         result = await fleet.reload(new)
         assert result.restart_needed == []
         await until_reply(client, "a", "bye now", "See you!")
         assert pid_of(fleet, "keyword-reply") == pid
+
+
+async def test_the_plugin_admin_api_needs_the_admin_token(tmp_path: Path) -> None:
+    token = "plugin-admin-token-0123456789"
+    plugins = f"""
+    - path: {FIXTURES / "echoer"}
+    """
+    admin = f"{{host: 127.0.0.1, port: 0, auth: token, token: {token}}}"
+    rules = "- {event_type: message.received, handler_type: plugin, handler_config: {}}"
+    config = plugin_fleet(tmp_path, plugins, rules, admin=admin)
+    async with running_fleet(config) as fleet, aiohttp.ClientSession() as http:
+        url = f"{fleet.base_url}/api/plugins/reload"
+        async with http.post(url, json={"plugin": "echoer"}) as r:
+            assert r.status == 401
+        async with http.get(f"{fleet.base_url}/api/plugins") as r:
+            assert r.status == 401
+        headers = {"Authorization": f"Bearer {token}"}
+        async with http.post(url, json={"plugin": "echoer"}, headers=headers) as r:
+            assert r.status == 200 and (await r.json())["name"] == "echoer"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.plugins.support import FIXTURES, fleet_plugins, plugin_fleet
+from tests.plugins.support import FIXTURES, fleet_plugins, groups, plugin_fleet, say, texts
 from tests.support import ChatClient, chat_client, eventually, running_fleet
 
 pytestmark = pytest.mark.timeout(90)
@@ -32,14 +32,13 @@ def fixtures(*names: str, extra: str = "") -> str:
     return "".join(f"- path: {FIXTURES / name}\n{extra}" for name in names)
 
 
-def replies(client: ChatClient, chat: str) -> list[str]:
-    return [f["text"] for f in client.of("message") if f["chat_id"] == chat]
+replies = texts
 
 
 async def echo_burst(client: ChatClient, count: int, tag: str) -> None:
     """``count`` messages to the echoer's chat, all answered."""
     for i in range(count):
-        await client.say(f"{tag}{i}", chat_id="b")
+        await say(client, "b", f"{tag}{i}")
     await eventually(lambda: sum(t.startswith(f"echoer: {tag}") for t in replies(client, "b")) == count)
 
 
@@ -50,19 +49,18 @@ def plugin(fleet: object, name: str) -> dict[str, object]:
 async def test_os_exit_is_a_failed_run_and_the_runner_comes_back(tmp_path: Path) -> None:
     config = plugin_fleet(tmp_path, fixtures("crasher", "echoer"), routed(("a", "crasher"), ("b", "echoer")))
     async with running_fleet(config) as fleet, chat_client(fleet.base_url) as client:
-        await client.subscribe("a")
-        await client.subscribe("b")
-        await client.say("hi", chat_id="a")
+        await groups(client, "a", "b")
+        await say(client, "a", "hi")
         await eventually(lambda: replies(client, "a") == ["crasher: hi"])
         first_pid = plugin(fleet, "crasher")["pid"]
-        await client.say("crash", chat_id="a")
+        await say(client, "a", "crash")
         for text in ("after1", "after2"):  # acknowledged while the runner is down or restarting
-            await client.say(text, chat_id="a")
+            await say(client, "a", text)
         await echo_burst(client, 20, "x")  # the other plugin is not affected
         await eventually(
             lambda: replies(client, "a") == ["crasher: hi", "crasher: after1", "crasher: after2"]
         )
-        assert len(client.of("ack")) == 24
+        assert len([a for a in client.of("ack") if a["message_id"]]) == 24  # the messages, not the joins
         info = plugin(fleet, "crasher")
         assert info["restarts"] == 1 and info["pid"] != first_pid
         assert info["counters"]["failures"] == 1  # type: ignore[index]
@@ -76,8 +74,8 @@ async def test_an_idempotent_listener_is_retried_once_after_its_runner_died(
     monkeypatch.setenv("RETRIER_MARKER", str(tmp_path))
     config = plugin_fleet(tmp_path, fixtures("retrier"), routed(("a", "retrier")))
     async with running_fleet(config) as fleet, chat_client(fleet.base_url) as client:
-        await client.subscribe("a")
-        await client.say("crash once", chat_id="a")
+        await groups(client, "a")
+        await say(client, "a", "crash once")
         await eventually(lambda: replies(client, "a") == ["retrier: crash once"])
         info = plugin(fleet, "retrier")
         assert info["restarts"] == 1 and info["counters"]["retries"] == 1  # type: ignore[index]
@@ -87,11 +85,10 @@ async def test_an_idempotent_listener_is_retried_once_after_its_runner_died(
 async def test_a_hung_runner_fails_its_health_check_and_is_replaced(tmp_path: Path) -> None:
     config = plugin_fleet(tmp_path, fixtures("hanger", "echoer"), routed(("a", "hanger"), ("b", "echoer")))
     async with running_fleet(config) as fleet, chat_client(fleet.base_url) as client:
-        await client.subscribe("a")
-        await client.subscribe("b")
+        await groups(client, "a", "b")
         first_pid = plugin(fleet, "hanger")["pid"]
-        await client.say("hang", chat_id="a")
-        await client.say("ping", chat_id="a")  # queued behind the hung run in its session
+        await say(client, "a", "hang")
+        await say(client, "a", "ping")  # queued behind the hung run in its session
         await echo_burst(client, 10, "y")
         await eventually(lambda: plugin(fleet, "hanger")["restarts"] == 1, timeout=20)
         await eventually(lambda: replies(client, "a") == ["hanger: ping"], timeout=20)
@@ -108,10 +105,9 @@ async def test_a_leak_past_the_memory_limit_restarts_only_that_runner(
         routed(("a", "leaker"), ("b", "echoer")),
     )
     async with running_fleet(config) as fleet, chat_client(fleet.base_url) as client:
-        await client.subscribe("a")
-        await client.subscribe("b")
-        await client.say("leak", chat_id="a")
-        await client.say("after", chat_id="a")
+        await groups(client, "a", "b")
+        await say(client, "a", "leak")
+        await say(client, "a", "after")
         await echo_burst(client, 10, "z")
         await eventually(lambda: replies(client, "a") == ["leaker: after"], timeout=30)
         assert plugin(fleet, "leaker")["restarts"] == 1
@@ -134,11 +130,10 @@ async def test_a_log_flood_is_bounded_and_the_others_keep_answering(
         tmp_path, fixtures("flooder", "echoer"), routed(("a", "flooder"), ("b", "echoer")), runtime=runtime
     )
     async with running_fleet(config) as fleet, chat_client(fleet.base_url) as client:
-        await client.subscribe("a")
-        await client.subscribe("b")
+        await groups(client, "a", "b")
         loop = asyncio.get_running_loop()
         started = loop.time()
-        await client.say("flood", chat_id="a")
+        await say(client, "a", "flood")
         await echo_burst(client, 10, "w")
         await eventually(lambda: replies(client, "a") == ["flooder: flood"], timeout=30)
         elapsed = loop.time() - started
@@ -152,8 +147,8 @@ async def test_a_log_flood_is_bounded_and_the_others_keep_answering(
 async def test_an_undeclared_api_call_is_refused_and_counted(tmp_path: Path) -> None:
     config = plugin_fleet(tmp_path, fixtures("sneaky"), routed(("a", "sneaky")))
     async with running_fleet(config) as fleet, chat_client(fleet.base_url) as client:
-        await client.subscribe("a")
-        await client.say("go", chat_id="a")
+        await groups(client, "a")
+        await say(client, "a", "go")
         await eventually(lambda: replies(client, "a"))
         [text] = replies(client, "a")
         assert text.startswith("sneaky refused:") and "'delete_message' is not declared" in text
