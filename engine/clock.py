@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -21,6 +22,11 @@ class TimerHandle(Protocol):
 class Clock(Protocol):
     def now(self) -> float:
         """Monotonic seconds."""
+        ...
+
+    def wall(self) -> float:
+        """Wall-clock seconds since the epoch, for timestamps that are stored
+        (the journal's retention and dedup windows age by these)."""
         ...
 
     def call_later(self, delay: float, callback: Callable[..., Any], *args: Any) -> TimerHandle: ...
@@ -36,6 +42,9 @@ class LoopClock:
 
     def now(self) -> float:
         return self._loop.time()
+
+    def wall(self) -> float:
+        return time.time()
 
     def call_later(self, delay: float, callback: Callable[..., Any], *args: Any) -> TimerHandle:
         return self._loop.call_later(max(0.0, delay), callback, *args)
@@ -59,16 +68,21 @@ class ManualClock:
 
     After each due callback fires, ``advance`` awaits the settle hooks (an actor
     system registers its ``quiesce``) so actors react before time moves on.
+    Its wall clock starts at the real time of construction and moves with it.
     """
 
     def __init__(self, start: float = 0.0) -> None:
         self._now = start
+        self._epoch = time.time() - start
         self._heap: list[tuple[float, int, _ManualTimer]] = []
         self._seq = itertools.count()
         self._settle: list[Callable[[], Awaitable[None]]] = []
 
     def now(self) -> float:
         return self._now
+
+    def wall(self) -> float:
+        return self._epoch + self._now
 
     def call_later(self, delay: float, callback: Callable[..., Any], *args: Any) -> TimerHandle:
         timer = _ManualTimer(self._now + max(0.0, delay), callback, args)

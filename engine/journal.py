@@ -100,7 +100,7 @@ class Journal:
         self.synchronous = synchronous
         self.retention_seconds = retention_seconds
         self.dedup_window_seconds = dedup_window_seconds
-        self._writer = Writer(path)
+        self._writer = Writer(path, self.wall)
         self._conn: sqlite3.Connection | None = None
         self._syncer: Syncer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -120,6 +120,12 @@ class Journal:
         #: operations refused or failed because the storage failed (a run that saw this
         #: move while it ran cannot trust what it wrote, and runs again)
         self.storage_errors = 0
+
+    def wall(self) -> float:
+        """Wall-clock seconds for stored timestamps: the engine clock's, so a test
+        ages events past retention and dedup windows with a ``ManualClock``."""
+        clock = self.clock
+        return clock.wall() if clock is not None else time.time()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -368,11 +374,11 @@ class Journal:
 
     def mark_done(self, seqs: Sequence[int], status: str = "done") -> None:
         """Record that these events were handled (durable with the next commit)."""
-        now = time.time()
+        now = self.wall()
         self._op(DONE, ([(now, status, seq) for seq in seqs],), False)
 
     async def mark_done_now(self, seqs: Sequence[int], status: str = "done") -> None:
-        now = time.time()
+        now = self.wall()
         await self._op(DONE, ([(now, status, seq) for seq in seqs],), True)
 
     async def pending(self, bot: str) -> list[PendingEvent]:
@@ -468,7 +474,7 @@ class Journal:
         await self._submit(
             lambda conn: conn.execute(
                 "INSERT OR REPLACE INTO session_state(bot, session, state, updated) VALUES (?, ?, ?, ?)",
-                (bot, name, blob, time.time()),
+                (bot, name, blob, self.wall()),
             )
         )
 
@@ -504,7 +510,7 @@ class Journal:
         """Drop done events past retention, dedup keys past the window, and the
         receipts and stored output that only served them. Works in small
         chunks, letting other work run in between."""
-        now = time.time()
+        now = self.wall()
         horizon = now - self.retention_seconds
         dedup_horizon = now - self.dedup_window_seconds
         chunk = self.PRUNE_CHUNK

@@ -115,8 +115,10 @@ class Op:
 class Writer:
     """Applies batches of operations to the connection (on the loop's thread)."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, wall: Callable[[], float] = time.time) -> None:
         self.path = path
+        #: wall-clock seconds for stored timestamps (the journal's clock)
+        self.wall = wall
         self.commits = 0
         self.operations = 0
         self._next_seq = 1
@@ -194,7 +196,7 @@ class Writer:
     ) -> None:
         if not ops:
             return
-        now = time.time()
+        now = self.wall()
         appends = [op for op in ops if op.kind == APPEND]
         if appends:
             self._appends(conn, appends, now, results)

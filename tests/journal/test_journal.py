@@ -15,6 +15,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from callboard.engine.clock import ManualClock
 from callboard.engine.entities import MessageChain, User
 from callboard.engine.events import MessageReceived, SessionKey
 from callboard.engine.journal import Journal, JournalClosed, JournalUnusable
@@ -60,12 +61,16 @@ async def test_dedup_key_makes_a_duplicate(journal: Journal) -> None:
 
 
 async def test_dedup_window_is_pruned(tmp_path: Path) -> None:
-    journal = Journal(str(tmp_path / "w.sqlite3"), dedup_window_seconds=0.2)
+    clock = ManualClock()
+    journal = Journal(str(tmp_path / "w.sqlite3"), dedup_window_seconds=3600, clock=clock)
     await journal.open()
     try:
         assert await journal.append(message(1), message(1).session_key()) is not None
         assert await journal.append(message(1), message(1).session_key()) is None
-        await asyncio.sleep(0.3)
+        await clock.advance(3599)
+        assert (await journal.prune())["dedup"] == 0  # still inside the window
+        assert await journal.append(message(1), message(1).session_key()) is None
+        await clock.advance(2)
         counts = await journal.prune()
         assert counts["dedup"] == 1
         assert await journal.append(message(1), message(1).session_key()) is not None
@@ -137,14 +142,17 @@ async def test_outbox_sequence_continues_after_reopen(tmp_path: Path) -> None:
 
 
 async def test_retention_drops_only_old_done_events(tmp_path: Path) -> None:
-    journal = Journal(str(tmp_path / "r.sqlite3"), retention_seconds=0.2)
+    clock = ManualClock()
+    journal = Journal(str(tmp_path / "r.sqlite3"), retention_seconds=7 * 86400, clock=clock)
     await journal.open()
     try:
         done = await journal.append(message(1), message(1).session_key())
         kept = await journal.append(message(2), message(2).session_key())
         assert done is not None and kept is not None
         await journal.mark_done_now([done])
-        await asyncio.sleep(0.3)
+        await clock.advance(7 * 86400 - 1)
+        assert (await journal.prune())["events"] == 0  # done, but not old enough yet
+        await clock.advance(2)
         counts = await journal.prune()
         assert counts["events"] == 1
         assert await journal.event_status(done) is None
@@ -218,14 +226,17 @@ async def test_acknowledged_appends_survive_kill_9(tmp_path: Path) -> None:
 
 
 async def test_prune_works_in_chunks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    journal = Journal(str(tmp_path / "p.sqlite3"), retention_seconds=0.0, dedup_window_seconds=0.0)
+    clock = ManualClock()
+    journal = Journal(
+        str(tmp_path / "p.sqlite3"), retention_seconds=0.0, dedup_window_seconds=0.0, clock=clock
+    )
     monkeypatch.setattr(Journal, "PRUNE_CHUNK", 7)
     await journal.open()
     try:
         seqs = [await journal.append(message(i), message(i).session_key()) for i in range(50)]
         await journal.mark_done_now([s for s in seqs if s is not None])
         journal.record_run(seqs[-1] or 0, [s for s in seqs if s is not None])
-        await asyncio.sleep(0.01)
+        await clock.advance(0.01)
         counts = await journal.prune()
         assert counts["events"] == 50 and counts["dedup"] == 50 and counts["run_members"] == 50
         assert await journal.query("SELECT COUNT(*) FROM events") == [(0,)]
