@@ -85,6 +85,15 @@ class EngineCollector(Collector):
             sessions.add_metric([bot_id], runtime.live_sessions)
         yield from families.values()
         yield sessions
+        usage = CounterMetricFamily(
+            "callboard_bot_handler_usage",
+            "per bot: handler usage (agent runs, tokens, tool calls, seconds; webhook deliveries...)",
+            labels=["bot", "name"],
+        )
+        for bot_id, runtime in sorted(self.stats.runtimes.items()):
+            for name, value in sorted(runtime.counters.usage.items()):
+                usage.add_metric([bot_id, name], value)
+        yield usage
         up = GaugeMetricFamily("callboard_bot_connected", "1 when the bot's connection is up", labels=["bot"])
         for bot_id, (connected, _) in sorted(self.stats.connections.items()):
             up.add_metric([bot_id], 1.0 if connected else 0.0)

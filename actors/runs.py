@@ -1,9 +1,10 @@
 """Failed runs and async webhook callbacks on the admin server.
 
-- ``GET /api/bots/{id}/failed``: runs whose handler failed for good (a webhook
-  that exhausted its retries, an agent whose model stayed down), newest first:
-  run id, rule, session, error, time, event sequence numbers. Kept in the
-  journal (receipt ``failed:bot:run:rule``) for the journal's retention.
+- ``GET /api/bots/{id}/failed``: runs whose handler failed for good (status
+  ``failed``: a webhook that exhausted its retries, an agent whose model stayed
+  down) or finished with errors (``errors``: a webhook's bad actions), newest
+  first: run id, rule, status, session, error, time, event sequence numbers.
+  Kept in the journal (receipt ``failed:bot:run:rule``) for its retention.
 - ``POST /api/bots/{id}/failed/{run}/{rule}/retry``: run those events again
   through that rule alone, as the same run: sends already made are skipped
   (receipts) and a webhook keeps its Idempotency-Key. The record then reads
@@ -63,16 +64,17 @@ class _Runs:
     async def failed(self, bot_id: str) -> list[dict[str, Any]]:
         prefix = f"failed:{bot_id}:"
         rows = await self.journal.query(
-            "SELECT key, run_id, chat, error, at FROM receipts "
-            "WHERE bot=? AND substr(key, 1, ?)=? AND status='failed' ORDER BY at DESC LIMIT 500",
+            "SELECT key, run_id, chat, status, error, at FROM receipts WHERE bot=? AND substr(key, 1, ?)=? "
+            "AND status IN ('failed', 'errors') ORDER BY at DESC LIMIT 500",
             (bot_id, len(prefix), prefix),
         )
         out = []
-        for key, run_id, chat, error, at in rows:
+        for key, run_id, chat, status, error, at in rows:
             out.append(
                 {
                     "run_id": run_id,
                     "rule": int(key.rsplit(":", 1)[1]),
+                    "status": status,
                     "session": chat,
                     "error": error,
                     "at": at,
@@ -109,7 +111,7 @@ class _Runs:
         receipt = await self.journal.receipt(key)
         if receipt is None or receipt.status != "failed":
             return _error(404, f"run {run_id} rule {rule} is not a failed run of bot {bot_id!r}")
-        if bot.routes.at(rule) is None:
+        if bot.router.at(rule) is None:
             return _error(409, f"bot {bot_id!r} has no rule {rule} any more (the fleet file changed)")
         events = await self._events(run_id)
         if not events:
@@ -127,7 +129,7 @@ class _Runs:
         except ValueError:
             return _error(404, "unknown delivery id")
         bot = self._bot(bot_id)
-        handler = bot.routes.at(rule) if bot is not None else None
+        handler = bot.router.at(rule) if bot is not None else None
         if bot is None or bot.sessions is None or not isinstance(handler, WebhookHandler):
             return _error(404, "unknown delivery id")
         secret = handler.config.secret

@@ -87,6 +87,11 @@ async def test_transient_errors_are_retried_then_a_failure_message(tmp_path: Pat
         assert counters.usage["agent_retries"] >= 3
         assert counters.usage["agent_failures"] == 1
         listed = await _get(f"{fleet.base_url}/api/bots/demo/failed")
+        async with aiohttp.ClientSession() as session, session.get(f"{fleet.base_url}/metrics") as response:
+            metrics = await response.text()
+        bots = await _get(f"{fleet.base_url}/api/bots")
+    assert 'callboard_bot_handler_usage_total{bot="demo",name="agent_failures"} 1.0' in metrics
+    assert bots[0]["counters"]["usage"]["agent_runs"] == 2
     assert API_KEY not in str(client.frames)
     assert len(listed) == 1 and "HTTP 500" in listed[0]["error"] and API_KEY not in listed[0]["error"]
 
@@ -99,8 +104,8 @@ async def test_non_message_event_gets_an_answer_in_its_chat(tmp_path: Path, mode
     )
     config = fleet_config(tmp_path, handlers=rule)
     async with running_fleet(config) as fleet, chat_client(fleet.base_url) as client:
-        await client.subscribe("g1")
-        await client.op(op="join", chat_id="g1", user_id="u9", user_name="Zoe", group_name="Dev")
+        await client.op(op="join", chat_id="g1", user_name="Zoe", group_name="Dev")
+        await client.subscribe("g1", group=True)
         welcome = await client.wait_for(lambda f: f["op"] == "message")
     assert welcome["chat_id"] == "g1"
     assert welcome["text"] == "echo: Welcome Zoe to Dev: Zoe joined the group Dev"

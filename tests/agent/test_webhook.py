@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import textwrap
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -10,6 +11,8 @@ from typing import Any
 import aiohttp
 import pytest
 
+from callboard.app import start
+from callboard.bench.harness import free_port
 from callboard.testing.webhook_receiver import Answer, WebhookReceiver, verify_signature
 from tests.support import PIPELINE_ECHO, chat_client, eventually, fleet_config, running_fleet
 
@@ -55,6 +58,7 @@ async def test_delivery_is_signed_and_keyed_and_continue_runs_the_next_rule(
     ):
         await client.subscribe("c1")
         await client.say("hello hook")
+        chat = client.chat("c1")
         echo = await client.wait_for(lambda f: f["op"] == "message")
         deliveries = await receiver.wait_for(1)
     assert echo["text"] == "hello hook"  # the pipeline after the webhook ran too
@@ -65,7 +69,7 @@ async def test_delivery_is_signed_and_keyed_and_continue_runs_the_next_rule(
     body = delivery.body
     assert delivery.headers["Idempotency-Key"] == body["delivery_id"]
     assert body["event"]["type"] == "message.received" and body["events"] == [body["event"]]
-    assert body["bot"] == {"id": "demo"} and body["session"]["chat_id"] == "c1"
+    assert body["bot"] == {"id": "demo"} and body["session"]["chat_id"] == chat
 
 
 async def test_transient_failures_are_retried_with_the_same_key(
@@ -128,25 +132,26 @@ async def test_client_errors_are_final_at_once(tmp_path: Path, receiver: Webhook
 async def test_response_actions_run_in_order_and_bad_ones_are_recorded(
     tmp_path: Path, receiver: WebhookReceiver
 ) -> None:
-    receiver.default = Answer(
-        body={
-            "actions": [
-                {"type": "reply", "params": {"text": "got it"}},
-                {"type": "teleport", "params": {}},
-                {
-                    "type": "send_message",
-                    "params": {"target_type": "private", "target_id": "c2", "text": "fyi"},
-                },
-                {"type": "reply", "params": {}},
-                {"type": "reply", "params": {"message": [{"type": "Plain", "text": "last"}]}},
-            ]
-        }
-    )
     handlers = webhook_rule(receiver.url, "response_actions: true", event_type="message.received")
     async with (
         running_fleet(fleet_config(tmp_path, handlers=handlers)) as fleet,
         chat_client(fleet.base_url) as client,
     ):
+        other = client.chat("c2")  # the user's second private chat
+        receiver.default = Answer(
+            body={
+                "actions": [
+                    {"type": "reply", "params": {"text": "got it"}},
+                    {"type": "teleport", "params": {}},
+                    {
+                        "type": "send_message",
+                        "params": {"target_type": "private", "target_id": other, "text": "fyi"},
+                    },
+                    {"type": "reply", "params": {}},
+                    {"type": "reply", "params": {"message": [{"type": "Plain", "text": "last"}]}},
+                ]
+            }
+        )
         await client.subscribe("c1")
         await client.subscribe("c2")
         await client.say("act")
@@ -155,7 +160,10 @@ async def test_response_actions_run_in_order_and_bad_ones_are_recorded(
         (record,) = await eventually(
             lambda: fleet.journal.query("SELECT status, error FROM receipts WHERE key LIKE 'failed:%'")
         )
-    assert texts == [("c1", "got it"), ("c2", "fyi"), ("c1", "last")]
+        (listed,) = await _listed(fleet.base_url)
+    here = client.chat("c1")
+    assert texts == [(here, "got it"), (other, "fyi"), (here, "last")]
+    assert listed["status"] == "errors" and "teleport" in listed["error"]
     status, error = record
     assert status == "errors"
     assert "action 1: unknown action type 'teleport'" in error and "action 3: reply" in error
@@ -163,24 +171,24 @@ async def test_response_actions_run_in_order_and_bad_ones_are_recorded(
 
 async def test_async_mode_takes_signed_callbacks(tmp_path: Path, receiver: WebhookReceiver) -> None:
     receiver.default = Answer(status=202)
-    async with running_fleet(fleet_config(tmp_path, handlers=webhook_rule(receiver.url))) as fleet:
-        # the receiver reaches us at the fleet's own address
-        config = fleet_config(
-            tmp_path,
-            handlers=webhook_rule(receiver.url, f'mode: async\ncallback_base: "{fleet.base_url}"'),
-        )
-        await fleet.reload(config)
-        await eventually(lambda: "demo" in fleet.stats.runtimes and fleet.stats.runtimes["demo"].sessions)
+    port = free_port()  # the receiver reaches us at the fleet's own address
+    base = f"http://127.0.0.1:{port}"
+    rule = webhook_rule(receiver.url, f'mode: async\ncallback_base: "{base}"')
+    fleet = await start(fleet_config(tmp_path, handlers=rule), port=port)
+    try:
         async with chat_client(fleet.base_url) as client:
             await client.subscribe("c1")
             await client.say("later please")
             (delivery,) = await receiver.wait_for(1)
             url = delivery.body["callback_url"]
-            assert url.startswith(fleet.base_url)
-            assert (
-                await receiver.callback(url, [{"type": "reply", "params": {"text": "done later"}}], "bad")
-                == 401
-            )
-            assert await receiver.callback(url, [{"type": "reply", "params": {"text": "done later"}}]) == 202
+            assert url == f"{base}/api/webhooks/{delivery.body['delivery_id']}"
+            actions = [{"type": "reply", "params": {"text": "done later"}}]
+            assert await receiver.callback(url, actions, "wrong-secret") == 401
+            assert await receiver.callback(url, actions) == 202
             reply = await client.wait_for(lambda f: f["op"] == "message")
+            assert await receiver.callback(url, actions) == 202  # repeated: not sent twice
+            await asyncio.sleep(0.3)
+            assert len(client.of("message")) == 1
+    finally:
+        await fleet.stop()
     assert reply["text"] == "done later"
