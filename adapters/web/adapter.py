@@ -118,6 +118,17 @@ class WebAdapter(Adapter):
             chat_id, {"op": "reaction", "chat_id": chat_id, "message_id": message_id, "reaction": reaction}
         )
 
+    async def mute_member(self, group_id: str, user_id: str, duration: int = 0) -> None:
+        """The user's sends and edits in the group are refused (``muted``) for ``duration``
+        seconds (0: until unmuted); members see a ``muted`` frame."""
+        self.directory.mute(group_id, user_id, duration)
+        frame = {"op": "muted", "chat_id": group_id, "user_id": user_id, "duration": duration}
+        await self.outbox.publish(group_id, frame)
+
+    async def unmute_member(self, group_id: str, user_id: str) -> None:
+        self.directory.unmute(group_id, user_id)
+        await self.outbox.publish(group_id, {"op": "unmuted", "chat_id": group_id, "user_id": user_id})
+
     async def platform_action(self, action: str, params: dict[str, Any]) -> dict[str, Any]:
         chat_id = params.get("chat_id")
         if not isinstance(chat_id, str) or not chat_id:

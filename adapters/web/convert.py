@@ -47,6 +47,9 @@ def check(op: EventOp, identity: Identity, directory: Directory) -> None:
         raise FrameError("bad_frame", "chat_id: a group chat id cannot contain ':'", cid)
     elif not isinstance(op, JoinOp) and not directory.is_member(op.chat_id, identity.user_id):
         raise FrameError("forbidden", "join the group first", cid)
+    elif isinstance(op, SendOp | EditOp) and (left := directory.muted_for(op.chat_id, identity.user_id)):
+        until = "until unmuted" if left == float("inf") else f"for {left:.0f} more seconds"
+        raise FrameError("muted", f"you are muted in this group {until}", cid)
     if isinstance(op, JoinOp | LeaveOp) and op.chat_type != "group":
         raise FrameError("bad_frame", "chat_type: join and leave are for group chats", cid)
 

@@ -19,6 +19,8 @@ class Directory:
         self.users: dict[str, User] = {}
         self.groups: dict[str, Group] = {}
         self.members: dict[str, dict[str, GroupMember]] = {}
+        #: (group, user) -> time.monotonic() when the mute ends (inf: until unmuted)
+        self.muted: dict[tuple[str, str], float] = {}
 
     def user(self, identity: Identity) -> User:
         user = self.users.get(identity.user_id)
@@ -44,6 +46,24 @@ class Directory:
 
     def is_member(self, chat_id: str, user_id: str) -> bool:
         return user_id in self.members.get(chat_id, {})
+
+    def mute(self, chat_id: str, user_id: str, seconds: float) -> None:
+        """``seconds`` 0: until ``unmute``."""
+        self.muted[(chat_id, user_id)] = time.monotonic() + seconds if seconds > 0 else float("inf")
+
+    def unmute(self, chat_id: str, user_id: str) -> None:
+        self.muted.pop((chat_id, user_id), None)
+
+    def muted_for(self, chat_id: str, user_id: str) -> float:
+        """Seconds the user stays muted in the group (0: not muted)."""
+        until = self.muted.get((chat_id, user_id))
+        if until is None:
+            return 0.0
+        left = until - time.monotonic()
+        if left <= 0:
+            del self.muted[(chat_id, user_id)]
+            return 0.0
+        return left
 
     def may_read(self, identity: Identity, chat_id: str) -> bool:
         return identity.owns_private(chat_id) or self.is_member(chat_id, identity.user_id)
