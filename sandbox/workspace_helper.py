@@ -6,8 +6,11 @@ payload (the content for ``write``). It prints one JSON object: ``{"ok": true,
 ...}`` or ``{"ok": false, "code": ..., "error": ...}``. Running here rather
 than on the host means the kernel enforces the sandbox user's permissions, the
 read-only root and the workspace size, and a hostile regular expression burns
-the sandbox's CPU under its time limit, not callboard's. Standard library only.
+the sandbox's CPU under its time limit, not callboard's. Standard library only
+(annotations are never evaluated, so any Python 3 in the image runs it).
 """
+
+from __future__ import annotations
 
 import base64
 import errno
@@ -17,22 +20,24 @@ import re
 import shutil
 import stat
 import sys
+from collections.abc import Callable, Iterator
+from typing import Any
 
 WORKSPACE = "/workspace"
 TEXT_CUT = 500
 
 
 class Fail(Exception):
-    def __init__(self, code, message):
+    def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code = code
 
 
-def _rel(path):
+def _rel(path: str) -> str:
     return os.path.relpath(path, WORKSPACE)
 
 
-def _os_fail(error, path):
+def _os_fail(error: OSError, path: str) -> Fail:
     codes = {
         errno.ENOENT: "not_found",
         errno.EISDIR: "is_directory",
@@ -44,10 +49,10 @@ def _os_fail(error, path):
         errno.EROFS: "read_only",
         errno.ENOTEMPTY: "not_empty",
     }
-    return Fail(codes.get(error.errno, "io_error"), f"{_rel(path)}: {error.strerror}")
+    return Fail(codes.get(error.errno or 0, "io_error"), f"{_rel(path)}: {error.strerror}")
 
 
-def _read_bytes(path, limit):
+def _read_bytes(path: str, limit: int) -> tuple[bytes, int, bool]:
     try:
         with open(path, "rb") as handle:
             info = os.fstat(handle.fileno())
@@ -59,7 +64,7 @@ def _read_bytes(path, limit):
     return data[:limit], max(info.st_size, len(data)), len(data) > limit
 
 
-def _write_bytes(path, data):
+def _write_bytes(path: str, data: bytes) -> int:
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         if os.path.isdir(path):
@@ -71,18 +76,18 @@ def _write_bytes(path, data):
     return len(data)
 
 
-def op_read(request, payload):
+def op_read(request: dict[str, Any], payload: bytes) -> dict[str, Any]:
     data, size, truncated = _read_bytes(request["path"], request["limit"])
     return {"data": base64.b64encode(data).decode(), "size": size, "truncated": truncated}
 
 
-def op_write(request, payload):
+def op_write(request: dict[str, Any], payload: bytes) -> dict[str, Any]:
     if len(payload) > request["limit"]:
         raise Fail("too_large", f"content is {len(payload)} bytes; the limit is {request['limit']}")
     return {"size": _write_bytes(request["path"], payload)}
 
 
-def op_edit(request, payload):
+def op_edit(request: dict[str, Any], payload: bytes) -> dict[str, Any]:
     path = request["path"]
     edit = json.loads(payload)
     data, _, truncated = _read_bytes(path, request["limit"])
@@ -108,7 +113,7 @@ def op_edit(request, payload):
     return {"replacements": count if edit["replace_all"] else 1}
 
 
-def _kind(mode):
+def _kind(mode: int) -> str:
     if stat.S_ISDIR(mode):
         return "dir"
     if stat.S_ISREG(mode):
@@ -118,7 +123,7 @@ def _kind(mode):
     return "other"
 
 
-def _walk(base):
+def _walk(base: str) -> Iterator[tuple[str, os.stat_result]]:
     """(path, lstat) of everything below base, depth first, symlinked dirs not followed."""
     for root, dirs, files in os.walk(base, followlinks=False):
         dirs.sort()
@@ -130,7 +135,7 @@ def _walk(base):
                 continue
 
 
-def op_list(request, payload):
+def op_list(request: dict[str, Any], payload: bytes) -> dict[str, Any]:
     base, limit = request["path"], request["limit"]
     try:
         info = os.lstat(base)
@@ -138,6 +143,7 @@ def op_list(request, payload):
         raise _os_fail(error, base) from None
     if not stat.S_ISDIR(info.st_mode):
         return {"entries": [[_rel(base), _kind(info.st_mode), info.st_size]], "truncated": False}
+    found: Iterator[tuple[str, os.stat_result]]
     if request["recursive"]:
         found = _walk(base)
     else:
@@ -146,7 +152,7 @@ def op_list(request, payload):
         except OSError as error:
             raise _os_fail(error, base) from None
         found = ((os.path.join(base, n), os.lstat(os.path.join(base, n))) for n in names)
-    entries = []
+    entries: list[list[Any]] = []
     for path, info in found:
         if len(entries) >= limit:
             return {"entries": entries, "truncated": True}
@@ -154,7 +160,7 @@ def op_list(request, payload):
     return {"entries": entries, "truncated": False}
 
 
-def op_delete(request, payload):
+def op_delete(request: dict[str, Any], payload: bytes) -> dict[str, Any]:
     path = request["path"]
     if os.path.normpath(path) == WORKSPACE:
         raise Fail("bad_path", "the workspace itself cannot be deleted")
@@ -172,10 +178,10 @@ def op_delete(request, payload):
     return {}
 
 
-def glob_regex(pattern):
+def glob_regex(pattern: str) -> re.Pattern[str]:
     """``*``/``?``/``[...]`` within one name, ``**`` for any number of directories."""
     parts = pattern.split("/")
-    out = []
+    out: list[str] = []
     for index, part in enumerate(parts):
         last = index == len(parts) - 1
         if part == "**":
@@ -185,8 +191,9 @@ def glob_regex(pattern):
     return re.compile("".join(out) + r"\Z", re.DOTALL)
 
 
-def _segment(part):
-    out, i = [], 0
+def _segment(part: str) -> str:
+    out: list[str] = []
+    i = 0
     while i < len(part):
         char = part[i]
         i += 1
@@ -209,7 +216,7 @@ def _segment(part):
     return "".join(out)
 
 
-def _files(base):
+def _files(base: str) -> Iterator[tuple[str, os.stat_result]]:
     try:
         info = os.lstat(base)
     except OSError as error:
@@ -222,18 +229,19 @@ def _files(base):
             yield path, info
 
 
-def op_glob(request, payload):
+def op_glob(request: dict[str, Any], payload: bytes) -> dict[str, Any]:
     base, limit = request["path"], request["limit"]
     matcher = glob_regex(request["pattern"])
     paths = sorted(_rel(p) for p, _ in _files(base) if matcher.match(os.path.relpath(p, base)))
     return {"paths": paths[:limit], "truncated": len(paths) > limit}
 
 
-def op_grep(request, payload):
+def op_grep(request: dict[str, Any], payload: bytes) -> dict[str, Any]:
     base, limit, max_file = request["path"], request["limit"], request["max_file"]
     regex = re.compile(request["pattern"], re.IGNORECASE if request["ignore_case"] else 0)
     only = glob_regex(request["glob"]) if request.get("glob") else None
-    matches, searched = [], 0
+    matches: list[list[Any]] = []
+    searched = 0
     for path, info in _files(base):
         if only is not None and not only.match(os.path.relpath(path, base)):
             continue
@@ -255,7 +263,7 @@ def op_grep(request, payload):
     return {"matches": matches, "truncated": False, "files_searched": searched}
 
 
-OPS = {
+OPS: dict[str, Callable[[dict[str, Any], bytes], dict[str, Any]]] = {
     "read": op_read,
     "write": op_write,
     "edit": op_edit,
@@ -266,7 +274,7 @@ OPS = {
 }
 
 
-def main():
+def main() -> None:
     stdin = sys.stdin.buffer
     request = json.loads(stdin.readline())
     payload = stdin.read()
