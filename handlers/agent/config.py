@@ -35,6 +35,10 @@ class MemoryConfig(_Strict):
     max_tokens: int = Field(
         default=8000, ge=0, description="estimated tokens of kept turns (4 characters a token); 0: no cap"
     )
+    summarize: bool = Field(
+        default=False,
+        description="dropped turns are summarised by the model; the summary stays in the prompt",
+    )
 
 
 class ToolsConfig(_Strict):

@@ -25,6 +25,11 @@ from callboard.handlers.agent.stream import ReplyStream
 from callboard.handlers.agent.tools import Toolbox
 from callboard.handlers.context import HandlerContext, RunFailed
 
+SUMMARY_PROMPT = (
+    "Summarise the conversation below in at most 120 words for your own later reference: "
+    "keep names, facts, decisions and open questions."
+)
+
 #: between retries of a transient runner failure (429, 5xx, timeouts)
 RETRY_BACKOFF = Backoff(min=0.5, max=8.0, factor=2.0, jitter=0.2)
 
@@ -73,7 +78,32 @@ class AgentHandler:
             raise RunFailed(f"agent run failed: {reason}") from None
         finally:
             ctx.count("agent_seconds", ctx.clock.now() - started)
-        memory.finish(user_turn, answer)
+        dropped = memory.finish(user_turn, answer)
+        if dropped and config.memory.summarize:
+            await self._summarize(ctx, memory, dropped)
+
+    async def _summarize(self, ctx: HandlerContext, memory: Memory, dropped: list[dict[str, Any]]) -> None:
+        """Fold dropped turns into the memory's summary; the answer is already out,
+        so a failure here only loses those turns (and is logged)."""
+        transcript = "\n".join(f"{turn['role']}: {turn.get('content') or ''}" for turn in dropped)
+        earlier = f"Summary so far: {memory.summary}\n\n" if memory.summary else ""
+        request = RunRequest(
+            messages=[
+                {"role": "system", "content": SUMMARY_PROMPT},
+                {"role": "user", "content": f"{earlier}Conversation:\n{transcript}"},
+            ],
+            tools=[],
+            stream=False,
+            user=f"{ctx.bot_id}:summary",
+        )
+        try:
+            async with asyncio.timeout(self.config.deadline):
+                completion = await self.runner.complete(request, _ignore_delta)
+        except (RunnerError, TimeoutError) as exc:
+            ctx.log.warning("agent: could not summarise %d dropped turns: %s", len(dropped), exc)
+            return
+        _count_usage(ctx, completion.usage)
+        memory.summary = completion.text.strip()[:4000]
 
     async def _converse(
         self,
@@ -87,6 +117,8 @@ class AgentHandler:
         config = self.config
         record = memory.run_record(ctx.run_id)
         toolbox = Toolbox(ctx, config.tools)
+        if memory.summary:
+            system = f"{system}\n\nSummary of the earlier conversation: {memory.summary}"
         messages: list[dict[str, Any]] = [
             {"role": "system", "content": system},
             *memory.turns,
@@ -154,6 +186,10 @@ class AgentHandler:
                 continue
             _count_usage(ctx, completion.usage)
             return completion
+
+
+async def _ignore_delta(piece: str) -> None:
+    return None
 
 
 def _count_usage(ctx: HandlerContext, usage: Usage) -> None:

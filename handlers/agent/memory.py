@@ -1,7 +1,8 @@
 """The agent's memory of one chat, kept in the session's journal state.
 
 ``state["agent"]`` holds ``turns`` (OpenAI-style messages: each user turn,
-then the assistant's answer), the runner's own ``conversation`` state (e.g.
+then the assistant's answer), a ``summary`` of dropped turns (when the rule
+asks for one), the runner's own ``conversation`` state (e.g.
 Dify's conversation id) and, while a run is in progress, ``run``: that run's
 id and the tool-call messages it has recorded so far. The session saves state
 when a run ends and the agent checkpoints it after each tool round, so
@@ -46,15 +47,24 @@ class Memory:
         messages: list[dict[str, Any]] = record["messages"]
         return messages
 
-    def finish(self, user: str, answer: str) -> None:
-        """Keep the finished exchange and forget the run record."""
+    @property
+    def summary(self) -> str:
+        return str(self.data.get("summary") or "")
+
+    @summary.setter
+    def summary(self, text: str) -> None:
+        self.data["summary"] = text
+
+    def finish(self, user: str, answer: str) -> list[dict[str, Any]]:
+        """Keep the finished exchange and forget the run record; returns the
+        turns dropped to stay within the bounds (oldest first)."""
         self.data.pop("run", None)
         if self.config.max_turns == 0:
             self.turns.clear()
-            return
+            return []
         self.turns.append({"role": "user", "content": user})
         self.turns.append({"role": "assistant", "content": answer})
-        self._trim()
+        return self._trim()
 
     def abandon(self) -> None:
         self.data.pop("run", None)
@@ -63,16 +73,19 @@ class Memory:
         self.turns.clear()
         self.conversation.clear()
         self.data.pop("run", None)
+        self.data.pop("summary", None)
 
-    def _trim(self) -> None:
+    def _trim(self) -> list[dict[str, Any]]:
         """Drop the oldest turns (a user turn and its answer together) until both bounds hold."""
         turns = self.turns
         budget = self.config.max_tokens * CHARS_PER_TOKEN
+        dropped: list[dict[str, Any]] = []
         while turns:
             users = sum(1 for t in turns if t["role"] == "user")
             size = sum(len(str(t.get("content") or "")) for t in turns)
             if users <= self.config.max_turns and (not budget or size <= budget):
-                return
-            del turns[0]
+                break
+            dropped.append(turns.pop(0))
             while turns and turns[0]["role"] != "user":
-                del turns[0]
+                dropped.append(turns.pop(0))
+        return dropped

@@ -17,14 +17,21 @@ from callboard.handlers.context import HandlerContext
 
 
 def split(text: str, limit: int | None) -> list[str]:
+    """``text`` in pieces of at most ``limit`` characters, cut at a line break or
+    a space in the second half of a piece when there is one."""
     if not limit or len(text) <= limit:
         return [text]
     parts = []
-    while text:
-        cut = text.rfind("\n", 0, limit)
-        cut = cut if cut > limit // 2 else limit
-        parts.append(text[:cut])
-        text = text[cut:].lstrip("\n")
+    while len(text) > limit:
+        cut = text.rfind("\n", 0, limit + 1)
+        if cut <= limit // 2:
+            cut = text.rfind(" ", 0, limit + 1)
+        if cut <= limit // 2:
+            cut = limit
+        parts.append(text[:cut].rstrip())
+        text = text[cut:].lstrip()
+    if text:
+        parts.append(text)
     return parts
 
 
