@@ -284,7 +284,11 @@ class SessionActor(Actor):
             assert self.active_input is not None
             self.interrupted.extend(self.active_input.inbounds)  # run again with what came since
             return False
-        return task.exception() is not None or not task.result()
+        error = task.exception()
+        if error is not None:  # not a handler's failure (those are caught in the run): the engine's
+            log.error("%s: a background run failed", self.key, exc_info=error)
+            return True
+        return not task.result()
 
     async def _drain_backlog(self) -> None:
         """Start what arrived during the run: kept runs alone, fresh input merged
