@@ -47,7 +47,7 @@ from callboard.sandbox.backend import (
 )
 from callboard.sandbox.config import SandboxSettings
 from callboard.sandbox.engine import EngineEndpoint, connect, redact
-from callboard.sandbox.mounts import MountRefused, check_source, engine_sockets
+from callboard.sandbox.mounts import MountRefused, check_source, engine_sockets, pin
 from callboard.sandbox.output import StreamCapture
 from callboard.sandbox.stream import ExecStream, raw_socket
 
@@ -163,6 +163,7 @@ class DockerBackend(SandboxBackend):
 
     def create_session(self, spec: SessionSpec) -> DockerSession:
         options = self.container_options(spec)
+        pins = [(mount["Source"], pin(mount["Source"])) for mount in options["mounts"]]
         with self.errors(f"creating sandbox {spec.container_name}"):
             try:
                 container = self.client.containers.create(**options)
@@ -178,8 +179,23 @@ class DockerBackend(SandboxBackend):
                 with contextlib.suppress(SandboxError):
                     self.remove_container(container.id)
                 raise
+        self._verify_pins(pins, spec)
         log.debug("sandbox %s started (%s)", spec.container_name, container.id[:12])
         return DockerSession(self, spec, container.id)
+
+    def _verify_pins(self, pins: list[tuple[str, tuple[int, int]]], spec: SessionSpec) -> None:
+        """After start: each host mount is still the directory that was checked. The
+        engine resolved the path string itself; if it was swapped meanwhile, the
+        container may see something else, so it is removed."""
+        for source, identity in pins:
+            try:
+                same = pin(source) == identity
+            except MountRefused:
+                same = False
+            if not same:
+                with contextlib.suppress(SandboxError):
+                    self.remove_container(spec.container_name)
+                raise SandboxError(f"host mount {source!r} changed while the sandbox was created; refused")
 
     def list_containers(self, fleet: str | None = None) -> list[ContainerRecord]:
         label = LABEL_FLEET if fleet is None else f"{LABEL_FLEET}={fleet}"

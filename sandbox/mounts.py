@@ -3,14 +3,20 @@
 Checked twice: when the fleet file is loaded (so a bad mount is a config
 error naming the field) and again just before a container is created, on the
 paths as they resolve *then*, so a symlink swapped in between cannot widen a
-mount. Paths resolve on the machine running callboard; with a remote engine
-host mounts are refused outright (see ``DockerBackend``).
+mount. The engine resolves the path string once more when it mounts, so the
+checked path is also pinned: walked component by component without following
+any symlink, its device and inode recorded, and walked again once the
+container has started; a path that became a symlink or another file in the
+meantime gets the container removed. Paths resolve on the machine running
+callboard; with a remote engine host mounts are refused outright (see
+``DockerBackend``).
 """
 
 from __future__ import annotations
 
 import os
 import posixpath
+import stat
 from collections.abc import Iterable, Mapping
 
 #: Never mounted, nor any directory holding one of them.
@@ -90,6 +96,27 @@ def check_source(source: str, allowed_roots: Iterable[str], sockets: Iterable[st
             f"mount source {source!r} (resolved to {real}) is not under an allowed root: {', '.join(roots)}"
         )
     return real
+
+
+def pin(real: str) -> tuple[int, int]:
+    """(device, inode) of the resolved path ``real``, reached without following any
+    symlink (``openat`` with ``O_NOFOLLOW`` per component): a component that is now a
+    symlink means the path was swapped after it was checked."""
+    fd = os.open("/", os.O_PATH | os.O_DIRECTORY)
+    try:
+        for part in [p for p in real.split("/") if p]:
+            try:
+                child = os.open(part, os.O_PATH | os.O_NOFOLLOW, dir_fd=fd)
+            except OSError as error:
+                raise MountRefused(f"mount source {real!r} cannot be pinned: {error.strerror}") from None
+            os.close(fd)
+            fd = child
+            if stat.S_ISLNK(os.fstat(fd).st_mode):
+                raise MountRefused(f"mount source {real!r} has a symlink in it now; it was swapped")
+        info = os.fstat(fd)
+        return info.st_dev, info.st_ino
+    finally:
+        os.close(fd)
 
 
 def check_target(target: str) -> str:
