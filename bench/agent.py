@@ -9,8 +9,9 @@ session waiting on a slow model costs in memory.
    ``ingest`` (commit, then route), so only the chat client is left out.
    The fake model runs in its own process on the other core.
 2. Waiting sessions: one message each into many sessions at once, with a fake
-   model that takes 1-3 s per answer. The engine's RSS growth while they all
-   wait, per waiting session, against the stated bound.
+   model that holds every request until all have arrived and then takes 1-3 s
+   per answer. The engine's RSS growth while they all wait (sessions, runs,
+   open HTTP requests), per waiting session, against the stated bound.
 
     callboard bench agent [--quick] [--json]
 """
@@ -132,6 +133,9 @@ async def overhead(running: Running, runs: int, sessions: int, rounds: int, say:
 
 
 async def waiting(running: Running, model_url: str, sessions: int, say: Any) -> dict[str, Any]:
+    """One message into each of ``sessions`` sessions. The fake model holds every
+    request until all are in flight (its gate), then answers each in 1-3 s, so
+    all sessions really wait at once; RSS is read while they do."""
     runtime = running.stats.runtimes["agent"]
     host = _host(running, "agent")
     pid = os.getpid()
@@ -141,22 +145,22 @@ async def waiting(running: Running, model_url: str, sessions: int, say: Any) -> 
     target = runtime.counters.runs + sessions
     started = time.perf_counter()
     await host.ingest([message("agent", 100_000 + s, 10_000_000 + s) for s in range(sessions)])
-    peak_waiting = 0
+    waiting_at_once = 0
     peak = before
     async with aiohttp.ClientSession() as http:
         while runtime.counters.runs < target:
             async with http.get(f"{model_url}/health") as response:
                 in_flight = (await response.json())["in_flight"]
-            if in_flight >= peak_waiting:
-                peak_waiting = in_flight
+            if in_flight >= waiting_at_once:
+                waiting_at_once = in_flight
                 peak = max(peak, rss_kib(pid))
             await asyncio.sleep(0.1)
     elapsed = time.perf_counter() - started
-    per_session = (peak - before) / max(1, peak_waiting)
-    say(f"  {peak_waiting:,} waiting at once: RSS {before / 1024:.0f} -> {peak / 1024:.0f} MiB")
+    per_session = (peak - before) / max(1, waiting_at_once)
+    say(f"  {waiting_at_once:,} waiting at once: RSS {before / 1024:.0f} -> {peak / 1024:.0f} MiB")
     return {
         "sessions": sessions,
-        "waiting_at_once": peak_waiting,
+        "waiting_at_once": waiting_at_once,
         "rss_before_mib": round(before / 1024, 1),
         "rss_peak_mib": round(peak / 1024, 1),
         "kib_per_waiting_session": round(per_session, 1),
@@ -166,9 +170,9 @@ async def waiting(running: Running, model_url: str, sessions: int, say: Any) -> 
     }
 
 
-def _serve_model(port: int, latency: tuple[float, float], cpu: int | None) -> Any:
-    argv = [sys.executable, "-m", "callboard.testing.fake_openai", "--port", str(port), "--latency"]
-    return process([*argv, str(latency[0]), str(latency[1])], cpu)
+def _serve_model(port: int, latency: tuple[float, float], cpu: int | None, gate: int = 0) -> Any:
+    argv = [sys.executable, "-m", "callboard.testing.fake_openai", "--port", str(port), "--gate", str(gate)]
+    return process([*argv, "--latency", str(latency[0]), str(latency[1])], cpu)
 
 
 async def _scenario(quick: bool, say: Any) -> dict[str, Any]:

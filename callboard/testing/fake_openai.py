@@ -11,7 +11,9 @@ are used in order, one per request; with the queue empty the server answers
 ``default`` (by default "echo: <last user text>"). A reply may carry text, tool
 calls, an HTTP error status (429 with ``Retry-After``, 5xx), a delay before it
 starts and a delay between streamed chunks, or ``hold=True`` to wait until
-``release()``. Every request body is recorded in ``requests``.
+``release()``. ``gate=N`` holds every request until N are in flight at once
+(benchmarks: N sessions really waiting together). Every request body is
+recorded in ``requests``.
 
 ``FakeDify`` speaks Dify's ``POST /v1/chat-messages`` (blocking and streaming)
 and keeps conversations by id.
@@ -74,9 +76,13 @@ class FakeOpenAI:
         api_key: str | None = None,
         latency: tuple[float, float] = (0.0, 0.0),
         default: Any = echo,
+        gate: int = 0,
     ) -> None:
         self.api_key = api_key
         self.latency = latency
+        #: hold every request until this many are in flight at once (then each takes its latency)
+        self.gate = gate
+        self._gate_open = asyncio.Event()
         self.default = default
         self.replies: deque[Reply] = deque()
         self.requests: list[dict[str, Any]] = []
@@ -116,7 +122,9 @@ class FakeOpenAI:
             self._runner = None
 
     async def _health(self, request: web.Request) -> web.StreamResponse:
-        return web.json_response({"served": self.served, "in_flight": self.in_flight})
+        return web.json_response(
+            {"served": self.served, "in_flight": self.in_flight, "max_in_flight": self.max_in_flight}
+        )
 
     async def _completions(self, request: web.Request) -> web.StreamResponse:
         if self.api_key is not None and request.headers.get("Authorization") != f"Bearer {self.api_key}":
@@ -127,6 +135,11 @@ class FakeOpenAI:
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
+            if self.gate and not self._gate_open.is_set():
+                if self.in_flight >= self.gate:
+                    self._gate_open.set()
+                else:
+                    await self._gate_open.wait()
             low, high = self.latency
             wait = reply.delay + (random.uniform(low, high) if high else 0.0)
             if wait:
@@ -291,10 +304,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m callboard.testing.fake_openai")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--latency", type=float, nargs=2, default=(0.0, 0.0), metavar=("MIN", "MAX"))
+    parser.add_argument("--gate", type=int, default=0, help="hold requests until this many are in flight")
     args = parser.parse_args(argv)
 
     async def serve() -> None:
-        server = FakeOpenAI(latency=(args.latency[0], args.latency[1]))
+        server = FakeOpenAI(latency=(args.latency[0], args.latency[1]), gate=args.gate)
         await server.start(port=args.port)
         await asyncio.Event().wait()
 
