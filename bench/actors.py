@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import gc
 import os
 import sys
@@ -230,14 +231,14 @@ def measure(quick: bool, quiet: bool = False) -> dict[str, Any]:
     }
     for n in (100, 10_000, 100_000):
         result["tell_msgs_per_s"][str(n)] = _timed(
-            f"callboard tell N={n}", lambda n=n: run_loop(tell_throughput(n, messages)), quiet
+            f"callboard tell N={n}", functools.partial(run_loop, tell_throughput(n, messages)), quiet
         )
         result["baseline_msgs_per_s"][str(n)] = _timed(
-            f"asyncio baseline N={n}", lambda n=n: run_loop(baseline_throughput(n, messages)), quiet
+            f"asyncio baseline N={n}", functools.partial(run_loop, baseline_throughput(n, messages)), quiet
         )
     for n, m in pykka_messages.items():
         result["pykka_tell_msgs_per_s"][str(n)] = _timed(
-            f"pykka tell N={n}", lambda n=n, m=m: pykka_throughput(n, m), quiet
+            f"pykka tell N={n}", functools.partial(pykka_throughput, n, m), quiet
         )
     p50, p99 = _timed("ask latency", lambda: run_loop(ask_latency(20_000 if quick else 100_000)), quiet)
     result["ask_p50_us"] = p50

@@ -101,7 +101,9 @@ class PlatformAPI:
     #: event types the adapter emits
     emits: ClassVar[tuple[str, ...]] = ()
     platform_actions: ClassVar[tuple[PlatformAction, ...]] = ()
-    rate_limits: ClassVar[RateLimits] = RateLimits()
+    #: the platform's defaults; an adapter instance may replace them from its config
+    #: (the Outlet reads the instance's)
+    rate_limits: RateLimits = RateLimits()
     max_text_length: ClassVar[int | None] = None
     #: True when a repeated ``idempotency_key`` never sends twice: such an
     #: adapter keeps its own record of sends, so no receipts are written for it

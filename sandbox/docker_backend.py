@@ -173,15 +173,18 @@ class DockerBackend(SandboxBackend):
                 # a container left by this session's previous incarnation: replace it
                 self.remove_container(spec.container_name)
                 container = self.client.containers.create(**options)
+            container_id = container.id
+            if container_id is None:  # the Engine API answers a create with the new id
+                raise SandboxError(f"creating sandbox {spec.container_name}: the engine returned no id")
             try:
                 container.start()
             except BaseException:
                 with contextlib.suppress(SandboxError):
-                    self.remove_container(container.id)
+                    self.remove_container(container_id)
                 raise
         self._verify_pins(pins, spec)
-        log.debug("sandbox %s started (%s)", spec.container_name, container.id[:12])
-        return DockerSession(self, spec, container.id)
+        log.debug("sandbox %s started (%s)", spec.container_name, container_id[:12])
+        return DockerSession(self, spec, container_id)
 
     def _verify_pins(self, pins: list[tuple[str, tuple[int, int]]], spec: SessionSpec) -> None:
         """After start: each host mount is still the directory that was checked. The

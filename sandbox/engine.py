@@ -78,5 +78,13 @@ def connect(endpoint: EngineEndpoint, settings: SandboxSettings) -> docker.Docke
     """A client for ``endpoint``; with a fixed API version this makes no request."""
     version = settings.api_version
     if endpoint.url is None:
-        return docker.from_env(version=version, timeout=settings.engine_timeout, environment=dict(os.environ))
-    return docker.DockerClient(base_url=endpoint.url, version=version, timeout=settings.engine_timeout)
+        return docker.from_env(
+            version=version,
+            timeout=settings.engine_timeout,  # type: ignore[arg-type]  # stubs say int; requests takes a float
+            environment=dict(os.environ),
+        )
+    return docker.DockerClient(
+        base_url=endpoint.url,
+        version=version,
+        timeout=settings.engine_timeout,  # type: ignore[arg-type]  # stubs say int; requests takes a float
+    )

@@ -139,7 +139,7 @@ class LarkAdapter(Adapter):
         "platform.specific",
     )
     #: Lark: 50 sends/s per app, 5/s per user or group
-    rate_limits: ClassVar[RateLimits] = RateLimits(
+    rate_limits = RateLimits(
         per_bot_per_second=50, per_private_chat_per_second=5, per_group_chat_per_minute=300
     )
     max_text_length: ClassVar[int | None] = 10_000
@@ -164,7 +164,7 @@ class LarkAdapter(Adapter):
         super().__init__(host, config)
         self.lark_config = config
         if config.rate_limits is not None:
-            self.rate_limits = config.rate_limits  # type: ignore[misc]  # the Outlet reads it here
+            self.rate_limits = config.rate_limits  # the Outlet reads it here
         self.api = OpenAPI(config, host.clock)
         self.converter = Converter(host.bot_id, self)
         self.bot_open_id: str | None = None

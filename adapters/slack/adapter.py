@@ -139,7 +139,7 @@ class SlackAdapter(Adapter):
         "platform.specific",
     )
     #: chat.postMessage: about one message a second per channel (bursts tolerated briefly)
-    rate_limits: ClassVar[RateLimits] = RateLimits(
+    rate_limits = RateLimits(
         per_bot_per_second=0, per_private_chat_per_second=1, per_group_chat_per_minute=60
     )
     max_text_length: ClassVar[int | None] = TEXT_LIMIT
@@ -173,7 +173,7 @@ class SlackAdapter(Adapter):
         super().__init__(host, config)
         self.slack_config = config
         if config.rate_limits is not None:
-            self.rate_limits = config.rate_limits  # type: ignore[misc]  # the Outlet reads the instance's
+            self.rate_limits = config.rate_limits  # the Outlet reads the instance's
         self.web = SlackWeb(
             config.bot_token.get_secret_value(),
             config.base_url,

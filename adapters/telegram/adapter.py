@@ -154,7 +154,7 @@ class TelegramAdapter(Adapter):
         "bot.unmuted",
         "platform.specific",
     )
-    rate_limits: ClassVar[RateLimits] = RateLimits(
+    rate_limits = RateLimits(
         per_bot_per_second=30, per_private_chat_per_second=1, per_group_chat_per_minute=20
     )
     max_text_length: ClassVar[int | None] = 4096

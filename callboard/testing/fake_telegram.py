@@ -254,7 +254,7 @@ class FakeBotAPI:
 
     def __init__(self, token: str = TOKEN, *, username: str = "callboard_test_bot") -> None:
         self.token = token
-        self.me = {
+        self.me: dict[str, Any] = {
             "id": int(token.split(":", 1)[0]),
             "is_bot": True,
             "first_name": "Callboard Test",
@@ -308,9 +308,7 @@ class FakeBotAPI:
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
-        server = site._server
-        assert server is not None
-        self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.port = int(self._runner.addresses[0][1])
         return self
 
     async def close(self) -> None:
@@ -568,7 +566,7 @@ class FakeBotAPI:
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     break
-                changed = asyncio.ensure_future(self._changed.wait())
+                changed: asyncio.Future[Any] = asyncio.ensure_future(self._changed.wait())
                 await asyncio.wait(
                     [changed, mine], timeout=min(remaining, 0.5), return_when=asyncio.FIRST_COMPLETED
                 )
