@@ -14,6 +14,7 @@ from callboard import logs
 BENCHMARKS: dict[str, str] = {
     "actors": "callboard.bench.actors",
     "agent": "callboard.bench.agent",
+    "chaos": "callboard.bench.chaos",
     "e2e": "callboard.bench.e2e",
     "flood": "callboard.bench.flood",
     "plugins": "callboard.bench.plugins",
