@@ -23,7 +23,7 @@ from callboard.engine.events import SessionKey
 MAX_EVENTS = 100_000
 MAX_PENDING = 500
 #: retry advice: a session's own backlog drains at its handler's pace; the fleet's takes longer
-SESSION_RETRY_AFTER = 1.0
+SESSION_RETRY_AFTER = 0.5
 FLEET_RETRY_AFTER = 5.0
 
 

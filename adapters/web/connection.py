@@ -22,12 +22,12 @@ class WebConnection(Actor):
 
     async def on_start(self) -> None:
         self.adapter.register_routes()
-        self.adapter.gateway.accepting = True
+        self.adapter.gateway.start()
         self.adapter.host.set_connected(True, f"serving {self.adapter.base_path}/ws")
 
     async def receive(self, message: Any) -> Any:
         raise TypeError(f"unexpected message {message!r}")
 
     async def on_stop(self) -> None:
-        self.adapter.gateway.accepting = False
+        self.adapter.gateway.stop()
         self.adapter.host.set_connected(False, "stopped")

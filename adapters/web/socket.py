@@ -6,7 +6,8 @@ event frame is checked against the user (``convert.check``), the connection's an
 user's rate limits, then handed to ``host.ingest``, which refuses it with
 ``AdapterBusy`` when the engine's backlog is full. Frames are acknowledged in the order
 they came, each once it is durable; refused ones get an ``error`` (``busy`` with
-``retry_after_ms``), and nothing refused is stored.
+``retry_after_ms``), and nothing refused is stored. After a ``busy`` the connection is
+not read until the advised time, so a flooding client is held back by TCP.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from callboard.adapters.web.protocol import (
     error,
     parse_op,
 )
+from callboard.engine.clock import sleep
 from callboard.engine.events import Event
 
 log = logging.getLogger("callboard.web")
@@ -65,7 +67,17 @@ class Gateway:
         self.outbox = outbox
         self.user_limits = UserLimits(config.rate_per_user, host.clock)
         self.accepting = False
+        self.stopped = asyncio.Event()
         self.clients = 0
+
+    def start(self) -> None:
+        self.accepting = True
+        self.stopped.clear()
+
+    def stop(self) -> None:
+        """No new events from now on; connections held off wake up and are refused."""
+        self.accepting = False
+        self.stopped.set()
 
     def routes(self) -> list[tuple[str, str, HttpHandler]]:
         return [
@@ -182,6 +194,8 @@ class Gateway:
             self._admit(client, op)
         except FrameError as exc:
             client.push(exc.frame())
+            if exc.retry_after is not None:
+                await self._pause(exc.retry_after)  # see _hold_off
             return
         if isinstance(op, SubscribeOp):
             await self.outbox.subscribe(client, op.chat_id, op.since)
@@ -191,7 +205,26 @@ class Gateway:
             self.outbox.unfollow_user(op.chat_id, client.identity.user_id)
         elif op.chat_id not in client.chats:
             self.outbox.follow(client, op.chat_id)
-        await in_flight.put((self.host.ingest([event]), event, op.client_msg_id))
+        future = self.host.ingest([event])
+        await in_flight.put((future, event, op.client_msg_id))
+        await self._hold_off(future)
+
+    async def _hold_off(self, future: asyncio.Future[list[int | None]]) -> None:
+        """A connection told ``busy`` is not read again until the advised retry time:
+        what it sends meanwhile waits in its socket (TCP pushes back on the sender), so
+        a flood costs one refusal per interval, not one per frame."""
+        if future.done() and not future.cancelled():
+            busy = future.exception()
+            if isinstance(busy, AdapterBusy):
+                await self._pause(busy.retry_after)
+
+    async def _pause(self, seconds: float) -> None:
+        """Wait on the engine's clock, or until the bot stops (a shutdown waits for no one)."""
+        timer = asyncio.ensure_future(sleep(self.host.clock, seconds))
+        stopping = asyncio.ensure_future(self.stopped.wait())
+        await asyncio.wait((timer, stopping), return_when=asyncio.FIRST_COMPLETED)
+        for task in (timer, stopping):
+            task.cancel()
 
     def _admit(self, client: WebClient, op: EventOp | SubscribeOp) -> None:
         """Refuse (``FrameError``) what this user may not do, or may not do now."""

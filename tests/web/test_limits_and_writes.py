@@ -11,7 +11,7 @@ from callboard.adapters.web.adapter import WebAdapter
 from callboard.adapters.web.client import ws_text_frame
 from callboard.app import Running
 from callboard.engine.clock import ManualClock
-from tests.support import SESSION_SECRET, ChatClient, chat_client, eventually, fleet_config, running_fleet
+from tests.support import SESSION_SECRET, ChatClient, chat_client, fleet_config, running_fleet
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -28,14 +28,13 @@ async def test_a_connection_over_its_rate_gets_busy_with_retry_advice(tmp_path: 
     async with running_fleet(config, clock) as fleet, chat_client(fleet.base_url) as client:
         for i in range(5):
             await client.say(f"m{i}")
-        await eventually(lambda: len(client.of("ack")) + len(client.of("error")) == 5)
-        assert len(client.of("ack")) == 3
-        busy = client.of("error")
-        assert [f["code"] for f in busy] == ["busy", "busy"]
-        assert all(f["retry_after_ms"] == 500 and "rate limit" in f["reason"] for f in busy)
-        await clock.advance(0.5)  # one token back
-        await client.say("later", client_msg_id="later")
-        assert (await client.wait_for(lambda f: f.get("client_msg_id") == "later"))["op"] == "ack"
+        await client.wait_count("ack", 3)
+        (busy,) = await client.wait_count("error", 1)
+        assert busy["code"] == "busy" and "rate limit" in busy["reason"] and busy["retry_after_ms"] == 500
+        # the connection is not read until then; then the next frame finds a token again
+        await clock.advance(0.5)
+        await client.wait_count("ack", 4)
+        assert len(client.of("error")) == 1
         assert await fleet.journal.query("SELECT COUNT(*) FROM events") == [(4,)]
 
 
@@ -49,11 +48,14 @@ async def test_a_user_is_limited_across_connections(tmp_path: Path) -> None:
         try:
             for i in range(3):
                 await first.say(f"a{i}")
+            await first.wait_count("ack", 3)
+            for i in range(3):
                 await second.say(f"b{i}")
-            for client in (first, second):
-                await eventually(lambda c=client: len(c.of("ack")) + len(c.of("error")) == 3)
-            assert len(first.of("ack")) + len(second.of("ack")) == 4
-            assert len(first.of("error")) + len(second.of("error")) == 2
+            await second.wait_count("ack", 1)  # the user's fourth: the burst is spent
+            (busy,) = await second.wait_count("error", 1)
+            assert busy["code"] == "busy" and busy["retry_after_ms"] == 1000
+            await clock.advance(1)  # the user has one token again: the third send goes in
+            await second.wait_count("ack", 2)
             await stranger.say("mine")  # another user has a bucket of their own
             assert (await stranger.wait_for(lambda f: f["op"] in ("ack", "error")))["op"] == "ack"
         finally:
