@@ -29,6 +29,7 @@ once the event is stored the first time.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 from typing import TYPE_CHECKING, Any
@@ -51,6 +52,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("callboard.lark")
 
+#: how often a long-connection hand-over that waits for the journal checks for a stop
+_SLICE = 0.1
 #: largest webhook body taken (Lark's events are a few KB)
 MAX_BODY = 1024 * 1024
 
@@ -196,7 +199,16 @@ class LarkConnection(Actor):
         if not self.accepting or loop is None:
             raise ConnectionFailed("not accepting events now")
         future = asyncio.run_coroutine_threadsafe(self._take_bytes(payload), loop)
-        return future.result(timeout=self.config.ack_timeout)
+        link = self.link
+        waited = 0.0
+        while True:  # in slices, so a stop is not held up by an event still being stored
+            try:
+                return future.result(timeout=_SLICE)
+            except concurrent.futures.TimeoutError:
+                waited += _SLICE
+                if waited >= self.config.ack_timeout or link is None or link.stopping:
+                    future.cancel()  # the store itself goes on (shielded); Lark redelivers
+                    raise ConnectionFailed("the event was not stored in time; answered as failed") from None
 
     async def _take_bytes(self, payload: bytes) -> Any:
         try:

@@ -170,6 +170,7 @@ class FakeLark:
         app_type: str = "self",
         token_ttl: int = 7200,
         ping_interval: int = 120,
+        honour_uuid: bool = True,
     ) -> None:
         self.app_id = app_id
         self.app_secret = app_secret
@@ -178,6 +179,9 @@ class FakeLark:
         self.app_type = app_type
         self.token_ttl = token_ttl
         self.ping_interval = ping_interval
+        #: Lark drops a send whose ``uuid`` it saw within the hour; off, every send shows
+        #: (a crash test counts the engine's own duplicates then)
+        self.honour_uuid = honour_uuid
         self.tenant_key = TENANT
         self.app_ticket = "ticket-" + secrets.token_hex(4)
         self.tokens: dict[str, tuple[str, float]] = {}  # token -> (kind, expires at)
@@ -674,7 +678,7 @@ class FakeLark:
         if msg_type in ("file", "audio") and parsed.get("file_key") not in self.files:
             raise _Answer(230001, "file_key not found", 400)
         uuid = body.get("uuid")
-        if uuid and uuid in self.uuids:
+        if uuid and self.honour_uuid and uuid in self.uuids:
             return self.messages[self.uuids[uuid]]  # Lark's send dedup: same uuid, same message
         message_id = f"om_bot_{next(self._ids):08d}"
         item = self._store_message(message_id, chat_id, msg_type, content, self.app_id, "app")
