@@ -413,6 +413,8 @@ class SessionActor(Actor):
             elif retry:
                 bot.journal.store_receipt(key, bot.bot_id, run_id, chat, None, status="retried")
             ctx.errors = []
+            if ctx.default_prevented:  # a plugin listener kept its fallback rules from running
+                break
         if ctx.state_loaded is not None:
             await bot.journal.save_state(bot.bot_id, self.key, ctx.state_loaded)
         if not retry:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from typing import Literal, Protocol
 
 from callboard.handlers.agent.config import AgentConfig
@@ -54,8 +53,7 @@ def build_handler(rule: RouteRule, plugins: PluginHub | None = None) -> Handler:
 def build_routes(
     rules: list[RouteRule], *, default: Literal["drop", "plugins"] = "drop", plugins: PluginHub | None = None
 ) -> RouteTable[Handler]:
-    """A bot's route table. ``default: plugins`` sends what no rule matches to every
-    plugin; a plugin rule's fallback is the next rule that matches."""
+    """A bot's route table; ``default: plugins`` sends what no rule matches to every plugin."""
     if default == "plugins":
         catch_all = RouteRule(
             event_type="*",
@@ -65,9 +63,4 @@ def build_routes(
             description="the bot's default: every plugin",
         )
         rules = [*rules, catch_all]
-    built = [(rule, build_handler(rule, plugins)) for rule in rules]
-    table = RouteTable(built)
-    for index, (rule, handler) in enumerate(built):
-        if isinstance(handler, PluginHandler) and not rule.continue_:
-            handler.fallback = functools.partial(table.match_after, index)
-    return table
+    return RouteTable([(rule, build_handler(rule, plugins)) for rule in rules])

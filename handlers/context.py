@@ -69,6 +69,8 @@ class HandlerContext:
         self.handler_index = 0
         #: problems that did not fail the run (a webhook's bad action); the session records them
         self.errors: list[str] = []
+        #: a plugin listener called ``prevent_default()``: the rules after this one do not run
+        self.default_prevented = False
         self._stats = stats
         self._state: dict[str, Any] | None = None
         self.sent: list[MessageResult] = []

@@ -5,7 +5,8 @@ As in the event-based design: ``event_type`` is an exact type, ``ns.*`` or
 equals, the rule written first; the first match wins, and with ``continue:
 true`` on it the next matching rule runs too (and so on while rules say
 ``continue``), so "log everything to a webhook and also answer with an agent"
-is two rules. Beyond the design, a rule may carry a ``when`` filter (chat type,
+is two rules. A ``plugin`` rule falls through like that unless a listener calls
+``prevent_default()``. Beyond the design, a rule may carry a ``when`` filter (chat type,
 chat ids, user ids, a text regex). Platform-specific events also match their
 qualified name (``platform.telegram.callback_query`` or ``platform.telegram.*``).
 """
@@ -64,9 +65,6 @@ class When(BaseModel):
         return value
 
 
-#: handler types the design names that are not built yet
-PLANNED_HANDLER_TYPES: tuple[str, ...] = ()
-
 HandlerType = Literal["pipeline", "agent", "webhook", "plugin"]
 #: every handler kind a rule may name (a sandbox policy's ``exec_handlers`` too)
 HANDLER_TYPES: tuple[str, ...] = get_args(HandlerType)
@@ -82,7 +80,7 @@ class RouteRule(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     event_type: str = Field(description='"message.received", "message.*", "platform.telegram.*" or "*"')
-    handler_type: HandlerType = Field(description="pipeline, agent or webhook")
+    handler_type: HandlerType = Field(description="pipeline, agent, webhook or plugin")
     handler_config: HandlerConfig
     enabled: bool = True
     priority: int = Field(default=0, description="higher matches first")
@@ -94,12 +92,7 @@ class RouteRule(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _planned_types(cls, data: Any) -> Any:
-        if isinstance(data, dict) and data.get("handler_type") in PLANNED_HANDLER_TYPES:
-            raise ValueError(
-                f"handler_type {data['handler_type']!r} is not available in this version; "
-                "use 'pipeline', 'agent' or 'webhook'"
-            )
+    def _tag_handler_config(cls, data: Any) -> Any:
         if isinstance(data, dict) and isinstance(data.get("handler_config"), dict):
             # handler_type picks the model of handler_config: its tag is filled in
             data["handler_config"]["handler_type"] = data.get("handler_type")
@@ -185,26 +178,14 @@ class RouteTable(Generic[H]):
 
     def match_all(self, event: Event) -> list[tuple[int, H]]:
         """The first matching handler, then the next ones for as long as the
-        matched rules say ``continue``; each with its rule's place in the list."""
+        matched rules say ``continue``; each with its rule's place in the list. A
+        plugin rule continues too: the rules after it are its fallback, which runs
+        unless a listener prevents it (``HandlerContext.default_prevented``)."""
         out: list[tuple[int, H]] = []
         for compiled in self._rules:
             if compiled.matches(event):
                 out.append((compiled.index, compiled.handler))
-                if not compiled.rule.continue_:
-                    break
-        return out
-
-    def match_after(self, index: int, event: Event) -> list[tuple[int, H]]:
-        """What ``match_all`` gives for the rules after the one at ``index`` (a
-        plugin rule's fallback: what runs unless a listener prevents it)."""
-        out: list[tuple[int, H]] = []
-        after = False
-        for compiled in self._rules:
-            if compiled.index == index:
-                after = True
-            elif after and compiled.matches(event):
-                out.append((compiled.index, compiled.handler))
-                if not compiled.rule.continue_:
+                if not (compiled.rule.continue_ or compiled.rule.handler_type == "plugin"):
                     break
         return out
 

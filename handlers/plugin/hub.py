@@ -27,7 +27,7 @@ from callboard.engine.plugin_protocol import (
     RemoteError,
     command_args,
 )
-from callboard.handlers.context import HandlerContext
+from callboard.handlers.context import HandlerContext, RunFailed
 from callboard.handlers.plugin.bridge import Dispatch, PluginCounters, serve_call
 from callboard.handlers.plugin.config import PluginRuntimeConfig, PluginSpec
 from callboard.handlers.routing import type_matches
@@ -39,8 +39,9 @@ class PluginUnavailable(Exception):
     """The plugin's runner is stopped for good (restart limit) or did not come back in time."""
 
 
-class PluginRunFailed(Exception):
-    """One or more listeners failed, timed out, or their runner died mid-event."""
+class PluginRunFailed(RunFailed):
+    """One or more listeners failed, timed out, or their runner died mid-event
+    (logged where it happened: the run is recorded as failed without a traceback)."""
 
 
 @dataclass(frozen=True, slots=True)

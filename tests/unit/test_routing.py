@@ -97,8 +97,8 @@ def test_bad_patterns(event_type: str, error: str) -> None:
         rule(event_type)
 
 
-def test_bad_when_and_planned_types() -> None:
+def test_bad_when_and_unknown_types() -> None:
     with pytest.raises(ValidationError, match="invalid regular expression"):
         rule("*", when={"text": "("})
-    with pytest.raises(ValidationError, match="not available in this version"):
-        RouteRule(event_type="*", handler_type="plugin", handler_config={})  # type: ignore[arg-type]
+    with pytest.raises(ValidationError, match="handler_type"):
+        RouteRule(event_type="*", handler_type="nope", handler_config={})  # type: ignore[arg-type]
