@@ -18,8 +18,11 @@ BENCHMARKS: dict[str, str] = {
     "e2e": "callboard.bench.e2e",
     "flood": "callboard.bench.flood",
     "plugins": "callboard.bench.plugins",
+    "profile": "callboard.bench.profile",
     "sandbox": "callboard.bench.sandbox",
     "telegram": "callboard.bench.telegram",
+    "lark": "callboard.bench.lark",
+    "slack": "callboard.bench.slack",
 }
 
 
@@ -36,6 +39,10 @@ def _bench(args: argparse.Namespace, rest: list[str]) -> int:
 
 def _sandbox(args: argparse.Namespace, rest: list[str]) -> int:
     return _delegate("callboard.sandbox.cli", rest)
+
+
+def _slack(args: argparse.Namespace, rest: list[str]) -> int:
+    return _delegate("callboard.adapters.slack.manifest", rest)
 
 
 def _validate(args: argparse.Namespace, rest: list[str]) -> int:
@@ -133,6 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
     retry.set_defaults(func=_retry)
     sandbox = sub.add_parser("sandbox", help="sandbox tools: build-image, status, sweep", add_help=False)
     sandbox.set_defaults(func=_sandbox)
+    slack = sub.add_parser("slack", help="Slack tools: manifest FILE (the app manifest)", add_help=False)
+    slack.set_defaults(func=_slack)
     return parser
 
 
@@ -140,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
     logs.setup(str(args.log_level))
-    if rest and args.command not in ("bench", "sandbox"):
+    if rest and args.command not in ("bench", "sandbox", "slack"):
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     result: int = args.func(args, rest)
     return result

@@ -11,6 +11,8 @@ delivered again and the journal drops what it already holds. The SDK runs
 each received frame's listeners in a task of its own, in arrival order, and
 our listener calls ``ingest`` before its first suspension, so events reach
 the journal in the order Slack sent them while commits and acks overlap.
+When the engine's backlog is full (``AdapterBusy``) nothing is stored and the
+envelope stays unacknowledged: Slack sends it again later.
 
 Health is freshness, not socket state: every ``ping_interval`` the actor asks
 the SDK whether the session is alive (open, and a pong within four pings);
@@ -33,7 +35,7 @@ from slack_sdk.socket_mode.aiohttp import SocketModeClient
 from slack_sdk.socket_mode.async_client import AsyncBaseSocketModeClient
 from slack_sdk.web.async_client import AsyncWebClient
 
-from callboard.adapters.base import AdapterAuthError
+from callboard.adapters.base import AdapterAuthError, AdapterBusy
 from callboard.adapters.slack.convert import Converter
 from callboard.adapters.slack.errors import ConnectionFailed, SlackAPIError, connection_error
 from callboard.adapters.slack.inbound import KINDS, events_of, ingest, revoked
@@ -79,6 +81,7 @@ class SocketModeConnection(Actor):
         self.down_checks = 0
         self.pending: set[asyncio.Future[Any]] = set()
         self.envelopes = 0
+        self.refused = 0  # envelopes left unacknowledged because the engine was busy
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -198,6 +201,15 @@ class SocketModeConnection(Actor):
         gone = revoked(str(kind), payload)
         try:
             await asyncio.shield(stored)
+        except AdapterBusy as exc:
+            self.refused += 1
+            log.warning(
+                "%s: engine busy (%s); envelope %s not acknowledged, Slack will redeliver it",
+                self.host.bot_id,
+                exc,
+                envelope_id,
+            )
+            return
         except Exception as exc:
             log.error(
                 "%s: could not store Slack envelope %s: %r; not acknowledged, Slack will redeliver it",

@@ -6,7 +6,8 @@ v0 signature is verified before anything else is read into an event: a bad or
 stale one gets 401 and touches nothing. ``url_verification`` is answered with
 its challenge. Otherwise the payload is converted and journaled, and the
 answer is 200 only once the events are committed (well within Slack's 3 s);
-a failed store answers 500, so Slack retries. Slack's retries
+a failed store answers 500 and a full backlog (``AdapterBusy``) 429, so Slack
+retries. Slack's retries
 (``X-Slack-Retry-Num``) carry the same event_id and message ts, which the
 journal recognises, so a retried event is acknowledged and not handled again.
 
@@ -28,7 +29,7 @@ from urllib.parse import parse_qs
 import orjson
 from aiohttp import web
 
-from callboard.adapters.base import AdapterAuthError
+from callboard.adapters.base import AdapterAuthError, AdapterBusy
 from callboard.adapters.slack.convert import Converter
 from callboard.adapters.slack.errors import SlackAPIError, connection_error
 from callboard.adapters.slack.inbound import EVENTS, INTERACTIVE, SLASH_COMMANDS, events_of, ingest, revoked
@@ -123,6 +124,12 @@ class EventsApiConnection(Actor):
         stored = ingest(self.host, events)
         try:
             await asyncio.shield(stored)
+        except AdapterBusy as exc:
+            return web.json_response(
+                {"ok": False, "error": f"busy: {exc}"},
+                status=429,
+                headers={"Retry-After": str(max(1, round(exc.retry_after)))},
+            )
         except Exception as exc:
             log.error("%s: could not store a Slack %s request: %r", self.host.bot_id, kind, exc)
             return web.json_response({"ok": False, "error": "could not store the event; retry"}, status=500)

@@ -43,6 +43,7 @@ def slack_fleet(
     handlers: str = ECHO,
     port: int = 0,
     window: str = "0",
+    session: str = "",
 ) -> FleetConfig:
     """A fleet with one Slack bot ``sl`` on ``slack`` (half-second pings)."""
     adapter_lines = textwrap.indent(
@@ -67,7 +68,8 @@ def slack_fleet(
         f"  admin: {{host: 127.0.0.1, port: {port}}}\n  shutdown_timeout: 10s\n"
         f"bots:\n  - id: {BOT}\n    adapter:\n{adapter_lines}"
         f"    session:\n      debounce: {{window: {window}, max_wait: 10s}}\n"
-        "    handlers:"
+        + (f"      {session}\n" if session else "")
+        + "    handlers:"
         + ("\n" + textwrap.indent(textwrap.dedent(handlers).strip(), "      ") if handlers else " []")
         + "\n"
     )

@@ -4,6 +4,7 @@ retries recognised, interactivity and slash commands on the same path."""
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import time
 from pathlib import Path
@@ -155,3 +156,31 @@ async def test_garbage_gets_400_with_a_reason(tmp_path: Path, slack: FakeSlack) 
         status, body = await slack.post(url(port), b"a=b", "application/x-www-form-urlencoded")
         assert status == 400
         assert await stored_events(fleet) == []
+
+
+async def test_a_busy_engine_answers_429_and_stores_nothing_of_it(
+    tmp_path: Path, slack: FakeSlack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    port = free_port()
+    config = slack_fleet(tmp_path, slack, mode="http", port=port, session="max_pending: 2")
+    async with running(config) as fleet:
+        await eventually(lambda: fleet.stats.connections.get(BOT, (False, ""))[0])
+        stall_appends(monkeypatch, fleet, seconds=1.0, count=10)
+        dm = slack.im(ANN)
+        bodies = [
+            orjson.dumps(
+                {
+                    "type": "event_callback",
+                    "team_id": "T0CALLTEAM",
+                    "event_id": f"EvBUSY{i}",
+                    "event": slack.message(dm, ANN, f"busy {i}"),
+                }
+            )
+            for i in range(5)
+        ]
+        answers = await asyncio.gather(*(slack.post(url(port), body) for body in bodies))
+        statuses = sorted(status for status, _ in answers)
+        assert statuses.count(200) == 2 and statuses.count(429) == 3, statuses
+        assert all(b"busy" in body for status, body in answers if status == 429)
+        await slack.wait_calls("chat.postMessage", 2)
+        assert len(await stored_events(fleet)) == 2

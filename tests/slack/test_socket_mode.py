@@ -172,3 +172,21 @@ async def test_app_uninstalled_stops_the_bot(tmp_path: Path, slack: FakeSlack) -
         assert not slack.pending  # acknowledged: it is in the journal
         events = await stored_events(fleet)
         assert [e.type for e in events] == ["platform.specific"]
+
+
+async def test_a_busy_engine_leaves_envelopes_unacknowledged_until_it_can_take_them(
+    tmp_path: Path, slack: FakeSlack
+) -> None:
+    slack.redeliver_after = 0.5
+    async with running(slack_fleet(tmp_path, slack, session="max_pending: 5")) as fleet:
+        await slack.wait_socket()
+        dm = slack.im(ANN)
+        sent = [f"b{i}" for i in range(40)]
+        for text in sent:
+            slack.push(slack.message(dm, ANN, text))
+        await slack.wait_calls("chat.postMessage", len(sent), timeout=40)
+        await slack.wait_acked()
+        assert sorted(texts(slack)) == sorted(sent) and len(texts(slack)) == len(sent)
+        assert max(slack.served.values()) >= 2  # some were refused and came again
+        events = [e for e in await stored_events(fleet) if isinstance(e, MessageReceived)]
+        assert len(events) == len(sent)

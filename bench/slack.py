@@ -1,0 +1,353 @@
+"""Slack benchmark: events handled per second through Socket Mode and through
+the HTTP Events API, end to end, against the web adapter on the same load in
+the same run.
+
+The engine runs as its own process pinned to one core. The fake Slack
+(``callboard/testing/fake_slack.py``, the server the tests use too) runs in
+this process on the other core. It queues ``chats x messages`` direct
+messages at once and delivers them: in Socket Mode as envelopes on the
+websocket, acknowledged by the engine after the journal commit; over HTTP as
+signed Events API requests (one in flight per channel, up to 64 channels at
+once, each answered 200 after the commit). The engine journals each event
+(SQLite, synchronous=FULL), routes it to an echo pipeline and answers with a
+chat.postMessage through slack_sdk's AsyncWebClient; as Slack does, the fake
+sends each reply back to the bot as a ``message`` event, which the engine
+acknowledges and filters (so the engine reads two events per message). An
+event counts as handled when its reply arrives. The same ``chats x messages``
+then go through the web adapter's websocket (``bench.e2e.drive``) to a fresh
+engine, which gives the ratio. Outbound rate limits and method tiers are off
+(Slack's one message a second per channel would otherwise be the result).
+
+The cost note breaks the engine's CPU time per event down: the adapter's own
+conversion and rendering are timed here in-process on the same payloads; the
+rest (slack_sdk's websocket/HTTP handling, JSON, the journal, routing, the
+echo) is what the total has beyond them, next to the web adapter's total.
+
+    callboard bench slack [--quick] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from callboard.adapters.slack.convert import Converter, Identity
+from callboard.adapters.slack.render import render
+from callboard.bench.e2e import FLEET as WEB_FLEET
+from callboard.bench.e2e import Load, drive
+from callboard.bench.harness import cpu_seconds, free_port, pin, process, split_cpus, wait_ready
+from callboard.engine.entities import MessageChain
+from callboard.engine.loop import run as run_loop
+from callboard.testing.fake_slack import (
+    APP_TOKEN,
+    BOT_ID,
+    BOT_TOKEN,
+    BOT_USER,
+    SIGNING_SECRET,
+    TEAM,
+    FakeSlack,
+)
+
+SLACK_FLEET = """
+name: bench-slack
+engine:
+  journal: {journal}
+  admin: {{port: {port}}}
+bots:
+  - id: bench
+    adapter:
+      type: slack
+      mode: {mode}
+      bot_token: "{bot_token}"
+      app_token: "{app_token}"
+      signing_secret: "{secret}"
+      base_url: {base_url}
+      rate_limits: {{per_bot_per_second: 0, per_private_chat_per_second: 0, per_group_chat_per_minute: 0}}
+      tier_limits: false
+    session:
+      idle_ttl: 1h
+      max_pending: 100000
+      debounce: {{window: 0s, max_wait: 10s, max_batch: 1000}}
+    handlers:
+      - event_type: message.received
+        handler_type: pipeline
+        handler_config: {{stages: [{{type: echo}}]}}
+"""
+
+MODES = ("socket", "http")
+
+
+@dataclass
+class Scenario:
+    name: str
+    chats: int
+    messages: int
+
+    @property
+    def events(self) -> int:
+        return self.chats * self.messages
+
+
+@dataclass
+class SlackResult:
+    events: int = 0
+    acked_per_s: float = 0.0
+    handled_per_s: float = 0.0
+    seconds: float = 0.0
+    out_of_order: int = 0
+    duplicates: int = 0
+    engine_cpu_us_per_event: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+
+async def _run_slack(
+    slack: FakeSlack, scenario: Scenario, index: int, say: Any, timeout: float, pid: int, mode: str
+) -> SlackResult:
+    """Queue every event at once; wait for every reply."""
+    people = [f"U{index}{c:07d}" for c in range(scenario.chats)]
+    for person in people:
+        slack.add_user(person, person.lower())
+    dms = [slack.im(person) for person in people]
+    answered_before = slack.answered_count["chat.postMessage"]
+    calls_before = len(slack.calls)
+    say(f"slack {mode} {scenario.name} ({scenario.events:,} events)")
+    cpu_before = cpu_seconds(pid)
+    start = time.monotonic()
+    for i in range(scenario.messages):
+        for c in range(scenario.chats):
+            slack.push(slack.message(dms[c], people[c], f"{c}:{i}"))
+    acked_at = None
+    deadline = start + timeout
+    while time.monotonic() < deadline:
+        if acked_at is None and not slack.pending:
+            acked_at = time.monotonic()
+        if slack.answered_count["chat.postMessage"] - answered_before >= scenario.events:
+            break
+        await asyncio.sleep(0.005)
+    end = time.monotonic()
+    await slack.wait_acked(timeout=max(5.0, deadline - time.monotonic()))  # the echoes too
+    engine_cpu = cpu_seconds(pid) - cpu_before
+    replies = [c for c in slack.calls[calls_before:] if c.method == "chat.postMessage" and c.ok]
+    result = SlackResult(events=scenario.events, seconds=(replies[-1].at if replies else end) - start)
+    result.handled_per_s = len(replies) / max(1e-9, result.seconds)
+    result.acked_per_s = scenario.events / max(1e-9, (acked_at or end) - start)
+    result.engine_cpu_us_per_event = engine_cpu / max(1, scenario.events) * 1e6
+    seen: set[str] = set()
+    next_index: dict[str, int] = {}
+    for call in replies:
+        text = str(call.get("text"))
+        chat, _, position = text.partition(":")
+        if text in seen:
+            result.duplicates += 1
+        seen.add(text)
+        if next_index.get(chat, 0) != int(position):
+            result.out_of_order += 1
+        next_index[chat] = int(position) + 1
+    if len(seen) < scenario.events:
+        result.notes.append(f"only {len(seen)} of {scenario.events} events answered")
+    return result
+
+
+async def _slack(
+    tmp: Path, cpu: int | None, scenarios: list[Scenario], say: Any, mode: str
+) -> dict[str, Any]:
+    slack = await FakeSlack().start()
+    slack.http_concurrency = 64
+    slack.redeliver_after = 5.0  # what a busy engine left unacknowledged comes again
+    port = free_port()
+    config = tmp / f"fleet-slack-{mode}.yaml"
+    config.write_text(
+        SLACK_FLEET.format(
+            journal=tmp / f"journal-slack-{mode}.sqlite3",
+            port=port,
+            mode=mode,
+            bot_token=BOT_TOKEN,
+            app_token=APP_TOKEN,
+            secret=SIGNING_SECRET,
+            base_url=slack.base_url,
+        )
+    )
+    argv = [sys.executable, "-m", "callboard.cli", "--log-level", "WARNING", "run", str(config)]
+    results: dict[str, Any] = {}
+    try:
+        with process(argv, cpu) as engine:
+            await wait_ready(f"http://127.0.0.1:{port}/readyz", engine)
+            if mode == "http":
+                slack.deliver_to(f"http://127.0.0.1:{port}/slack/bench/events")
+            else:
+                await slack.wait_socket()
+            for index, scenario in enumerate(scenarios):
+                timeout = 120 + scenario.events / 200
+                results[scenario.name] = vars(
+                    await _run_slack(slack, scenario, index, say, timeout, engine.pid, mode)
+                )
+    finally:
+        await slack.close()
+    return results
+
+
+async def _web(tmp: Path, cpu: int | None, scenarios: list[Scenario], say: Any) -> dict[str, Any]:
+    port = free_port()
+    config = tmp / "fleet-web.yaml"
+    config.write_text(WEB_FLEET.format(journal=tmp / "journal-web.sqlite3", port=port, window="0s"))
+    argv = [sys.executable, "-m", "callboard.cli", "--log-level", "WARNING", "run", str(config)]
+    results: dict[str, Any] = {}
+    with process(argv, cpu) as engine:
+        await wait_ready(f"http://127.0.0.1:{port}/readyz", engine)
+        url = f"ws://127.0.0.1:{port}/web/bench/ws"
+        for scenario in scenarios:
+            say(f"web {scenario.name} ({scenario.events:,} messages)")
+            load = Load(
+                sessions=scenario.chats, messages=scenario.messages, connections=min(scenario.chats, 50)
+            )
+            before = cpu_seconds(engine.pid)
+            result = vars(await drive(url, load, 0.0, tag=f"{scenario.name}-"))
+            result["engine_cpu_us_per_event"] = (
+                (cpu_seconds(engine.pid) - before) / max(1, result["events"]) * 1e6
+            )
+            results[scenario.name] = result
+    return results
+
+
+def adapter_costs(n: int = 20_000) -> dict[str, float]:
+    """The adapter's own work per event, in-process: converting an Events API
+    payload, rendering the echo reply (microseconds each)."""
+    slack = FakeSlack()
+    slack.add_user("U0ANN", "ann")
+    dm = slack.im("U0ANN")
+    payloads = [
+        {
+            "type": "event_callback",
+            "team_id": TEAM,
+            "event_id": f"Ev{i}",
+            "event": slack.message(dm, "U0ANN", f"0:{i}"),
+        }
+        for i in range(n)
+    ]
+    converter = Converter(
+        "bench", Identity(BOT_USER, BOT_ID, TEAM), channel_messages="mention", thread_sessions=True
+    )
+    raw = [
+        orjson.dumps({"envelope_id": f"e{i}", "type": "events_api", "payload": p})
+        for i, p in enumerate(payloads)
+    ]
+    started = time.perf_counter()
+    for frame in raw:
+        orjson.loads(frame)
+    parse = (time.perf_counter() - started) / n * 1e6
+    started = time.perf_counter()
+    for payload in payloads:
+        converter.event_callback(payload)
+    convert = (time.perf_counter() - started) / n * 1e6
+    chains = [MessageChain.of(f"0:{i}") for i in range(n)]
+    started = time.perf_counter()
+    for chain in chains:
+        render(chain)
+    rendering = (time.perf_counter() - started) / n * 1e6
+    return {"parse_envelope_us": parse, "convert_us": convert, "render_us": rendering}
+
+
+def measure(quick: bool, quiet: bool = False) -> dict[str, Any]:
+    engine_cpu, load_cpu = split_cpus()
+    pin(load_cpu)
+    scale = 0.2 if quick else 1.0
+
+    def n(value: int) -> int:
+        return max(1, int(value * scale))
+
+    scenarios = [
+        Scenario("S=1", chats=1, messages=n(3_000)),
+        Scenario("S=100", chats=100, messages=n(50)),
+        Scenario("S=1000", chats=1000, messages=max(2, n(5))),
+    ]
+
+    def say(text: str) -> None:
+        if not quiet:
+            print(f"  {text}", file=sys.stderr, flush=True)
+
+    with tempfile.TemporaryDirectory(prefix="callboard-bench-slack-") as tmp:
+        slack = {mode: run_loop(_slack(Path(tmp), engine_cpu, scenarios, say, mode)) for mode in MODES}
+        web = run_loop(_web(Path(tmp), engine_cpu, scenarios, say))
+    ratios = {
+        mode: {
+            name: slack[mode][name]["handled_per_s"] / web[name]["handled_per_s"]
+            if web[name]["handled_per_s"]
+            else 0.0
+            for name in slack[mode]
+        }
+        for mode in MODES
+    }
+    return {
+        "quick": quick,
+        "engine_cpu": engine_cpu,
+        "load_cpu": load_cpu,
+        "journal": "SQLite WAL, synchronous=FULL",
+        "slack": slack,
+        "web": web,
+        "ratio_handled_slack_vs_web": ratios,
+        "adapter_costs": adapter_costs(2_000 if quick else 20_000),
+        "checks": {
+            "all_answered": all(not r["notes"] for mode in MODES for r in slack[mode].values()),
+            "in_order": all(r["out_of_order"] == 0 for mode in MODES for r in slack[mode].values()),
+            "no_duplicates": all(r["duplicates"] == 0 for mode in MODES for r in slack[mode].values()),
+        },
+    }
+
+
+def render_report(report: dict[str, Any]) -> str:
+    lines = [
+        f"callboard Slack benchmark (engine on CPU {report['engine_cpu']}, fake Slack and load on CPU "
+        f"{report['load_cpu']}; journal {report['journal']}; outbound rate limits and tiers off)",
+        "",
+        f"{'mode':<8}{'scenario':<10}{'events':>8}{'acked/s':>10}{'handled/s':>11}{'CPU us/ev':>11}"
+        f"{'web handled/s':>15}{'web us/ev':>11}{'slack/web':>11}",
+    ]
+    for mode in MODES:
+        for name, entry in report["slack"][mode].items():
+            web = report["web"][name]
+            lines.append(
+                f"{mode:<8}{name:<10}{entry['events']:>8,}{entry['acked_per_s']:>10,.0f}"
+                f"{entry['handled_per_s']:>11,.0f}{entry['engine_cpu_us_per_event']:>11,.0f}"
+                f"{web['handled_per_s']:>15,.0f}{web['engine_cpu_us_per_event']:>11,.0f}"
+                f"{report['ratio_handled_slack_vs_web'][mode][name]:>11.2f}"
+            )
+            for note in entry["notes"] + web["notes"]:
+                lines.append(f"    note: {note}")
+    costs = report["adapter_costs"]
+    lines += [
+        "",
+        "acked/s: events acknowledged to Slack (envelope ack or HTTP 200, after the journal commit); "
+        "handled/s: replies received by chat.postMessage; CPU us/ev: the engine process's CPU time per event",
+        f"cost per event, in-process: parse envelope {costs['parse_envelope_us']:.1f} us, convert "
+        f"{costs['convert_us']:.1f} us, render reply {costs['render_us']:.1f} us; the rest of the engine's "
+        "CPU per event is slack_sdk (websocket frames or the aiohttp route, AsyncWebClient's request and "
+        "response handling), the journal, routing, the pipeline, and acknowledging and filtering the echo "
+        "of each reply, against the web adapter's total in the same run",
+        "checks: " + ", ".join(f"{k}={'ok' if v else 'FAILED'}" for k, v in report["checks"].items()),
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="callboard bench slack", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="a fifth of the events per scenario")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args(argv)
+    report = measure(args.quick, quiet=args.json)
+    if args.json:
+        print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
+    else:
+        print(render_report(report))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
