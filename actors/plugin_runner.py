@@ -110,8 +110,9 @@ class RunnerHost(Actor):
         token = secrets.token_urlsafe(32)
         level = logging.getLogger(f"callboard.plugin.{self.runner}").getEffectiveLevel()
         self.conn = conn = RunnerConnection(self.hub, self.runner, token, specs, level)
-        self.directory = tempfile.mkdtemp(prefix=f"callboard-plugin-{self.runner}-")  # mode 0700
-        path = os.path.join(self.directory, "runner.sock")
+        # mode 0700, and short: a Unix socket path has at most 107 bytes
+        self.directory = tempfile.mkdtemp(prefix="cb-plugin-")
+        path = os.path.join(self.directory, "sock")
         self.server = await asyncio.start_unix_server(self._accept, path)
         os.chmod(path, 0o600)
         limits = [s.memory_limit for s in specs if s.memory_limit is not None]

@@ -9,7 +9,7 @@ from typing import Any
 from callboard.actors.config import FleetConfig
 from callboard.actors.config_file import parse_fleet
 from callboard.app import Running
-from tests.support import WEB, ChatClient
+from tests.support import WEB, ChatClient, eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples" / "plugins"
@@ -82,3 +82,8 @@ async def say(client: ChatClient, group: str, text: str) -> str:
 def texts(client: ChatClient, chat: str) -> list[str]:
     """The bot's messages in ``chat``, in order."""
     return [f["text"] for f in client.of("message") if f["chat_id"] == chat]
+
+
+async def soon(check: Any, timeout: float = 60.0) -> Any:
+    """``eventually`` with room for a shared, busy machine (the tests assert no timing)."""
+    return await eventually(check, timeout=timeout)

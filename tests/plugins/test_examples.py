@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from callboard.actors.config_file import ConfigError, parse_fleet
-from tests.plugins.support import EXAMPLES, fleet_plugins, fleet_text, groups, plugin_fleet, say, texts
-from tests.support import chat_client, eventually, running_fleet
+from tests.plugins.support import EXAMPLES, fleet_plugins, fleet_text, groups, plugin_fleet, say, soon, texts
+from tests.support import chat_client, running_fleet
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -29,7 +29,7 @@ async def test_welcome_greets_in_the_group(tmp_path: Path) -> None:
     async with running_fleet(config) as fleet, chat_client(fleet.base_url, user="ann") as client:
         await client.join("g1", name="Team")
         await client.subscribe("g1", group=True)
-        await eventually(lambda: texts(client, "g1"))
+        await soon(lambda: texts(client, "g1"))
         assert texts(client, "g1") == ["Welcome ann to Team! We are 1 now."]
 
 
@@ -47,12 +47,12 @@ async def test_moderator_deletes_banned_words_and_acts_on_repeat_offenders(tmp_p
         first = await client.wait_for(lambda f: f["op"] == "deleted")
         ack = await client.wait_for(lambda f: f["op"] == "ack" and f["client_msg_id"] == sent)
         assert first["message_id"] == ack["message_id"]
-        await eventually(lambda: texts(client, "g1"))
+        await soon(lambda: texts(client, "g1"))
         assert texts(client, "g1") == ["max: message removed (banned word); strike 1 of 2"]
         await say(client, "g1", "hello all")  # fine: nothing happens
         await say(client, "g1", "more spam")
-        await eventually(lambda: len(client.of("deleted")) == 2)
-        await eventually(lambda: len(texts(client, "g1")) == 2)
+        await soon(lambda: len(client.of("deleted")) == 2)
+        await soon(lambda: len(texts(client, "g1")) == 2)
         # the moderator runs first (priority 100) and stops the keyword plugin
         assert not [t for t in texts(client, "g1") if "would have answered" in t]
         assert texts(client, "g1")[1] == "max is muted for 60s"
@@ -80,9 +80,9 @@ async def test_weather_validates_its_config_and_masks_its_secret(
     async with running_fleet(config) as fleet, chat_client(fleet.base_url) as client:
         await client.subscribe("c1")
         await client.say("/weather paris", chat_id="c1")
-        await eventually(lambda: texts(client, client.chat("c1")))
+        await soon(lambda: texts(client, client.chat("c1")))
         assert texts(client, client.chat("c1")) == ["Paris: 68.0°F, sunny"]
-        await eventually(lambda: [r for r in caplog.records if r.name == "callboard.plugin.weather"])
+        await soon(lambda: [r for r in caplog.records if r.name == "callboard.plugin.weather"])
     lines = [r.getMessage() for r in caplog.records if r.name == "callboard.plugin.weather"]
     assert any("key=***" in line for line in lines)
     assert not any("sk-very-secret-1234" in r.getMessage() for r in caplog.records)

@@ -10,8 +10,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.plugins.support import EXAMPLES, FIXTURES, fleet_plugins, groups, plugin_fleet, say, texts
-from tests.support import ChatClient, chat_client, eventually, running_fleet
+from tests.plugins.support import EXAMPLES, FIXTURES, fleet_plugins, groups, plugin_fleet, say, soon, texts
+from tests.support import ChatClient, chat_client, running_fleet
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -27,14 +27,14 @@ RULES = """
 """
 
 
-async def until_reply(client: ChatClient, chat: str, text: str, expected: str, timeout: float = 15) -> None:
+async def until_reply(client: ChatClient, chat: str, text: str, expected: str, timeout: float = 60) -> None:
     """Say ``text`` until the answer is ``expected`` (a reload is asynchronous)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
         before = len(texts(client, chat))
         await say(client, chat, text)
-        await eventually(lambda: len(texts(client, chat)) > before or None, timeout=5)  # noqa: B023
+        await soon(lambda: len(texts(client, chat)) > before or None, timeout=5)  # noqa: B023
         if texts(client, chat)[-1] == expected:
             return
         assert loop.time() < deadline, f"still {texts(client, chat)[-1]!r}"
@@ -59,7 +59,7 @@ def pid_of(fleet: object, name: str) -> object:
 async def ask(client: ChatClient, chat: str, text: str, expected: str) -> None:
     before = len(texts(client, chat))
     await say(client, chat, text)
-    await eventually(lambda: len(texts(client, chat)) > before)
+    await soon(lambda: len(texts(client, chat)) > before)
     assert texts(client, chat)[-1] == expected
 
 
@@ -76,7 +76,7 @@ async def test_admin_api_reloads_one_plugin_while_another_serves(tmp_path: Path)
     ):
         await groups(client, "a", "b")
         await ask(client, "a", "hello", "Hi!")
-        await eventually(lambda: all(p["pid"] for p in fleet_plugins(fleet)))
+        await soon(lambda: all(p["pid"] for p in fleet_plugins(fleet)))
         keyword_pid, echo_pid = pid_of(fleet, "keyword-reply"), pid_of(fleet, "echoer")
         edit(folder, "await ctx.reply(reply)", 'await ctx.reply(reply + " (v2)")')
         async with aiohttp.ClientSession() as http:

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.plugins.support import FIXTURES, fleet_plugins, groups, plugin_fleet, say, texts
-from tests.support import ChatClient, chat_client, eventually, running_fleet
+from tests.plugins.support import FIXTURES, fleet_plugins, groups, plugin_fleet, say, soon, texts
+from tests.support import ChatClient, chat_client, running_fleet
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = pytest.mark.timeout(180)  # the machine is shared: generous deadlines, no timing asserts
 
 
 def routed(*pairs: tuple[str, str]) -> str:
@@ -39,7 +39,7 @@ async def echo_burst(client: ChatClient, count: int, tag: str) -> None:
     """``count`` messages to the echoer's chat, all answered."""
     for i in range(count):
         await say(client, "b", f"{tag}{i}")
-    await eventually(lambda: sum(t.startswith(f"echoer: {tag}") for t in replies(client, "b")) == count)
+    await soon(lambda: sum(t.startswith(f"echoer: {tag}") for t in replies(client, "b")) == count, timeout=60)
 
 
 def plugin(fleet: object, name: str) -> dict[str, object]:
@@ -51,15 +51,13 @@ async def test_os_exit_is_a_failed_run_and_the_runner_comes_back(tmp_path: Path)
     async with running_fleet(config) as fleet, chat_client(fleet.base_url) as client:
         await groups(client, "a", "b")
         await say(client, "a", "hi")
-        await eventually(lambda: replies(client, "a") == ["crasher: hi"])
+        await soon(lambda: replies(client, "a") == ["crasher: hi"])
         first_pid = plugin(fleet, "crasher")["pid"]
         await say(client, "a", "crash")
         for text in ("after1", "after2"):  # acknowledged while the runner is down or restarting
             await say(client, "a", text)
         await echo_burst(client, 20, "x")  # the other plugin is not affected
-        await eventually(
-            lambda: replies(client, "a") == ["crasher: hi", "crasher: after1", "crasher: after2"]
-        )
+        await soon(lambda: replies(client, "a") == ["crasher: hi", "crasher: after1", "crasher: after2"])
         assert len([a for a in client.of("ack") if a["message_id"]]) == 24  # the messages, not the joins
         info = plugin(fleet, "crasher")
         assert info["restarts"] == 1 and info["pid"] != first_pid
@@ -76,7 +74,7 @@ async def test_an_idempotent_listener_is_retried_once_after_its_runner_died(
     async with running_fleet(config) as fleet, chat_client(fleet.base_url) as client:
         await groups(client, "a")
         await say(client, "a", "crash once")
-        await eventually(lambda: replies(client, "a") == ["retrier: crash once"])
+        await soon(lambda: replies(client, "a") == ["retrier: crash once"])
         info = plugin(fleet, "retrier")
         assert info["restarts"] == 1 and info["counters"]["retries"] == 1  # type: ignore[index]
         assert fleet.stats.runtimes["demo"].counters.failed_runs == 0
@@ -90,8 +88,8 @@ async def test_a_hung_runner_fails_its_health_check_and_is_replaced(tmp_path: Pa
         await say(client, "a", "hang")
         await say(client, "a", "ping")  # queued behind the hung run in its session
         await echo_burst(client, 10, "y")
-        await eventually(lambda: plugin(fleet, "hanger")["restarts"] == 1, timeout=20)
-        await eventually(lambda: replies(client, "a") == ["hanger: ping"], timeout=20)
+        await soon(lambda: plugin(fleet, "hanger")["restarts"] == 1, timeout=60)
+        await soon(lambda: replies(client, "a") == ["hanger: ping"], timeout=60)
         assert plugin(fleet, "hanger")["pid"] != first_pid
         assert fleet.stats.runtimes["demo"].counters.failed_runs == 1
 
@@ -109,7 +107,7 @@ async def test_a_leak_past_the_memory_limit_restarts_only_that_runner(
         await say(client, "a", "leak")
         await say(client, "a", "after")
         await echo_burst(client, 10, "z")
-        await eventually(lambda: replies(client, "a") == ["leaker: after"], timeout=30)
+        await soon(lambda: replies(client, "a") == ["leaker: after"], timeout=60)
         assert plugin(fleet, "leaker")["restarts"] == 1
         assert plugin(fleet, "echoer")["restarts"] == 0
     assert any("out of memory" in r.getMessage() for r in caplog.records)
@@ -135,7 +133,7 @@ async def test_a_log_flood_is_bounded_and_the_others_keep_answering(
         started = loop.time()
         await say(client, "a", "flood")
         await echo_burst(client, 10, "w")
-        await eventually(lambda: replies(client, "a") == ["flooder: flood"], timeout=30)
+        await soon(lambda: replies(client, "a") == ["flooder: flood"], timeout=60)
         elapsed = loop.time() - started
         await asyncio.sleep(0.5)
         assert plugin(fleet, "flooder")["restarts"] == 0
@@ -149,7 +147,7 @@ async def test_an_undeclared_api_call_is_refused_and_counted(tmp_path: Path) -> 
     async with running_fleet(config) as fleet, chat_client(fleet.base_url) as client:
         await groups(client, "a")
         await say(client, "a", "go")
-        await eventually(lambda: replies(client, "a"))
+        await soon(lambda: replies(client, "a"))
         [text] = replies(client, "a")
         assert text.startswith("sneaky refused:") and "'delete_message' is not declared" in text
         assert "code 403" in text
