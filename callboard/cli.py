@@ -21,8 +21,6 @@ BENCHMARKS: dict[str, str] = {
     "profile": "callboard.bench.profile",
     "sandbox": "callboard.bench.sandbox",
     "telegram": "callboard.bench.telegram",
-    "lark": "callboard.bench.lark",
-    "slack": "callboard.bench.slack",
 }
 
 
@@ -39,10 +37,6 @@ def _bench(args: argparse.Namespace, rest: list[str]) -> int:
 
 def _sandbox(args: argparse.Namespace, rest: list[str]) -> int:
     return _delegate("callboard.sandbox.cli", rest)
-
-
-def _slack(args: argparse.Namespace, rest: list[str]) -> int:
-    return _delegate("callboard.adapters.slack.manifest", rest)
 
 
 def _validate(args: argparse.Namespace, rest: list[str]) -> int:
@@ -140,8 +134,6 @@ def build_parser() -> argparse.ArgumentParser:
     retry.set_defaults(func=_retry)
     sandbox = sub.add_parser("sandbox", help="sandbox tools: build-image, status, sweep", add_help=False)
     sandbox.set_defaults(func=_sandbox)
-    slack = sub.add_parser("slack", help="Slack tools: manifest FILE (the app manifest)", add_help=False)
-    slack.set_defaults(func=_slack)
     return parser
 
 
@@ -149,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
     logs.setup(str(args.log_level))
-    if rest and args.command not in ("bench", "sandbox", "slack"):
+    if rest and args.command not in ("bench", "sandbox"):
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     result: int = args.func(args, rest)
     return result
