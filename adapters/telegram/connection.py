@@ -33,8 +33,11 @@ from telegram import error as tg_error
 from callboard.adapters.telegram.convert import Converter
 from callboard.adapters.telegram.errors import ConnectionFailed, connection_error, redact
 from callboard.engine.actor import Actor
+from callboard.engine.clock import sleep
 from callboard.engine.events import Event
+from callboard.engine.journal import StorageUnavailable
 from callboard.engine.ref import ActorRef
+from callboard.engine.supervision import Backoff
 
 if TYPE_CHECKING:
     from callboard.adapters.telegram.adapter import TelegramAdapter
@@ -44,6 +47,9 @@ log = logging.getLogger("callboard.telegram")
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 #: Telegram's updates nest a few levels; anything this deep is hostile, not an update
 MAX_UPDATE_DEPTH = 64
+#: while the journal cannot write, a polled batch is offered again at this pace (the
+#: offset does not move, so nothing is confirmed to Telegram meanwhile)
+STORAGE_RETRY = Backoff(min=0.5, max=15.0, factor=2.0, jitter=0.2)
 #: updates per getUpdates (Telegram's maximum)
 BATCH = 100
 
@@ -201,9 +207,7 @@ class TelegramConnection(Actor):
                     events = [event for update in updates for event in converter.convert(update)]
                     last = updates[-1].update_id if updates else None
                 if last is not None:
-                    self.batch = self.host.ingest(events)
-                    await asyncio.shield(self.batch)
-                    self.batch = None
+                    await self._store(events)
                     self.offset = last + 1
                 ref.tell(polled)
         except asyncio.CancelledError:
@@ -212,6 +216,26 @@ class TelegramConnection(Actor):
             ref.tell(_Failed(me, connection_error(exc, "getUpdates", self.host.bot_id)))
         except Exception as exc:
             ref.tell(_Failed(me, exc))
+
+    async def _store(self, events: list[Event]) -> None:
+        """Ingest a polled batch; while the storage fails, wait and offer it again
+        rather than fail the connection (whose restart backoff could outlast the
+        outage by minutes). Events that did commit come back as duplicates."""
+        attempt = 0
+        while True:
+            self.batch = self.host.ingest(events)
+            try:
+                await asyncio.shield(self.batch)
+                return
+            except StorageUnavailable as exc:
+                delay = STORAGE_RETRY.delay(attempt)
+                attempt += 1
+                log.warning(
+                    "%s: cannot store polled updates (%s); retry in %.1fs", self.host.bot_id, exc, delay
+                )
+            finally:
+                self.batch = None
+            await sleep(self.host.clock, delay)
 
     async def _raw_batch(self, bot: tg.Bot, converter: Converter) -> tuple[list[Event], int | None]:
         # Bot API method names are case-insensitive; spelt this way PTB does not

@@ -152,3 +152,45 @@ async def _unready(base_url: str, timeout: float) -> tuple[int, dict[str, Any]]:
 async def _is_ready(base_url: str) -> bool:
     status, _ = await ready(base_url)
     return status == 200
+
+
+async def test_full_disk_telegram_polling_confirms_nothing_it_cannot_store(tmp_path: Path) -> None:
+    """Long polling on a full disk: updates stay unconfirmed (Telegram keeps them),
+    the connection waits instead of failing, and all are answered once space returns."""
+    from callboard.testing.fake_telegram import FakeBotAPI, private_chat, user
+    from tests.telegram.conftest import telegram_fleet
+
+    api = await FakeBotAPI().start()
+    try:
+        with small_disk(tmp_path / "disk", "8m") as disk:
+            config = telegram_fleet(disk, api)
+            ann = user(1001, "Ann")
+            chat = api.add_chat(private_chat(ann))
+            async with running_fleet(config) as fleet:
+                for i in range(10):
+                    api.push("message", api.message(chat, ann, f"before{i}"))
+                await api.wait_confirmed()
+                fill(disk / "filler")
+                for i in range(10):
+                    api.push("message", api.message(chat, ann, f"during{i}"))
+                await asyncio.sleep(3.0)
+                unconfirmed = len(api.pending)
+                (disk / "filler").unlink()
+                await api.wait_confirmed(timeout=60)
+
+                def texts() -> set[str]:
+                    return {c["text"] for c in api.calls_of("sendMessage") if c.status == 200}
+
+                wanted = {f"before{i}" for i in range(10)} | {f"during{i}" for i in range(10)}
+                await eventually(lambda: wanted <= texts(), timeout=60)
+                assert fleet.stats.connections["tg"][0]
+            rows = dict(
+                sqlite3.connect(disk / "journal.sqlite3").execute(
+                    "SELECT status, COUNT(*) FROM events GROUP BY status"
+                )
+            )
+    finally:
+        await api.close()
+    print(f"\nunconfirmed while full: {unconfirmed} of 10; journal {rows}")
+    assert unconfirmed > 0, "updates were confirmed to Telegram while the journal could not store them"
+    assert "failed" not in rows and rows.get(None, 0) == 0, rows
