@@ -30,6 +30,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from callboard.engine.platform import COMMON_APIS
+from callboard.engine.sandbox_api import TOOL_NAMES
 
 PROTOCOL_VERSION: Final = 1
 #: a frame larger than this is refused and the link closed: a runner cannot make the host buffer without bound
@@ -124,8 +125,9 @@ async def read_frame(reader: asyncio.StreamReader, limit: int = MAX_FRAME) -> di
 
 #: what a manifest may declare besides platform API names: ``send`` (ctx.reply,
 #: ctx.send and api.send_message / reply_message, all through the bot's outbound
-#: path), ``state`` (per-session state) and ``call_platform_api``
-EXTRA_CAPABILITIES: Final = ("send", "state", "call_platform_api")
+#: path), ``state`` (per-session state), ``call_platform_api``, and the sandbox
+#: tools as ``sandbox:<tool>`` (the session's sandbox, under the bot's policy)
+EXTRA_CAPABILITIES: Final = ("send", "state", "call_platform_api", *(f"sandbox:{t}" for t in TOOL_NAMES))
 CAPABILITIES: Final = frozenset(COMMON_APIS) - {"send_message", "reply_message"} | frozenset(
     EXTRA_CAPABILITIES
 )

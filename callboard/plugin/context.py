@@ -20,6 +20,15 @@ import msgspec
 from callboard.engine.entities import MessageChain, to_builtins
 from callboard.engine.events import Event, MessageReceived
 from callboard.engine.platform import COMMON_APIS, PlatformAPI
+from callboard.engine.sandbox_api import (
+    TOOL_NAMES,
+    EditResult,
+    ExecResult,
+    GlobResult,
+    GrepResult,
+    ReadResult,
+    WriteResult,
+)
 
 
 class ContextHost(Protocol):
@@ -87,6 +96,38 @@ class Api:
         return call
 
 
+_TOOL_RESULTS: dict[str, type[Any]] = {
+    "exec": ExecResult,
+    "read": ReadResult,
+    "write": WriteResult,
+    "edit": EditResult,
+    "glob": GlobResult,
+    "grep": GrepResult,
+}
+
+
+class Sandbox:
+    """``ctx.sandbox.<tool>(**args)``: the session's sandbox (``exec``, ``read``,
+    ``write``, ``edit``, ``glob``, ``grep``), with the arguments of
+    ``callboard.engine.sandbox_api``'s ``ExecArgs``, ``ReadArgs``, ...; results
+    come back as its ``ExecResult``, ``ReadResult``, ... Each tool needs its
+    ``sandbox:<tool>`` capability."""
+
+    def __init__(self, ctx: Context) -> None:
+        self._ctx = ctx
+
+    def __getattr__(self, tool: str) -> Callable[..., Awaitable[Any]]:
+        if tool not in TOOL_NAMES:
+            raise AttributeError(f"no sandbox tool {tool!r}; tools: {', '.join(TOOL_NAMES)}")
+
+        async def call(**args: Any) -> Any:
+            result = await self._ctx._host.call("sandbox", {"tool": tool, "args": args})
+            return _TOOL_RESULTS[tool].model_validate(result)
+
+        call.__name__ = tool
+        return call
+
+
 class Context:
     """One event (or debounced burst) delivered to one listener."""
 
@@ -111,6 +152,7 @@ class Context:
         self.args = args
         self.replayed = replayed
         self.api = Api(self)
+        self.sandbox = Sandbox(self)
         self._state: dict[str, Any] | None = None
         self.postorder_prevented = False
         self.default_prevented = False

@@ -71,6 +71,10 @@ class _FakeHost:
         if op == "state":
             tester.require("state")
             return {"state": tester.states.setdefault(self.session, {})}
+        if op == "sandbox":
+            tester.require(f"sandbox:{data['tool']}")
+            self.outcome.calls.append((f"sandbox:{data['tool']}", data["args"]))
+            return tester.sandbox_results[data["tool"]]
         tester.require(data["method"])
         self.outcome.calls.append((data["method"], data["args"]))
         return tester.api_results.get(data["method"])
@@ -93,6 +97,8 @@ class PluginTester:
         self.bot_id = bot_id
         #: what an API call returns, by method name (a dict/list as the engine would send it)
         self.api_results: dict[str, Any] = {}
+        #: what a sandbox tool returns, by tool name (its result model's fields as a dict)
+        self.sandbox_results: dict[str, dict[str, Any]] = {}
         #: per-session state, as the engine would keep it between events
         self.states: dict[tuple[str, str, str, str], dict[str, Any]] = {}
         self.ids = itertools.count(1)

@@ -15,17 +15,36 @@ import typing
 from typing import Any
 
 import msgspec
+from pydantic import BaseModel, ValidationError
 
 from callboard.engine.entities import Component, MessageChain, to_builtins
 from callboard.engine.events import MessageReceived
 from callboard.engine.platform import COMMON_APIS, NotSupportedError, PlatformAPI
 from callboard.engine.plugin_protocol import Code, RemoteError
+from callboard.engine.sandbox_api import (
+    TOOL_NAMES,
+    EditArgs,
+    ExecArgs,
+    GlobArgs,
+    GrepArgs,
+    ReadArgs,
+    SandboxError,
+    WriteArgs,
+)
 from callboard.handlers.context import HandlerContext
 
 log = logging.getLogger("callboard.plugins")
 
 #: sends ride on ``send``, not on their own names
 _SENDS = frozenset({"send_message", "reply_message"})
+_TOOL_ARGS: dict[str, type[BaseModel]] = {
+    "exec": ExecArgs,
+    "read": ReadArgs,
+    "write": WriteArgs,
+    "edit": EditArgs,
+    "glob": GlobArgs,
+    "grep": GrepArgs,
+}
 
 
 class PluginCounters:
@@ -121,7 +140,32 @@ async def serve_call(dispatch: Dispatch, data: dict[str, Any]) -> Any:
         except NotSupportedError as exc:
             raise RemoteError(Code.NOT_SUPPORTED, str(exc)) from None
         return to_builtins(result)
+    if op == "sandbox":
+        return await _sandbox(dispatch, str(data.get("tool")), dict(data.get("args") or {}))
     raise RemoteError(Code.UNKNOWN, f"unknown call {op!r}")
+
+
+async def _sandbox(dispatch: Dispatch, tool: str, args: dict[str, Any]) -> Any:
+    """A sandbox tool on the session's sandbox (the bot's policy applies as for any handler)."""
+    if tool not in TOOL_NAMES:
+        raise RemoteError(Code.UNKNOWN, f"no sandbox tool {tool!r}; tools: {', '.join(TOOL_NAMES)}")
+    _require(dispatch, f"sandbox:{tool}")
+    sandbox = dispatch.ctx.sandbox
+    if sandbox is None:
+        raise RemoteError(Code.UNAVAILABLE, "sandboxes are off for this bot")
+    try:
+        parsed = _TOOL_ARGS[tool].model_validate(args)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
+            for e in exc.errors(include_input=False, include_url=False)
+        )
+        raise RemoteError(Code.BAD_REQUEST, f"sandbox {tool}: {problems}") from None
+    try:
+        result = await getattr(sandbox, tool)(parsed)
+    except SandboxError as exc:
+        raise RemoteError(Code.FAILED, f"{exc.code}: {exc}") from None
+    return result.model_dump(mode="json")
 
 
 async def _send(ctx: HandlerContext, data: dict[str, Any]) -> dict[str, Any]:
