@@ -53,6 +53,8 @@ class ReplyStream:
             return
         now = self.ctx.clock.now()
         if self.message is None:
+            if not self.text.strip():
+                return  # platforms refuse a blank message: start with the first visible text
             self.message = await self.ctx.reply(self._head())
             self.shown = self._head()
             self.next_edit = now + self.interval
