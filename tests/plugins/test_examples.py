@@ -7,8 +7,18 @@ from pathlib import Path
 
 import pytest
 
-from callboard.actors.config_file import ConfigError, parse_fleet
-from tests.plugins.support import EXAMPLES, fleet_plugins, fleet_text, groups, plugin_fleet, say, soon, texts
+from callboard.actors.config_file import ConfigError, load_fleet, parse_fleet
+from tests.plugins.support import (
+    EXAMPLES,
+    ROOT,
+    fleet_plugins,
+    fleet_text,
+    groups,
+    plugin_fleet,
+    say,
+    soon,
+    texts,
+)
 from tests.support import chat_client, running_fleet
 
 pytestmark = pytest.mark.timeout(60)
@@ -105,3 +115,10 @@ def test_a_bad_plugin_config_names_file_line_and_key(tmp_path: Path) -> None:
     assert str(problem).startswith(f"test.yaml:{problem.line}: ")
     assert "less than or equal to 90" in problem.message
     assert "sk-very-secret" not in str(error.value)
+
+
+def test_the_example_fleet_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WEATHER_API_KEY", "example-key")
+    monkeypatch.chdir(ROOT)  # the example's plugin paths are relative to the repository root
+    config = load_fleet(ROOT / "config" / "plugins.example.yaml")
+    assert [p.name for p in config.plugins] == ["moderator", "keyword-reply", "welcome", "weather"]
