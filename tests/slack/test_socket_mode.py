@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from callboard.engine.events import MessageReceived
+from callboard.engine.events import FeedbackReceived, MessageReceived, PlatformSpecific
 from callboard.testing.fake_slack import APP_TOKEN, BOT_TOKEN, BOT_USER, Failure, FakeSlack
 from tests.slack.conftest import ANN, BOT, GENERAL, running, slack_fleet, stored_events, texts
 from tests.support import eventually
@@ -190,3 +190,21 @@ async def test_a_busy_engine_leaves_envelopes_unacknowledged_until_it_can_take_t
         assert max(slack.served.values()) >= 2  # some were refused and came again
         events = [e for e in await stored_events(fleet) if isinstance(e, MessageReceived)]
         assert len(events) == len(sent)
+
+
+async def test_a_command_after_a_mention_and_interactions_over_the_socket(
+    tmp_path: Path, slack: FakeSlack
+) -> None:
+    async with running(slack_fleet(tmp_path, slack)) as fleet:
+        await slack.wait_socket()
+        asked = slack.message(GENERAL, ANN, f"<@{BOT_USER}> /echo hi there")
+        slack.push(asked)
+        await slack.wait_calls("chat.postMessage", 1)
+        assert texts(slack) == ["hi there"]  # the command stage saw "/echo hi there"
+        slack.push_interactive(slack.block_action(GENERAL, asked["ts"], ANN, "vote", "dislike"))
+        slack.push_command(slack.slash_command(GENERAL, ANN, "/callboard", "help"))
+        await slack.wait_acked()
+        events = await stored_events(fleet)
+        feedback = [e for e in events if isinstance(e, FeedbackReceived)]
+        assert len(feedback) == 1 and feedback[0].feedback_type == 2
+        assert [e.action for e in events if isinstance(e, PlatformSpecific)] == ["slash_command"]
