@@ -150,7 +150,7 @@ class Writer:
         results: list[tuple[Future | None, Any, BaseException | None]] = []
         self.failure = None
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            self._begin(conn, batch)
             start = 0
             for index, op in enumerate(batch):
                 if op.kind == CALL:
@@ -176,6 +176,15 @@ class Writer:
             if future is None and error is not None:
                 log.error("journal background operation failed: %r", error)
         return [(f, v, e) for f, v, e in results if f is not None]
+
+    @staticmethod
+    def _begin(conn: sqlite3.Connection, batch: list[Op]) -> None:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            if not is_storage_error(exc) or any(op.kind != CALL for op in batch):
+                raise
+            conn.execute("BEGIN")  # a read-only storage still answers the calls that only read
 
     def _call(self, conn: sqlite3.Connection, op: Op) -> tuple[Future | None, Any, BaseException | None]:
         conn.execute("SAVEPOINT call")

@@ -10,11 +10,12 @@ is marked failed, and new messages are accepted again.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import os
 import sqlite3
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ import aiohttp
 import pytest
 
 from callboard.actors.config_file import parse_fleet
+from callboard.app import Running
 from tests.support import ChatClient, eventually, running_fleet
 
 pytestmark = pytest.mark.timeout(120)
@@ -86,57 +88,86 @@ def answered(client: ChatClient) -> set[str]:
 
 async def test_full_disk_loses_no_acknowledged_message(tmp_path: Path) -> None:
     with small_disk(tmp_path / "disk", "8m") as disk:
-        journal = disk / "journal.sqlite3"
-        config = parse_fleet(FLEET.format(journal=journal), "full-disk.yaml")
-        sent: dict[str, str] = {}  # client_msg_id -> text
-        chats = [f"c{i}" for i in range(8)]
-        async with running_fleet(config) as fleet:
-            client = await ChatClient.connect(fleet.base_url)
-            try:
-                for chat in chats:
-                    await client.subscribe(chat)
-                for i in range(40):  # acknowledged; replies wait for the debounce window
-                    text = f"before{i}"
-                    sent[await client.say(text, chat_id=chats[i % len(chats)])] = text
-                await client.wait_count("ack", 40)
-                filled = fill(disk / "filler")
-                assert filled > 0
+        filler = disk / "filler"
 
-                for i in range(20):  # while the disk is full: refused, never acknowledged
-                    text = f"during{i}"
-                    sent[await client.say(text, chat_id=chats[i % len(chats)])] = text
-                    await asyncio.sleep(0.05)
-                refused = await client.wait_count("error", 1)
-                status, body = await _unready(fleet.base_url, timeout=10)
-                await asyncio.sleep(1.0)  # windows close, runs meet the full disk
-                statuses = dict(
-                    await fleet.journal.query("SELECT status, COUNT(*) FROM events GROUP BY status")
-                )
+        def full(_: Running) -> None:
+            assert fill(filler) > 0
 
-                (disk / "filler").unlink()  # space returns: everything resumes by itself
-                await eventually(lambda: _is_ready(fleet.base_url), timeout=60)
-                acked = {sent[f["client_msg_id"]] for f in client.of("ack")}
-                await eventually(lambda: acked <= answered(client), timeout=60, interval=0.1)
+        await outage(disk / "journal.sqlite3", full, lambda _: filler.unlink())
 
-                for i in range(8):  # and new messages are accepted again
-                    text = f"after{i}"
-                    sent[await client.say(text, chat_id=chats[i])] = text
-                await eventually(lambda: {f"after{i}" for i in range(8)} <= answered(client), timeout=30)
-                acked = {sent[f["client_msg_id"]] for f in client.of("ack")}
-            finally:
-                await client.close()
 
-        rows = dict(sqlite3.connect(journal).execute("SELECT status, COUNT(*) FROM events GROUP BY status"))
-        print(
-            f"\nacknowledged {len(acked)}, refused while full {len(client.of('error'))}, "
-            f"answered {len(answered(client) & acked)}, journal {rows}"
-        )
-        assert acked <= answered(client), f"acknowledged, never answered: {sorted(acked - answered(client))}"
-        assert "failed" not in statuses and "failed" not in rows, rows
-        assert rows.get(None, 0) == 0, f"events still pending: {rows}"
-        assert all(f["code"] == "unavailable" for f in refused)
-        assert status == 503 and any("storage" in p for p in body["problems"]), body
-        assert all(text not in answered(client) for id_, text in sent.items() if text not in acked)
+async def test_read_only_storage_loses_no_acknowledged_message(tmp_path: Path) -> None:
+    """The same without root: SQLite refuses every write (``PRAGMA query_only`` on the
+    journal's connection, SQLITE_READONLY, as after a read-only remount)."""
+
+    def journal_conn(fleet: Running) -> sqlite3.Connection:
+        conn = fleet.journal._conn  # the pragma is per connection: it must be the journal's own
+        assert conn is not None
+        return conn
+
+    def read_only(fleet: Running) -> None:
+        journal_conn(fleet).execute("PRAGMA query_only=1")
+
+    def writable(fleet: Running) -> None:
+        journal_conn(fleet).execute("PRAGMA query_only=0")
+
+    await outage(tmp_path / "journal.sqlite3", read_only, writable)
+
+
+async def outage(
+    journal: Path, break_storage: Callable[[Running], None], heal_storage: Callable[[Running], None]
+) -> None:
+    """Acknowledged messages whose replies meet a failing storage, refusals while it
+    fails, recovery without a restart: every acknowledged message answered once."""
+    config = parse_fleet(FLEET.format(journal=journal), "full-disk.yaml")
+    sent: dict[str, str] = {}  # client_msg_id -> text
+    chats = [f"c{i}" for i in range(8)]
+    async with running_fleet(config) as fleet:
+        client = await ChatClient.connect(fleet.base_url)
+        try:
+            for chat in chats:
+                await client.subscribe(chat)
+            for i in range(40):  # acknowledged; replies wait for the debounce window
+                text = f"before{i}"
+                sent[await client.say(text, chat_id=chats[i % len(chats)])] = text
+            await client.wait_count("ack", 40)
+            break_storage(fleet)
+
+            for i in range(20):  # while the storage fails: refused, never acknowledged
+                text = f"during{i}"
+                sent[await client.say(text, chat_id=chats[i % len(chats)])] = text
+                await asyncio.sleep(0.05)
+            refused = await client.wait_count("error", 1)
+            status, body = await _unready(fleet.base_url, timeout=10)
+            await asyncio.sleep(1.0)  # windows close, runs meet the failing storage
+            statuses = dict(await fleet.journal.query("SELECT status, COUNT(*) FROM events GROUP BY status"))
+
+            heal_storage(fleet)  # everything resumes by itself
+            await eventually(lambda: _is_ready(fleet.base_url), timeout=60)
+            acked = {sent[f["client_msg_id"]] for f in client.of("ack")}
+            await eventually(lambda: acked <= answered(client), timeout=60, interval=0.1)
+
+            for i in range(8):  # and new messages are accepted again
+                text = f"after{i}"
+                sent[await client.say(text, chat_id=chats[i])] = text
+            await eventually(lambda: {f"after{i}" for i in range(8)} <= answered(client), timeout=30)
+            acked = {sent[f["client_msg_id"]] for f in client.of("ack")}
+        finally:
+            await client.close()
+
+    rows = dict(sqlite3.connect(journal).execute("SELECT status, COUNT(*) FROM events GROUP BY status"))
+    replies = collections.Counter(line for f in client.of("message") for line in f["text"].split("\n"))
+    print(
+        f"\nacknowledged {len(acked)}, refused while failing {len(client.of('error'))}, "
+        f"answered {len(answered(client) & acked)}, journal {rows}"
+    )
+    assert acked <= answered(client), f"acknowledged, never answered: {sorted(acked - answered(client))}"
+    assert not [t for t, n in replies.items() if n > 1], "answered twice"
+    assert "failed" not in statuses and "failed" not in rows, rows
+    assert rows.get(None, 0) == 0, f"events still pending: {rows}"
+    assert all(f["code"] == "unavailable" for f in refused)
+    assert status == 503 and any("storage" in p for p in body["problems"]), body
+    assert all(text not in answered(client) for text in sent.values() if text not in acked)
 
 
 async def _unready(base_url: str, timeout: float) -> tuple[int, dict[str, Any]]:
