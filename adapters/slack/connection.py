@@ -90,26 +90,21 @@ class SocketModeConnection(Actor):
             await self._connect()
         except Exception as exc:
             self.host.set_connected(False, f"cannot connect: {exc}")
+            client, self.client = self.client, None
+            if client is not None:  # half-open: the SDK would keep reconnecting in the background
+                await client.close()  # type: ignore[no-untyped-call]
             raise
 
     async def _connect(self) -> None:
         config = self.config
         assert config.app_token is not None
+        token = config.app_token.get_secret_value()
         try:
             self.converter = await self.adapter.converter()
-            app = SlackWeb(
-                config.app_token.get_secret_value(),
-                config.base_url,
-                config.request_timeout,
-                self.host.clock,
-                paced=False,
-            )
+            app = SlackWeb(token, config.base_url, config.request_timeout, self.host.clock, paced=False)
             try:
                 opened = await app.call(
-                    "apps.connections.open",
-                    lambda c: c.apps_connections_open(
-                        app_token=config.app_token.get_secret_value() if config.app_token else ""
-                    ),
+                    "apps.connections.open", lambda c: c.apps_connections_open(app_token=token)
                 )
             finally:
                 await app.close()
@@ -119,7 +114,7 @@ class SocketModeConnection(Actor):
         if not isinstance(url, str):
             raise ConnectionFailed("apps.connections.open returned no websocket URL")
         client = SocketModeClient(
-            app_token=config.app_token.get_secret_value(),
+            app_token=token,
             logger=_SDK_LOG,
             web_client=AsyncWebClient(
                 base_url=config.base_url, timeout=int(max(1, config.request_timeout)), retry_handlers=[]

@@ -20,7 +20,8 @@ envelope (``events_api``, ``interactive``, ``slash_commands``) and takes
 new envelope, ``retry_attempt`` + 1) on the next connection, or after
 ``redeliver_after`` seconds. ``disconnect()`` sends Slack's ``disconnect``
 message, ``drop_socket()`` cuts the connection, ``mute()`` stops answering
-pings and sending (a silent socket); ``lose_acks`` drops acks on the way.
+pings and sending (a silent socket); ``lose_acks`` drops acks on the way;
+``refuse_sockets`` fails the next websocket upgrades.
 
 Events API: with ``deliver_to(url)`` set, the same events are posted there
 instead, signed (v0), in order per channel, retried with
@@ -196,6 +197,7 @@ class FakeSlack:
         self.tickets: set[str] = set()
         self.muted = False
         self.lose_acks = False
+        self.refuse_sockets = 0  # the next n websocket upgrades answer 503
         self.lost_acks = 0
         self.redeliver_after: float | None = None
         self.events_url: str | None = None
@@ -655,6 +657,9 @@ class FakeSlack:
 
     async def _socket(self, request: web.Request) -> web.StreamResponse:
         ticket = request.query.get("ticket", "")
+        if self.refuse_sockets > 0:
+            self.refuse_sockets -= 1
+            return web.Response(status=503, text="try again")
         if ticket not in self.tickets:
             return web.Response(status=401, text="invalid ticket")
         self.tickets.discard(ticket)

@@ -44,6 +44,7 @@ def slack_fleet(
     port: int = 0,
     window: str = "0",
     session: str = "",
+    request_timeout: str = "5",
 ) -> FleetConfig:
     """A fleet with one Slack bot ``sl`` on ``slack`` (half-second pings)."""
     adapter_lines = textwrap.indent(
@@ -56,7 +57,7 @@ def slack_fleet(
             signing_secret: "{SIGNING_SECRET}"
             base_url: {slack.base_url}
             ping_interval: 0.5
-            request_timeout: 5
+            request_timeout: {request_timeout}
             """
         )
         + textwrap.dedent(adapter).strip()

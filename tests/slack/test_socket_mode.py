@@ -208,3 +208,19 @@ async def test_a_command_after_a_mention_and_interactions_over_the_socket(
         feedback = [e for e in events if isinstance(e, FeedbackReceived)]
         assert len(feedback) == 1 and feedback[0].feedback_type == 2
         assert [e.action for e in events if isinstance(e, PlatformSpecific)] == ["slash_command"]
+
+
+async def test_a_websocket_that_will_not_open_is_abandoned_and_retried(
+    tmp_path: Path, slack: FakeSlack
+) -> None:
+    slack.refuse_sockets = 1_000  # the SDK would retry this one URL forever
+    config = slack_fleet(tmp_path, slack, request_timeout="1")
+    async with running(config) as fleet:
+        await eventually(lambda: len(slack.calls_of("apps.connections.open")) >= 2, timeout=20)
+        slack.refuse_sockets = 0
+        await slack.wait_socket(timeout=30)
+        await asyncio.sleep(1.5)  # no abandoned client opens a second socket later
+        assert slack.opened == 1 and slack.max_open == 1
+        slack.push(slack.message(slack.im(ANN), ANN, "finally"))
+        await slack.wait_calls("chat.postMessage", 1)
+        assert fleet.stats.connections[BOT][0]
