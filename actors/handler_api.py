@@ -39,6 +39,13 @@ class RunAPI:
     def replayed(self) -> bool:
         return self._replayed
 
+    @property
+    def calls_made(self) -> int:
+        return self._counts.get(self.scope, 0)
+
+    def resume_after(self, calls: int) -> None:
+        self._counts[self.scope] = max(self.calls_made, calls)
+
     def supports(self, api: str) -> bool:
         return self._bot.api.supports(api)
 

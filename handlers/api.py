@@ -54,6 +54,17 @@ class HandlerAPI(Protocol):
         """Send to a chat (``reply_to`` quotes that message), in that chat's order."""
         ...
 
+    @property
+    def calls_made(self) -> int:
+        """Receipted calls (sends, ``RECEIPTED_APIS``) this handler has made in the run so far."""
+        ...
+
+    def resume_after(self, calls: int) -> None:
+        """Number the next receipted call ``calls + 1``: a run resumed from a record
+        of its own progress (an agent's recorded tool rounds) skips the calls those
+        rounds made, so its later sends keep the receipt keys they had."""
+        ...
+
     async def call(self, api: str, **params: Any) -> Any:
         """Any other API of ``CALLABLE_APIS`` with its keyword arguments, e.g.
         ``call("edit_message", chat_type=..., chat_id=..., message_id=..., new_content=chain)``

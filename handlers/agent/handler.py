@@ -115,7 +115,10 @@ class AgentHandler:
         errors: list[str],
     ) -> str:
         config = self.config
-        record = memory.run_record(ctx.run_id)
+        run = memory.run_record(ctx.run_id)
+        record: list[dict[str, Any]] = run["messages"]
+        ctx.api.resume_after(int(run.get("calls") or 0))  # what the recorded rounds sent stays sent
+        reply.resume(run.get("message_id"))
         toolbox = Toolbox(ctx, config.tools)
         if memory.summary:
             system = f"{system}\n\nSummary of the earlier conversation: {memory.summary}"
@@ -162,6 +165,8 @@ class AgentHandler:
                 step.append({"role": "tool", "tool_call_id": call.id, "content": result})
             record.extend(step)
             messages.extend(step)
+            run["calls"] = ctx.api.calls_made
+            run["message_id"] = reply.message_id
             await ctx.checkpoint()  # a replay after a crash resumes here, without running them again
             reply.reset()
 

@@ -7,7 +7,8 @@ Dify's conversation id) and, while a run is in progress, ``run``: that run's
 id and the tool-call messages it has recorded so far. The session saves state
 when a run ends and the agent checkpoints it after each tool round, so
 passivation, restarts and kill -9 lose nothing, and a replayed run resumes
-from its recorded tool results instead of running the tools again.
+from its recorded tool results instead of running the tools again (its later
+sends keep their receipt keys, and its streamed reply is the same message).
 """
 
 from __future__ import annotations
@@ -38,14 +39,15 @@ class Memory:
         conversation: dict[str, Any] = self.data["conversation"]
         return conversation
 
-    def run_record(self, run_id: int) -> list[dict[str, Any]]:
-        """The tool messages recorded for ``run_id`` (a replayed run finds its
-        own); any other run's leftovers are dropped."""
+    def run_record(self, run_id: int) -> dict[str, Any]:
+        """The record of ``run_id`` (a replayed run finds its own; any other
+        run's leftovers are dropped): ``messages`` (the tool rounds so far),
+        ``calls`` (receipted platform calls they made) and ``message_id`` (the
+        streamed reply, once sent)."""
         record = self.data.get("run")
         if not isinstance(record, dict) or record.get("id") != run_id:
-            record = self.data["run"] = {"id": run_id, "messages": []}
-        messages: list[dict[str, Any]] = record["messages"]
-        return messages
+            record = self.data["run"] = {"id": run_id, "messages": [], "calls": 0, "message_id": None}
+        return record
 
     @property
     def summary(self) -> str:

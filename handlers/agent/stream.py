@@ -62,6 +62,18 @@ class ReplyStream:
             await self._edit(self._head())
             self.next_edit = self.ctx.clock.now() + self.interval
 
+    @property
+    def message_id(self) -> str | None:
+        """The streamed message, once sent."""
+        if self.message is None or self.message.message_id is None:
+            return None
+        return str(self.message.message_id)
+
+    def resume(self, message_id: str | None) -> None:
+        """Go on editing a message a previous attempt of this run streamed into."""
+        if message_id is not None and self.live:
+            self.message = MessageResult(message_id=message_id)
+
     def reset(self) -> None:
         """A retried model call starts its text again (the message, if any, is reused)."""
         self.text = ""

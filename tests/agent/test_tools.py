@@ -86,6 +86,13 @@ class FakeAPI:
         self.sent.append(message.text)
         return MessageResult(message_id=f"b{len(self.sent)}")
 
+    @property
+    def calls_made(self) -> int:
+        return len(self.sent)
+
+    def resume_after(self, calls: int) -> None:
+        return None
+
     async def call(self, api: str, **params: Any) -> Any:
         raise AssertionError("no calls expected")
 
