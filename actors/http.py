@@ -42,6 +42,8 @@ class HttpServer:
         self._open: set[str] = set()
         self._routes: dict[tuple[str, str], tuple[str, HttpHandler]] = {}
         self._prefixes: list[tuple[str, str, HttpHandler]] = []
+        #: prefixes whose handlers authenticate each request themselves (signed callbacks)
+        self._open_prefixes: set[str] = set()
         self._runner: web.AppRunner | None = None
         self._site: web.BaseSite | None = None
 
@@ -52,12 +54,15 @@ class HttpServer:
             raise RouteConflict(f"{method} {path} is already served for {existing[0]!r}")
         self._routes[key] = (owner, handler)
 
-    def add_prefix(self, method: str, prefix: str, handler: HttpHandler) -> None:
+    def add_prefix(self, method: str, prefix: str, handler: HttpHandler, *, open_: bool = False) -> None:
         """Serve every path under ``prefix`` (ending in "/") not served exactly;
-        the handler parses ``request.path`` itself."""
+        the handler parses ``request.path`` itself. ``open_``: no admin check,
+        because the handler authenticates each request (a signature)."""
         if not prefix.endswith("/"):
             raise ValueError("a route prefix ends in '/'")
         self._prefixes.append((method.upper(), prefix, handler))
+        if open_:
+            self._open_prefixes.add(prefix)
 
     def allow_open(self, *paths: str) -> None:
         """Serve these engine paths without the admin check (health probes)."""
@@ -67,6 +72,8 @@ class HttpServer:
         """The admin check for engine-owned paths (and paths no bot serves); a
         bot's own routes (web chat, webhooks) authenticate themselves."""
         if self.guard is None or request.path in self._open:
+            return None
+        if any(request.path.startswith(prefix) for prefix in self._open_prefixes):
             return None
         method = "GET" if request.method == "HEAD" else request.method
         entry = self._routes.get((method, request.path))

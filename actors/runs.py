@@ -37,7 +37,7 @@ def add_run_routes(http: HttpServer, stats: FleetStats, journal: Journal) -> Non
     runs = _Runs(stats, journal)
     http.add_prefix("GET", BOTS_PREFIX, runs.get)
     http.add_prefix("POST", BOTS_PREFIX, runs.post)
-    http.add_prefix("POST", CALLBACK_PREFIX, runs.callback)
+    http.add_prefix("POST", CALLBACK_PREFIX, runs.callback, open_=True)  # signed by the receiver
 
 
 def _error(status: int, reason: str) -> web.Response:
@@ -111,7 +111,7 @@ class _Runs:
         receipt = await self.journal.receipt(key)
         if receipt is None or receipt.status != "failed":
             return _error(404, f"run {run_id} rule {rule} is not a failed run of bot {bot_id!r}")
-        if bot.router.at(rule) is None:
+        if bot.routes.at(rule) is None:
             return _error(409, f"bot {bot_id!r} has no rule {rule} any more (the fleet file changed)")
         events = await self._events(run_id)
         if not events:
@@ -129,7 +129,7 @@ class _Runs:
         except ValueError:
             return _error(404, "unknown delivery id")
         bot = self._bot(bot_id)
-        handler = bot.router.at(rule) if bot is not None else None
+        handler = bot.routes.at(rule) if bot is not None else None
         if bot is None or bot.sessions is None or not isinstance(handler, WebhookHandler):
             return _error(404, "unknown delivery id")
         secret = handler.config.secret

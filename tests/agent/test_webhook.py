@@ -10,7 +10,9 @@ from typing import Any
 
 import aiohttp
 import pytest
+from pydantic import SecretStr
 
+from callboard.actors.config import AdminConfig
 from callboard.app import start
 from callboard.bench.harness import free_port
 from callboard.testing.webhook_receiver import Answer, WebhookReceiver, verify_signature
@@ -18,6 +20,7 @@ from tests.support import PIPELINE_ECHO, chat_client, eventually, fleet_config, 
 
 pytestmark = pytest.mark.timeout(60)
 SECRET = "whsec-test-0123456789"
+ADMIN_TOKEN = "admin-token-0123456789abcdef"
 
 
 @pytest.fixture
@@ -192,3 +195,34 @@ async def test_async_mode_takes_signed_callbacks(tmp_path: Path, receiver: Webho
     finally:
         await fleet.stop()
     assert reply["text"] == "done later"
+
+
+async def test_the_admin_token_guards_failed_runs_but_not_signed_callbacks(
+    tmp_path: Path, receiver: WebhookReceiver
+) -> None:
+    receiver.default = Answer(status=202)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    config = fleet_config(
+        tmp_path, handlers=webhook_rule(receiver.url, f'mode: async\ncallback_base: "{base}"')
+    )
+    admin = AdminConfig(host="127.0.0.1", port=port, auth="token", token=SecretStr(ADMIN_TOKEN))
+    config = config.model_copy(update={"engine": config.engine.model_copy(update={"admin": admin})})
+    fleet = await start(config, port=port)
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{base}/api/bots/demo/failed") as response:
+                assert response.status == 401
+            headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+            async with http.get(f"{base}/api/bots/demo/failed", headers=headers) as response:
+                assert response.status == 200 and await response.json() == []
+        async with chat_client(fleet.base_url) as client:
+            await client.subscribe("c1")
+            await client.say("later")
+            (delivery,) = await receiver.wait_for(1)
+            url = delivery.body["callback_url"]
+            assert await receiver.callback(url, [{"type": "reply", "params": {"text": "ok"}}], "wrong") == 401
+            assert await receiver.callback(url, [{"type": "reply", "params": {"text": "ok"}}]) == 202
+            await client.wait_for(lambda f: f["op"] == "message" and f["text"] == "ok")
+    finally:
+        await fleet.stop()
