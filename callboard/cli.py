@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Callable
 
@@ -73,13 +74,36 @@ def _run(args: argparse.Namespace, rest: list[str]) -> int:
     return 0
 
 
+def _admin_of(file: str, token: str | None) -> tuple[str, str | None]:
+    """The admin URL of a fleet file, and its token (the configured one, or the
+    generated one kept next to the journal) unless one was given."""
+    from callboard.actors.admin_auth import token_path
+    from callboard.actors.config_file import ConfigError, load_fleet
+
+    try:
+        config = load_fleet(file)
+    except ConfigError as exc:
+        raise SystemExit(str(exc)) from None
+    admin = config.engine.admin
+    host = "127.0.0.1" if admin.host in ("0.0.0.0", "::", "") else admin.host
+    if token is None and admin.token is not None:
+        token = admin.token.get_secret_value()
+    kept = token_path(config.engine.journal.path)
+    if token is None and kept.exists():
+        token = kept.read_text().strip()
+    return f"http://{host}:{admin.port}", token
+
+
 def _retry(args: argparse.Namespace, rest: list[str]) -> int:
     """Retry failed runs through the admin API (``/api/bots/{id}/failed``)."""
     import urllib.error
     import urllib.request
 
-    base = f"{args.admin.rstrip('/')}/api/bots/{args.bot}/failed"
-    headers = {"Authorization": f"Bearer {args.token}"} if args.token else {}
+    admin, token = args.admin, args.token or os.environ.get("CALLBOARD_ADMIN_TOKEN")
+    if args.config:
+        admin, token = _admin_of(args.config, token)
+    base = f"{admin.rstrip('/')}/api/bots/{args.bot}/failed"
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
 
     def call(method: str, url: str) -> tuple[int, object]:
         request = urllib.request.Request(url, method=method, headers=headers)
@@ -89,7 +113,7 @@ def _retry(args: argparse.Namespace, rest: list[str]) -> int:
         except urllib.error.HTTPError as exc:
             return exc.code, orjson.loads(exc.read() or b"{}")
         except (urllib.error.URLError, OSError) as exc:
-            raise SystemExit(f"cannot reach {args.admin}: {exc}") from None
+            raise SystemExit(f"cannot reach {admin}: {exc}") from None
 
     if args.run is not None:
         targets = [(args.run, args.rule)]
@@ -130,7 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
     retry.add_argument("run", nargs="?", type=int, help="run id (from /api/bots/BOT/failed)")
     retry.add_argument("rule", nargs="?", type=int, default=0, help="the rule's place in the bot's handlers")
     retry.add_argument("--admin", default="http://127.0.0.1:8765", help="the engine's admin URL")
-    retry.add_argument("--token", default=None, help="admin bearer token, if one is configured")
+    retry.add_argument("--token", default=None, help="admin bearer token (default: $CALLBOARD_ADMIN_TOKEN)")
+    retry.add_argument("--config", default=None, help="a fleet file: its admin address and token")
     retry.set_defaults(func=_retry)
     sandbox = sub.add_parser("sandbox", help="sandbox tools: build-image, status, sweep", add_help=False)
     sandbox.set_defaults(func=_sandbox)

@@ -12,6 +12,7 @@ import aiohttp
 import pytest
 from pydantic import SecretStr
 
+from callboard import cli
 from callboard.actors.config import AdminConfig
 from callboard.app import start
 from callboard.bench.harness import free_port
@@ -100,10 +101,9 @@ async def test_final_failure_is_listed_and_retryable(tmp_path: Path, receiver: W
         failed = await eventually(lambda: _listed(base))
         assert len(failed) == 1 and "HTTP 500" in failed[0]["error"] and "4 attempts" in failed[0]["error"]
         run = failed[0]
-        status, answer = await _json(
-            "POST", f"{base}/api/bots/demo/failed/{run['run_id']}/{run['rule']}/retry"
-        )
-        assert status == 202, answer
+        # callboard retry: every failed run of the bot, through the admin API
+        code = await asyncio.to_thread(cli.main, ["--log-level", "WARNING", "retry", "demo", "--admin", base])
+        assert code == 0
         await receiver.wait_for(5)
         assert await eventually(lambda: _listed(base, empty=True))
         (record,) = await fleet.journal.query("SELECT status FROM receipts WHERE key LIKE 'failed:%'")
@@ -111,7 +111,7 @@ async def test_final_failure_is_listed_and_retryable(tmp_path: Path, receiver: W
         status, answer = await _json(
             "POST", f"{base}/api/bots/demo/failed/{run['run_id']}/{run['rule']}/retry"
         )
-        assert status == 404
+        assert status == 404 and "not a failed run" in answer["error"]  # retried already
     keys = {d.headers["Idempotency-Key"] for d in receiver.deliveries}
     assert len(keys) == 1  # the manual retry kept the key
 
