@@ -29,7 +29,6 @@ once the event is stored the first time.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import logging
 from typing import TYPE_CHECKING, Any
@@ -39,6 +38,7 @@ import pykka
 from aiohttp import web
 from lark_oapi.ws.exception import ClientException
 
+from callboard.adapters.base import AdapterBusy
 from callboard.adapters.lark.api import CredentialsRejected
 from callboard.adapters.lark.errors import BAD_CREDENTIALS, ConnectionFailed, LarkAPIError, auth_error
 from callboard.adapters.lark.longconn import RUN, Link, LongConnWorker
@@ -52,8 +52,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("callboard.lark")
 
-#: how often a long-connection hand-over that waits for the journal checks for a stop
-_SLICE = 0.1
 #: largest webhook body taken (Lark's events are a few KB)
 MAX_BODY = 1024 * 1024
 
@@ -98,6 +96,7 @@ class LarkConnection(Actor):
         self.link: Link | None = None
         self.accepting = False
         self.pending: set[asyncio.Future[Any]] = set()
+        self.turn: asyncio.Future[None] | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
 
     @property
@@ -193,22 +192,14 @@ class LarkConnection(Actor):
 
     # ------------------------------------------------------------------ events
 
-    def _deliver(self, payload: bytes) -> Any:
-        """On the SDK's thread: hand the event over and wait until it is stored."""
+    async def _deliver(self, payload: bytes) -> Any:
+        """On the SDK's loop: hand the event over and wait until it is stored."""
         loop = self.loop
         if not self.accepting or loop is None:
             raise ConnectionFailed("not accepting events now")
         future = asyncio.run_coroutine_threadsafe(self._take_bytes(payload), loop)
-        link = self.link
-        waited = 0.0
-        while True:  # in slices, so a stop is not held up by an event still being stored
-            try:
-                return future.result(timeout=_SLICE)
-            except concurrent.futures.TimeoutError:
-                waited += _SLICE
-                if waited >= self.config.ack_timeout or link is None or link.stopping:
-                    future.cancel()  # the store itself goes on (shielded); Lark redelivers
-                    raise ConnectionFailed("the event was not stored in time; answered as failed") from None
+        # cancelled by a stop, or timed out: the store itself goes on (shielded); Lark redelivers
+        return await asyncio.wait_for(asyncio.wrap_future(future), self.config.ack_timeout)
 
     async def _take_bytes(self, payload: bytes) -> Any:
         try:
@@ -227,8 +218,18 @@ class LarkConnection(Actor):
 
     async def _take(self, data: dict[str, Any]) -> dict[str, Any]:
         adapter = self.adapter
-        events = await adapter.converter.convert(data)
-        seqs = await self.host.ingest(events)
+        # deliveries are ingested in arrival order even when one's conversion looks
+        # something up: each waits for the one before it to be handed to the engine
+        before, turn = self.turn, asyncio.get_running_loop().create_future()
+        self.turn = turn
+        try:
+            events = await adapter.converter.convert(data)
+            if before is not None:
+                await before
+            batch = self.host.ingest(events)
+        finally:
+            turn.set_result(None)
+        seqs = await batch
         if adapter.bot_open_id is None and adapter.api.app_ticket and adapter.converter.last_tenant:
             try:
                 await adapter.bot_info()
@@ -278,6 +279,9 @@ class LarkConnection(Actor):
             return web.json_response({"challenge": opened.challenge})
         try:
             answer = await self.take(opened.payload)
+        except AdapterBusy as busy:  # nothing was stored; Lark retries later
+            retry = str(max(1, round(busy.retry_after)))
+            return web.json_response({"msg": str(busy)}, status=429, headers={"Retry-After": retry})
         except Exception as exc:
             log.error("%s: could not store a Lark event: %r", self.host.bot_id, exc)
             return web.json_response({"msg": "could not store the event; retry"}, status=500)

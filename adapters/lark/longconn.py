@@ -1,17 +1,23 @@
 """lark-oapi's long-connection client, on a thread of its own.
 
-``lark.ws.Client`` is blocking: it runs an asyncio loop of its own, and calls
-the event handler synchronously on that loop, writing the answer frame when
-the handler returns. So it lives in a pykka ``ThreadedWorker``
-(``engine/threaded.py``); the handler hands each event to the engine's loop
-(``run_coroutine_threadsafe``) and returns only once the engine has committed
-it, which is what makes the answer to Lark an acknowledgement of a durable
-event. A failed or timed-out hand-over raises, the SDK answers 500, and Lark
-delivers the event again.
+``lark.ws.Client`` runs an asyncio loop of its own and answers every event
+frame it receives. So it lives in a pykka ``ThreadedWorker``
+(``engine/threaded.py``) on its own thread; each event is handed to the
+engine's loop (``run_coroutine_threadsafe``) and the client writes its answer
+frame only when the engine has committed the event, which makes the answer an
+acknowledgement of a durable event. A failed or timed-out hand-over is answered
+500 (and Lark delivers the event again); a stop cancels what is still waiting,
+unanswered.
 
-Three details of the SDK (1.4 to 1.7) are worked around here, without
-changing it:
+The SDK (1.4 to 1.7) is used as it is, with four details worked around:
 
+- It calls the event handler synchronously on its loop, so one slow commit
+  would hold up every frame behind it (events would be answered one commit at
+  a time). ``_Client`` overrides only the data-frame handler, to await the
+  hand-over instead: many events are in flight and commit together. The answer
+  frame is built exactly as the SDK builds it (same headers, ``biz_rt``,
+  ``{"code": 200}``, a card action's result base64-encoded in ``data``).
+  Frames are handed over in the order they arrive.
 - It keeps one module-level ``loop`` (taken when it is imported, usually the
   engine's own loop) for every client. ``install()`` replaces it with a proxy
   to the running loop of the calling thread, so each bot's client runs on its
@@ -28,14 +34,20 @@ changing it:
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import http
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import lark_oapi.ws.client as ws_client
 from lark_oapi.core.enum import LogLevel
-from lark_oapi.event.dispatcher_handler import EventDispatcherHandler
+from lark_oapi.core.json import JSON
+from lark_oapi.ws.const import HEADER_BIZ_RT, HEADER_MESSAGE_ID, HEADER_SEQ, HEADER_SUM, HEADER_TYPE
+from lark_oapi.ws.enum import MessageType
+from lark_oapi.ws.model import Response
 
 from callboard.engine.threaded import ThreadedWorker
 
@@ -59,16 +71,39 @@ def install() -> None:
         ws_client.loop = _ThreadLoops()
 
 
-class _Events(EventDispatcherHandler):  # type: ignore[misc]
-    """Every delivery, whatever its type, goes to ``deliver`` as raw bytes; what it
-    returns is the answer (a card action's response)."""
+class _Client(ws_client.Client):  # type: ignore[misc]
+    """The SDK's client with an awaited event hand-over (see the module docstring)."""
 
-    def __init__(self, deliver: Callable[[bytes], Any]) -> None:
-        super().__init__()
+    def __init__(self, deliver: Callable[[bytes], Awaitable[Any]], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         self._deliver = deliver
 
-    def _do_without_validation(self, payload: bytes) -> Any:
-        return self._deliver(payload)
+    async def _handle_data_frame(self, frame: Any) -> None:
+        headers = frame.headers
+        values = {h.key: h.value for h in headers}
+        message_id = values[HEADER_MESSAGE_ID]
+        payload = frame.payload
+        parts = int(values[HEADER_SUM])
+        if parts > 1:  # a large event comes in parts; the SDK reassembles them
+            payload = self._combine(message_id, parts, int(values[HEADER_SEQ]), payload)
+            if payload is None:
+                return
+        if MessageType(values[HEADER_TYPE]) != MessageType.EVENT:
+            return  # as the SDK: card frames of the old protocol are not answered
+        response = Response(code=http.HTTPStatus.OK)
+        started = time.monotonic()
+        try:
+            result = await self._deliver(payload)
+            header = headers.add()
+            header.key = HEADER_BIZ_RT
+            header.value = str(int((time.monotonic() - started) * 1000))
+            if result is not None:
+                response.data = base64.b64encode(JSON.marshal(result).encode())
+        except Exception as exc:
+            log.warning("a Lark event was answered as failed (Lark will deliver it again): %s", exc)
+            response = Response(code=http.HTTPStatus.INTERNAL_SERVER_ERROR)
+        frame.payload = JSON.marshal(response).encode()
+        await self._write_message(frame.SerializeToString())
 
 
 class Run:
@@ -106,8 +141,8 @@ class Link:
 
 
 class LongConnWorker(ThreadedWorker):
-    """One bot's long connection. ``deliver(payload) -> answer`` runs on this
-    thread and may block; ``connected()`` is called once the socket is open and
+    """One bot's long connection. ``deliver(payload) -> answer`` is awaited on this
+    thread's loop, once per event; ``connected()`` is called once the socket is open and
     ``report(error)`` once the run ends (None after a requested stop), both on
     this thread."""
 
@@ -117,7 +152,7 @@ class LongConnWorker(ThreadedWorker):
         app_secret: str,
         domain: str,
         link: Link,
-        deliver: Callable[[bytes], Any],
+        deliver: Callable[[bytes], Awaitable[Any]],
         connected: Callable[[], None],
         report: Callable[[BaseException | None], None],
     ) -> None:
@@ -156,11 +191,11 @@ class LongConnWorker(ThreadedWorker):
 
     async def _run(self, stop: asyncio.Event) -> None:
         link = self.link
-        client = ws_client.Client(
-            self.app_id,
-            self.app_secret,
+        client = _Client(
+            self.deliver,
+            app_id=self.app_id,
+            app_secret=self.app_secret,
             log_level=LogLevel.WARNING,
-            event_handler=_Events(self.deliver),
             domain=self.domain,
             auto_reconnect=False,
         )

@@ -187,6 +187,7 @@ class FakeLark:
         self.tokens: dict[str, tuple[str, float]] = {}  # token -> (kind, expires at)
         self.token_grants: Counter[str] = Counter()
         self.calls: list[Call] = []
+        self.answered_count: Counter[str] = Counter()  # successful calls by name
         self.failures: dict[str, deque[Failure]] = {}
         self.held: set[str] = set()
         self.waiting: Counter[str] = Counter()
@@ -566,6 +567,7 @@ class FakeLark:
                 call.status, call.code = answer.status, answer.code
                 return self._answer(answer.status, answer.code, answer.msg)
             call.status, call.code = 200, 0
+            self.answered_count[name] += 1
             if isinstance(result, web.StreamResponse):
                 return result
             return web.json_response({"code": 0, "msg": "success", **result}, dumps=_dumps)
@@ -1006,7 +1008,7 @@ class FakeLark:
 
     async def deliver_concurrently(self, payloads: list[dict[str, Any]], concurrency: int) -> list[int]:
         """Post ``payloads`` to the webhook with ``concurrency`` in flight (a busy
-        platform); returns the statuses. Not retried: for benchmarks."""
+        platform), each until answered 200; returns the last statuses. For benchmarks."""
         assert self.webhook_url is not None
         url = self.webhook_url
         statuses: list[int] = [0] * len(payloads)
@@ -1015,7 +1017,11 @@ class FakeLark:
         async def worker() -> None:
             for index in cursor:
                 body, headers = self.webhook_body(payloads[index])
-                statuses[index], _ = await self.post(url, body, headers)
+                for _ in range(100):  # as Lark: again until answered 200
+                    statuses[index], _ = await self.post(url, body, headers)
+                    if statuses[index] == 200:
+                        break
+                    await asyncio.sleep(self.webhook_retry)
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         return statuses

@@ -1,0 +1,289 @@
+"""Lark benchmark: events handled per second, long connection and webhook, end
+to end, against the web adapter on the same load in the same run.
+
+The engine runs as its own process pinned to one core. The fake Lark open
+platform (``callboard/testing/fake_lark.py``, the server the tests use too)
+runs in this process on the other core. Long connection: it queues
+``chats x messages`` events at once on lark-oapi's websocket, and the SDK in
+the engine answers each only after the journal commit (one at a time: the
+SDK calls its handler synchronously). Webhook: the same events are posted
+encrypted and signed, ``IN_FLIGHT`` at a time; each is answered 200 after the
+commit. The engine routes them to an echo pipeline, which replies through
+``im/v1/messages``; an event counts as handled when its reply arrives. The
+same ``chats x messages`` then go through the web adapter's websocket
+(``bench.e2e.drive``) to a fresh engine, which gives the ratio. Outbound rate
+limits are off (Lark's 50/s per app would otherwise be the result).
+
+    callboard bench lark [--quick] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from callboard.bench.e2e import FLEET as WEB_FLEET
+from callboard.bench.e2e import Load, drive
+from callboard.bench.harness import cpu_seconds, free_port, pin, process, split_cpus, wait_ready
+from callboard.engine.loop import run as run_loop
+from callboard.testing.fake_lark import APP_ID, APP_SECRET, ENCRYPT_KEY, VERIFICATION_TOKEN, FakeLark
+
+LARK_FLEET = """
+name: bench-lark
+engine:
+  journal: {journal}
+  admin: {{port: {port}}}
+bots:
+  - id: bench
+    adapter:
+      type: lark
+      app_id: {app_id}
+      app_secret: "{app_secret}"
+      domain: {domain}
+      mode: {mode}
+      verification_token: "{token}"
+      encrypt_key: "{key}"
+      rate_limits: {{per_bot_per_second: 0, per_private_chat_per_second: 0, per_group_chat_per_minute: 0}}
+    session:
+      idle_ttl: 1h
+      debounce: {{window: 0s, max_wait: 10s, max_batch: 1000}}
+    handlers:
+      - event_type: message.received
+        handler_type: pipeline
+        handler_config: {{stages: [{{type: echo}}]}}
+"""
+
+#: webhook deliveries in flight at once
+IN_FLIGHT = 64
+MODES = ("ws", "webhook")
+
+
+@dataclass
+class Scenario:
+    name: str
+    chats: int
+    messages: int
+
+    @property
+    def events(self) -> int:
+        return self.chats * self.messages
+
+
+@dataclass
+class LarkResult:
+    events: int = 0
+    answered_per_s: float = 0.0
+    handled_per_s: float = 0.0
+    seconds: float = 0.0
+    out_of_order: int = 0
+    duplicates: int = 0
+    engine_busy: float = 0.0  # the engine process's CPU time / wall time
+    notes: list[str] = field(default_factory=list)
+
+
+async def _run_lark(
+    lark: FakeLark, mode: str, scenario: Scenario, tag: str, say: Any, timeout: float, pid: int
+) -> LarkResult:
+    people = [f"ou_{tag}_{c}" for c in range(scenario.chats)]
+    chats = []
+    for person in people:
+        lark.add_user(person, person)
+        chats.append(lark.p2p(person))
+    payloads = [
+        lark.message_event(chats[c], people[c], f"{c}:{i}")
+        for i in range(scenario.messages)
+        for c in range(scenario.chats)
+    ]
+    sends_before = len(lark.sent)
+    answered_before = lark.answered_count["send_message"]
+    say(f"lark {mode} {scenario.name} ({scenario.events:,} events)")
+    cpu_before = cpu_seconds(pid)
+    start = time.monotonic()
+    answered_at = None
+    if mode == "ws":
+        for payload in payloads:
+            lark.push(payload)
+    else:
+        statuses = await lark.deliver_concurrently(payloads, IN_FLIGHT)
+        answered_at = time.monotonic()
+        failed = sum(1 for status in statuses if status != 200)
+    deadline = start + timeout
+    while time.monotonic() < deadline:
+        if answered_at is None and not lark.queue:
+            answered_at = time.monotonic()
+        if lark.answered_count["send_message"] - answered_before >= scenario.events:
+            break
+        await asyncio.sleep(0.005)
+    end = time.monotonic()
+    replies = lark.sent[sends_before:]
+    result = LarkResult(events=scenario.events, seconds=end - start)
+    result.engine_busy = (cpu_seconds(pid) - cpu_before) / max(1e-9, end - start)
+    result.handled_per_s = len(replies) / max(1e-9, result.seconds)
+    result.answered_per_s = scenario.events / max(1e-9, (answered_at or end) - start)
+    seen: set[str] = set()
+    next_index: dict[str, int] = {}
+    for reply in replies:
+        text = orjson.loads(reply["body"]["content"])["text"]
+        chat, _, i = text.partition(":")
+        if text in seen:
+            result.duplicates += 1
+        seen.add(text)
+        if next_index.get(chat, 0) != int(i):
+            result.out_of_order += 1
+        next_index[chat] = int(i) + 1
+    if len(seen) < scenario.events:
+        result.notes.append(f"only {len(seen)} of {scenario.events} events answered")
+    if mode == "webhook" and failed:
+        result.notes.append(f"{failed} deliveries were not answered 200")
+    return result
+
+
+async def _lark(tmp: Path, cpu: int | None, mode: str, scenarios: list[Scenario], say: Any) -> dict[str, Any]:
+    lark = await FakeLark(encrypt_key=ENCRYPT_KEY).start()
+    port = free_port()
+    config = tmp / f"fleet-lark-{mode}.yaml"
+    config.write_text(
+        LARK_FLEET.format(
+            journal=tmp / f"journal-lark-{mode}.sqlite3",
+            port=port,
+            app_id=APP_ID,
+            app_secret=APP_SECRET,
+            domain=lark.base_url,
+            mode=mode,
+            token=VERIFICATION_TOKEN,
+            key=ENCRYPT_KEY,
+        )
+    )
+    if mode == "webhook":
+        lark.webhook_url = f"http://127.0.0.1:{port}/lark/bench/events"
+    argv = [sys.executable, "-m", "callboard.cli", "--log-level", "WARNING", "run", str(config)]
+    results: dict[str, Any] = {}
+    try:
+        with process(argv, cpu) as engine:
+            await wait_ready(f"http://127.0.0.1:{port}/readyz", engine)
+            for index, scenario in enumerate(scenarios):
+                timeout = 120 + scenario.events / 200
+                result = await _run_lark(lark, mode, scenario, f"s{index}", say, timeout, engine.pid)
+                results[scenario.name] = vars(result)
+    finally:
+        await lark.close()
+    return results
+
+
+async def _web(tmp: Path, cpu: int | None, scenarios: list[Scenario], say: Any) -> dict[str, Any]:
+    port = free_port()
+    config = tmp / "fleet-web.yaml"
+    config.write_text(WEB_FLEET.format(journal=tmp / "journal-web.sqlite3", port=port, window="0s"))
+    argv = [sys.executable, "-m", "callboard.cli", "--log-level", "WARNING", "run", str(config)]
+    results: dict[str, Any] = {}
+    with process(argv, cpu) as engine:
+        await wait_ready(f"http://127.0.0.1:{port}/readyz", engine)
+        url = f"ws://127.0.0.1:{port}/web/bench/ws"
+        for scenario in scenarios:
+            say(f"web {scenario.name} ({scenario.events:,} messages)")
+            load = Load(
+                sessions=scenario.chats, messages=scenario.messages, connections=min(scenario.chats, 50)
+            )
+            results[scenario.name] = vars(await drive(url, load, 0.0, tag=f"{scenario.name}-"))
+    return results
+
+
+def measure(quick: bool, quiet: bool = False) -> dict[str, Any]:
+    engine_cpu, load_cpu = split_cpus()
+    pin(load_cpu)
+    scale = 0.2 if quick else 1.0
+
+    def n(value: int) -> int:
+        return max(1, int(value * scale))
+
+    scenarios = [
+        Scenario("S=1", chats=1, messages=n(3_000)),
+        Scenario("S=100", chats=100, messages=n(30)),
+        Scenario("S=1000", chats=1000, messages=max(2, n(3))),
+    ]
+
+    def say(text: str) -> None:
+        if not quiet:
+            print(f"  {text}", file=sys.stderr, flush=True)
+
+    with tempfile.TemporaryDirectory(prefix="callboard-bench-lark-") as tmp:
+        lark = {mode: run_loop(_lark(Path(tmp), engine_cpu, mode, scenarios, say)) for mode in MODES}
+        web = run_loop(_web(Path(tmp), engine_cpu, scenarios, say))
+    ratios = {
+        mode: {
+            name: entry["handled_per_s"] / web[name]["handled_per_s"] if web[name]["handled_per_s"] else 0.0
+            for name, entry in lark[mode].items()
+        }
+        for mode in MODES
+    }
+    everything = [r for mode in MODES for r in lark[mode].values()]
+    return {
+        "quick": quick,
+        "engine_cpu": engine_cpu,
+        "load_cpu": load_cpu,
+        "journal": "SQLite WAL, synchronous=FULL",
+        "webhook_in_flight": IN_FLIGHT,
+        "lark": lark,
+        "web": web,
+        "ratio_handled_lark_vs_web": ratios,
+        "checks": {
+            "all_answered": all(not r["notes"] for r in everything),
+            "in_order": all(r["out_of_order"] == 0 for r in everything),
+            "no_duplicates": all(r["duplicates"] == 0 for r in everything),
+        },
+    }
+
+
+def render(report: dict[str, Any]) -> str:
+    lines = [
+        f"callboard Lark benchmark (engine on CPU {report['engine_cpu']}, fake Lark and load on CPU "
+        f"{report['load_cpu']}; journal {report['journal']}; outbound rate limits off; webhook "
+        f"{report['webhook_in_flight']} in flight, encrypted and signed)",
+        "",
+        f"{'mode':<9}{'scenario':<10}{'events':>8}{'answered/s':>12}{'handled/s':>11}"
+        f"{'engine CPU':>12}{'web handled/s':>15}{'lark/web':>10}",
+    ]
+    for mode in MODES:
+        for name, entry in report["lark"][mode].items():
+            web = report["web"][name]
+            lines.append(
+                f"{mode:<9}{name:<10}{entry['events']:>8,}{entry['answered_per_s']:>12,.0f}"
+                f"{entry['handled_per_s']:>11,.0f}{entry['engine_busy']:>11.0%} "
+                f"{web['handled_per_s']:>15,.0f}{report['ratio_handled_lark_vs_web'][mode][name]:>10.2f}"
+            )
+            for note in entry["notes"] + web["notes"]:
+                lines.append(f"    note: {note}")
+    lines.append("")
+    lines.append(
+        "answered/s: events acknowledged to Lark (ws answer frame or webhook 200, after the journal "
+        "commit); handled/s: echo replies received by the open API"
+    )
+    lines.append(
+        "checks: " + ", ".join(f"{k}={'ok' if v else 'FAILED'}" for k, v in report["checks"].items())
+    )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="callboard bench lark", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="a fifth of the events per scenario")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args(argv)
+    report = measure(args.quick, quiet=args.json)
+    if args.json:
+        print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
+    else:
+        print(render(report))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
