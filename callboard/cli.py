@@ -22,6 +22,7 @@ BENCHMARKS: dict[str, str] = {
     "profile": "callboard.bench.profile",
     "sandbox": "callboard.bench.sandbox",
     "telegram": "callboard.bench.telegram",
+    "lark": "callboard.bench.lark",
 }
 
 
