@@ -99,7 +99,9 @@ class WebhookHandler:
                     ctx.count("webhook_failures", 1)
                     tries = f"{attempt + 1} attempt{'s' if attempt else ''}"
                     raise RunFailed(f"webhook delivery {key} failed after {tries}: {exc}") from None
-                delay = exc.retry_after if exc.retry_after is not None else self.backoff.delay(attempt)
+                delay = self.backoff.delay(attempt)
+                if exc.retry_after is not None:  # the receiver's word, within our longest interval
+                    delay = min(exc.retry_after, self.backoff.max)
                 attempt += 1
                 ctx.count("webhook_retries", 1)
                 ctx.log.warning("webhook %s: %s; retry %d in %.2fs", key, exc, attempt, delay)
