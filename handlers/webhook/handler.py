@@ -76,7 +76,7 @@ class WebhookHandler:
         payload: dict[str, Any] = {
             "event": events[-1],
             "events": events,
-            "bot": {"id": ctx.bot_id},
+            "bot": {"id": ctx.bot_id, "adapter": ctx.event.adapter},
             "session": {"chat_type": session.chat_type, "chat_id": session.chat_id, "thread": session.thread},
             "delivery_id": delivery_id(ctx),
         }

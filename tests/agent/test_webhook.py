@@ -73,7 +73,7 @@ async def test_delivery_is_signed_and_keyed_and_continue_runs_the_next_rule(
     body = delivery.body
     assert delivery.headers["Idempotency-Key"] == body["delivery_id"]
     assert body["event"]["type"] == "message.received" and body["events"] == [body["event"]]
-    assert body["bot"] == {"id": "demo"} and body["session"]["chat_id"] == chat
+    assert body["bot"] == {"id": "demo", "adapter": "web"} and body["session"]["chat_id"] == chat
 
 
 async def test_transient_failures_are_retried_with_the_same_key(
