@@ -44,6 +44,7 @@ from callboard.adapters.lark.errors import BAD_CREDENTIALS, ConnectionFailed, La
 from callboard.adapters.lark.longconn import RUN, Link, LongConnWorker
 from callboard.adapters.lark.webhook import Challenge, Rejected, open_delivery
 from callboard.engine.actor import Actor
+from callboard.engine.clock import sleep
 from callboard.engine.entities import MessageChain
 from callboard.engine.events import BotInvitedToGroup, Event
 
@@ -52,6 +53,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("callboard.lark")
 
+#: a webhook delivery waits at most this long for room in a full backlog (Lark wants an answer in 3 s)
+WEBHOOK_BUSY_WAIT = 2.0
 #: largest webhook body taken (Lark's events are a few KB)
 MAX_BODY = 1024 * 1024
 
@@ -226,7 +229,7 @@ class LarkConnection(Actor):
             events = await adapter.converter.convert(data)
             if before is not None:
                 await before
-            batch = self.host.ingest(events)
+            batch = await self._ingest(events)
         finally:
             turn.set_result(None)
         seqs = await batch
@@ -241,6 +244,25 @@ class LarkConnection(Actor):
                 if seq is not None and isinstance(event, BotInvitedToGroup):
                     self._welcome(event, welcome)
         return {}
+
+    async def _ingest(self, events: list[Event]) -> asyncio.Future[list[int | None]]:
+        """Hand ``events`` to the engine. While its backlog is full, wait and offer them
+        again (up to ``busy_wait``), holding back the deliveries behind them, so a busy
+        engine slows Lark down instead of losing the order; then give up (``AdapterBusy``:
+        the event is not answered, and Lark delivers it again)."""
+        clock = self.host.clock
+        limit = self.config.ack_timeout / 2 if self.config.mode == "ws" else WEBHOOK_BUSY_WAIT
+        deadline = clock.now() + limit
+        while True:
+            batch = self.host.ingest(events)
+            if not batch.done() or batch.cancelled() or not isinstance(batch.exception(), AdapterBusy):
+                return batch
+            busy = batch.exception()
+            assert isinstance(busy, AdapterBusy)
+            left = deadline - clock.now()
+            if left <= 0:
+                raise busy
+            await sleep(clock, min(busy.retry_after, left))
 
     def _welcome(self, event: Event, text: str) -> None:
         assert isinstance(event, BotInvitedToGroup)

@@ -209,7 +209,7 @@ class FakeLark:
         self.silent = False
         self.webhook_url: str | None = None
         self.webhook_statuses: list[int] = []
-        self.webhook_retry = 0.2
+        self.webhook_retry = 0.2  # seconds before an event answered as failed is delivered again
         self._ids = itertools.count(1)
         self._released = asyncio.Event()
         self._changed = asyncio.Event()
@@ -917,6 +917,11 @@ class FakeLark:
         with contextlib.suppress(ConnectionError, RuntimeError):
             await ws.send_bytes(frame.SerializeToString())
 
+    async def _redeliver(self, ws: web.WebSocketResponse, delivery: Delivery) -> None:
+        await asyncio.sleep(self.webhook_retry)
+        if not delivery.acked and ws in self.connections:
+            await self._send_event(ws, delivery)
+
     async def _on_frame(self, ws: web.WebSocketResponse, data: bytes) -> None:
         frame = Frame()
         frame.ParseFromString(data)
@@ -943,6 +948,8 @@ class FakeLark:
                 delivery.acked = True
                 with contextlib.suppress(ValueError):
                     self.queue.remove(delivery.frame_id)
+            elif code != 200 and not delivery.acked:  # as Lark: a failed event comes again later
+                self._spawn(self._redeliver(ws, delivery))
 
     # ------------------------------------------------------------------ webhooks
 

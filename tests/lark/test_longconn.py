@@ -168,3 +168,23 @@ async def test_two_bots_each_run_their_own_long_connection(tmp_path: Path, lark:
             assert lark.texts_sent() == ["a0", "a1", "a2"] and other.texts_sent() == ["b0", "b1", "b2"]
     finally:
         await other.close()
+
+
+async def test_a_full_backlog_holds_events_back_in_order(tmp_path: Path, lark: FakeLark) -> None:
+    """A session may hold 2 unhandled events; a debounce window keeps them unhandled for a
+    while. Later events wait (unanswered) instead of being refused, and keep their order."""
+    lark.add_user(ANN, "Ann")
+    chat = lark.p2p(ANN)
+    config = lark_fleet(tmp_path, lark, handlers="", window="0.6s")
+    bot = config.bots[0]
+    session = bot.session.model_copy(update={"max_pending": 2})
+    config = config.model_copy(update={"bots": [bot.model_copy(update={"session": session})]})
+    async with running(config) as fleet:
+        await connected(fleet)
+        words = [f"w{i}" for i in range(6)]
+        texts(lark, chat, words)
+        await lark.wait_acked(timeout=30)
+        events = await stored_events(fleet)
+        assert [e.text for e in events if isinstance(e, MessageReceived)] == words
+        assert fleet.stats.runtimes[BOT].in_flight.refused > 0  # the backlog did push back
+        assert all(d.answers == [200] for d in lark.deliveries.values())  # none answered as failed
