@@ -24,8 +24,10 @@ pings and sending (a silent socket); ``lose_acks`` drops acks on the way;
 ``refuse_sockets`` fails the next websocket upgrades.
 
 Events API: with ``deliver_to(url)`` set, the same events are posted there
-instead, signed (v0), in order per channel, retried with
-``X-Slack-Retry-Num`` until answered 2xx. ``post`` sends one crafted request
+instead, signed (v0), retried with
+``X-Slack-Retry-Num`` until answered 2xx. ``http_per_channel`` requests
+of one channel may be in flight at once (1, the default, keeps them in order;
+Slack itself does not promise order). ``post`` sends one crafted request
 (bad signature, stale timestamp) for tests of refusal.
 
 Faults per method: ``fail(method, Failure...)``; ``hold(method)`` keeps calls
@@ -204,7 +206,8 @@ class FakeSlack:
         self.http_statuses: list[int] = []
         self.retry_delay = 0.2
         self.http_concurrency = 8
-        self._http_busy: set[str] = set()
+        self.http_per_channel = 1  # requests in flight per channel (1: in order)
+        self._http_busy: Counter[str] = Counter()
         self._http_tasks: set[asyncio.Task[None]] = set()
         self._closing: set[asyncio.Task[None]] = set()
         self._http: aiohttp.ClientSession | None = None
@@ -741,9 +744,9 @@ class FakeSlack:
         for delivery in list(self.pending.values()):
             if busy >= self.http_concurrency:
                 return
-            if delivery.channel in self._http_busy or delivery.sent_at:
+            if self._http_busy[delivery.channel] >= self.http_per_channel or delivery.sent_at:
                 continue
-            self._http_busy.add(delivery.channel)
+            self._http_busy[delivery.channel] += 1
             delivery.sent_at = time.monotonic()
             task = asyncio.ensure_future(self._post_delivery(delivery))
             self._http_tasks.add(task)
@@ -785,7 +788,7 @@ class FakeSlack:
                     return
                 await asyncio.sleep(self.retry_delay)
         finally:
-            self._http_busy.discard(delivery.channel)
+            self._http_busy[delivery.channel] -= 1
             if not delivery.acked:
                 delivery.sent_at = 0.0
 
