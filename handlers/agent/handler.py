@@ -77,6 +77,7 @@ class AgentHandler:
             await reply.finish(config.failure_message)
             raise RunFailed(f"agent run failed: {reason}") from None
         finally:
+            await reply.close()  # no edit of this run lands after it (an interrupted run's either)
             ctx.count("agent_seconds", ctx.clock.now() - started)
         dropped = memory.finish(user_turn, answer)
         if dropped and config.memory.summarize:

@@ -1,16 +1,22 @@
 """Streaming a reply into the chat: one message, edited as tokens arrive.
 
-The first piece of text sends the message; later pieces edit it, at most once
-per ``interval`` (edits happen when a token arrives and the interval has
-passed, so no timer is armed per token; the final text always lands in
-``finish``). Where the adapter cannot edit, or streaming is off, nothing is
-sent until ``finish``, which sends the whole answer. Text longer than the
-platform's limit is split: the streamed message keeps the first part and the
-rest follows as new messages.
+The first visible text sends the message; later pieces edit it, at most once
+per ``interval``. A piece that arrives sooner only stores the text; one
+trailing edit is armed for when the interval is up, and shows whatever text
+there is then (a token burst followed by a pause is shown without waiting for
+the next token; no timer per token). ``finish`` cancels a pending edit and
+shows the final text. Where the adapter cannot edit, or streaming is off,
+nothing is sent until ``finish``, which sends the whole answer. Text longer
+than the platform's limit is split: the streamed message keeps the first part
+and the rest follows as new messages.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
+from callboard.engine.clock import sleep
 from callboard.engine.entities import MessageChain
 from callboard.engine.platform import MessageResult
 from callboard.handlers.context import HandlerContext
@@ -46,21 +52,41 @@ class ReplyStream:
         self.message: MessageResult | None = None
         self.next_edit = 0.0
         self.edits = 0
+        self._pending: asyncio.Task[None] | None = None
 
     async def delta(self, piece: str) -> None:
         self.text += piece
         if not self.live:
             return
-        now = self.ctx.clock.now()
         if self.message is None:
             if not self.text.strip():
                 return  # platforms refuse a blank message: start with the first visible text
             self.message = await self.ctx.reply(self._head())
             self.shown = self._head()
-            self.next_edit = now + self.interval
-        elif now >= self.next_edit:
+            self.next_edit = self.ctx.clock.now() + self.interval
+        elif self._pending is None:
+            self._pending = asyncio.ensure_future(self._edit_when_due())
+
+    async def _edit_when_due(self) -> None:
+        """The one armed edit: at ``next_edit``, show the text as it is then."""
+        try:
+            wait = self.next_edit - self.ctx.clock.now()
+            if wait > 0:
+                await sleep(self.ctx.clock, wait)
             await self._edit(self._head())
             self.next_edit = self.ctx.clock.now() + self.interval
+        except Exception as exc:  # the final edit in finish() shows the text anyway
+            self.ctx.log.warning("streaming edit failed: %r", exc)
+        finally:
+            self._pending = None
+
+    async def close(self) -> None:
+        """Drop a pending edit (the run ends, or was interrupted)."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pending
 
     @property
     def message_id(self) -> str | None:
@@ -80,6 +106,7 @@ class ReplyStream:
 
     async def finish(self, text: str) -> None:
         """Show ``text`` as the final answer."""
+        await self.close()
         self.text = text
         parts = split(text, self.limit) if text else []
         if not parts:
