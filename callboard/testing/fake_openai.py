@@ -46,6 +46,7 @@ class Reply:
     text: str = ""
     calls: list[Call] = field(default_factory=list)
     status: int = 200
+    error: str = ""  # the error message of a non-200 answer
     retry_after: float | None = None
     delay: float = 0.0  # before answering
     chunk_delay: float = 0.0  # between streamed chunks
@@ -149,7 +150,7 @@ class FakeOpenAI:
             if reply.status != 200:
                 headers = {"Retry-After": f"{reply.retry_after:g}"} if reply.retry_after is not None else {}
                 return web.json_response(
-                    {"error": {"message": f"scripted status {reply.status}"}},
+                    {"error": {"message": reply.error or f"scripted status {reply.status}"}},
                     status=reply.status,
                     headers=headers,
                 )

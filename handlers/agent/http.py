@@ -37,8 +37,10 @@ class HttpClient:
         self._session = None
 
 
-async def check_status(response: aiohttp.ClientResponse, service: str) -> None:
-    """Raise ``RunnerError`` for a non-2xx answer: 429 and 5xx are transient."""
+async def check_status(response: aiohttp.ClientResponse, service: str, secret: str | None = None) -> None:
+    """Raise ``RunnerError`` for a non-2xx answer: 429 and 5xx are transient.
+    The service's own error text is kept (cut short), with ``secret`` (the
+    credential we sent) masked: some services echo a rejected key."""
     if response.status < 300:
         return
     detail = ""
@@ -48,6 +50,8 @@ async def check_status(response: aiohttp.ClientResponse, service: str) -> None:
         error = parsed.get("error", parsed) if isinstance(parsed, dict) else parsed
         message = error.get("message") if isinstance(error, dict) else None
         detail = f": {str(message)[:200]}" if message else ""
+        if secret:
+            detail = detail.replace(secret, "***")
     except (orjson.JSONDecodeError, aiohttp.ClientError, UnicodeDecodeError):
         pass
     retry_after = _retry_after(response.headers.get("Retry-After"))

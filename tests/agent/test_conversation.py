@@ -115,3 +115,17 @@ async def _get(url: str) -> Any:
     async with aiohttp.ClientSession() as session, session.get(url) as response:
         assert response.status == 200, await response.text()
         return await response.json()
+
+
+async def test_a_rejected_key_echoed_by_the_service_is_masked(tmp_path: Path, model: FakeOpenAI) -> None:
+    model.script(Reply(status=401, error=f"Incorrect API key provided: {API_KEY}"))
+    config = fleet_config(tmp_path, handlers=agent_rule(model.base_url, "stream: false"))
+    async with running_fleet(config) as fleet, chat_client(fleet.base_url) as client:
+        await client.subscribe("c1")
+        await client.say("hi")
+        failure = await client.wait_for(lambda f: f["op"] == "message")
+        (listed,) = await eventually(lambda: _get(f"{fleet.base_url}/api/bots/demo/failed"))
+    assert failure["text"].startswith("Sorry")  # the configured failure message, no detail
+    assert "HTTP 401" in listed["error"] and "Incorrect API key provided: ***" in listed["error"]
+    assert API_KEY not in listed["error"]
+    assert len(model.requests) == 1  # 401 is not retried

@@ -41,6 +41,7 @@ class DifyRunner:
 
     def __init__(self, config: DifyRunnerConfig) -> None:
         self.config = config
+        self.secret = config.api_key.get_secret_value()
         headers = {
             "Content-Type": "application/json",
             "Authorization": f"Bearer {config.api_key.get_secret_value()}",
@@ -67,7 +68,7 @@ class DifyRunner:
                 if response.status == 404 and conversation:
                     request.conversation.pop("dify_conversation_id", None)  # expired: start a new one
                     raise RunnerError(f"{SERVICE} forgot the conversation", transient=True, retry_after=0)
-                await check_status(response, SERVICE)
+                await check_status(response, SERVICE, self.secret)
                 if request.stream:
                     return await self._read_stream(response, request, on_delta)
                 data = orjson.loads(await response.read())

@@ -41,6 +41,7 @@ class N8nRunner:
 
     def __init__(self, config: N8nRunnerConfig) -> None:
         self.config = config
+        self.secret = config.auth_value.get_secret_value() if config.auth_value is not None else None
         headers = {"Content-Type": "application/json"}
         if config.auth_value is not None:
             headers[config.auth_header] = config.auth_value.get_secret_value()
@@ -59,7 +60,7 @@ class N8nRunner:
         }
         try:
             async with self.http.session.post(self.config.url, data=orjson.dumps(body)) as response:
-                await check_status(response, SERVICE)
+                await check_status(response, SERVICE, self.secret)
                 raw = await response.read()
         except (aiohttp.ClientError, TimeoutError) as error:
             raise transport_error(SERVICE, error) from None

@@ -50,6 +50,7 @@ class OpenAIRunner:
 
     def __init__(self, config: OpenAIRunnerConfig) -> None:
         self.config = config
+        self.secret = config.api_key.get_secret_value() if config.api_key is not None else None
         headers = {"Content-Type": "application/json", **config.headers}
         if config.api_key is not None and config.api_key.get_secret_value():
             headers["Authorization"] = f"Bearer {config.api_key.get_secret_value()}"
@@ -77,7 +78,7 @@ class OpenAIRunner:
     async def complete(self, request: RunRequest, on_delta: DeltaFn) -> Completion:
         try:
             async with self.http.session.post(self.url, data=self._body(request)) as response:
-                await check_status(response, SERVICE)
+                await check_status(response, SERVICE, self.secret)
                 if request.stream:
                     return await self._read_stream(response, on_delta)
                 return _parse_whole(await response.read())
