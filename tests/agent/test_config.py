@@ -4,10 +4,11 @@ errors that name file, line and key and never echo a value."""
 from __future__ import annotations
 
 import textwrap
+from pathlib import Path
 
 import pytest
 
-from callboard.actors.config_file import ConfigError, parse_fleet
+from callboard.actors.config_file import ConfigError, load_fleet, parse_fleet
 from callboard.handlers.agent.config import AgentConfig
 from callboard.handlers.pipeline import AgentStageConfig
 from callboard.handlers.webhook.config import WebhookConfig
@@ -139,3 +140,10 @@ def test_an_agent_runs_as_a_pipeline_stage_config() -> None:
     )
     stage = config.bots[0].handlers[0].handler_config.stages[1]  # type: ignore[attr-defined]
     assert isinstance(stage, AgentStageConfig) and stage.runner == "n8n"
+
+
+def test_the_example_fleet_loads() -> None:
+    config = load_fleet(Path(__file__).resolve().parents[2] / "config" / "agent.example.yaml")
+    rules = config.bots[0].handlers
+    assert [rule.handler_type for rule in rules] == ["webhook", "agent", "agent"]
+    assert rules[0].continue_ and isinstance(rules[1].handler_config, AgentConfig)
