@@ -188,3 +188,29 @@ async def test_a_full_backlog_holds_events_back_in_order(tmp_path: Path, lark: F
         assert [e.text for e in events if isinstance(e, MessageReceived)] == words
         assert fleet.stats.runtimes[BOT].in_flight.refused > 0  # the backlog did push back
         assert all(d.answers == [200] for d in lark.deliveries.values())  # none answered as failed
+
+
+async def test_card_actions_and_the_welcome_over_the_long_connection(tmp_path: Path, lark: FakeLark) -> None:
+    lark.add_chat("oc_new", name="New group", members=[ANN])
+    config = lark_fleet(tmp_path, lark, handlers="", adapter='bot_added_welcome: "Hello, team!"')
+    async with running(config) as fleet:
+        await connected(fleet)
+        added = lark.envelope(
+            "im.chat.member.bot.added_v1",
+            {"chat_id": "oc_new", "name": "New group", "operator_id": {"open_id": ANN}},
+        )
+        lark.push(added)
+        lark.push(added)  # redelivered: still one welcome
+        action = {
+            "operator": {"open_id": ANN},
+            "token": "c-9",
+            "action": {"tag": "button", "value": {"feedback_type": 1}},
+            "context": {"open_message_id": "om_card", "open_chat_id": "oc_new"},
+        }
+        lark.push(lark.envelope("card.action.trigger", action))
+        await lark.wait_acked()
+        await lark.wait_calls("send_message", 1)
+        await asyncio.sleep(0.3)
+        assert lark.texts_sent() == ["Hello, team!"] and lark.sent[0]["chat_id"] == "oc_new"
+        kinds = [type(e).__name__ for e in await stored_events(fleet)]
+        assert kinds == ["BotInvitedToGroup", "FeedbackReceived"]
