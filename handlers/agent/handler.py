@@ -40,6 +40,8 @@ class AgentHandler:
     def __init__(self, config: AgentConfig) -> None:
         self.config = config
         self.busy = config.busy
+        #: the fields this rule's templates use, and the burst's text (the user turn)
+        self.fields = prompt.placeholders(config.prompt) | prompt.placeholders(config.event_prompt) | {"text"}
         self.runner: Runner = RUNNERS[config.runner](config.runner_config)
 
     async def close(self) -> None:
@@ -56,7 +58,7 @@ class AgentHandler:
             memory.reset()
             await ctx.reply("Memory cleared.")
             return
-        values = prompt.fields(ctx.bot_id, ctx.session, ctx.events)
+        values = prompt.fields(ctx.bot_id, ctx.session, ctx.events, self.fields)
         user_turn = values["text"] if messages else prompt.render(config.event_prompt, values)
         reply = ReplyStream(ctx, stream=config.stream, interval=config.stream_interval)
         started = ctx.clock.now()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime
 import string
+from collections.abc import Callable, Collection
 from typing import Any
 
 from callboard.engine.events import (
@@ -112,22 +113,34 @@ def burst_text(events: list[Event], group: bool) -> str:
     return "\n".join(lines)
 
 
-def fields(bot_id: str, session: SessionKey, events: list[Event]) -> dict[str, str]:
+def placeholders(template: str) -> set[str]:
+    """The field names ``template`` uses (it was checked at load)."""
+    return {field for _, field, _, _ in string.Formatter().parse(template) if field}
+
+
+def fields(
+    bot_id: str, session: SessionKey, events: list[Event], names: Collection[str] = FIELDS
+) -> dict[str, str]:
+    """The values of ``names`` for this run (only those: a summary or a time
+    is not built for a prompt that does not use it)."""
     event = events[-1]
     user = event.actor()
     group = getattr(event, "group", None)
-    return {
-        "bot_name": bot_id,
-        "user_name": _name(user),
-        "user_id": str(user.id) if user is not None else "",
-        "group_name": str(group.name or group.id) if group is not None else "",
-        "chat_type": session.chat_type,
-        "chat_id": session.chat_id,
-        "event_type": event.type,
-        "event_summary": summarize(event),
-        "time": datetime.datetime.fromtimestamp(event.timestamp, datetime.UTC).isoformat(timespec="seconds"),
-        "text": burst_text(events, session.chat_type == "group"),
+    getters: dict[str, Callable[[], str]] = {
+        "bot_name": lambda: bot_id,
+        "user_name": lambda: _name(user),
+        "user_id": lambda: str(user.id) if user is not None else "",
+        "group_name": lambda: str(group.name or group.id) if group is not None else "",
+        "chat_type": lambda: session.chat_type,
+        "chat_id": lambda: session.chat_id,
+        "event_type": lambda: event.type,
+        "event_summary": lambda: summarize(event),
+        "time": lambda: datetime.datetime.fromtimestamp(event.timestamp, datetime.UTC).isoformat(
+            timespec="seconds"
+        ),
+        "text": lambda: burst_text(events, session.chat_type == "group"),
     }
+    return {name: getters[name]() for name in names}
 
 
 def render(template: str, values: dict[str, str]) -> str:
