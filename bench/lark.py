@@ -236,7 +236,8 @@ def measure(quick: bool, quiet: bool = False) -> dict[str, Any]:
         "ratio_handled_lark_vs_web": ratios,
         "checks": {
             "all_answered": all(not r["notes"] for r in everything),
-            "in_order": all(r["out_of_order"] == 0 for r in everything),
+            # a webhook's concurrent deliveries carry no order (Lark's neither); the long connection's do
+            "ws_in_order": all(r["out_of_order"] == 0 for r in lark["ws"].values()),
             "no_duplicates": all(r["duplicates"] == 0 for r in everything),
         },
     }
@@ -249,14 +250,14 @@ def render(report: dict[str, Any]) -> str:
         f"{report['webhook_in_flight']} in flight, encrypted and signed)",
         "",
         f"{'mode':<9}{'scenario':<10}{'events':>8}{'answered/s':>12}{'handled/s':>11}"
-        f"{'engine CPU':>12}{'web handled/s':>15}{'lark/web':>10}",
+        f"{'engine CPU':>12}{'reordered':>11}{'web handled/s':>15}{'lark/web':>10}",
     ]
     for mode in MODES:
         for name, entry in report["lark"][mode].items():
             web = report["web"][name]
             lines.append(
                 f"{mode:<9}{name:<10}{entry['events']:>8,}{entry['answered_per_s']:>12,.0f}"
-                f"{entry['handled_per_s']:>11,.0f}{entry['engine_busy']:>11.0%} "
+                f"{entry['handled_per_s']:>11,.0f}{entry['engine_busy']:>11.0%} {entry['out_of_order']:>11,}"
                 f"{web['handled_per_s']:>15,.0f}{report['ratio_handled_lark_vs_web'][mode][name]:>10.2f}"
             )
             for note in entry["notes"] + web["notes"]:
@@ -264,7 +265,8 @@ def render(report: dict[str, Any]) -> str:
     lines.append("")
     lines.append(
         "answered/s: events acknowledged to Lark (ws answer frame or webhook 200, after the journal "
-        "commit); handled/s: echo replies received by the open API"
+        "commit); handled/s: echo replies received by the open API; reordered: replies out of the "
+        "order their events were sent in (a webhook's concurrent deliveries have none)"
     )
     lines.append(
         "checks: " + ", ".join(f"{k}={'ok' if v else 'FAILED'}" for k, v in report["checks"].items())
