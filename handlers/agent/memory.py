@@ -81,13 +81,19 @@ class Memory:
         """Drop the oldest turns (a user turn and its answer together) until both bounds hold."""
         turns = self.turns
         budget = self.config.max_tokens * CHARS_PER_TOKEN
+        users = sum(1 for turn in turns if turn["role"] == "user")
+        size = sum(_size(turn) for turn in turns) if budget else 0
         dropped: list[dict[str, Any]] = []
-        while turns:
-            users = sum(1 for t in turns if t["role"] == "user")
-            size = sum(len(str(t.get("content") or "")) for t in turns)
-            if users <= self.config.max_turns and (not budget or size <= budget):
-                break
-            dropped.append(turns.pop(0))
-            while turns and turns[0]["role"] != "user":
-                dropped.append(turns.pop(0))
+        while turns and (users > self.config.max_turns or size > budget > 0):
+            first = True
+            while turns and (first or turns[0]["role"] != "user"):
+                turn = turns.pop(0)
+                users -= turn["role"] == "user"
+                size -= _size(turn) if budget else 0
+                dropped.append(turn)
+                first = False
         return dropped
+
+
+def _size(turn: dict[str, Any]) -> int:
+    return len(str(turn.get("content") or ""))
