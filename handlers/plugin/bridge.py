@@ -64,13 +64,19 @@ class PluginCounters:
 class Dispatch:
     """One event delivered to one plugin: the run it belongs to and what the plugin may do."""
 
-    __slots__ = ("capabilities", "counters", "ctx", "plugin")
+    __slots__ = ("capabilities", "counters", "ctx", "plugin", "runner")
 
     def __init__(
-        self, ctx: HandlerContext, plugin: str, capabilities: frozenset[str], counters: PluginCounters
+        self,
+        ctx: HandlerContext,
+        plugin: str,
+        runner: str,
+        capabilities: frozenset[str],
+        counters: PluginCounters,
     ) -> None:
         self.ctx = ctx
         self.plugin = plugin
+        self.runner = runner
         self.capabilities = capabilities
         self.counters = counters
 

@@ -103,7 +103,7 @@ class RunnerConnection:
         if action == Action.LOG_BATCH:
             self.logs.write(list(data.get("entries") or []), int(data.get("dropped") or 0))
             return None
-        return await self.hub.serve(action, data)
+        return await self.hub.serve(self.runner, action, data)
 
     def _hello(self, data: dict[str, Any]) -> dict[str, Any]:
         token, self._token = self._token, ""  # one attempt, right or wrong

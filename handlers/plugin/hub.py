@@ -179,12 +179,15 @@ class PluginHub:
 
     # ------------------------------------------------------------------ calls from runners (actors)
 
-    async def serve(self, action: str, data: dict[str, Any]) -> Any:
+    async def serve(self, runner: str, action: str, data: dict[str, Any]) -> Any:
+        """A call from ``runner``: it may act only for events emitted to that runner,
+        so a plugin can never borrow another runner's dispatch (and capabilities)."""
         if action != Action.CALL:
             raise RemoteError(Code.UNKNOWN, f"unknown action {action!r}")
-        dispatch = self.dispatches.get(int(data.get("ctx", 0)))
-        if dispatch is None:
-            raise RemoteError(Code.UNKNOWN, "no event in flight with that ctx (it finished or timed out)")
+        ctx = data.get("ctx")
+        dispatch = self.dispatches.get(ctx) if isinstance(ctx, int) else None
+        if dispatch is None or dispatch.runner != runner:
+            raise RemoteError(Code.UNKNOWN, "no event of this runner in flight with that ctx")
         return await serve_call(dispatch, data)
 
     # ------------------------------------------------------------------ the handler side
@@ -238,7 +241,9 @@ class PluginHub:
         for attempt in range(attempts):
             link = await self._link(entry)
             dispatch_id = next(self._ids)
-            self.dispatches[dispatch_id] = Dispatch(ctx, entry.name, entry.capabilities, entry.counters)
+            self.dispatches[dispatch_id] = Dispatch(
+                ctx, entry.name, entry.spec.runner_name, entry.capabilities, entry.counters
+            )
             entry.counters.events += 1
             data = {
                 "ctx": dispatch_id,

@@ -12,11 +12,14 @@ from callboard.engine.clock import ManualClock
 from callboard.engine.entities import ChatType, Group, MessageChain, User
 from callboard.engine.events import MessageReceived
 from callboard.engine.platform import MessageResult
-from callboard.engine.plugin_protocol import Code, RemoteError
+from callboard.engine.plugin_protocol import Action, Code, RemoteError
 from callboard.engine.sandbox_api import ExecArgs, ExecResult, SandboxOff
 from callboard.handlers.context import HandlerContext
 from callboard.handlers.plugin.bridge import Dispatch, PluginCounters, serve_call
+from callboard.handlers.plugin.config import PluginRuntimeConfig, PluginSpec
+from callboard.handlers.plugin.hub import PluginHub
 from callboard.plugin.context import Context
+from tests.plugins.support import FIXTURES
 
 
 class RecordingAPI:
@@ -65,7 +68,7 @@ class FakeSandbox:
         )
 
 
-def make(capabilities: set[str], sandbox: Any = None) -> tuple[Context, RecordingAPI, PluginCounters]:
+def handler_context(sandbox: Any = None) -> tuple[HandlerContext, RecordingAPI]:
     event = MessageReceived(
         bot_id="b",
         adapter="test",
@@ -96,8 +99,14 @@ def make(capabilities: set[str], sandbox: Any = None) -> tuple[Context, Recordin
         stats=dict,
         sandbox=sandbox,
     )
+    return handler_ctx, api
+
+
+def make(capabilities: set[str], sandbox: Any = None) -> tuple[Context, RecordingAPI, PluginCounters]:
+    handler_ctx, api = handler_context(sandbox)
+    event = handler_ctx.event
     counters = PluginCounters()
-    dispatch = Dispatch(handler_ctx, "p", frozenset(capabilities), counters)
+    dispatch = Dispatch(handler_ctx, "p", "p", frozenset(capabilities), counters)
 
     class Loopback:
         async def call(self, op: str, data: dict[str, Any]) -> Any:
@@ -157,3 +166,21 @@ async def test_sandbox_tools_reach_the_sessions_sandbox() -> None:
     with pytest.raises(RemoteError) as unavailable:
         await none.sandbox.exec(argv=["true"])
     assert unavailable.value.code == Code.UNAVAILABLE
+
+
+async def test_a_runner_may_act_only_for_its_own_events() -> None:
+    hub = PluginHub(PluginRuntimeConfig())
+    hub.configure([PluginSpec(path=str(FIXTURES / "echoer")), PluginSpec(path=str(FIXTURES / "crasher"))])
+    handler_ctx, api = handler_context()
+    hub.dispatches[7] = Dispatch(handler_ctx, "echoer", "echoer", frozenset({"send"}), PluginCounters())
+    send = {
+        "ctx": 7,
+        "op": "send",
+        "chat_type": "group",
+        "chat_id": "g1",
+        "chain": [{"type": "Plain", "text": "x"}],
+    }
+    with pytest.raises(RemoteError) as borrowed:
+        await hub.serve("crasher", Action.CALL, send)
+    assert borrowed.value.code == Code.UNKNOWN and api.sent == []
+    assert await hub.serve("echoer", Action.CALL, send) == {"message_id": "b1"}
