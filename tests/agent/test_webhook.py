@@ -226,3 +226,14 @@ async def test_the_admin_token_guards_failed_runs_but_not_signed_callbacks(
             await client.wait_for(lambda f: f["op"] == "message" and f["text"] == "ok")
     finally:
         await fleet.stop()
+
+
+async def test_an_unreachable_receiver_is_retried_then_a_failed_run(tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{free_port()}/nobody-listens"
+    async with running_fleet(fleet_config(tmp_path, handlers=webhook_rule(url))) as fleet:
+        async with chat_client(fleet.base_url) as client:
+            await client.say("anyone?")
+            (failed,) = await eventually(lambda: _listed(fleet.base_url))
+        counters = fleet.stats.runtimes["demo"].counters
+    assert "connection failed" in failed["error"] and "after 4 attempts" in failed["error"]
+    assert counters.usage["webhook_retries"] == 3 and counters.usage["webhook_failures"] == 1
