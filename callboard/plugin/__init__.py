@@ -9,7 +9,7 @@ docs/plugins.md.
 """
 
 from callboard.engine.plugin_protocol import ListenerInfo, PluginManifest
-from callboard.plugin.context import Api, Context
+from callboard.plugin.context import Api, Context, Sandbox
 from callboard.plugin.plugin import Plugin, command, on
 
-__all__ = ["Api", "Context", "ListenerInfo", "Plugin", "PluginManifest", "command", "on"]
+__all__ = ["Api", "Context", "ListenerInfo", "Plugin", "PluginManifest", "Sandbox", "command", "on"]
