@@ -110,6 +110,8 @@ class SlackResult:
     out_of_order: int = 0
     duplicates: int = 0
     engine_cpu_us_per_event: float = 0.0
+    engine_busy: float = 0.0  # the engine's CPU time / wall time
+    fake_busy: float = 0.0  # this process's (the fake Slack's) CPU time / wall time
     notes: list[str] = field(default_factory=list)
 
 
@@ -125,6 +127,7 @@ async def _run_slack(
     calls_before = len(slack.calls)
     say(f"slack {mode} {scenario.name} ({scenario.events:,} events)")
     cpu_before = cpu_seconds(pid)
+    fake_before = time.process_time()
     start = time.monotonic()
     for i in range(scenario.messages):
         for c in range(scenario.chats):
@@ -138,13 +141,16 @@ async def _run_slack(
             break
         await asyncio.sleep(0.005)
     end = time.monotonic()
-    await slack.wait_acked(timeout=max(5.0, deadline - time.monotonic()))  # the echoes too
     engine_cpu = cpu_seconds(pid) - cpu_before
+    fake_cpu = time.process_time() - fake_before
+    await slack.wait_acked(timeout=max(5.0, deadline - time.monotonic()))  # the echoes too
     replies = [c for c in slack.calls[calls_before:] if c.method == "chat.postMessage" and c.ok]
     result = SlackResult(events=scenario.events, seconds=(replies[-1].at if replies else end) - start)
     result.handled_per_s = len(replies) / max(1e-9, result.seconds)
     result.acked_per_s = scenario.events / max(1e-9, (acked_at or end) - start)
     result.engine_cpu_us_per_event = engine_cpu / max(1, scenario.events) * 1e6
+    result.engine_busy = engine_cpu / max(1e-9, end - start)
+    result.fake_busy = fake_cpu / max(1e-9, end - start)
     seen: set[str] = set()
     next_index: dict[str, int] = {}
     for call in replies:
@@ -353,7 +359,7 @@ def render_report(report: dict[str, Any]) -> str:
         f"{report['load_cpu']}; journal {report['journal']}; outbound rate limits and tiers off)",
         "",
         f"{'mode':<8}{'scenario':<10}{'events':>8}{'acked/s':>10}{'handled/s':>11}{'reordered':>10}"
-        f"{'CPU us/ev':>11}"
+        f"{'CPU us/ev':>11}{'engine':>8}{'fake':>6}"
         f"{'web handled/s':>15}{'web us/ev':>11}{'slack/web':>11}",
     ]
     for mode in MODES:
@@ -362,6 +368,7 @@ def render_report(report: dict[str, Any]) -> str:
             lines.append(
                 f"{mode:<8}{name:<10}{entry['events']:>8,}{entry['acked_per_s']:>10,.0f}"
                 f"{entry['handled_per_s']:>11,.0f}{entry['out_of_order']:>10,}{entry['engine_cpu_us_per_event']:>11,.0f}"
+                f"{entry['engine_busy']:>8.0%}{entry['fake_busy']:>6.0%}"
                 f"{web['handled_per_s']:>15,.0f}{web['engine_cpu_us_per_event']:>11,.0f}"
                 f"{report['ratio_handled_slack_vs_web'][mode][name]:>11.2f}"
             )
@@ -374,7 +381,9 @@ def render_report(report: dict[str, Any]) -> str:
         "",
         "acked/s: events acknowledged to Slack (envelope ack or HTTP 200, after the journal commit); "
         "handled/s: replies received by chat.postMessage; reordered: replies not in the order the fake sent "
-        "the events (HTTP: concurrent requests); CPU us/ev: the engine process's CPU time per event",
+        "the events (HTTP: concurrent requests); CPU us/ev: the engine process's CPU time per event; "
+        "engine, fake: CPU time / wall time of the engine and of the fake Slack (near 100%: that side is "
+        "the limit)",
         f"cost per event, in-process: parse envelope {costs['parse_envelope_us']:.1f} us, convert "
         f"{costs['convert_us']:.1f} us, render reply {costs['render_us']:.1f} us; one chat.postMessage "
         f"through slack_sdk {costs['post_sdk_cpu_us']:.0f} us CPU against "

@@ -853,14 +853,14 @@ class FakeSlack:
             return web.Response(status=failure.status, text="upstream failure")
         if failure is not None and failure.kind == "ratelimited":
             call.error = "ratelimited"
-            return web.json_response(
+            return _json(
                 {"ok": False, "error": "ratelimited"},
                 status=429,
                 headers={"Retry-After": str(failure.retry_after)},
             )
         if failure is not None and failure.kind == "error":
             call.error = failure.code
-            return web.json_response({"ok": False, "error": failure.code})
+            return _json({"ok": False, "error": failure.code})
         token = request.headers.get("Authorization", "").removeprefix("Bearer ").strip() or params.pop(
             "token", ""
         )
@@ -872,9 +872,9 @@ class FakeSlack:
             result = handler(params) or {}
         except SlackError as exc:
             call.error = exc.code
-            return web.json_response({"ok": False, "error": exc.code, **exc.extra})
+            return _json({"ok": False, "error": exc.code, **exc.extra})
         call.ok = True
-        return web.json_response({"ok": True, **result})
+        return _json({"ok": True, **result})
 
     def _authenticate(self, method: str, token: str) -> None:
         if not token:
@@ -1288,6 +1288,12 @@ class FakeSlack:
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def _json(data: dict[str, Any], *, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(data), status=status, headers=headers, content_type="application/json"
+    )
 
 
 def _gone(request: web.Request) -> bool:
