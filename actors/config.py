@@ -24,6 +24,8 @@ from pydantic import (
 from callboard.actors.backlog import MAX_EVENTS, MAX_PENDING
 from callboard.adapters.base import AdapterConfig, AdapterUnavailable, adapter_names, load_adapter
 from callboard.engine.units import Duration
+from callboard.handlers.agent.config import AgentConfig
+from callboard.handlers.pipeline import PipelineConfig
 from callboard.handlers.plugin.config import (
     PluginHandlerConfig,
     PluginRuntimeConfig,
@@ -92,6 +94,21 @@ class BotConfig(_Strict):
                 "bot id must be 1-64 letters, digits, '-' or '_', starting with a letter or digit"
             )
         return value
+
+    @model_validator(mode="after")
+    def _agent_deadlines_fit(self) -> BotConfig:
+        """An agent's deadline ends before the session's run deadline, so a run
+        that fails still tells the user (failure_message) instead of being cut off."""
+        for index, rule in enumerate(self.handlers):
+            config = rule.handler_config
+            agents = [config] if isinstance(config, AgentConfig) else []
+            if isinstance(config, PipelineConfig):
+                agents = [stage for stage in config.stages if isinstance(stage, AgentConfig)]
+            if any(agent.deadline >= self.session.handler_timeout for agent in agents):
+                raise ValueError(
+                    f"handlers[{index}]: the agent's deadline must be shorter than session.handler_timeout"
+                )
+        return self
 
 
 class JournalConfig(_Strict):

@@ -147,3 +147,20 @@ def test_the_example_fleet_loads() -> None:
     rules = config.bots[0].handlers
     assert [rule.handler_type for rule in rules] == ["webhook", "agent", "agent"]
     assert rules[0].continue_ and isinstance(rules[1].handler_config, AgentConfig)
+
+
+def test_an_agent_deadline_must_end_before_the_sessions() -> None:
+    text = """
+name: t
+bots:
+  - id: demo
+    adapter: {type: web}
+    session: {handler_timeout: 30s}
+    handlers:
+      - event_type: message.received
+        handler_type: agent
+        handler_config: {runner: openai, runner_config: {base_url: "http://x/v1", model: m}, deadline: 45s}
+"""
+    with pytest.raises(ConfigError, match=r"bots\[0\]: handlers\[0\]: the agent's deadline must be shorter"):
+        parse_fleet(text, "f.yaml")
+    parse_fleet(text.replace("deadline: 45s", "deadline: 25s"), "f.yaml")
