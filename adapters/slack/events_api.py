@@ -120,6 +120,8 @@ class EventsApiConnection(Actor):
             return web.json_response({"ok": False, "error": str(exc)}, status=400)
         if kind == "url_verification":
             return web.json_response({"challenge": payload.get("challenge")})
+        if kind == "ssl_check":  # Slack checking the certificate of a slash command's URL
+            return web.Response(status=200)
         events = events_of(self.converter, kind, payload)
         stored = ingest(self.host, events)
         try:
@@ -167,5 +169,7 @@ def _payload(content_type: str, body: bytes) -> tuple[str, dict[str, Any]]:
             return INTERACTIVE, data
         if "command" in form:
             return SLASH_COMMANDS, form
+        if "ssl_check" in form:
+            return "ssl_check", form
         raise ValueError("a form without 'payload' or 'command'")
     raise ValueError(f"unsupported content type {content_type[:60]!r}")

@@ -184,3 +184,12 @@ async def test_a_busy_engine_answers_429_and_stores_nothing_of_it(
         assert all(b"busy" in body for status, body in answers if status == 429)
         await slack.wait_calls("chat.postMessage", 2)
         assert len(await stored_events(fleet)) == 2
+
+
+async def test_slacks_ssl_check_is_answered(tmp_path: Path, slack: FakeSlack) -> None:
+    port = free_port()
+    async with running(slack_fleet(tmp_path, slack, mode="http", port=port)) as fleet:
+        await eventually(lambda: fleet.stats.connections.get(BOT, (False, ""))[0])
+        status, _ = await slack.post(url(port), b"ssl_check=1&token=x", "application/x-www-form-urlencoded")
+        assert status == 200
+        assert await stored_events(fleet) == []

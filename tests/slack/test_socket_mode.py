@@ -6,12 +6,16 @@ connection recovers from drops, refreshes and silence."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import collections
 import logging
 from pathlib import Path
 
+import aiohttp
 import pytest
 
+from callboard.adapters.slack.adapter import SlackAdapter
+from callboard.engine.entities import Image
 from callboard.engine.events import FeedbackReceived, MessageReceived, PlatformSpecific
 from callboard.testing.fake_slack import APP_TOKEN, BOT_TOKEN, BOT_USER, Failure, FakeSlack
 from tests.slack.conftest import ANN, BOT, GENERAL, running, slack_fleet, stored_events, texts
@@ -224,3 +228,24 @@ async def test_a_websocket_that_will_not_open_is_abandoned_and_retried(
         slack.push(slack.message(slack.im(ANN), ANN, "finally"))
         await slack.wait_calls("chat.postMessage", 1)
         assert fleet.stats.connections[BOT][0]
+
+
+async def test_a_shared_file_arrives_as_an_image_and_downloads_with_the_bot_token(
+    tmp_path: Path, slack: FakeSlack
+) -> None:
+    async with running(slack_fleet(tmp_path, slack, handlers="")) as fleet:
+        await slack.wait_socket()
+        photo = slack.add_file(b"\x89PNG fake bytes", "cat.png", "image/png", user=ANN)
+        slack.push(slack.message(slack.im(ANN), ANN, "my cat", files=[photo]))
+        await slack.wait_acked()
+        (event,) = [e for e in await stored_events(fleet) if isinstance(e, MessageReceived)]
+        (image,) = event.message_chain.components(Image)
+        assert image.file_id == photo["id"] and image.mime == "image/png" and event.text == "my cat"
+        bot = fleet.stats.runtimes[BOT].api
+        assert isinstance(bot, SlackAdapter)
+        url = await bot.get_file_url(image.file_id)
+        async with aiohttp.ClientSession() as http, http.get(url) as response:
+            assert response.status == 403  # the URL alone is not enough: Slack wants the bot token
+        got = await bot.call_platform_api("download_file", {"file_id": image.file_id})
+        assert base64.b64decode(got["content_base64"]) == b"\x89PNG fake bytes"
+        assert got["mimetype"] == "image/png"
