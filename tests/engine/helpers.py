@@ -3,11 +3,34 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from typing import Any
 
 from callboard.engine import Actor
 
 EVENTS: list[tuple[str, str]] = []
+
+
+@dataclass(frozen=True, slots=True)
+class Note:
+    """A plain message that tests record and compare."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Get:
+    """Ask a ``Recorder`` for what it has recorded."""
+
+
+@dataclass(frozen=True, slots=True)
+class Boom:
+    """Makes a ``Flaky`` (or any test actor that knows it) fail."""
+
+
+@dataclass(frozen=True, slots=True)
+class Block:
+    """Makes a ``Gate`` wait inside ``receive`` until its event is set."""
 
 
 class Recorder(Actor):
@@ -17,14 +40,14 @@ class Recorder(Actor):
         self.log: list[Any] = log if log is not None else []
 
     async def receive(self, message: Any) -> Any:
-        if message == "get":
+        if isinstance(message, Get):
             return list(self.log)
         self.log.append(message)
         return message
 
 
 class Flaky(Actor):
-    """Fails on "boom"; counts the messages this instance has handled."""
+    """Fails on ``Boom``; counts the messages this instance has handled."""
 
     instances: list[Flaky] = []
 
@@ -34,7 +57,7 @@ class Flaky(Actor):
         Flaky.instances.append(self)
 
     async def receive(self, message: Any) -> Any:
-        if message == "boom":
+        if isinstance(message, Boom):
             raise RuntimeError("boom")
         if isinstance(message, BaseException):
             raise message
@@ -44,14 +67,14 @@ class Flaky(Actor):
 
 
 class Gate(Actor):
-    """Blocks inside receive on "block" until the shared event is set."""
+    """Blocks inside receive on ``Block`` until the shared event is set."""
 
     def __init__(self, gate: asyncio.Event, log: list[Any]) -> None:
         self.gate = gate
         self.log = log
 
     async def receive(self, message: Any) -> Any:
-        if message == "block":
+        if isinstance(message, Block):
             await self.gate.wait()
         self.log.append(message)
         return message

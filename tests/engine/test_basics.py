@@ -20,14 +20,14 @@ from callboard.engine import (
     SystemShutDownError,
     Terminated,
 )
-from tests.engine.helpers import Gate, Recorder
+from tests.engine.helpers import Block, Gate, Get, Note, Recorder
 
 
 async def test_tell_keeps_order(system: ActorSystem) -> None:
     ref = system.spawn(Recorder, "r")
     for i in range(5000):
         ref.tell(i)
-    assert await ref.ask("get") == list(range(5000))
+    assert await ref.ask(Get()) == list(range(5000))
 
 
 @settings(max_examples=40, deadline=None)
@@ -47,7 +47,7 @@ def test_per_actor_order_under_interleaving(ops: list[tuple[int, bool]]) -> None
             else:
                 refs[target].tell(n)
         for i, ref in enumerate(refs):
-            assert await ref.ask("get") == sent[i]
+            assert await ref.ask(Get()) == sent[i]
         await system.shutdown()
 
     asyncio.run(scenario())
@@ -68,7 +68,7 @@ async def test_ask_returns_and_raises(system: ActorSystem) -> None:
 async def test_ask_timeout_on_manual_clock(manual: ActorSystem, clock: ManualClock) -> None:
     gate = asyncio.Event()
     ref = manual.spawn(Gate, "g", gate, [])
-    ask = asyncio.ensure_future(ref.ask("block", timeout=2.0))
+    ask = asyncio.ensure_future(ref.ask(Block(), timeout=2.0))
     await clock.advance(1.9)
     assert not ask.done()
     await clock.advance(0.2)
@@ -83,14 +83,14 @@ async def test_ask_dead_actor(system: ActorSystem) -> None:
     await ref.stop()
     assert not ref.is_alive
     with pytest.raises(ActorDeadError):
-        await ref.ask("get")
+        await ref.ask(Get())
 
 
 async def test_ask_queued_behind_a_kill_fails(system: ActorSystem) -> None:
     gate = asyncio.Event()
     ref = system.spawn(Gate, "g", gate, [])
-    ref.tell("block")
-    pending = asyncio.ensure_future(ref.ask("after"))
+    ref.tell(Block())
+    pending = asyncio.ensure_future(ref.ask(Note("after")))
     await asyncio.sleep(0.01)
     await ref._cell.kill()
     with pytest.raises(ActorDeadError):
@@ -101,8 +101,8 @@ async def test_dead_letters_are_counted_not_raised(system: ActorSystem) -> None:
     ref = system.spawn(Recorder, "r")
     await ref.stop()
     before = system.metrics.dead_letters
-    ref.tell("late")
-    ref.tell("later")
+    ref.tell(Note("late"))
+    ref.tell(Note("later"))
     assert system.metrics.dead_letters == before + 2
 
 
@@ -150,7 +150,7 @@ async def test_paths_and_lookup(system: ActorSystem) -> None:
             return self.child
 
     fleet = system.spawn(Parent, "fleet")
-    child = await fleet.ask("child")
+    child = await fleet.ask(Get())
     assert child.path == "/fleet/sessions"
     assert system.lookup("/fleet/sessions") is child
     assert system.lookup("/fleet/missing") is None
@@ -182,7 +182,7 @@ async def test_death_watch(system: ActorSystem) -> None:
 async def test_metrics_snapshot(system: ActorSystem) -> None:
     ref = system.spawn(Recorder, "r")
     ref.tell(1)
-    await ref.ask("get")
+    await ref.ask(Get())
     snap = system.metrics.snapshot()
     assert snap["actors_live"] == 1
     assert snap["messages_total"] >= 2

@@ -7,11 +7,12 @@ from typing import Any
 
 from callboard.engine import Actor, ActorSystem, SupervisorStrategy
 from callboard.engine.dispatcher import MAX_PARKED
+from tests.engine.helpers import Boom, Note
 
 
 class Fragile(Actor):
     async def receive(self, message: Any) -> Any:
-        if message == "boom":
+        if isinstance(message, Boom):
             raise RuntimeError("storm")
         return message
 
@@ -30,8 +31,8 @@ async def test_crash_storm_leaves_nothing_behind() -> None:
     before = set(asyncio.all_tasks())
     system = ActorSystem("storm", dead_letter_log_interval=60)
     pool = system.spawn(Pool, "pool", 10_000)
-    pool.tell("boom")  # every child fails and is restarted
-    pool.tell("boom")  # every child fails again: over the limit, stopped
+    pool.tell(Boom())  # every child fails and is restarted
+    pool.tell(Boom())  # every child fails again: over the limit, stopped
     await system.quiesce(timeout=60)
     assert system.metrics.failures["Fragile"] == 20_000
     assert system.metrics.restarts["Fragile"] == 10_000
@@ -41,6 +42,6 @@ async def test_crash_storm_leaves_nothing_behind() -> None:
     assert system.dispatcher.active == 0 and not system.dispatcher.runq
     assert len(set(asyncio.all_tasks()) - before) <= MAX_PARKED  # parked workers only
     # the pool itself is healthy
-    assert await pool.ask("ok") is None
+    assert await pool.ask(Note("ok")) is None
     await system.shutdown()
     assert set(asyncio.all_tasks()) - before == set()

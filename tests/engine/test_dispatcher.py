@@ -6,16 +6,16 @@ import asyncio
 from typing import Any
 
 from callboard.engine import Actor, ActorSystem
-from tests.engine.helpers import Gate, Recorder
+from tests.engine.helpers import Block, Gate, Get, Note, Recorder
 
 
 async def test_queued_actor_not_stranded_behind_a_blocked_one(system: ActorSystem) -> None:
     gate = asyncio.Event()
     blocked = system.spawn(Gate, "a", gate, [])
     other = system.spawn(Recorder, "b")
-    blocked.tell("block")  # both land on the run queue before any worker runs
+    blocked.tell(Block())  # both land on the run queue before any worker runs
     other.tell(1)
-    assert await asyncio.wait_for(other.ask("get"), 1.0) == [1]
+    assert await asyncio.wait_for(other.ask(Get()), 1.0) == [1]
     gate.set()
 
 
@@ -33,12 +33,12 @@ async def test_tell_then_await_inside_receive(system: ActorSystem) -> None:
 
     sink = system.spawn(Recorder, "sink", log)
     fwd = system.spawn(Forwarder, "fwd", sink)
-    fwd.tell("x")
+    fwd.tell(Note("x"))
     for _ in range(50):
         if log:
             break
         await asyncio.sleep(0.01)
-    assert log == ["x"]
+    assert log == [Note("x")]
     gate.set()
 
 
@@ -48,12 +48,12 @@ async def test_many_concurrent_awaits(system: ActorSystem) -> None:
     logs: list[list[Any]] = [[] for _ in range(1000)]
     refs = [system.spawn(Gate, f"g{i}", gate, logs[i]) for i in range(1000)]
     for ref in refs:
-        ref.tell("block")
+        ref.tell(Block())
     await system.quiesce()
     assert len(system.dispatcher.workers) >= 1000
     gate.set()
     await system.quiesce()
-    assert all(log == ["block"] for log in logs)
+    assert all(log == [Block()] for log in logs)
 
 
 async def test_asyncio_timeout_inside_receive(system: ActorSystem) -> None:
@@ -63,12 +63,12 @@ async def test_asyncio_timeout_inside_receive(system: ActorSystem) -> None:
                 async with asyncio.timeout(0.01):
                     await asyncio.Event().wait()
             except TimeoutError:
-                return "timed out"
-            return "no"
+                return True
+            return False
 
     ref = system.spawn(Timed, "t")
-    assert await ref.ask("go") == "timed out"
-    assert await ref.ask("again") == "timed out"  # the worker survived the cancellation
+    assert await ref.ask(Note("go")) is True
+    assert await ref.ask(Note("again")) is True  # the worker survived the cancellation
 
 
 async def test_runs_on_uvloop() -> None:

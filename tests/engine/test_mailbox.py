@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 import pytest
 
 from callboard.engine import ActorSystem, MailboxFull, MailboxPolicy
-from tests.engine.helpers import Gate
+from tests.engine.helpers import Block, Gate
 
 
 def bounded(policy: MailboxPolicy, capacity: int = 2) -> type[Gate]:
@@ -23,8 +23,8 @@ async def _blocked(system: ActorSystem, policy: MailboxPolicy) -> tuple[Any, asy
     gate = asyncio.Event()
     log: list[Any] = []
     ref = system.spawn(bounded(policy), policy, gate, log)
-    ref.tell("block")
-    await system.quiesce()  # "block" is being handled; the mailbox is empty
+    ref.tell(Block())
+    await system.quiesce()  # Block is being handled; the mailbox is empty
     return ref, gate, log
 
 
@@ -36,7 +36,7 @@ async def test_fail_policy_raises(system: ActorSystem) -> None:
         ref.tell(3)
     gate.set()
     await system.quiesce()
-    assert log == ["block", 1, 2]
+    assert log == [Block(), 1, 2]
 
 
 async def test_drop_oldest(system: ActorSystem) -> None:
@@ -45,7 +45,7 @@ async def test_drop_oldest(system: ActorSystem) -> None:
         ref.tell(i)
     gate.set()
     await system.quiesce()
-    assert log == ["block", 3, 4]
+    assert log == [Block(), 3, 4]
     assert system.metrics.dropped == 2
 
 
@@ -55,7 +55,7 @@ async def test_drop_newest(system: ActorSystem) -> None:
         ref.tell(i)
     gate.set()
     await system.quiesce()
-    assert log == ["block", 1, 2]
+    assert log == [Block(), 1, 2]
     assert system.metrics.dropped == 2
 
 
@@ -78,7 +78,7 @@ async def test_send_waits_for_room(system: ActorSystem) -> None:
     gate.set()
     await sender
     await system.quiesce()
-    assert log == ["block", 1, 2, 3]
+    assert log == [Block(), 1, 2, 3]
 
 
 async def test_many_senders_keep_fifo_per_sender(system: ActorSystem) -> None:

@@ -9,6 +9,7 @@ import pytest
 
 from callboard.engine import Actor, ActorSystem
 from callboard.engine.dispatcher import MAX_PARKED
+from tests.engine.helpers import Get, Note
 
 STOPS: list[str] = []
 
@@ -75,7 +76,7 @@ async def test_forced_shutdown_still_runs_on_stop() -> None:
             stopped.append(self.ref.path)
 
     ref = system.spawn(Stuck, "stuck")
-    ref.tell("hang")
+    ref.tell(Note("hang"))
     await system.quiesce()
     await system.shutdown(timeout=0.2)
     assert stopped == ["/stuck"]
@@ -88,7 +89,7 @@ async def test_no_tasks_left_after_shutdown() -> None:
     system = ActorSystem("s")
     refs = [system.spawn(Node, f"n{i}", 0, 0) for i in range(1000)]
     for ref in refs:
-        ref.tell("x")
+        ref.tell(Note("x"))
     await system.quiesce()
     workers = set(asyncio.all_tasks()) - before
     assert len(workers) <= MAX_PARKED
@@ -127,7 +128,7 @@ async def test_on_stopping_runs_while_children_live() -> None:
             self.items: list[Any] = []
 
         async def receive(self, message: Any) -> Any:
-            if message == "take":
+            if isinstance(message, Get):
                 return self.items
             self.items.append(message)
 
@@ -139,7 +140,7 @@ async def test_on_stopping_runs_while_children_live() -> None:
             self.buffer.tell(message)
 
         async def on_stopping(self) -> None:
-            flushed.extend(await self.buffer.ask("take"))
+            flushed.extend(await self.buffer.ask(Get()))
 
     owner = system.spawn(Owner, "owner")
     owner.tell(1)

@@ -17,7 +17,7 @@ from callboard.engine import (
     SupervisorStrategy,
     Terminated,
 )
-from tests.engine.helpers import Flaky
+from tests.engine.helpers import Boom, Flaky, Get, Note
 
 
 @pytest.fixture(autouse=True)
@@ -29,7 +29,7 @@ async def test_restart_makes_fresh_instance_and_keeps_mailbox(system: ActorSyste
     seen: list[Any] = []
     ref = system.spawn(Flaky, "f", seen)
     ref.tell(1)
-    ref.tell("boom")
+    ref.tell(Boom())
     ref.tell(2)
     ref.tell(3)
     assert await ref.ask(4) == 3  # the fresh instance counted 2, 3, 4
@@ -42,9 +42,9 @@ async def test_restart_makes_fresh_instance_and_keeps_mailbox(system: ActorSyste
 async def test_failed_message_is_reported(system: ActorSystem, caplog: pytest.LogCaptureFixture) -> None:
     ref = system.spawn(Flaky, "f")
     with caplog.at_level(logging.ERROR, logger="callboard.engine"):
-        ref.tell("boom")
+        ref.tell(Boom())
         await ref.ask(1)
-    assert any("/f (Flaky) failed on 'boom'" in r.getMessage() for r in caplog.records)
+    assert any("/f (Flaky) failed on Boom()" in r.getMessage() for r in caplog.records)
 
 
 async def test_restart_intensity_escalates(manual: ActorSystem, clock: ManualClock) -> None:
@@ -71,13 +71,13 @@ async def test_restart_intensity_escalates(manual: ActorSystem, clock: ManualClo
 
     parent = manual.spawn(Parent, "parent")
     await clock.advance(0)
-    parent.tell("boom")
+    parent.tell(Boom())
     await clock.advance(1)
-    parent.tell("boom")
+    parent.tell(Boom())
     await clock.advance(1)
     assert Parent.starts == 1
     assert manual.metrics.restarts["Flaky"] == 2
-    parent.tell("boom")  # third failure within 10 s: limit exceeded
+    parent.tell(Boom())  # third failure within 10 s: limit exceeded
     await clock.advance(1)
     assert manual.metrics.restarts["Parent"] == 1
     assert Parent.starts == 2
@@ -88,7 +88,7 @@ async def test_restart_intensity_escalates(manual: ActorSystem, clock: ManualClo
 async def test_intensity_window_slides(manual: ActorSystem, clock: ManualClock) -> None:
     ref = manual.spawn(Flaky, "f", supervisor=SupervisorStrategy(max_restarts=2, within_seconds=5))
     for _ in range(6):
-        ref.tell("boom")
+        ref.tell(Boom())
         await clock.advance(3)  # never more than 2 failures inside any 5 s window
     assert ref.is_alive
     assert manual.metrics.restarts["Flaky"] == 6
@@ -97,8 +97,8 @@ async def test_intensity_window_slides(manual: ActorSystem, clock: ManualClock) 
 async def test_limit_stops_child_without_escalation(manual: ActorSystem, clock: ManualClock) -> None:
     strategy = SupervisorStrategy(max_restarts=1, within_seconds=60, escalate_on_limit=False)
     ref = manual.spawn(Flaky, "f", supervisor=strategy)
-    ref.tell("boom")
-    ref.tell("boom")
+    ref.tell(Boom())
+    ref.tell(Boom())
     await clock.advance(0)
     reason = await ref.terminated()
     assert isinstance(reason, RestartLimitExceeded)
@@ -112,8 +112,8 @@ async def test_backoff_delays_on_test_clock(manual: ActorSystem, clock: ManualCl
     ref = manual.spawn(Flaky, "f", supervisor=strategy)
     expected = [1.0, 2.0, 4.0, 4.0]
     for delay in expected:
-        ref.tell("boom")
-        ref.tell("after")
+        ref.tell(Boom())
+        ref.tell(Note("after"))
         await clock.advance(0)
         restarts = manual.metrics.restarts["Flaky"]
         assert clock.pending() == [pytest.approx(clock.now() + delay)]
@@ -122,7 +122,7 @@ async def test_backoff_delays_on_test_clock(manual: ActorSystem, clock: ManualCl
         await clock.advance(0.01)
         assert manual.metrics.restarts["Flaky"] == restarts + 1
     # messages that arrived during backoff were kept and handled by the fresh instance
-    assert [i.seen for i in Flaky.instances] == [[]] + [["after"]] * 4
+    assert [i.seen for i in Flaky.instances] == [[]] + [[Note("after")]] * 4
 
 
 async def test_backoff_resets_after_quiet_period(manual: ActorSystem, clock: ManualClock) -> None:
@@ -130,13 +130,13 @@ async def test_backoff_resets_after_quiet_period(manual: ActorSystem, clock: Man
         max_restarts=None, backoff=Backoff(min=1.0, max=8.0, factor=2.0, jitter=0.0, reset_after=10)
     )
     ref = manual.spawn(Flaky, "f", supervisor=strategy)
-    ref.tell("boom")
+    ref.tell(Boom())
     await clock.advance(1)
-    ref.tell("boom")
+    ref.tell(Boom())
     await clock.advance(0)
     assert clock.pending() == [pytest.approx(clock.now() + 2.0)]
     await clock.advance(30)  # quiet for longer than reset_after
-    ref.tell("boom")
+    ref.tell(Boom())
     await clock.advance(0)
     assert clock.pending() == [pytest.approx(clock.now() + 1.0)]
 
@@ -158,7 +158,7 @@ async def test_one_for_all_restarts_siblings(system: ActorSystem) -> None:
     for ref in [*refs, loner]:
         await ref.ask(1)
     assert len(Flaky.instances) == 4
-    refs[1].tell("boom")
+    refs[1].tell(Boom())
     # every member of the group answers from a fresh instance
     assert [await r.ask(1) for r in refs] == [1, 1, 1]
     assert await loner.ask(1) == 2  # outside the group: untouched
@@ -191,18 +191,18 @@ async def test_escalate_restarts_parent(system: ActorSystem) -> None:
             )
 
         async def receive(self, message: Any) -> Any:
-            if message == "child":
+            if isinstance(message, Get):
                 return self.child
             self.child.tell(message)
             return None
 
     parent = system.spawn(Parent, "p")
-    old_child = await parent.ask("child")
-    parent.tell("boom")
+    old_child = await parent.ask(Get())
+    parent.tell(Boom())
     await system.quiesce()
     assert Parent.starts == 2
     assert not old_child.is_alive
-    new_child = await parent.ask("child")
+    new_child = await parent.ask(Get())
     assert new_child.is_alive and new_child is not old_child
 
 
@@ -221,11 +221,11 @@ async def test_on_start_failure_is_supervised(manual: ActorSystem, clock: Manual
     strategy = SupervisorStrategy(max_restarts=5, backoff=Backoff(min=0.5, max=1, jitter=0))
     ref = manual.spawn(BadStart, "b", supervisor=strategy)
     await clock.advance(5)
-    assert await ref.ask("n") == 3
+    assert await ref.ask(Get()) == 3
 
 
 async def test_top_level_escalation_stops_it(system: ActorSystem) -> None:
     ref = system.spawn(Flaky, "f", supervisor=SupervisorStrategy(decider=lambda e: Directive.ESCALATE))
-    ref.tell("boom")
+    ref.tell(Boom())
     reason = await ref.terminated()
     assert isinstance(reason, RuntimeError)

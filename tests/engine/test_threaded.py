@@ -9,6 +9,7 @@ from typing import Any
 
 from callboard.engine import Actor, ActorSystem
 from callboard.engine.threaded import ThreadedHost, ThreadedWorker
+from tests.engine.helpers import Boom, Note
 
 WORKERS: list[Blocking] = []
 
@@ -24,7 +25,7 @@ class Blocking(ThreadedWorker):
 
     def handle(self, message: Any) -> Any:
         self.calls += 1
-        if message == "crash":
+        if isinstance(message, Boom):
             raise ConnectionError("sdk exploded")
         if isinstance(message, float):
             time.sleep(message)  # blocks this thread only
@@ -38,7 +39,7 @@ class Fast(Actor):
 
 async def test_worker_runs_on_its_own_thread(system: ActorSystem) -> None:
     host = system.spawn(ThreadedHost, "docker", Blocking, "w")
-    label, calls, ident = await host.ask("hello")
+    label, calls, ident = await host.ask(Note("hello"))
     assert (label, calls) == ("w", 1)
     assert ident != threading.get_ident()
 
@@ -57,17 +58,17 @@ async def test_blocking_worker_does_not_block_the_loop(system: ActorSystem) -> N
 async def test_crashing_worker_is_restarted(system: ActorSystem) -> None:
     WORKERS.clear()
     host = system.spawn(ThreadedHost, "docker", Blocking, "w")
-    assert (await host.ask("a"))[1] == 1
-    assert (await host.ask("b"))[1] == 2
+    assert (await host.ask(Note("a")))[1] == 1
+    assert (await host.ask(Note("b")))[1] == 2
     first = WORKERS[-1]
     try:
-        await host.ask("crash")
+        await host.ask(Boom())
     except ConnectionError:
         pass
     else:
         raise AssertionError("the worker's error should reach the caller")
     # the host was restarted by its supervisor with a fresh worker thread
-    assert (await host.ask("c"))[1] == 1
+    assert (await host.ask(Note("c")))[1] == 1
     assert len(WORKERS) == 2 and WORKERS[-1] is not first
     assert not first.actor_ref.is_alive()
     assert system.metrics.restarts["ThreadedHost"] == 1
@@ -77,7 +78,7 @@ async def test_stopping_host_stops_worker_thread() -> None:
     system = ActorSystem("s")
     WORKERS.clear()
     host = system.spawn(ThreadedHost, "docker", Blocking, "w")
-    await host.ask("x")
+    await host.ask(Note("x"))
     worker = WORKERS[-1]
     await system.shutdown()
     assert not worker.actor_ref.is_alive()

@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 from callboard.engine import Actor, ActorSystem, ManualClock, Terminated
+from tests.engine.helpers import Note
 
 
 class Idle(Actor):
@@ -17,8 +18,6 @@ class Idle(Actor):
         self.context.set_receive_timeout(self.ttl)
 
     async def receive(self, message: Any) -> Any:
-        if message == "slow":
-            await asyncio.sleep(0.05)  # real time; the manual clock does not move
         self.log.append(message)
         return message
 
@@ -41,7 +40,7 @@ async def test_receive_timeout_passivates(manual: ActorSystem, clock: ManualCloc
     await watcher.ask(ref)
     await clock.advance(9.9)
     assert ref.is_alive
-    ref.tell("activity")  # resets the idle period
+    ref.tell(Note("activity"))  # resets the idle period
     await clock.advance(9.9)
     assert ref.is_alive
     await clock.advance(0.2)
@@ -60,7 +59,7 @@ async def test_busy_actor_is_not_reaped(manual: ActorSystem, clock: ManualClock)
             await gate.wait()  # in-flight work, e.g. an LLM call
 
     ref = manual.spawn(Busy, "b")
-    ref.tell("work")
+    ref.tell(Note("work"))
     await clock.advance(60)
     assert ref.is_alive  # in-flight work is activity
     gate.set()
@@ -97,19 +96,19 @@ async def test_timer_delivers_once(manual: ActorSystem, clock: ManualClock) -> N
 
     class Timed(Actor):
         async def receive(self, message: Any) -> Any:
-            if message == "arm":
-                self.context.schedule_once(2.0, "fired", key="k")
-            elif message == "re-arm":
-                self.context.schedule_once(5.0, "fired-late", key="k")
+            if message == Note("arm"):
+                self.context.schedule_once(2.0, Note("fired"), key="k")
+            elif message == Note("re-arm"):
+                self.context.schedule_once(5.0, Note("fired-late"), key="k")
             else:
                 log.append((clock.now(), message))
 
     ref = manual.spawn(Timed, "t")
-    ref.tell("arm")
+    ref.tell(Note("arm"))
     await clock.advance(1)
-    ref.tell("re-arm")  # supersedes the first timer
+    ref.tell(Note("re-arm"))  # supersedes the first timer
     await clock.advance(10)
-    assert log == [(6.0, "fired-late")]
+    assert log == [(6.0, Note("fired-late"))]
 
 
 async def test_stale_timer_already_in_mailbox_is_fenced(manual: ActorSystem, clock: ManualClock) -> None:
@@ -120,20 +119,20 @@ async def test_stale_timer_already_in_mailbox_is_fenced(manual: ActorSystem, clo
 
     class Timed(Actor):
         async def receive(self, message: Any) -> Any:
-            if message == "arm":
-                self.context.schedule_once(1.0, "cancelled-timer", key="a")
-                self.context.schedule_once(1.0, "superseded-timer", key="b")
-            elif message == "block-then-cancel":
+            if message == Note("arm"):
+                self.context.schedule_once(1.0, Note("cancelled-timer"), key="a")
+                self.context.schedule_once(1.0, Note("superseded-timer"), key="b")
+            elif message == Note("block-then-cancel"):
                 await gate.wait()
                 assert self.context.cancel_timer("a")
-                self.context.schedule_once(3.0, "replacement", key="b")
+                self.context.schedule_once(3.0, Note("replacement"), key="b")
             else:
                 log.append(message)
 
     ref = manual.spawn(Timed, "t")
-    ref.tell("arm")
+    ref.tell(Note("arm"))
     await clock.advance(0.5)
-    ref.tell("block-then-cancel")
+    ref.tell(Note("block-then-cancel"))
     await clock.advance(1.0)  # both timers fire into the mailbox behind the blocked message
     assert len(ref._cell.mailbox or ()) == 2
     gate.set()
@@ -141,7 +140,7 @@ async def test_stale_timer_already_in_mailbox_is_fenced(manual: ActorSystem, clo
     assert log == []
     assert manual.metrics.stale_timers == 2
     await clock.advance(3.0)
-    assert log == ["replacement"]
+    assert log == [Note("replacement")]
 
 
 async def test_stop_cancels_timers(manual: ActorSystem, clock: ManualClock) -> None:
@@ -149,7 +148,7 @@ async def test_stop_cancels_timers(manual: ActorSystem, clock: ManualClock) -> N
 
     class Timed(Actor):
         async def on_start(self) -> None:
-            self.context.schedule_once(1.0, "tick")
+            self.context.schedule_once(1.0, Note("tick"))
 
         async def receive(self, message: Any) -> Any:
             log.append(message)
