@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import aiohttp
+import orjson
 from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
@@ -149,8 +150,15 @@ class SlackWeb:
         return data if isinstance(data, dict) else {"data": data}
 
     async def api(self, method: str, **params: Any) -> dict[str, Any]:
-        """Any Web API method by name, its parameters as a JSON body."""
-        return await self.call(method, lambda c: c.api_call(method, json=params))
+        """Any Web API method by name. The parameters go as a form, which every method
+        takes (several read methods refuse JSON bodies); objects and lists inside it
+        (``view``, ``blocks``) are JSON text, as Slack expects in a form."""
+        form = {
+            key: orjson.dumps(value).decode() if isinstance(value, dict | list) else value
+            for key, value in params.items()
+            if value is not None
+        }
+        return await self.call(method, lambda c: c.api_call(method, data=form))
 
     async def pages(
         self,

@@ -1181,6 +1181,12 @@ class FakeSlack:
             raise SlackError("user_not_found")
         return {"user": user}
 
+    def _m_users_lookupByEmail(self, p: dict[str, Any]) -> dict[str, Any]:
+        for user in self.users.values():
+            if user["profile"].get("email") == p.get("email"):
+                return {"user": user}
+        raise SlackError("users_not_found")
+
     def _m_reactions_add(self, p: dict[str, Any]) -> dict[str, Any]:
         channel = self._channel(p)
         stored = self._find(channel["id"], p.get("timestamp"))

@@ -257,3 +257,16 @@ async def test_a_real_refusal_from_the_fake(fleet: Running, slack: FakeSlack) ->
         await adapter(fleet).send_message(
             "group", "C0NONE", MessageChain.of(Forward(from_chat_id="C0NONE", from_message_id="1.1"))
         )
+
+
+async def test_web_methods_by_name_go_as_a_form(fleet: Running, slack: FakeSlack) -> None:
+    bot = adapter(fleet)
+    await bot.call_platform_api("conversations.setTopic", {"channel": GENERAL, "topic": "a & b"})
+    call = slack.answered("conversations.setTopic")[0]
+    assert call["topic"] == "a & b"
+    slack.add_user("U0EVE", "eve", email="eve@example.com")
+    got = await bot.call_platform_api("users.lookupByEmail", {"email": "eve@example.com"})
+    assert got["user"]["id"] == "U0EVE"
+    assert slack.answered("users.lookupByEmail")[0].params == {"email": "eve@example.com"}
+    with pytest.raises(SlackAPIError, match="users_not_found"):
+        await bot.call_platform_api("users.lookupByEmail", {"email": "nobody@example.com"})
