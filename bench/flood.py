@@ -23,6 +23,8 @@ import argparse
 import asyncio
 import contextlib
 import os
+import socket
+import struct
 import sys
 import tempfile
 import time
@@ -182,18 +184,31 @@ async def run_flood(http: aiohttp.ClientSession, url: str, seconds: float, pid: 
         chat = await Chat.open(http, url, "flood")
         reading = asyncio.ensure_future(reader(chat))
         try:
-            while time.perf_counter() < stop:
-                for _ in range(100):
+            # a held-off connection is not read: sends block once the socket buffers are
+            # full, so the whole loop is bounded by the time left
+            async with asyncio.timeout(max(0.0, stop - time.perf_counter())):
+                while time.perf_counter() < stop:
                     await chat.ws.send_str(chat.frame(f"f{flood.sent}", f"f{flood.sent}"))
                     flood.sent += 1
-                await asyncio.sleep(0)
-        except aiohttp.ClientConnectionResetError:
+        except TimeoutError:
+            pass
+        except (aiohttp.ClientError, ConnectionError):
             flood.dropped += 1
-        await chat.ws.close()
+        _abort(chat.ws)
         reading.cancel()
         await asyncio.gather(reading, return_exceptions=True)
     sampler.cancel()
     await asyncio.gather(sampler, return_exceptions=True)
+
+
+def _abort(ws: aiohttp.ClientWebSocketResponse) -> None:
+    """Drop the flooding connection with a reset: a held-off connection is not read, so a
+    polite close would wait behind megabytes of unread frames."""
+    sock = ws.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError), socket.socket(fileno=os.dup(sock.fileno())) as same:
+            same.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            same.shutdown(socket.SHUT_RDWR)
 
 
 def measure_engine(
