@@ -50,6 +50,10 @@ log = logging.getLogger("callboard.slack")
 _SDK_LOG = logging.getLogger("callboard.slack.sdk")
 
 
+#: seconds between two "engine busy" log lines
+BUSY_LOG_EVERY = 5.0
+
+
 class _Check:
     __slots__ = ()
 
@@ -82,6 +86,7 @@ class SocketModeConnection(Actor):
         self.pending: set[asyncio.Future[Any]] = set()
         self.envelopes = 0
         self.refused = 0  # envelopes left unacknowledged because the engine was busy
+        self.busy_logged = float("-inf")
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -198,12 +203,15 @@ class SocketModeConnection(Actor):
             await asyncio.shield(stored)
         except AdapterBusy as exc:
             self.refused += 1
-            log.warning(
-                "%s: engine busy (%s); envelope %s not acknowledged, Slack will redeliver it",
-                self.host.bot_id,
-                exc,
-                envelope_id,
-            )
+            now = self.host.clock.now()
+            if now >= self.busy_logged + BUSY_LOG_EVERY:  # one line per burst, not one per envelope
+                self.busy_logged = now
+                log.warning(
+                    "%s: engine busy (%s); envelopes left unacknowledged (%d so far), Slack redelivers them",
+                    self.host.bot_id,
+                    exc,
+                    self.refused,
+                )
             return
         except Exception as exc:
             log.error(
