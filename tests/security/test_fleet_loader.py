@@ -184,6 +184,7 @@ def test_fuzz_fleet_loader(text: str) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # about 100 s of CPU; more on a shared machine
 @settings(max_examples=10_000, deadline=None, suppress_health_check=list(HealthCheck), database=None)
 @given(yaml_texts())
 def test_fuzz_fleet_loader_long(text: str) -> None:

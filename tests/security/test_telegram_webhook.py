@@ -149,6 +149,7 @@ def test_fuzz_webhook(webhook: Webhook, body: bytes, secret: bytes | None) -> No
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 @settings(max_examples=10_000, deadline=None, suppress_health_check=list(HealthCheck), database=None)
 @given(body=bodies, secret=st.none() | secrets_)
 def test_fuzz_webhook_long(webhook: Webhook, body: bytes, secret: bytes | None) -> None:
