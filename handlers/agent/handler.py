@@ -78,6 +78,9 @@ class AgentHandler:
                 reason = str(exc)
             await reply.finish(config.failure_message)
             raise RunFailed(f"agent run failed: {reason}") from None
+        except asyncio.CancelledError:
+            await reply.stopped()  # interrupted by new messages (busy: interrupt), or shut down
+            raise
         finally:
             await reply.close()  # no edit of this run lands after it (an interrupted run's either)
             ctx.count("agent_seconds", ctx.clock.now() - started)

@@ -21,6 +21,10 @@ from callboard.engine.entities import MessageChain
 from callboard.engine.platform import MessageResult
 from callboard.handlers.context import HandlerContext
 
+#: what a half-streamed answer ends with when its run is cancelled
+STOPPED = "(stopped)"
+STOP_EDIT_TIMEOUT = 2.0
+
 
 def split(text: str, limit: int | None) -> list[str]:
     """``text`` in pieces of at most ``limit`` characters, cut at a line break or
@@ -103,6 +107,19 @@ class ReplyStream:
     def reset(self) -> None:
         """A retried model call starts its text again (the message, if any, is reused)."""
         self.text = ""
+
+    async def stopped(self) -> None:
+        """The run was cancelled: a half-streamed message says it stopped, so it
+        does not read as a finished answer. Best effort, briefly (shutdown may be
+        under way)."""
+        await self.close()
+        if self.message is None or not self.shown:
+            return
+        try:
+            async with asyncio.timeout(STOP_EDIT_TIMEOUT):
+                await self._edit(f"{self.shown} … {STOPPED}")
+        except Exception as exc:
+            self.ctx.log.info("could not mark a stopped answer: %r", exc)
 
     async def finish(self, text: str) -> None:
         """Show ``text`` as the final answer."""

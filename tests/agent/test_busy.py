@@ -64,3 +64,26 @@ async def test_interrupt_cancels_the_run_and_starts_over(tmp_path: Path, model: 
     assert reply["text"] in ("echo: m1\nm2\nm3", "echo: m1\nm2")
     assert all(r["text"] != "never sent" for r in client.of("message"))
     assert {status for (status,) in done} == {"done"}
+
+
+async def test_an_interrupted_streamed_answer_says_it_stopped(tmp_path: Path, model: FakeOpenAI) -> None:
+    model.script(Reply(text="Thinking about it at length", chunk_size=8, chunk_delay=5.0))
+    config = fleet_config(tmp_path, handlers=agent_rule(model.base_url, "busy: interrupt"))
+    async with running_fleet(config) as fleet, chat_client(fleet.base_url) as client:
+        await client.subscribe("c1")
+        await client.say("m1")
+        first = await client.wait_for(lambda f: f["op"] == "message")  # "Thinking", then a long pause
+        await client.say("m2")
+        stopped = await client.wait_for(
+            lambda f: f["op"] == "edited" and f["message_id"] == first["message_id"]
+        )
+        answer = await client.wait_for(
+            lambda f: (
+                f["op"] in ("message", "edited")
+                and f["message_id"] != first["message_id"]
+                and f["text"] == "echo: m1\nm2"
+            )
+        )
+    assert first["text"] == "Thinking"
+    assert stopped["text"] == "Thinking … (stopped)"
+    assert answer  # the new run answered in a message of its own
