@@ -23,6 +23,7 @@ BENCHMARKS: dict[str, str] = {
     "sandbox": "callboard.bench.sandbox",
     "telegram": "callboard.bench.telegram",
     "lark": "callboard.bench.lark",
+    "slack": "callboard.bench.slack",
 }
 
 
@@ -39,6 +40,16 @@ def _bench(args: argparse.Namespace, rest: list[str]) -> int:
 
 def _sandbox(args: argparse.Namespace, rest: list[str]) -> int:
     return _delegate("callboard.sandbox.cli", rest)
+
+
+def _slack(args: argparse.Namespace, rest: list[str]) -> int:
+    return _delegate("callboard.adapters.slack.manifest", rest)
+
+
+def _doctor(args: argparse.Namespace, rest: list[str]) -> int:
+    from callboard.doctor import main as doctor
+
+    return doctor([args.file] if args.file else [])
 
 
 def _validate(args: argparse.Namespace, rest: list[str]) -> int:
@@ -160,6 +171,11 @@ def build_parser() -> argparse.ArgumentParser:
     retry.set_defaults(func=_retry)
     sandbox = sub.add_parser("sandbox", help="sandbox tools: build-image, status, sweep", add_help=False)
     sandbox.set_defaults(func=_sandbox)
+    slack = sub.add_parser("slack", help="Slack tools: manifest FILE (the app manifest)", add_help=False)
+    slack.set_defaults(func=_slack)
+    doctor = sub.add_parser("doctor", help="check this machine and FILE; say what is wrong and how to fix it")
+    doctor.add_argument("file", nargs="?")
+    doctor.set_defaults(func=_doctor)
     return parser
 
 
@@ -167,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
     logs.setup(str(args.log_level))
-    if rest and args.command not in ("bench", "sandbox"):
+    if rest and args.command not in ("bench", "sandbox", "slack"):
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     result: int = args.func(args, rest)
     return result
