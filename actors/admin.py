@@ -19,6 +19,7 @@ from prometheus_client.registry import Collector
 
 from callboard.actors.http import HttpServer
 from callboard.actors.runtime import FleetStats
+from callboard.engine.clock import Clock
 from callboard.engine.journal import Journal, JournalClosed, StorageUnavailable
 from callboard.engine.system import ActorSystem
 
@@ -26,6 +27,8 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 #: a journal write that takes longer than this makes /readyz fail
 WRITE_PROBE_TIMEOUT = 5.0
+#: a successful write probe is reused this long (an open endpoint must not force a sync per call)
+WRITE_PROBE_FRESH = 1.0
 
 
 class EngineCollector(Collector):
@@ -108,6 +111,7 @@ def add_admin_routes(
     expected_bots: Callable[[], list[str]],
     metrics_open: bool = False,
 ) -> None:
+    probe = WriteProbe(journal, system.clock)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(EngineCollector(system, stats, journal))
 
@@ -119,7 +123,7 @@ def add_admin_routes(
         if not journal.is_open:
             problems.append("journal is not open")
         else:
-            problems.extend(await _journal_problems(journal))
+            problems.extend(await probe.problems())
         if system.closed:
             problems.append("shutting down")
         for bot_id in expected_bots():
@@ -161,17 +165,38 @@ def add_admin_routes(
     http.allow_open("/healthz", "/readyz", *(["/metrics"] if metrics_open else []))
 
 
-async def _journal_problems(journal: Journal) -> list[str]:
-    """Why the journal cannot take writes now: a failing storage, or a write probe
-    that does not commit in time."""
-    problem = journal.storage_problem
-    if problem is not None:
-        return [problem]
-    try:
-        async with asyncio.timeout(WRITE_PROBE_TIMEOUT):
-            await journal.write_probe()
-    except TimeoutError:
-        return [f"journal write probe took longer than {WRITE_PROBE_TIMEOUT:g}s"]
-    except (StorageUnavailable, JournalClosed) as exc:
-        return [journal.storage_problem or str(exc)]
-    return []
+class WriteProbe:
+    """/readyz's journal write: concurrent requests share one probe, and a success
+    is reused for ``WRITE_PROBE_FRESH`` seconds."""
+
+    def __init__(self, journal: Journal, clock: Clock) -> None:
+        self.journal = journal
+        self.clock = clock
+        self.ok_at: float | None = None
+        self.running: asyncio.Future[list[str]] | None = None
+
+    async def problems(self) -> list[str]:
+        """Why the journal cannot take writes now, or nothing."""
+        problem = self.journal.storage_problem
+        if problem is not None:
+            return [problem]
+        if self.ok_at is not None and self.clock.now() - self.ok_at < WRITE_PROBE_FRESH:
+            return []
+        if self.running is None:
+            self.running = asyncio.ensure_future(self._probe())
+            self.running.add_done_callback(self._done)
+        return list(await asyncio.shield(self.running))
+
+    def _done(self, _: asyncio.Future[list[str]]) -> None:
+        self.running = None
+
+    async def _probe(self) -> list[str]:
+        try:
+            async with asyncio.timeout(WRITE_PROBE_TIMEOUT):
+                await self.journal.write_probe()
+        except TimeoutError:
+            return [f"journal write probe took longer than {WRITE_PROBE_TIMEOUT:g}s"]
+        except (StorageUnavailable, JournalClosed) as exc:
+            return [self.journal.storage_problem or str(exc)]
+        self.ok_at = self.clock.now()
+        return []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import stat
 from pathlib import Path
@@ -108,3 +109,14 @@ def test_short_token_refused_without_echo(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as error:
         parse_fleet(fleet(tmp_path, "host: 127.0.0.1, port: 0, token: shortsecret"))
     assert "shortsecret" not in str(error.value)
+
+
+async def test_readyz_write_probe_cannot_be_used_to_force_syncs(tmp_path: Path) -> None:
+    config = parse_fleet(fleet(tmp_path, "host: 127.0.0.1, port: 0"))
+    async with running_fleet(config) as running:
+        before = running.journal.commits
+        statuses = await asyncio.gather(*(get(running.base_url + "/readyz") for _ in range(50)))
+        for _ in range(20):
+            statuses.append(await get(running.base_url + "/readyz"))
+        assert set(statuses) == {200}
+        assert running.journal.commits - before <= 3, running.journal.commits - before
