@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         f"(all threads); {total:,} samples"
     )
     for name, count in counts.most_common():
-        print(f"  {name:<50}{100 * count / total:6.1f}%{per_event * count / total:9.1f} µs/event")
+        print(f"  {name:<58}{100 * count / total:6.1f}%{per_event * count / total:9.1f} µs/event")
     return 0
 
 
