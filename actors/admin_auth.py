@@ -41,11 +41,16 @@ def resolve_token(config: AdminConfig, journal_path: str) -> tuple[str | None, P
     if config.token is not None:
         return config.token.get_secret_value(), None
     path = token_path(journal_path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         return _read_token(path), path
+    except OSError as exc:
+        raise SystemExit(
+            f"{path}: cannot store a generated admin token ({exc.strerror}); "
+            "set engine.admin.token or make the journal's directory writable"
+        ) from None
     token = secrets.token_urlsafe(32)
     with os.fdopen(fd, "w", encoding="ascii") as file:
         file.write(token + "\n")
