@@ -176,8 +176,17 @@ class BacklogConfig(_Strict):
     )
 
 
+class LoggingConfig(_Strict):
+    format: Literal["text", "json"] = Field(
+        default="text",
+        description="json: one JSON object a line, with the actor path, bot, session, run and event "
+        "ids of what was running (secrets masked as in text)",
+    )
+
+
 class EngineConfig(_Strict):
     journal: JournalConfig = Field(default_factory=JournalConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
     admin: AdminConfig = Field(default_factory=AdminConfig)
     shutdown_timeout: Duration = Field(default=15.0, gt=0)
     backlog: BacklogConfig = Field(default_factory=BacklogConfig)
@@ -285,6 +294,7 @@ __all__ = [
     "EngineConfig",
     "FleetConfig",
     "JournalConfig",
+    "LoggingConfig",
     "SessionConfig",
     "fleet_model",
 ]

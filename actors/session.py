@@ -49,7 +49,8 @@ from callboard.actors.messages import (
 from callboard.actors.runtime import BotRuntime
 from callboard.engine.actor import Actor
 from callboard.engine.events import MessageReceived, SessionKey
-from callboard.engine.journal import StorageUnavailable
+from callboard.engine.journal import Journal, StorageUnavailable
+from callboard.engine.logcontext import bound
 from callboard.handlers.base import Handler
 from callboard.handlers.context import HandlerContext, RunFailed
 
@@ -360,6 +361,24 @@ class SessionActor(Actor):
         """``_execute`` until a run of it was stored: one that met a storage failure
         records nothing and runs again, as a replay, once the journal writes."""
         journal = self.bot.journal
+        fields = bound(
+            bot=self.bot.bot_id,
+            session=self.key.name,
+            run=run_id,
+            events=[inbound.event.event_id for inbound in inbounds],
+        )
+        with fields:
+            return await self._execute_until_stored(journal, inbounds, run_id, replayed, matches, retry)
+
+    async def _execute_until_stored(
+        self,
+        journal: Journal,
+        inbounds: list[Inbound],
+        run_id: int,
+        replayed: bool,
+        matches: list[tuple[int, Handler]],
+        retry: bool,
+    ) -> bool:
         while True:
             try:
                 return await self._execute(inbounds, run_id, replayed, matches, retry=retry)

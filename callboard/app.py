@@ -142,6 +142,7 @@ async def serve(path: str | Path, *, announce: Callable[[str], Any] = print) -> 
     """Run the fleet in ``path`` until SIGTERM/SIGINT; SIGHUP reloads the file."""
     config = load_fleet(path)
     logs.hide_secrets(config)
+    logs.use_format(config.engine.logging.format)
     running = await start(config)
     tune_for_serving()  # start-up is done: freeze what it built, collect rarely
     for bot_id, runtime in running.stats.runtimes.items():
@@ -169,6 +170,7 @@ async def serve(path: str | Path, *, announce: Callable[[str], Any] = print) -> 
             log.error("reload of %s refused, keeping the running fleet: %s", path, refusal)
             return
         logs.hide_secrets(new)
+        logs.use_format(new.engine.logging.format)
         await running.reload(new)
 
     loop.add_signal_handler(signal.SIGTERM, stop.set)

@@ -8,9 +8,13 @@ handler covers every record, traceback included.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
+import orjson
 from pydantic import BaseModel, SecretStr
+
+from callboard.engine.logcontext import log_fields
 
 MASK = "***"
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -20,13 +24,29 @@ class RedactingFormatter(logging.Formatter):
     def __init__(self, fmt: str = FORMAT) -> None:
         super().__init__(fmt)
         self.secrets: set[str] = set()
+        self.json = False
 
     def format(self, record: logging.LogRecord) -> str:
-        text = super().format(record)
+        text = self._json(record) if self.json else super().format(record)
         for secret in self.secrets:
             if secret in text:
                 text = text.replace(secret, MASK)
         return text
+
+    def _json(self, record: logging.LogRecord) -> str:
+        """One object a line: when, how bad, who, what, and the fields bound where it was
+        written (``callboard.engine.logcontext``: actor, bot, session, run, events)."""
+        entry: dict[str, Any] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            **log_fields(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return orjson.dumps(entry, default=str).decode()
 
 
 _formatter = RedactingFormatter()
@@ -36,6 +56,11 @@ def setup(level: str) -> None:
     logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), format=FORMAT)
     for handler in logging.getLogger().handlers:
         handler.setFormatter(_formatter)
+
+
+def use_format(name: str) -> None:
+    """``text`` (the default) or ``json`` for every line from now on."""
+    _formatter.json = name == "json"
 
 
 def hide_secrets(config: BaseModel) -> None:

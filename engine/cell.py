@@ -31,6 +31,7 @@ from callboard.engine.errors import (
     RestartLimitExceeded,
     SystemShutDownError,
 )
+from callboard.engine.logcontext import LOG_FIELDS
 from callboard.engine.ref import ActorRef
 from callboard.engine.signals import RECEIVE_TIMEOUT, Ask, ExitReason, ReceiveTimeout, Terminated, TimerFired
 from callboard.engine.supervision import DEFAULT_STRATEGY, Directive, RestartStats, SupervisorStrategy
@@ -356,6 +357,7 @@ class ActorCell:
         self.worker = worker
         handled = 0
         metrics = self.system.metrics
+        fields = LOG_FIELDS.set({"actor": self.path})
         try:
             while True:
                 try:
@@ -410,6 +412,7 @@ class ActorCell:
                     worker.uncancel()
                     self._drop_current("interrupted")
         finally:
+            LOG_FIELDS.reset(fields)
             self.worker = None
             self._after_turn()
 

@@ -1,0 +1,35 @@
+"""Fields that every log line written while they are bound carries (actor path, bot, session,
+event ids), for structured logs.
+
+A context variable, so the fields follow the code that is running: the dispatcher's worker
+binds the actor path for the actor it runs (a worker runs one actor at a time, even while
+that actor awaits), and a session binds its run's ids around the run. Background tasks
+started meanwhile inherit a copy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping
+from contextvars import ContextVar
+from types import MappingProxyType
+from typing import Any
+
+_NONE: Mapping[str, Any] = MappingProxyType({})
+#: the bound fields; the runtime sets ``actor`` for each actor turn
+LOG_FIELDS: ContextVar[Mapping[str, Any]] = ContextVar("callboard_log_fields", default=_NONE)
+
+
+def log_fields() -> Mapping[str, Any]:
+    """The fields bound here and now."""
+    return LOG_FIELDS.get()
+
+
+@contextlib.contextmanager
+def bound(**fields: Any) -> Iterator[None]:
+    """Add ``fields`` to every log line written inside the block."""
+    token = LOG_FIELDS.set({**LOG_FIELDS.get(), **fields})
+    try:
+        yield
+    finally:
+        LOG_FIELDS.reset(token)
