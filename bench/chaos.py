@@ -18,6 +18,8 @@ engine is given time to answer everything, and the report counts:
 - duplicated: answered more than once (Telegram can send twice in the window
   between the platform accepting a send and its receipt being stored, when
   the process is killed inside it; the web chat's outbox refuses a repeat).
+  That window is measured for every Telegram send: from the fake Bot API
+  receiving the sendMessage to the receipt being written in the journal.
 
     callboard bench chaos [--minutes N] [--crash-every S] [--seed N] [--json]
 """
@@ -222,6 +224,34 @@ class TelegramLoad:
         )
 
 
+def _receipt_window(journal: Path, api: FakeBotAPI) -> dict[str, float]:
+    """Milliseconds from the Bot API receiving a sendMessage to its receipt being
+    written (both on this machine's clocks): the window in which a kill -9 makes a
+    replay send again."""
+    offset = time.time() - time.monotonic()  # the fake stamps calls with time.monotonic()
+    calls = [c for c in api.calls_of("sendMessage") if c.status == 200]
+    accepted: dict[tuple[str, str], float] = {}
+    for call, message in zip(calls, api.sent, strict=False):
+        if call["text"] == message.get("text") and str(call["chat_id"]) == str(message["chat"]["id"]):
+            accepted[(f"private:{message['chat']['id']}", str(message["message_id"]))] = call.at + offset
+    conn = sqlite3.connect(journal)
+    try:
+        rows = conn.execute("SELECT chat, message_id, at FROM receipts WHERE bot='tg' AND status='sent'")
+        windows = sorted(
+            (at - accepted[(chat, mid)]) * 1000 for chat, mid, at in rows if (chat, mid) in accepted
+        )
+    finally:
+        conn.close()
+    if not windows:
+        return {}
+    return {
+        "sends": len(windows),
+        "p50_ms": windows[len(windows) // 2],
+        "p99_ms": windows[min(len(windows) - 1, int(len(windows) * 0.99))],
+        "max_ms": windows[-1],
+    }
+
+
 def _web_answers(journal: Path) -> collections.Counter[str]:
     conn = sqlite3.connect(journal)
     try:
@@ -321,6 +351,7 @@ async def _chaos(minutes: float, crash_every: float, say: Any) -> dict[str, Any]
             engine.stop()
             await api.close()
         web_answers = _web_answers(journal)
+        window = _receipt_window(journal, api)
         tg_answers = telegram.answered()
         crashes = collections.Counter(_kind(line) for line in crash_log.read_text().splitlines())
         report: dict[str, Any] = {
@@ -343,6 +374,7 @@ async def _chaos(minutes: float, crash_every: float, say: Any) -> dict[str, Any]
                 "lost_examples": sorted(acked - answered)[:10],
                 "duplicated": sum(1 for text, n in answers.items() if n > 1 and text),
             }
+        report["telegram"]["receipt_window"] = window
         report["lost"] = report["web"]["lost"] + report["telegram"]["lost"]
         report["duplicated"] = report["web"]["duplicated"] + report["telegram"]["duplicated"]
         return report
@@ -373,6 +405,13 @@ def render(report: dict[str, Any]) -> str:
         )
         if entry["lost_examples"]:
             lines.append(f"    lost: {entry['lost_examples']}")
+    window = report["telegram"].get("receipt_window")
+    if window:
+        lines.append(
+            f"telegram send -> receipt written: p50 {window['p50_ms']:.1f} ms, "
+            f"p99 {window['p99_ms']:.1f} ms, "
+            f"max {window['max_ms']:.1f} ms over {window['sends']:,} sends (a kill inside it may send twice)"
+        )
     lines.append("")
     verdict = "ok" if report["lost"] == 0 else "FAILED"
     lines.append(f"lost: {report['lost']} ({verdict}); duplicated: {report['duplicated']}")
