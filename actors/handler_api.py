@@ -104,8 +104,23 @@ class RunAPI:
             receipt = await journal.receipt(key)
             if receipt is not None and receipt.status == "sent":
                 bot.counters.receipts_skipped += 1
-                return {"skipped": "already done before a restart", "message_id": receipt.message_id}
+                return _as_before(api, receipt.message_id)
         result = await bot.outlet.invoke(chat_type, chat, lambda: method(**params))
-        message_id = result.message_id if isinstance(result, MessageResult) else None
-        journal.store_receipt(key, bot.bot_id, self._run_id, chat or api, message_id)
+        kept = (
+            result.message_id
+            if isinstance(result, MessageResult)
+            else result
+            if api == "upload_file"
+            else None
+        )
+        journal.store_receipt(key, bot.bot_id, self._run_id, chat or api, kept)
         return result
+
+
+def _as_before(api: str, kept: str | None) -> Any:
+    """What a receipted call returned the first time, as far as the receipt keeps it."""
+    if api == "forward_message":
+        return MessageResult(message_id=kept)
+    if api == "upload_file":
+        return kept
+    return {"skipped": "already done before a restart"}
