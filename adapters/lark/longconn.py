@@ -54,6 +54,10 @@ from callboard.engine.threaded import ThreadedWorker
 log = logging.getLogger("callboard.lark")
 
 
+#: seconds a stop waits for Lark to answer the websocket close
+CLOSE_TIMEOUT = 2.0
+
+
 class _ThreadLoops:
     """Stands in for lark-oapi's module-level ``loop``: tasks go to the loop
     running in the calling thread, anything else to that thread's loop."""
@@ -210,6 +214,8 @@ class LongConnWorker(ThreadedWorker):
         conn = client._conn
         if conn is None:
             raise ConnectionLost("the long connection did not open")
+        # a stop must not wait websockets' default 10 s for a close handshake the server skips
+        conn.close_timeout = CLOSE_TIMEOUT
         link.last_frame = link.now()
         self.connected()
         pinger = asyncio.ensure_future(client._ping_loop())

@@ -207,6 +207,8 @@ class FakeLark:
         self.overlaps = 0
         self.pings = 0
         self.silent = False
+        #: answers to events are ignored, as if lost with a crashing client (test control)
+        self.lose_answers = False
         self.webhook_url: str | None = None
         self.webhook_statuses: list[int] = []
         self.webhook_retry = 0.2  # seconds before an event answered as failed is delivered again
@@ -940,7 +942,7 @@ class FakeLark:
             return
         if frame.method == 1:  # the app's answer to an event
             delivery = self.deliveries.get(headers.get("message_id", ""))
-            if delivery is None:
+            if delivery is None or self.lose_answers:
                 return
             code = int(orjson.loads(frame.payload or b"{}").get("code", 0))
             delivery.answers.append(code)
