@@ -2,9 +2,12 @@
 
 Operations are applied on the event loop's thread in one transaction per
 batch; SQLite itself never waits for the disk (``synchronous=OFF``). Durability
-comes from ``Syncer``, a thread that only calls ``fsync`` on the WAL file (and
-runs checkpoints through its own connection, which does sync): a caller's
-future resolves once an fsync that covers its batch has returned. Many batches
+comes from ``Syncer``, a thread that only calls ``fsync`` on the WAL file: a
+caller's future resolves once an fsync that covers its batch has returned.
+WAL checkpoints run on a thread of their own (``Checkpointer``, through its own
+connection, which does sync) about once a second while there are new commits,
+so an fsync never waits behind a checkpoint, and a page rewritten by many
+commits is copied into the database once per checkpoint, not once per fsync. Many batches
 share one fsync (group commit), and because the sync thread does no Python
 work to speak of, it never fights the event loop for the GIL, which the
 earlier design (every statement on a writer thread) did at every statement.
@@ -131,7 +134,7 @@ class Writer:
         conn.execute("PRAGMA busy_timeout=5000")
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=OFF")  # the Syncer makes commits durable
-        conn.execute("PRAGMA wal_autocheckpoint=0")  # the Syncer checkpoints, with syncs
+        conn.execute("PRAGMA wal_autocheckpoint=0")  # the Checkpointer does, off the loop
         conn.executescript(SCHEMA)
         self._load_counters(conn)
         return conn
@@ -375,20 +378,21 @@ class Syncer:
         on_synced: Callable[[int], None],
         on_failed: Callable[[BaseException], None],
         fsync: bool,
-        checkpoint_bytes: int = 16 << 20,
+        checkpoint_interval: float = 1.0,
     ) -> None:
         self.path = path
         self.loop = loop
         self.on_synced = on_synced
         self.on_failed = on_failed
         self.fsync = fsync
-        self.checkpoint_bytes = checkpoint_bytes
+        self.checkpointer = Checkpointer(path, checkpoint_interval)
         self._wake = threading.Condition()
         self._requested = 0
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="journal-sync", daemon=True)
 
     def start(self) -> None:
+        self.checkpointer.start()
         self._thread.start()
 
     def request(self, generation: int) -> None:
@@ -401,14 +405,13 @@ class Syncer:
             self._stopping = True
             self._wake.notify()
         self._thread.join()
+        self.checkpointer.stop()  # after the last sync: its final checkpoint covers everything
 
     def _run(self) -> None:
         wal = self.path + "-wal"
         fd = os.open(wal, os.O_RDONLY)
         _fsync_directory(wal)  # the WAL file's own name must survive a power cut too
-        checkpointer = sqlite3.connect(self.path, check_same_thread=True)
-        checkpointer.execute("PRAGMA busy_timeout=5000")
-        checkpointer.execute("PRAGMA synchronous=FULL")
+        checkpointer = self.checkpointer
         done = 0
         try:
             while True:
@@ -424,17 +427,63 @@ class Syncer:
                         self.loop.call_soon_threadsafe(self.on_failed, exc)
                         return
                     done = target
+                    checkpointer.dirty = True
                     self.loop.call_soon_threadsafe(self.on_synced, done)
-                if os.fstat(fd).st_size > self.checkpoint_bytes or stopping:
+                if stopping:
+                    return
+        finally:
+            os.close(fd)
+
+
+class Checkpointer:
+    """WAL checkpoints on their own thread: a PASSIVE checkpoint (it never
+    blocks the writer) every ``interval`` seconds while commits were synced
+    since the last one, and a last one at ``stop``. A failed checkpoint is
+    retried at the next turn; the WAL only grows meanwhile."""
+
+    def __init__(self, path: str, interval: float) -> None:
+        self.path = path
+        self.interval = interval
+        #: set by the Syncer after each fsync (a plain store: no lock on the sync path)
+        self.dirty = False
+        self.checkpoints = 0
+        self.turns = 0  # wake-ups, checkpoint or not
+        self._wake = threading.Condition()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="journal-checkpoint", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        with self._wake:
+            self._stopping = True
+            self._wake.notify()
+        self._thread.join()
+
+    def _run(self) -> None:
+        conn = sqlite3.connect(self.path, check_same_thread=True)
+        try:
+            conn.execute("PRAGMA busy_timeout=5000")
+            conn.execute("PRAGMA synchronous=FULL")
+            while True:
+                with self._wake:
+                    if not self._stopping:
+                        self._wake.wait(self.interval)
+                    stopping = self._stopping
+                self.turns += 1
+                if self.dirty or stopping:
+                    self.dirty = False
                     try:
-                        checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                        conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                        self.checkpoints += 1
                     except sqlite3.Error as exc:
+                        self.dirty = True
                         log.warning("journal checkpoint failed (will retry): %s", exc)
                 if stopping:
                     return
         finally:
-            checkpointer.close()
-            os.close(fd)
+            conn.close()
 
 
 def _fsync_directory(path: str) -> None:
