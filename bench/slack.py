@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import tempfile
 import time
@@ -323,6 +324,7 @@ def measure(quick: bool, quiet: bool = False) -> dict[str, Any]:
         if not quiet:
             print(f"  {text}", file=sys.stderr, flush=True)
 
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="callboard-bench-slack-") as tmp:
         slack = {mode: run_loop(_slack(Path(tmp), engine_cpu, scenarios, say, mode)) for mode in MODES}
         web = run_loop(_web(Path(tmp), engine_cpu, scenarios, say))
@@ -340,6 +342,7 @@ def measure(quick: bool, quiet: bool = False) -> dict[str, Any]:
         "engine_cpu": engine_cpu,
         "load_cpu": load_cpu,
         "journal": "SQLite WAL, synchronous=FULL",
+        "load_average": [load_before, os.getloadavg()[0]],
         "slack": slack,
         "web": web,
         "ratio_handled_slack_vs_web": ratios,
@@ -356,7 +359,8 @@ def measure(quick: bool, quiet: bool = False) -> dict[str, Any]:
 def render_report(report: dict[str, Any]) -> str:
     lines = [
         f"callboard Slack benchmark (engine on CPU {report['engine_cpu']}, fake Slack and load on CPU "
-        f"{report['load_cpu']}; journal {report['journal']}; outbound rate limits and tiers off)",
+        f"{report['load_cpu']}; journal {report['journal']}; outbound rate limits and tiers off; machine load "
+        f"average {report['load_average'][0]:.1f} before, {report['load_average'][1]:.1f} after)",
         "",
         f"{'mode':<8}{'scenario':<10}{'events':>8}{'acked/s':>10}{'handled/s':>11}{'reordered':>10}"
         f"{'CPU us/ev':>11}{'engine':>8}{'fake':>6}"
