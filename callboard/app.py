@@ -16,6 +16,7 @@ from callboard.actors.admin_auth import AdminGuard, resolve_token, token_path
 from callboard.actors.backlog import FleetBacklog
 from callboard.actors.config import FleetConfig
 from callboard.actors.config_file import ConfigError, load_fleet
+from callboard.actors.dashboard import DashboardSampler, Samples, add_dashboard_routes
 from callboard.actors.fleet import ApplyConfig, FleetActor, Ready, ReloadResult
 from callboard.actors.http import HttpServer
 from callboard.actors.runs import add_run_routes
@@ -39,6 +40,7 @@ class Running:
     http: HttpServer
     stats: FleetStats
     fleet: ActorRef
+    dashboard: Samples
 
     @property
     def base_url(self) -> str:
@@ -58,6 +60,7 @@ class Running:
         deadline = loop.time() + budget
         reserve = min(3.0, budget / 4)  # for the HTTP server and the journal
         await self.http.stop_listening()
+        self.dashboard.close()
         try:
             async with asyncio.timeout(max(0.1, deadline - reserve - loop.time())):
                 await self.system.shutdown(timeout=max(0.05, budget - reserve - 1.0))
@@ -111,6 +114,8 @@ async def start(
         metrics_open=engine.admin.metrics_open,
     )
     add_run_routes(http, stats, journal)
+    samples = Samples(system, stats, journal, lambda: running.config if running is not None else config)
+    add_dashboard_routes(http, samples)
     try:
         await http.start()
     except OSError as exc:
@@ -119,7 +124,8 @@ async def start(
             f"cannot listen on {engine.admin.host}:{engine.admin.port}: {exc.strerror}"
         ) from None
     fleet = system.spawn(FleetActor, "fleet", config, journal, http, stats)
-    running = Running(config, system, journal, http, stats, fleet)
+    system.spawn(DashboardSampler, "dashboard", samples)
+    running = Running(config, system, journal, http, stats, fleet, samples)
     await fleet.ask(Ready(), timeout=60)
     return running
 
@@ -149,7 +155,7 @@ async def serve(path: str | Path, *, announce: Callable[[str], Any] = print) -> 
         for label, link in runtime.links.items():
             url = link if "://" in link else f"{running.base_url}{link}"
             announce(f"{label} for bot {bot_id!r}: {url}")
-    announce(f"admin: {running.base_url}/healthz  /readyz  /metrics  /api/actors  /api/bots")
+    announce(f"dashboard: {running.base_url}/admin/   (API: /healthz /readyz /metrics /api/actors /api/bots)")
     admin = config.engine.admin
     if admin.needs_token:
         where = (

@@ -113,6 +113,7 @@ class ActorCell:
         "ref",
         "restart_error",
         "restart_stats",
+        "restarts",
         "rt_handle",
         "scheduled",
         "space_waiters",
@@ -184,6 +185,7 @@ class ActorCell:
         self.backoff_handle: TimerHandle | None = None
         self.space_waiters: deque[asyncio.Future[None]] | None = None
         self.restart_stats: RestartStats | None = None
+        self.restarts = 0  # over this cell's life, for the admin tree
         self.group_stats: dict[int, RestartStats] | None = None
         self.termination: asyncio.Future[ExitReason] | None = None
         self.escalated = False
@@ -635,6 +637,7 @@ class ActorCell:
         await self._stop_children(graceful=False)
         await self._call_on_stop()
         self.system.metrics.restarts[self.cls.__name__] += 1
+        self.restarts += 1
         try:
             self.actor = self.construct()
         except Exception as exc:

@@ -95,6 +95,7 @@ class ActorSystem:
                 "path": cell.path,
                 "class": cell.cls.__name__ if cell.cls is not None else "root",
                 "mailbox": len(cell.mailbox or ()),
+                "restarts": cell.restarts,
                 "state": _state(cell),
                 "children": [node(c) for c in (cell.child_cells or {}).values()],
             }
