@@ -359,8 +359,9 @@ def measure(quick: bool, quiet: bool = False) -> dict[str, Any]:
 def render_report(report: dict[str, Any]) -> str:
     lines = [
         f"callboard Slack benchmark (engine on CPU {report['engine_cpu']}, fake Slack and load on CPU "
-        f"{report['load_cpu']}; journal {report['journal']}; outbound rate limits and tiers off; machine load "
-        f"average {report['load_average'][0]:.1f} before, {report['load_average'][1]:.1f} after)",
+        f"{report['load_cpu']}; journal {report['journal']}; outbound rate limits and tiers off; "
+        f"machine load average {report['load_average'][0]:.1f} before, "
+        f"{report['load_average'][1]:.1f} after)",
         "",
         f"{'mode':<8}{'scenario':<10}{'events':>8}{'acked/s':>10}{'handled/s':>11}{'reordered':>10}"
         f"{'CPU us/ev':>11}{'engine':>8}{'fake':>6}"
