@@ -423,6 +423,21 @@ class LarkAdapter(Adapter):
             tenant_key=self.tenant_of(chat_id),
         )
 
+    async def forward_message(
+        self, from_chat_type: str, from_chat_id: str, message_id: str, to_chat_type: str, to_chat_id: str
+    ) -> MessageResult:
+        """Lark's native forward (``im/v1/messages/:id/forward``)."""
+        data = await self.api.call(
+            "forward_message",
+            "POST",
+            f"/open-apis/im/v1/messages/{message_id}/forward",
+            params={"receive_id_type": _receive_id_type(to_chat_id)},
+            json={"receive_id": to_chat_id},
+            tenant_key=self.tenant_of(from_chat_id),
+        )
+        forwarded = str(data.get("message_id", ""))
+        return MessageResult(message_id=forwarded, raw={"chat_id": to_chat_id, "message_ids": [forwarded]})
+
     async def get_message(self, chat_type: str, chat_id: str, message_id: str) -> MessageReceived:
         items = await self.message_items(message_id, self.tenant_of(chat_id))
         if not items:
@@ -503,6 +518,13 @@ class LarkAdapter(Adapter):
                 )
             )
         return out
+
+    async def get_group_member_info(self, group_id: str, user_id: str) -> GroupMember:
+        """Lark has no call for one member: the member list is searched."""
+        for member in await self.get_group_member_list(group_id):
+            if member.user.id == user_id:
+                return member
+        raise LarkAPIError("get_group_member_info", 0, "not a member of the chat", permanent=True)
 
     async def _pages(self, call: str, path: str, params: dict[str, Any], chat_id: str | None) -> Any:
         token: str | None = None

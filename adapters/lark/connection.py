@@ -60,19 +60,21 @@ MAX_BODY = 1024 * 1024
 
 
 class _Connected:
-    __slots__ = ("worker",)
+    """Worker -> actor: the socket of ``link``'s run is open."""
 
-    def __init__(self, worker: object) -> None:
-        self.worker = worker
+    __slots__ = ("link",)
+
+    def __init__(self, link: Link) -> None:
+        self.link = link
 
 
 class _Ended:
-    """Worker -> actor: the run ended (``error`` None after a requested stop)."""
+    """Worker -> actor: ``link``'s run ended (``error`` None after a requested stop)."""
 
-    __slots__ = ("error", "worker")
+    __slots__ = ("error", "link")
 
-    def __init__(self, worker: object, error: BaseException | None) -> None:
-        self.worker = worker
+    def __init__(self, link: Link, error: BaseException | None) -> None:
+        self.link = link
         self.error = error
 
     def __repr__(self) -> str:
@@ -163,7 +165,7 @@ class LarkConnection(Actor):
         self.worker.tell(RUN)
 
     async def receive(self, message: Any) -> Any:
-        if isinstance(message, _Connected | _Ended) and message.worker is not self.link:
+        if isinstance(message, _Connected | _Ended) and message.link is not self.link:
             return None  # from the worker of an instance this one replaced
         if isinstance(message, _Connected):
             self.host.set_connected(True, f"long connection as {self.adapter.bot_name or self.config.app_id}")
@@ -260,7 +262,7 @@ class LarkConnection(Actor):
             busy = batch.exception()
             assert isinstance(busy, AdapterBusy)
             left = deadline - clock.now()
-            if left <= 0:
+            if left <= 0 or not self.accepting:
                 raise busy
             await sleep(clock, min(busy.retry_after, left))
 

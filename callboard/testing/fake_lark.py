@@ -240,6 +240,7 @@ class FakeLark:
             ("GET", "/open-apis/bot/v3/info", "bot_info", self._bot_info),
             ("POST", "/open-apis/im/v1/messages", "send_message", self._create),
             ("POST", "/open-apis/im/v1/messages/{id}/reply", "reply_message", self._reply),
+            ("POST", "/open-apis/im/v1/messages/{id}/forward", "forward_message", self._forward),
             ("PUT", "/open-apis/im/v1/messages/{id}", "edit_message", self._update),
             ("PATCH", "/open-apis/im/v1/messages/{id}", "update_card", self._patch),
             ("DELETE", "/open-apis/im/v1/messages/{id}", "delete_message", self._recall),
@@ -692,7 +693,8 @@ class FakeLark:
         self.sent.append(item)
         return item
 
-    async def _create(self, request: web.Request, body: Any) -> dict[str, Any]:
+    def _target(self, request: web.Request, body: Any) -> str:
+        """The chat a create or forward goes to, by ``receive_id_type``."""
         kind = request.query.get("receive_id_type")
         receive_id = str((body or {}).get("receive_id", ""))
         if kind in ("open_id", "union_id", "user_id"):
@@ -707,7 +709,19 @@ class FakeLark:
                 raise _Answer(230002, "the bot is not in the chat", 400)
         else:
             raise _Answer(99992402, "receive_id_type is required", 400)
-        return {"data": self._new_message(chat_id, body, {})}
+        return chat_id
+
+    async def _create(self, request: web.Request, body: Any) -> dict[str, Any]:
+        return {"data": self._new_message(self._target(request, body), body, {})}
+
+    async def _forward(self, request: web.Request, body: Any) -> dict[str, Any]:
+        original = self._message(request.match_info["id"])
+        copy = {"msg_type": original["msg_type"], "content": original["body"]["content"]}
+        return {
+            "data": self._new_message(
+                self._target(request, body), copy, {"forwarded_from": original["message_id"]}
+            )
+        }
 
     async def _reply(self, request: web.Request, body: Any) -> dict[str, Any]:
         parent = self._message(request.match_info["id"])

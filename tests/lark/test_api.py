@@ -131,6 +131,10 @@ async def test_edit_delete_get_and_react(fleet: Running, lark: FakeLark) -> None
     assert content(lark.messages[message_id]) == {"text": "final"} and lark.messages[message_id]["updated"]
     fetched = await api.get_message("group", GROUP, message_id)
     assert fetched.text == "final" and fetched.sender.is_bot and fetched.chat_id == GROUP
+    forwarded = await api.forward_message("group", GROUP, message_id, "private", ANN)
+    copy = lark.messages[str(forwarded.message_id)]
+    assert copy["forwarded_from"] == message_id and copy["chat_id"] == lark.p2p(ANN)
+    assert content(copy) == {"text": "final"}
     await api.add_reaction("group", GROUP, message_id, "THUMBSUP")
     assert lark.reactions[-1]["emoji_type"] == "THUMBSUP"
     await api.delete_message("group", GROUP, message_id)
@@ -193,6 +197,10 @@ async def test_groups_and_users(fleet: Running, lark: FakeLark) -> None:
         (ANN, "Ann", MemberRole.OWNER),
         (BOB, "Bob", MemberRole.MEMBER),
     ]
+    bob = await api.get_group_member_info(GROUP, BOB)
+    assert (bob.user.nickname, bob.role, bob.group_id) == ("Bob", MemberRole.MEMBER, GROUP)
+    with pytest.raises(LarkAPIError, match="not a member"):
+        await api.get_group_member_info(GROUP, "ou_stranger")
     await api.set_group_name(GROUP, "Renamed")
     assert lark.chats[GROUP]["name"] == "Renamed"
     await api.kick_member(GROUP, BOB)
