@@ -27,11 +27,14 @@ import orjson
 from callboard.bench.harness import cpu_seconds, free_port, pin, process, rss_kib, split_cpus, wait_ready
 from callboard.engine.loop import run as run_loop
 
+# The load sends on acks, not replies, so a chat may hold thousands of unhandled events:
+# the backlog bounds (and rate limits) are lifted here; bench flood measures them.
 FLEET = """
 name: bench
 engine:
   journal: {journal}
   admin: {{port: {port}}}
+  backlog: {{max_events: 100000000}}
 bots:
   - id: bench
     adapter:
@@ -42,6 +45,7 @@ bots:
       rate_per_user: {{per_second: 1000000, burst: 1000000}}
     session:
       idle_ttl: 1h
+      max_pending: 100000000
       debounce: {{window: {window}, max_wait: 10s, max_batch: 1000}}
     handlers:
       - event_type: message.received
