@@ -225,3 +225,35 @@ async def test_full_disk_telegram_polling_confirms_nothing_it_cannot_store(tmp_p
     print(f"\nunconfirmed while full: {unconfirmed} of 10; journal {rows}")
     assert unconfirmed > 0, "updates were confirmed to Telegram while the journal could not store them"
     assert "failed" not in rows and rows.get(None, 0) == 0, rows
+
+
+async def test_failing_storage_webhook_answers_503_until_it_heals(tmp_path: Path) -> None:
+    """A Telegram webhook delivery that cannot be stored is answered 503 (not 200:
+    Telegram redelivers), and the redelivery after recovery is answered."""
+    from callboard.bench.harness import free_port
+    from callboard.testing.fake_telegram import FakeBotAPI, private_chat, user
+    from tests.telegram.conftest import UNLIMITED, running, telegram_fleet
+
+    api = await FakeBotAPI().start()
+    try:
+        port = free_port()
+        url = f"http://127.0.0.1:{port}/telegram/tg/webhook"
+        adapter = f"{UNLIMITED}\nmode: webhook\nwebhook_url: {url}\nsecret_token: s3cret-Token_1\n"
+        config = telegram_fleet(tmp_path, api, adapter=adapter, port=port)
+        ann = user(1001, "Ann")
+        chat = api.add_chat(private_chat(ann))
+        async with running(config) as fleet:
+            await eventually(lambda: fleet.stats.connections.get("tg", (False, ""))[0])
+            conn = fleet.journal._conn  # the pragma is per connection: it must be the journal's own
+            assert conn is not None
+            conn.execute("PRAGMA query_only=1")
+            api.push("message", api.message(chat, ann, "while-failing"))
+            await eventually(lambda: api.webhook is not None and 503 in api.webhook.statuses, timeout=20)
+            assert not [c for c in api.calls_of("sendMessage") if c.status == 200]
+            conn.execute("PRAGMA query_only=0")
+            await api.wait_confirmed(timeout=60)
+            await api.wait_calls("sendMessage", 1)
+            assert [c["text"] for c in api.answered("sendMessage")] == ["while-failing"]
+            assert api.webhook is not None and api.webhook.statuses[-1] == 200
+    finally:
+        await api.close()
