@@ -35,7 +35,23 @@ def _delegate(module_name: str, rest: list[str]) -> int:
 
 
 def _bench(args: argparse.Namespace, rest: list[str]) -> int:
-    return _delegate(BENCHMARKS[args.scenario], rest)
+    if args.report is None:
+        return _delegate(BENCHMARKS[args.scenario], rest)
+    import contextlib
+    import io
+    from pathlib import Path
+
+    from callboard.bench import report
+
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        status = _delegate(BENCHMARKS[args.scenario], [*rest, "--json"] if "--json" not in rest else rest)
+    if status != 0:
+        sys.stdout.write(printed.getvalue())
+        return status
+    for path in report.write(args.scenario, orjson.loads(printed.getvalue()), Path(args.report)):
+        print(path)
+    return 0
 
 
 def _sandbox(args: argparse.Namespace, rest: list[str]) -> int:
@@ -160,6 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
     # add_help=False: "--help" reaches the benchmark's or the sandbox tool's own parser
     bench = sub.add_parser("bench", help="run a benchmark (extra flags pass through)", add_help=False)
     bench.add_argument("scenario", choices=sorted(BENCHMARKS))
+    bench.add_argument(
+        "--report", metavar="DIR", help="write the JSON, a Markdown summary and PNG plots into DIR"
+    )
     bench.set_defaults(func=_bench)
     retry = sub.add_parser("retry", help="retry a bot's failed runs (all, or one RUN RULE)")
     retry.add_argument("bot")
