@@ -24,7 +24,16 @@ from typing import Any
 import aiohttp
 import orjson
 
-from callboard.bench.harness import cpu_seconds, free_port, pin, process, rss_kib, split_cpus, wait_ready
+from callboard.bench.harness import (
+    Progress,
+    cpu_seconds,
+    free_port,
+    pin,
+    process,
+    rss_kib,
+    split_cpus,
+    wait_ready,
+)
 from callboard.engine.loop import run as run_loop
 
 # The load sends on acks, not replies, so a chat may hold thousands of unhandled events:
@@ -287,9 +296,8 @@ def measure(quick: bool, quiet: bool = False) -> dict[str, Any]:
         "baseline": {},
     }
 
-    def say(text: str) -> None:
-        if not quiet:
-            print(f"  {text}", file=sys.stderr, flush=True)
+    steps = Progress(2 * (len(scenarios) + 3) + len(debounced), quiet)
+    say = steps.step
 
     with tempfile.TemporaryDirectory(prefix="callboard-bench-") as tmp:
         for window in (0.0, 0.2):
@@ -333,6 +341,7 @@ def measure(quick: bool, quiet: bool = False) -> dict[str, Any]:
         "no_errors": all(v["errors"] == 0 for v in report["scenarios"].values()),
         "in_order": all(v["out_of_order"] == 0 for v in report["scenarios"].values()),
     }
+    steps.close()
     return report
 
 

@@ -8,8 +8,10 @@ import contextlib
 import os
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import aiohttp
 
@@ -86,3 +88,27 @@ async def wait_ready(url: str, proc: subprocess.Popen[bytes] | None = None, time
                         return
             await asyncio.sleep(0.05)
     raise TimeoutError(f"{url} did not answer")
+
+
+class Progress:
+    """What a long benchmark is doing: a progress bar on a terminal, a line per step in a log,
+    nothing with ``--json`` (``quiet``), so stdout stays one JSON object."""
+
+    def __init__(self, total: int, quiet: bool) -> None:
+        self.quiet = quiet
+        self.bar: Any = None
+        if not quiet and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, file=sys.stderr, leave=False, unit="step")
+
+    def step(self, what: str) -> None:
+        if self.bar is not None:
+            self.bar.set_description(what)
+            self.bar.update(1)
+        elif not self.quiet:
+            print(f"  running {what} ...", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

@@ -31,6 +31,7 @@ import orjson
 
 from callboard.actors.sandbox import tools_for
 from callboard.actors.sandbox_manager import SandboxManager
+from callboard.bench.harness import Progress
 from callboard.engine import ActorSystem
 from callboard.engine.loop import run as run_loop
 from callboard.engine.sandbox_api import ExecArgs, ReadArgs, SandboxError, WriteArgs
@@ -167,9 +168,8 @@ async def actor_figures(
 
 
 def measure(endpoint: EngineEndpoint, settings: SandboxSettings, quick: bool, quiet: bool) -> dict[str, Any]:
-    def progress(what: str) -> None:
-        if not quiet:
-            print(f"  running {what} ...", file=sys.stderr, flush=True)
+    steps = Progress(6, quiet)
+    progress = steps.step
 
     fleet = f"bench-{os.getpid()}"
     backend = DockerBackend(endpoint, settings)
@@ -178,7 +178,10 @@ def measure(endpoint: EngineEndpoint, settings: SandboxSettings, quick: bool, qu
     samples = 50 if quick else 300
     progress("host subprocess.run")
     host = _summary(host_latency(samples))
-    actors = run_loop(actor_figures(endpoint, settings, fleet, quick, progress))
+    try:
+        actors = run_loop(actor_figures(endpoint, settings, fleet, quick, progress))
+    finally:
+        steps.close()
     return {
         "quick": quick,
         "python": sys.version.split()[0],
