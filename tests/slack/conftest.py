@@ -3,6 +3,7 @@ to it (Socket Mode or the Events API), and readers of what the engine stored."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import textwrap
 from collections.abc import AsyncIterator
@@ -13,7 +14,7 @@ import pytest
 from callboard.actors.config import FleetConfig
 from callboard.actors.config_file import parse_fleet
 from callboard.app import Running, start
-from callboard.engine.events import Event, decode_event
+from callboard.engine.events import Event, SessionKey, decode_event
 from callboard.testing.fake_slack import APP_TOKEN, BOT_TOKEN, SIGNING_SECRET, FakeSlack
 
 BOT = "sl"
@@ -84,6 +85,25 @@ async def running(config: FleetConfig) -> AsyncIterator[Running]:
         yield fleet
     finally:
         await fleet.stop()
+
+
+def stall_appends(monkeypatch: pytest.MonkeyPatch, fleet: Running, *, seconds: float, count: int) -> None:
+    """Fault injection: the next ``count`` journal appends take ``seconds`` to become durable."""
+    loop = asyncio.get_running_loop()
+    real_append = fleet.journal.append
+    left = count
+
+    def stalled_append(event: Event, session: SessionKey) -> asyncio.Future[int | None]:
+        nonlocal left
+        inner = real_append(event, session)
+        if left == 0:
+            return inner
+        left -= 1
+        outer: asyncio.Future[int | None] = loop.create_future()
+        loop.call_later(seconds, inner.add_done_callback, lambda done: outer.set_result(done.result()))
+        return outer
+
+    monkeypatch.setattr(fleet.journal, "append", stalled_append)
 
 
 def workspace(slack: FakeSlack) -> FakeSlack:

@@ -15,9 +15,8 @@ import pytest
 from callboard.bench.harness import free_port
 from callboard.engine.events import FeedbackReceived, MessageReceived, PlatformSpecific
 from callboard.testing.fake_slack import SIGNING_SECRET, FakeSlack
-from tests.slack.conftest import ANN, BOT, GENERAL, running, slack_fleet, stored_events, texts
+from tests.slack.conftest import ANN, BOT, GENERAL, running, slack_fleet, stall_appends, stored_events, texts
 from tests.support import eventually
-from tests.telegram.conftest import stall_appends
 
 pytestmark = pytest.mark.timeout(60)
 
