@@ -43,7 +43,14 @@ from callboard.actors.sandbox_manager import (
     SandboxStatus,
     StatusRequest,
 )
-from callboard.actors.sandbox_session import SandboxSessionActor, SandboxSessionHost, SessionCall
+from callboard.actors.sandbox_process import AttachProcess, GetInfo, StopProcess
+from callboard.actors.sandbox_session import (
+    ProcessHandle,
+    ProcessLookup,
+    SandboxSessionActor,
+    SandboxSessionHost,
+    SessionCall,
+)
 from callboard.engine.errors import ActorDeadError, AskTimeout
 from callboard.engine.ref import ActorRef
 from callboard.engine.sandbox_api import (
@@ -62,12 +69,14 @@ from callboard.engine.sandbox_api import (
     SandboxError,
     SandboxOff,
     SandboxPolicyError,
+    SandboxProcessNotFound,
     SandboxTools,
     SandboxUnavailable,
     ToolName,
     WriteArgs,
     WriteResult,
 )
+from callboard.engine.sandbox_processes import Attachment, ProcessArgs, ProcessInfo
 from callboard.engine.supervision import Backoff, SupervisorStrategy
 from callboard.sandbox.config import SandboxPolicy, SandboxSettings
 from callboard.sandbox.policy import ScopeError, allowed_tools, denial, scope_key
@@ -94,6 +103,10 @@ __all__ = [
 #: How long a caller waits for the manager to answer, and for a sandbox slot to free up.
 MANAGER_TIMEOUT = 10.0
 SLOT_WAIT = 30.0
+#: a process's start may create the container and the process agent first
+PROCESS_START_TIMEOUT = 90.0
+#: stdin close + TERM grace + KILL grace, and then some
+PROCESS_STOP_TIMEOUT = 20.0
 #: The manager never gives up on its own failures; they are bugs, logged each time.
 MANAGER_STRATEGY = SupervisorStrategy(max_restarts=None, backoff=Backoff(min=0.5, max=30.0))
 
@@ -183,6 +196,78 @@ class SessionTools:
 
     async def grep(self, args: GrepArgs) -> GrepResult:
         return await self._call("grep", args, GrepResult)
+
+    # ------------------------------------------------------------------ managed processes
+
+    async def start_process(self, args: ProcessArgs) -> ProcessInfo:
+        """Start a managed process (a command, so the ``exec`` policy applies), or find it running."""
+        handle = await self._process(args.process_id, args)
+        assert handle.ref is not None
+        info: ProcessInfo = await self._ask_process(handle.ref, GetInfo(), PROCESS_START_TIMEOUT)
+        return info
+
+    async def get_process(self, process_id: str = "default") -> ProcessInfo:
+        handle = await self._process(process_id, None)
+        if handle.ref is not None:
+            info: ProcessInfo = await self._ask_process(handle.ref, GetInfo(), PROCESS_START_TIMEOUT)
+            return info
+        if handle.record is None:
+            raise SandboxProcessNotFound(f"no managed process {process_id!r} in this sandbox")
+        return handle.record.info()
+
+    async def stop_process(self, process_id: str = "default") -> ProcessInfo:
+        handle = await self._process(process_id, None)
+        if handle.ref is None:
+            if handle.record is None:
+                raise SandboxProcessNotFound(f"no managed process {process_id!r} in this sandbox")
+            return handle.record.info()
+        done = await self._ask_process(handle.ref, StopProcess(), MANAGER_TIMEOUT)
+        try:
+            info: ProcessInfo = await asyncio.wait_for(done, PROCESS_STOP_TIMEOUT)
+        except TimeoutError:
+            raise SandboxBusy(
+                f"process {process_id!r} did not stop within {PROCESS_STOP_TIMEOUT:g}s"
+            ) from None
+        return info
+
+    async def attach(self, process_id: str = "default") -> Attachment:
+        handle = await self._process(process_id, None)
+        if handle.ref is None:
+            raise SandboxProcessNotFound(f"no running managed process {process_id!r} in this sandbox")
+        attachment = await self._ask_process(handle.ref, AttachProcess(), PROCESS_START_TIMEOUT)
+        if isinstance(attachment, SandboxError):
+            raise attachment
+        assert isinstance(attachment, Attachment)
+        return attachment
+
+    async def _process(self, process_id: str, start: ProcessArgs | None) -> ProcessHandle:
+        refused = denial(self._policy, "exec", self._bot_id, self._handler)
+        if refused is not None:
+            raise SandboxPolicyError(refused)
+        grant = await self._acquire()
+        try:
+            handle: ProcessHandle = await grant.ref.ask(
+                ProcessLookup(process_id, start), timeout=MANAGER_TIMEOUT
+            )
+        except ActorDeadError:
+            raise SandboxUnavailable("the sandbox session stopped; try again") from None
+        except AskTimeout as error:
+            raise SandboxBusy(f"the sandbox did not answer within {error.timeout:g}s") from None
+        finally:
+            self._manager.tell(Release(self.key, grant.session))
+        return handle
+
+    async def _ask_process(self, ref: ActorRef, message: Any, timeout: float) -> Any:
+        try:
+            return await ref.ask(message, timeout=timeout)
+        except ActorDeadError:
+            raise SandboxUnavailable("the managed process stopped (see get_process)") from None
+        except AskTimeout as error:
+            raise SandboxBusy(f"the managed process did not answer within {error.timeout:g}s") from None
+        except SandboxError:
+            raise
+        except Exception as error:
+            raise SandboxUnavailable(f"the managed process failed: {error}") from error
 
     async def _call(self, tool: ToolName, args: BaseModel, result_type: type[R]) -> R:
         refused = denial(self._policy, tool, self._bot_id, self._handler)

@@ -26,7 +26,17 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from callboard.engine.sandbox_api import SandboxError, SandboxUnavailable, ToolName
+from callboard.actors.sandbox_process import (
+    HealthExec,
+    LinkRequest,
+    ManagedProcess,
+    ProcessRecord,
+    strategy_for,
+)
+from callboard.engine.ref import ActorRef
+from callboard.engine.sandbox_api import ExecArgs, ExecResult, SandboxError, SandboxUnavailable, ToolName
+from callboard.engine.sandbox_processes import ProcessArgs, ProcessInfo
+from callboard.engine.signals import Terminated
 from callboard.engine.threaded import ThreadedHost, ThreadedWorker
 from callboard.sandbox.backend import SandboxBackend, SandboxSession, SessionSpec
 from callboard.sandbox.tools import WorkspaceTools
@@ -59,6 +69,23 @@ class CallOutcome:
         return self.value
 
 
+@dataclass(frozen=True)
+class ProcessLookup:
+    """Find (or, with ``start``, start) a managed process; answered with a ``ProcessHandle``."""
+
+    process_id: str
+    start: ProcessArgs | None = None
+
+    def __repr__(self) -> str:  # keep the environment out of failure logs
+        return f"ProcessLookup({self.process_id})"
+
+
+@dataclass(frozen=True)
+class ProcessHandle:
+    ref: ActorRef | None
+    record: ProcessRecord | None
+
+
 class SessionState:
     """What the host may read of its worker (plain attributes, set on the worker thread)."""
 
@@ -82,6 +109,10 @@ class SandboxSessionActor(ThreadedWorker):
         self._tools: WorkspaceTools | None = None
 
     def handle(self, message: Any) -> Any:
+        if isinstance(message, LinkRequest):
+            self._ensure()
+            assert self._session is not None
+            return self._session.process_link()
         if not isinstance(message, SessionCall):
             raise TypeError(f"SandboxSessionActor cannot handle {type(message).__name__}")
         try:
@@ -129,10 +160,53 @@ class SandboxSessionHost(ThreadedHost):
         self.spec = spec
         self._factory = backend_factory
         self._idle_ttl = idle_ttl
+        self._processes: dict[str, ActorRef] = {}
+        #: every managed process this session started, running or not (for status)
+        self.records: dict[str, ProcessRecord] = {}
 
     async def on_start(self) -> None:
         await super().on_start()
         self.context.set_receive_timeout(self._idle_ttl)
+
+    async def receive(self, message: Any) -> Any:
+        if isinstance(message, ProcessLookup):
+            return self._lookup(message)
+        if isinstance(message, Terminated):
+            record = self.records.get(message.ref.name.removeprefix("proc-"))
+            if record is not None and isinstance(message.reason, BaseException):
+                record.state = "failed"
+                record.error = record.error or f"gave up after failures: {message.reason}"
+            return None
+        if isinstance(message, HealthExec):
+            outcome = await super().receive(SessionCall("exec", ExecArgs(argv=list(message.argv))))
+            value = outcome.value if isinstance(outcome, CallOutcome) else None
+            return value.exit_code if isinstance(value, ExecResult) else None
+        return await super().receive(message)
+
+    async def on_receive_timeout(self) -> None:
+        if any(ref.is_alive for ref in self._processes.values()):
+            return  # running processes keep the sandbox: the timeout re-arms after this turn
+        await super().on_receive_timeout()
+
+    def _lookup(self, message: ProcessLookup) -> ProcessHandle:
+        """The process's actor (started when ``message.start`` and not running) and record."""
+        name = message.process_id
+        ref = self._processes.get(name)
+        alive = ref is not None and ref.is_alive
+        if message.start is not None and not alive:
+            env = {**self.spec.profile.env, **message.start.env}
+            record = ProcessRecord(message.start, list(env))
+            self.records[name] = record
+            ref = self.context.spawn(
+                ManagedProcess, f"proc-{name}", record, env, supervisor=strategy_for(message.start)
+            )
+            self.context.watch(ref)
+            self._processes[name] = ref
+            alive = True
+        return ProcessHandle(ref if alive else None, self.records.get(name))
+
+    def process_infos(self) -> list[ProcessInfo]:
+        return [record.info() for record in self.records.values()]
 
     async def on_stop(self) -> None:
         # Remove the container first: a command still running ends at once, so

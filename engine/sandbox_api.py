@@ -92,6 +92,12 @@ class SandboxEditError(SandboxError):
     code = "edit_failed"
 
 
+class SandboxProcessNotFound(SandboxError):
+    """No managed process of that id in this sandbox."""
+
+    code = "process_not_found"
+
+
 # ---------------------------------------------------------------------- paths
 
 

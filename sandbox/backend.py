@@ -18,7 +18,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from callboard.engine.sandbox_api import (
     ExecResult,
@@ -29,6 +29,9 @@ from callboard.engine.sandbox_api import (
     SandboxPathError,
 )
 from callboard.sandbox.config import SandboxProfile
+
+if TYPE_CHECKING:
+    from callboard.sandbox.process_link import ProcessLink
 
 LABEL_FLEET = "callboard.fleet"
 LABEL_SESSION = "callboard.session"
@@ -133,6 +136,10 @@ class SandboxSession(ABC):
     @abstractmethod
     def stop(self) -> None:
         """Remove the container; idempotent."""
+
+    def process_link(self) -> ProcessLink:
+        """The container's process agent (managed processes), attached on first use."""
+        raise SandboxError("this sandbox backend has no managed processes")
 
     # ------------------------------------------------------------------ workspace files
 

@@ -49,6 +49,7 @@ from callboard.sandbox.config import SandboxSettings
 from callboard.sandbox.engine import EngineEndpoint, connect, redact
 from callboard.sandbox.mounts import MountRefused, check_source, engine_sockets, pin
 from callboard.sandbox.output import StreamCapture
+from callboard.sandbox.process_link import PROCESS_AGENT_SOURCE, ProcessLink
 from callboard.sandbox.stream import ExecStream, raw_socket
 
 log = logging.getLogger("callboard.sandbox")
@@ -240,6 +241,7 @@ class DockerSession(SandboxSession):
         self._id = container_id
         self._removed = False
         self._agent: AgentLink | None = None
+        self._processes: ProcessLink | None = None
         #: the image has no python3 for the agent: every command is its own exec
         self._no_agent = False
 
@@ -319,6 +321,30 @@ class DockerSession(SandboxSession):
                 return None
             raise SandboxError(f"the sandbox's agent did not start: {_short(error)}") from None
         return self._agent
+
+    def process_link(self) -> ProcessLink:
+        """The process agent: one exec for every managed process of the container (and every
+        restart of one), attached on first use and again after it was lost."""
+        link = self._processes
+        if link is not None and link.alive:
+            return link
+        self._require_running()
+        api = self.backend.client.api
+        with self.backend.errors(f"sandbox {self.spec.container_name}"):
+            exec_id = api.exec_create(
+                self._id,
+                ["python3", "-I", "-S", "-c", PROCESS_AGENT_SOURCE],
+                stdin=True,
+                user=self.spec.profile.user,
+                workdir=WORKSPACE,
+            )["Id"]
+            handle = api.exec_start(exec_id, socket=True)
+        try:
+            self._processes = ProcessLink.attach(handle)
+        except (AgentGone, TypeError) as error:
+            _close_stream(handle, None)
+            raise SandboxError(f"the sandbox's process agent did not start: {_short(error)}") from None
+        return self._processes
 
     def _after_agent_loss(
         self, gone: AgentGone, stdout: StreamCapture, stderr: StreamCapture, started: float
@@ -409,6 +435,9 @@ class DockerSession(SandboxSession):
         if self._agent is not None:
             self._agent.close()
             self._agent = None
+        if self._processes is not None:
+            self._processes.close()
+            self._processes = None
         self.backend.remove_container(self._id)
         self._removed = True
         log.debug("sandbox %s removed", self.spec.container_name)

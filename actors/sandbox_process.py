@@ -1,0 +1,377 @@
+"""Managed processes: one ``ManagedProcess`` actor per process, a child of its sandbox
+session's ``SandboxSessionHost``.
+
+Lifecycle of one process (``process_id``):
+
+- **start**: ``on_start`` asks the session for the container's process agent
+  (``sandbox/process_link.py``; one exec per container, however many processes and restarts)
+  and starts the command there. Each incarnation gets its own wire id, so a late frame of an
+  earlier one is ignored.
+- **exit**: with ``restart: never`` (or ``on-failure`` and exit code 0) the actor stops and its
+  record says ``exited``. Otherwise the actor fails and its supervisor (the session host,
+  ``strategy_for``: the process's ``max_restarts`` within ``restart_window``, with backoff)
+  starts a fresh incarnation; past the limit it stops and the record says ``failed``. The
+  process agent's loss (``kill -9 -1`` in the container) counts as an exit.
+- **health**: with ``health_argv``, a command runs in the sandbox every ``health_interval``;
+  three failures in a row fail the actor, which restarts the process.
+- **stop**: stdin closed, then after ``STDIN_GRACE`` SIGTERM to its process group, then
+  after ``TERM_GRACE`` SIGKILL; every wait is a timer on the engine clock.
+- **attach**: one attacher at a time gets the process's stdout and writes its stdin; a
+  second gets ``SandboxBusy``. The attachment reads ``b""`` when the incarnation ends.
+
+What survives restarts (restart count, last exit code, the stderr tail) lives in a
+``ProcessRecord`` the host keeps, so status is answered even after the actor stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import signal
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from callboard.engine.actor import Actor
+from callboard.engine.ref import ActorRef
+from callboard.engine.sandbox_api import SandboxBusy, SandboxError, SandboxUnavailable
+from callboard.engine.sandbox_processes import ProcessArgs, ProcessInfo, ProcessState
+from callboard.engine.supervision import Backoff, SupervisorStrategy
+from callboard.sandbox.agent_link import AgentGone
+from callboard.sandbox.process_link import ProcessLink
+
+#: stop escalation: stdin closed, then TERM, then KILL (the process's whole group)
+STDIN_GRACE = 5.0
+TERM_GRACE = 5.0
+#: bytes of stderr kept (the tail) for status reports
+STDERR_PREVIEW = 4096
+#: health check failures in a row that restart the process
+HEALTH_FAILURES = 3
+#: how long a health command may run
+HEALTH_TIMEOUT = 10.0
+#: how long the session may take to hand over its process agent (may create the container)
+LINK_TIMEOUT = 60.0
+
+_incarnations = itertools.count(1)
+
+
+def strategy_for(args: ProcessArgs) -> SupervisorStrategy:
+    """The process's restart policy as its supervisor's strategy: restarts with backoff up
+    to ``max_restarts`` within ``restart_window``, then stopped (the session carries on)."""
+    return SupervisorStrategy(
+        max_restarts=args.max_restarts,
+        within_seconds=args.restart_window,
+        backoff=Backoff(min=0.5, max=10.0, factor=2.0, jitter=0.2),
+        escalate_on_limit=False,
+    )
+
+
+class ProcessRecord:
+    """A process's report across incarnations; mutated only on the event loop."""
+
+    def __init__(self, args: ProcessArgs, env_keys: list[str]) -> None:
+        self.args = args
+        self.env_keys = sorted(env_keys)
+        self.state: ProcessState = "starting"
+        self.pid: int | None = None
+        self.starts = 0
+        self.exit_code: int | None = None
+        self.error: str | None = None
+        self.attached = False
+        self._stderr = bytearray()
+
+    def stderr(self, data: bytes) -> None:
+        self._stderr += data
+        if len(self._stderr) > STDERR_PREVIEW:
+            del self._stderr[: len(self._stderr) - STDERR_PREVIEW]
+
+    def info(self) -> ProcessInfo:
+        return ProcessInfo(
+            process_id=self.args.process_id,
+            state=self.state,
+            argv=list(self.args.argv),
+            env_keys=self.env_keys,
+            pid=self.pid,
+            restarts=max(0, self.starts - 1),
+            exit_code=self.exit_code,
+            attached=self.attached,
+            stderr_preview=self._stderr.decode("utf-8", "replace"),
+            error=self.error,
+        )
+
+
+# ---------------------------------------------------------------------- messages
+
+
+class LinkRequest:
+    """Asked of the session host: answered with the container's ``ProcessLink``."""
+
+
+@dataclass(frozen=True)
+class HealthExec:
+    """Asked of the session host: run a health command; answered with its exit code or None."""
+
+    argv: tuple[str, ...]
+
+
+class GetInfo:
+    """Answered with a ``ProcessInfo`` (once the process has started)."""
+
+
+class StopProcess:
+    """Answered with a future that resolves to the final ``ProcessInfo``."""
+
+
+class AttachProcess:
+    """Answered with an ``Attachment``, or a ``SandboxBusy`` (returned, not raised) when
+    someone else holds it."""
+
+
+@dataclass(frozen=True)
+class _Frame:
+    header: dict[str, Any]
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class _Detach:
+    attachment: ProcessAttachment
+
+
+@dataclass(frozen=True)
+class _Escalate:
+    signal: int
+
+
+class _HealthTick:
+    pass
+
+
+@dataclass(frozen=True)
+class _HealthDone:
+    ok: bool
+
+
+class ProcessEnded(Exception):
+    """The process ended and its policy restarts it (raised to the supervisor)."""
+
+
+# ---------------------------------------------------------------------- attachment
+
+
+class ProcessAttachment:
+    """The one attacher's end: stdout chunks in a queue, stdin written through the link."""
+
+    def __init__(self, owner: ActorRef, link: ProcessLink, wire_id: str) -> None:
+        self._owner = owner
+        self._link = link
+        self._wire_id = wire_id
+        self._chunks: asyncio.Queue[bytes] = asyncio.Queue()
+        self._ended = False
+        self._closed = False
+
+    async def write(self, data: bytes) -> None:
+        if self._closed or self._ended:
+            raise SandboxUnavailable("the process is no longer attached (it ended or restarted)")
+        try:
+            await asyncio.to_thread(self._link.write, self._wire_id, data)
+        except AgentGone as gone:
+            raise SandboxUnavailable(f"the sandbox's process agent was lost: {gone}") from None
+
+    async def read(self) -> bytes:
+        if self._ended and self._chunks.empty():
+            return b""
+        return await self._chunks.get()
+
+    async def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._owner.tell(_Detach(self))
+
+    def feed(self, data: bytes) -> None:
+        if not self._ended:
+            self._chunks.put_nowait(data)
+
+    def end(self) -> None:
+        if not self._ended:
+            self._ended = True
+            self._chunks.put_nowait(b"")
+
+
+# ---------------------------------------------------------------------- actor
+
+
+class ManagedProcess(Actor):
+    """One incarnation of one managed process (see the module docstring)."""
+
+    def __init__(self, record: ProcessRecord, env: Mapping[str, str]) -> None:
+        self.record = record
+        self.args = record.args
+        self._env = dict(env)
+        self._link: ProcessLink | None = None
+        self._wire_id = f"{self.args.process_id}.{next(_incarnations)}"
+        self._running = False
+        self._stopping: list[asyncio.Future[ProcessInfo]] = []
+        self._attachment: ProcessAttachment | None = None
+        self._health_failures = 0
+        self._health_task: asyncio.Task[None] | None = None
+
+    async def on_start(self) -> None:
+        record = self.record
+        record.state, record.pid = "starting", None
+        parent = self.context.parent
+        assert parent is not None
+        link = await parent.ask(LinkRequest(), timeout=LINK_TIMEOUT)
+        assert isinstance(link, ProcessLink)
+        loop = asyncio.get_running_loop()
+        me = self.context.ref
+
+        def listener(header: dict[str, Any], payload: bytes) -> None:  # on the link's reader thread
+            loop.call_soon_threadsafe(me.tell, _Frame(header, payload))
+
+        try:
+            pid = await asyncio.to_thread(
+                link.start, self._wire_id, list(self.args.argv), self.args.cwd, self._env, listener
+            )
+        except RuntimeError as error:  # the command itself cannot start: say so, retry by policy
+            record.error = str(error)[:300]
+            record.starts += 1
+            raise ProcessEnded(record.error) from None
+        except AgentGone as gone:
+            raise SandboxUnavailable(f"the sandbox's process agent was lost: {gone}") from None
+        self._link = link
+        self._running = True
+        record.starts += 1
+        record.state, record.pid, record.exit_code, record.error = "running", pid, None, None
+        if self.args.health_argv:
+            self.context.schedule_once(self.args.health_interval, _HealthTick(), key="health")
+
+    async def on_stop(self) -> None:
+        if self._health_task is not None:
+            self._health_task.cancel()
+        if self._attachment is not None:
+            self._attachment.end()
+            self._attachment = None
+            self.record.attached = False
+        link = self._link
+        if link is not None and self._running:  # stop before start: the old one goes first
+            self._running = False
+            with contextlib.suppress(AgentGone, OSError):
+                await asyncio.to_thread(link.signal, self._wire_id, signal.SIGKILL)
+            link.forget(self._wire_id)
+            if self.record.state in ("running", "stopping"):
+                self.record.state = "exited"
+        info = self.record.info()
+        for waiter in self._stopping:
+            if not waiter.done():
+                waiter.set_result(info)
+
+    async def receive(self, message: Any) -> Any:
+        if isinstance(message, _Frame):
+            return self._frame(message.header, message.payload)
+        if isinstance(message, GetInfo):
+            return self.record.info()
+        if isinstance(message, AttachProcess):
+            return self._attach()
+        if isinstance(message, _Detach):
+            if self._attachment is message.attachment:
+                self._attachment = None
+                self.record.attached = False
+        elif isinstance(message, StopProcess):
+            return self._stop()
+        elif isinstance(message, _Escalate):
+            await self._signal(message.signal)
+        elif isinstance(message, _HealthTick):
+            self._health_task = asyncio.ensure_future(self._health())
+        elif isinstance(message, _HealthDone):
+            self._health_result(message.ok)
+        return None
+
+    # ------------------------------------------------------------------ events
+
+    def _frame(self, header: dict[str, Any], payload: bytes) -> None:
+        if header.get("id") != self._wire_id or not self._running:
+            return  # a late frame of an earlier incarnation
+        kind = header.get("t")
+        if kind == "out":
+            if header.get("s") == 2:
+                self.record.stderr(payload)
+            elif self._attachment is not None:
+                self._attachment.feed(payload)
+        elif kind in ("exit", "lost"):
+            self._running = False
+            code = header.get("code")
+            self._ended(None if code is None else int(code), lost=kind == "lost")
+
+    def _ended(self, code: int | None, lost: bool) -> None:
+        record = self.record
+        record.exit_code = code
+        record.pid = None
+        if lost:
+            record.error = "the sandbox's process agent was lost"
+        if self._attachment is not None:
+            self._attachment.end()
+            self._attachment = None
+            record.attached = False
+        policy = self.args.restart
+        if self._stopping or policy == "never" or (policy == "on-failure" and code == 0):
+            record.state = "exited"
+            self.context.stop()
+            return
+        record.state = "starting"
+        raise ProcessEnded(f"exit code {code}" if not lost else "process agent lost")
+
+    def _attach(self) -> ProcessAttachment | SandboxError:
+        """The attachment, or the refusal as a value (a raise would fail this actor)."""
+        if not self._running or self._link is None:
+            return SandboxUnavailable(f"process {self.args.process_id!r} is not running")
+        if self._attachment is not None:
+            return SandboxBusy(f"process {self.args.process_id!r} is attached by another caller")
+        self._attachment = ProcessAttachment(self.context.ref, self._link, self._wire_id)
+        self.record.attached = True
+        return self._attachment
+
+    def _stop(self) -> asyncio.Future[ProcessInfo]:
+        waiter: asyncio.Future[ProcessInfo] = asyncio.get_running_loop().create_future()
+        if not self._running or self._link is None:
+            self.context.stop()
+            self._stopping.append(waiter)
+            return waiter
+        first = not self._stopping
+        self._stopping.append(waiter)
+        if first:
+            self.record.state = "stopping"
+            self.context.cancel_timer("health")
+            with contextlib.suppress(AgentGone):
+                self._link.close_stdin(self._wire_id)
+            self.context.schedule_once(STDIN_GRACE, _Escalate(signal.SIGTERM), key="stop")
+        return waiter
+
+    async def _signal(self, sig: int) -> None:
+        if not self._running or self._link is None:
+            return
+        with contextlib.suppress(AgentGone):
+            await asyncio.to_thread(self._link.signal, self._wire_id, sig)
+        if sig == signal.SIGTERM:
+            self.context.schedule_once(TERM_GRACE, _Escalate(signal.SIGKILL), key="stop")
+
+    # ------------------------------------------------------------------ health
+
+    async def _health(self) -> None:
+        parent = self.context.parent
+        assert parent is not None and self.args.health_argv
+        try:
+            code = await parent.ask(HealthExec(tuple(self.args.health_argv)), timeout=HEALTH_TIMEOUT + 30)
+        except Exception:  # engine trouble or a busy session: a failed check, counted as such
+            code = None
+        self.context.ref.tell(_HealthDone(code == 0))
+
+    def _health_result(self, ok: bool) -> None:
+        if not self._running or self._stopping:
+            return
+        self._health_failures = 0 if ok else self._health_failures + 1
+        if self._health_failures >= HEALTH_FAILURES:
+            self.record.error = f"{HEALTH_FAILURES} health checks failed in a row"
+            raise ProcessEnded(self.record.error)
+        self.context.schedule_once(self.args.health_interval, _HealthTick(), key="health")
