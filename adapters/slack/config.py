@@ -53,6 +53,12 @@ class SlackAdapterConfig(AdapterConfig):
         description="socket mode: websocket ping interval; a socket found down (closed, or no pong for four "
         "pings) at two checks this far apart is reconnected",
     )
+    token_check_interval: Duration = Field(
+        default=300.0,
+        gt=0,
+        description="http mode: how often auth.test confirms the bot token still works (a refused token "
+        "stops the bot; Slack unreachable marks the connection down)",
+    )
     user_cache_ttl: Duration = Field(
         default=600.0, ge=0, description="how long get_user_info answers from its cache (users.info, tier 4)"
     )

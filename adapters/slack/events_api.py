@@ -7,14 +7,16 @@ stale one gets 401 and touches nothing. ``url_verification`` is answered with
 its challenge. Otherwise the payload is converted and journaled, and the
 answer is 200 only once the events are committed (well within Slack's 3 s);
 a failed store answers 500 and a full backlog (``AdapterBusy``) 429, so Slack
-retries. Slack's retries
-(``X-Slack-Retry-Num``) carry the same event_id and message ts, which the
-journal recognises, so a retried event is acknowledged and not handled again.
+retries. Slack's retries (``X-Slack-Retry-Num``) carry the same event_id and
+message ts, which the journal recognises, so a retried event is acknowledged
+and not handled again.
 
-There is no socket to watch: Slack's ``app_uninstalled``/``tokens_revoked``
-events stop the bot with a clear error, and start-up's auth.test checks the
-bot token. Stop before start: ``accepting`` goes false in ``on_stop`` (a late
-request gets 503 and Slack retries it), and the route stays with the bot.
+There is no socket to watch, so health is the token's: auth.test at start and
+every ``token_check_interval`` (a refused token stops the bot with a clear
+error; Slack unreachable marks the connection down until it answers again),
+and Slack's ``app_uninstalled``/``tokens_revoked`` events stop the bot too.
+Stop before start: ``accepting`` goes false in ``on_stop`` (a late request
+gets 503 and Slack retries it), and the route stays with the bot.
 """
 
 from __future__ import annotations
@@ -52,6 +54,13 @@ class _Revoked:
         self.event_type = event_type
 
 
+class _CheckToken:
+    __slots__ = ()
+
+
+_CHECK_TOKEN = _CheckToken()
+
+
 class EventsApiConnection(Actor):
     def __init__(self, adapter: SlackAdapter, wall: Callable[[], float] = time.time) -> None:
         self.adapter = adapter
@@ -64,6 +73,7 @@ class EventsApiConnection(Actor):
         self.accepting = False
         self.requests = 0
         self.refused = 0
+        self.status = ""
 
     @property
     def path(self) -> str:
@@ -79,18 +89,37 @@ class EventsApiConnection(Actor):
         self.host.add_route("POST", self.path, self._on_request)
         self.accepting = True
         me = self.converter.me
-        self.host.set_connected(True, f"events api {self.path} as @{me.name or me.user_id}")
+        self.status = f"events api {self.path} as @{me.name or me.user_id}"
+        self.host.set_connected(True, self.status)
+        self.context.schedule_once(self.config.token_check_interval, _CHECK_TOKEN, key="token")
         log.info(
             "%s: Slack Events API on %s as %s in %s", self.host.bot_id, self.path, me.user_id, me.team_id
         )
 
     async def receive(self, message: Any) -> Any:
+        if message is _CHECK_TOKEN:
+            await self._check_token()
+            self.context.schedule_once(self.config.token_check_interval, _CHECK_TOKEN, key="token")
+            return None
         if isinstance(message, _Revoked):
             raise AdapterAuthError(
                 f"bot {self.host.bot_id!r}: Slack sent {message.event_type}: the app was uninstalled or its "
                 "tokens revoked; reinstall the app and update bot_token"
             )
         raise TypeError(f"unexpected message {message!r}")
+
+    async def _check_token(self) -> None:
+        try:
+            await self.adapter.web.call("auth.test", lambda c: c.auth_test())
+        except SlackAPIError as exc:
+            error = connection_error(exc, self.host.bot_id)
+            if isinstance(error, AdapterAuthError):
+                self.host.set_connected(False, "stopped: Slack refused the bot token")
+                raise error from None
+            self.host.set_connected(False, f"Slack unreachable: {exc}")
+            log.warning("%s: auth.test failed: %s", self.host.bot_id, exc)
+            return
+        self.host.set_connected(True, self.status)
 
     async def on_stop(self) -> None:
         self.accepting = False

@@ -14,8 +14,18 @@ import pytest
 
 from callboard.bench.harness import free_port
 from callboard.engine.events import FeedbackReceived, MessageReceived, PlatformSpecific
-from callboard.testing.fake_slack import SIGNING_SECRET, FakeSlack
-from tests.slack.conftest import ANN, BOT, GENERAL, running, slack_fleet, stall_appends, stored_events, texts
+from callboard.testing.fake_slack import BOT_TOKEN, SIGNING_SECRET, Failure, FakeSlack
+from tests.slack.conftest import (
+    ANN,
+    BOT,
+    GENERAL,
+    UNLIMITED,
+    running,
+    slack_fleet,
+    stall_appends,
+    stored_events,
+    texts,
+)
 from tests.support import eventually
 
 pytestmark = pytest.mark.timeout(60)
@@ -192,3 +202,18 @@ async def test_slacks_ssl_check_is_answered(tmp_path: Path, slack: FakeSlack) ->
         status, _ = await slack.post(url(port), b"ssl_check=1&token=x", "application/x-www-form-urlencoded")
         assert status == 200
         assert await stored_events(fleet) == []
+
+
+async def test_the_token_is_checked_while_events_flow_in(tmp_path: Path, slack: FakeSlack) -> None:
+    port = free_port()
+    config = slack_fleet(
+        tmp_path, slack, mode="http", port=port, adapter=UNLIMITED + "token_check_interval: 0.3"
+    )
+    async with running(config) as fleet:
+        await eventually(lambda: fleet.stats.connections.get(BOT, (False, ""))[0])
+        slack.fail("auth.test", Failure.server_error(503), Failure.server_error(503))
+        await eventually(lambda: "Slack unreachable" in fleet.stats.connections[BOT][1])
+        assert not fleet.stats.connections[BOT][0]
+        await eventually(lambda: fleet.stats.connections[BOT][0])  # answered again: up
+        slack.revoke(BOT_TOKEN)
+        await eventually(lambda: BOT not in fleet.stats.runtimes)
