@@ -1,15 +1,17 @@
-"""The durable journal on real SQLite: dedup, group commit, replay, receipts,
-state, stored output, retention, and survival of kill -9."""
+"""The durable journal on real SQLite and real PostgreSQL (every test runs on
+both, see conftest.py): dedup, group commit, replay, receipts, state, stored
+output, retention, and survival of kill -9."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import msgspec
@@ -19,6 +21,8 @@ from callboard.engine.clock import ManualClock
 from callboard.engine.entities import MessageChain, User
 from callboard.engine.events import MessageReceived, SessionKey
 from callboard.engine.journal import Journal, JournalClosed, JournalUnusable
+from callboard.engine.journal_store import JournalStore
+from tests.journal.conftest import MakeJournal
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -37,19 +41,19 @@ def message(n: int, chat: str = "c1", dedup: str | None = "auto") -> MessageRece
 
 
 @pytest.fixture
-async def journal(tmp_path: Path) -> AsyncIterator[Journal]:
-    j = Journal(str(tmp_path / "j.sqlite3"))
+async def journal(make_journal: MakeJournal) -> AsyncIterator[JournalStore]:
+    j = make_journal()
     await j.open()
     yield j
     await j.close()
 
 
-async def test_append_assigns_increasing_sequence_numbers(journal: Journal) -> None:
+async def test_append_assigns_increasing_sequence_numbers(journal: JournalStore) -> None:
     seqs = [await journal.append(message(i), message(i).session_key()) for i in range(5)]
     assert seqs == sorted(seqs) and len(set(seqs)) == 5
 
 
-async def test_dedup_key_makes_a_duplicate(journal: Journal) -> None:
+async def test_dedup_key_makes_a_duplicate(journal: JournalStore) -> None:
     first = await journal.append(message(1), SessionKey("b", "private", "c1"))
     again = await journal.append(message(1), SessionKey("b", "private", "c1"))
     assert first is not None and again is None
@@ -60,9 +64,9 @@ async def test_dedup_key_makes_a_duplicate(journal: Journal) -> None:
     assert await journal.append(no_key, no_key.session_key()) is not None  # no key, no dedup
 
 
-async def test_dedup_window_is_pruned(tmp_path: Path) -> None:
+async def test_dedup_window_is_pruned(make_journal: MakeJournal) -> None:
     clock = ManualClock()
-    journal = Journal(str(tmp_path / "w.sqlite3"), dedup_window_seconds=3600, clock=clock)
+    journal = make_journal("w", dedup_window_seconds=3600, clock=clock)
     await journal.open()
     try:
         assert await journal.append(message(1), message(1).session_key()) is not None
@@ -78,7 +82,7 @@ async def test_dedup_window_is_pruned(tmp_path: Path) -> None:
         await journal.close()
 
 
-async def test_group_commit_batches_concurrent_appends(journal: Journal) -> None:
+async def test_group_commit_batches_concurrent_appends(journal: JournalStore) -> None:
     commits_before = journal.commits
     seqs = await asyncio.gather(*(journal.append(message(i), message(i).session_key()) for i in range(500)))
     assert len(set(seqs)) == 500
@@ -86,7 +90,7 @@ async def test_group_commit_batches_concurrent_appends(journal: Journal) -> None
     assert commits < 100, f"{commits} commits for 500 appends: not grouped"
 
 
-async def test_pending_replay_in_order_and_done_marks(journal: Journal) -> None:
+async def test_pending_replay_in_order_and_done_marks(journal: JournalStore) -> None:
     seqs = [await journal.append(message(i), message(i).session_key()) for i in range(4)]
     journal.mark_done([seqs[1]])
     await journal.mark_done_now([seqs[3]], status="failed")
@@ -98,7 +102,7 @@ async def test_pending_replay_in_order_and_done_marks(journal: Journal) -> None:
     assert await journal.pending("nobody") == []
 
 
-async def test_receipts_record_the_run(journal: Journal) -> None:
+async def test_receipts_record_the_run(journal: JournalStore) -> None:
     seqs = [await journal.append(message(i), message(i).session_key()) for i in range(3)]
     run_id = seqs[-1]
     journal.record_run(run_id, seqs)
@@ -110,7 +114,7 @@ async def test_receipts_record_the_run(journal: Journal) -> None:
     assert {p.run_id for p in pending} == {run_id}  # replay rebuilds the same run
 
 
-async def test_session_state_and_outbox(journal: Journal) -> None:
+async def test_session_state_and_outbox(journal: JournalStore) -> None:
     key = SessionKey("b", "private", "c1")
     assert await journal.load_state("b", key) is None
     await journal.save_state("b", key, {"history": ["a", "b"], "turns": 2})
@@ -132,18 +136,17 @@ async def test_session_state_and_outbox(journal: Journal) -> None:
     assert rows == [(2, {"text": "y", "seq": 2})]
 
 
-async def test_outbox_sequence_continues_after_reopen(tmp_path: Path) -> None:
-    path = str(tmp_path / "o.sqlite3")
+async def test_outbox_sequence_continues_after_reopen(make_journal: MakeJournal) -> None:
     for expected in (1, 2):
-        journal = Journal(path)
+        journal = make_journal("o")
         await journal.open()
         assert (await journal.append_outbox("b", "c", {}))[0] == expected
         await journal.close()
 
 
-async def test_retention_drops_only_old_done_events(tmp_path: Path) -> None:
+async def test_retention_drops_only_old_done_events(make_journal: MakeJournal) -> None:
     clock = ManualClock()
-    journal = Journal(str(tmp_path / "r.sqlite3"), retention_seconds=7 * 86400, clock=clock)
+    journal = make_journal("r", retention_seconds=7 * 86400, clock=clock)
     await journal.open()
     try:
         done = await journal.append(message(1), message(1).session_key())
@@ -161,8 +164,8 @@ async def test_retention_drops_only_old_done_events(tmp_path: Path) -> None:
         await journal.close()
 
 
-async def test_closed_journal_refuses(tmp_path: Path) -> None:
-    journal = Journal(str(tmp_path / "c.sqlite3"))
+async def test_closed_journal_refuses(make_journal: MakeJournal) -> None:
+    journal = make_journal("c")
     with pytest.raises(JournalClosed):
         await journal.append(message(1), message(1).session_key())
 
@@ -178,12 +181,14 @@ async def test_open_reports_a_bad_path(tmp_path: Path) -> None:
 WRITER = """
 import asyncio, sys
 from callboard.engine.journal import Journal
+from callboard.engine.journal_pg import PgJournal
 from callboard.engine.entities import MessageChain, User
 from callboard.engine.events import MessageReceived
 from callboard.engine.loop import run
 
 async def main():
-    journal = Journal(sys.argv[1])
+    where = sys.argv[1]
+    journal = PgJournal(where, path="unused") if where.startswith("postgresql://") else Journal(where)
     await journal.open()
     n = 0
     while True:
@@ -197,8 +202,10 @@ run(main())
 """
 
 
-async def test_acknowledged_appends_survive_kill_9(tmp_path: Path) -> None:
-    path = str(tmp_path / "k.sqlite3")
+async def test_acknowledged_appends_survive_kill_9(
+    journal_target: Callable[[str], str], make_journal: MakeJournal
+) -> None:
+    path = journal_target("k")
     proc = subprocess.Popen(
         [sys.executable, "-c", WRITER, path],
         stdout=subprocess.PIPE,
@@ -215,7 +222,7 @@ async def test_acknowledged_appends_survive_kill_9(tmp_path: Path) -> None:
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert len(acked) >= 300
-    journal = Journal(path)
+    journal = make_journal("k")
     await journal.open()
     try:
         rows = await journal.query("SELECT payload FROM events")
@@ -225,12 +232,10 @@ async def test_acknowledged_appends_survive_kill_9(tmp_path: Path) -> None:
         await journal.close()
 
 
-async def test_prune_works_in_chunks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_prune_works_in_chunks(make_journal: MakeJournal, monkeypatch: pytest.MonkeyPatch) -> None:
     clock = ManualClock()
-    journal = Journal(
-        str(tmp_path / "p.sqlite3"), retention_seconds=0.0, dedup_window_seconds=0.0, clock=clock
-    )
-    monkeypatch.setattr(Journal, "PRUNE_CHUNK", 7)
+    journal = make_journal("p", retention_seconds=0.0, dedup_window_seconds=0.0, clock=clock)
+    monkeypatch.setattr(type(journal), "PRUNE_CHUNK", 7)
     await journal.open()
     try:
         seqs = [await journal.append(message(i), message(i).session_key()) for i in range(50)]
@@ -242,3 +247,38 @@ async def test_prune_works_in_chunks(tmp_path: Path, monkeypatch: pytest.MonkeyP
         assert await journal.query("SELECT COUNT(*) FROM events") == [(0,)]
     finally:
         await journal.close()
+
+
+async def test_postgres_open_reports_an_unreachable_server_without_the_password(tmp_path: Path) -> None:
+    from callboard.engine.journal_pg import PgJournal
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens there once closed
+    journal = PgJournal(
+        f"postgresql://u:hunter2secret@127.0.0.1:{port}/db", path=str(tmp_path / "x"), connect_timeout=1.0
+    )
+    with pytest.raises(JournalUnusable, match="cannot connect") as raised:
+        await journal.open()
+    assert "hunter2secret" not in str(raised.value) and "u:***@127.0.0.1" in str(raised.value)
+
+
+async def test_two_journals_on_one_database_store_a_retried_event_once(
+    backend: str, make_journal: MakeJournal
+) -> None:
+    """Two cluster nodes share the PostgreSQL journal: a platform retry that reaches
+    the other node is a duplicate there too."""
+    if backend != "postgresql":
+        pytest.skip("one SQLite file is never shared by two engines")
+    a, b = make_journal("shared"), make_journal("shared")
+    await a.open()
+    await b.open()
+    try:
+        results = await asyncio.gather(
+            *(j.append(message(i), message(i).session_key()) for i in range(50) for j in (a, b))
+        )
+        stored = [r for r in results if r is not None]
+        assert len(stored) == 50 and len(set(stored)) == 50
+    finally:
+        await a.close()
+        await b.close()

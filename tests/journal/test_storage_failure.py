@@ -4,54 +4,94 @@ everything written once the storage is back.
 
 The failure is SQLite's own: ``PRAGMA query_only`` on the journal's connection
 makes every write fail with SQLITE_READONLY, as a read-only remount does, and
-runs without root (tests/reliability/test_full_disk.py fills a real tmpfs)."""
+runs without root (tests/reliability/test_full_disk.py fills a real tmpfs).
+On PostgreSQL the database is made read-only and the journal's sessions are
+cut (what a failover to a read-only standby looks like): the pool reconnects
+and every write fails with SQLSTATE 25006 until it is healed."""
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator
-from pathlib import Path
+from collections.abc import AsyncIterator, Callable
 
+import psycopg
 import pytest
 
 from callboard.engine.clock import ManualClock
 from callboard.engine.journal import Journal, StorageUnavailable
+from callboard.engine.journal_store import JournalStore
+from tests.journal.conftest import MakeJournal
 from tests.journal.test_journal import message
 
 pytestmark = pytest.mark.timeout(60)
 
 
+class Storage:
+    """Breaks and heals the storage under one journal, as its backend allows."""
+
+    def __init__(self, journal: JournalStore, url: str | None) -> None:
+        self.journal = journal
+        self.url = url
+        #: what the storage problem says
+        self.word = "readonly" if url is None else "read-only"
+
+    def _conn(self) -> sqlite3.Connection:
+        assert isinstance(self.journal, Journal)
+        conn = self.journal._conn  # the cap is per connection: it must be the journal's own
+        assert conn is not None
+        return conn
+
+    def _pg(self, value: str) -> None:
+        """The database read-only (or not) for new sessions, and the journal's
+        sessions cut, as a failover to a read-only standby does."""
+        assert self.url is not None
+        name = self.url.rsplit("/", 1)[1]
+        with psycopg.connect(self.url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as conn:
+            conn.execute(f'ALTER DATABASE "{name}" SET default_transaction_read_only = {value}'.encode())
+            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
+
+    def fail(self) -> None:
+        if self.url is None:
+            self._conn().execute("PRAGMA query_only=1")
+        else:
+            self._pg("on")
+
+    def heal(self) -> None:
+        if self.url is None:
+            self._conn().execute("PRAGMA query_only=0")
+        else:
+            self._pg("off")
+
+    async def settled(self) -> None:
+        """Until a probe that a clock advance started has finished (PostgreSQL
+        probes are async; SQLite's run inside the timer)."""
+        settled = getattr(self.journal, "settled", None)
+        if settled is not None:
+            await settled()
+
+
 @pytest.fixture
-async def journal(tmp_path: Path) -> AsyncIterator[tuple[Journal, ManualClock]]:
+async def journal(
+    make_journal: MakeJournal, journal_target: Callable[[str], str]
+) -> AsyncIterator[tuple[JournalStore, ManualClock, Storage]]:
     clock = ManualClock()
-    j = Journal(str(tmp_path / "j.sqlite3"), clock=clock)
+    j = make_journal(clock=clock)
     await j.open()
-    yield j, clock
+    target = journal_target("j")
+    yield j, clock, Storage(j, target if target.startswith("postgresql://") else None)
     await j.close()
 
 
-def _conn(journal: Journal) -> sqlite3.Connection:
-    conn = journal._conn  # the cap is per connection: it must be the journal's own
-    assert conn is not None
-    return conn
-
-
-def fail(journal: Journal) -> None:
-    _conn(journal).execute("PRAGMA query_only=1")
-
-
-def heal(journal: Journal) -> None:
-    _conn(journal).execute("PRAGMA query_only=0")
-
-
-async def test_failing_storage_refuses_holds_and_recovers(journal: tuple[Journal, ManualClock]) -> None:
-    j, clock = journal
+async def test_failing_storage_refuses_holds_and_recovers(
+    journal: tuple[JournalStore, ManualClock, Storage],
+) -> None:
+    j, clock, storage = journal
     first = await j.append(message(100_000), message(100_000).session_key())
     assert first is not None
-    fail(j)
+    storage.fail()
     with pytest.raises(StorageUnavailable):
         await j.append(message(1), message(1).session_key())
-    assert j.storage_problem is not None and "readonly" in j.storage_problem
+    assert j.storage_problem is not None and storage.word in j.storage_problem
     errors = j.storage_errors
 
     # new work is refused at once, without touching the disk
@@ -71,13 +111,15 @@ async def test_failing_storage_refuses_holds_and_recovers(journal: tuple[Journal
     due = clock.pending()
     assert len(due) == 1
     await clock.advance(due[0] - clock.now())
+    await storage.settled()
     assert j.storage_problem is not None
     later = clock.pending()
     assert len(later) == 1 and later[0] - clock.now() > due[0] * 0.9  # the next wait is not shorter
 
     # the storage heals: the next probe writes the held marks and new work is accepted
-    heal(j)
+    storage.heal()
     await clock.advance(later[0] - clock.now())
+    await storage.settled()
     assert j.storage_problem is None
     await j.wait_writable()
     await j.flush()
@@ -86,16 +128,17 @@ async def test_failing_storage_refuses_holds_and_recovers(journal: tuple[Journal
     await j.write_probe()
 
 
-async def test_held_writes_keep_their_order(journal: tuple[Journal, ManualClock]) -> None:
-    j, clock = journal
+async def test_held_writes_keep_their_order(journal: tuple[JournalStore, ManualClock, Storage]) -> None:
+    j, clock, storage = journal
     seq = await j.append(message(1), message(1).session_key())
     assert seq is not None
-    fail(j)
+    storage.fail()
     with pytest.raises(StorageUnavailable):
         await j.append(message(2), message(2).session_key())
     j.mark_done([seq], "failed")  # queued first...
     j.mark_done([seq], "done")  # ...then superseded: order decides
-    heal(j)
+    storage.heal()
     await clock.advance(60)
+    await storage.settled()
     await j.flush()
     assert await j.event_status(seq) == "done"
