@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from callboard.engine.sandbox_api import ToolName
 from callboard.engine.units import Duration
@@ -41,12 +42,40 @@ class MemoryConfig(_Strict):
     )
 
 
+class McpServerConfig(_Strict):
+    """One MCP server whose tools the agent may call: a stdio command run as a managed
+    process in the bot's sandbox (never on the host), or a streamable-HTTP/SSE URL."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,24}$", description="tools are offered as mcp_<name>_<tool>")
+    command: list[str] | None = Field(
+        default=None, min_length=1, description="stdio server, run in the sandbox"
+    )
+    env: dict[str, SecretStr] = Field(
+        default_factory=dict, description="its environment (values never logged)"
+    )
+    url: str | None = Field(default=None, pattern=r"^https?://", description="a remote server instead")
+    transport: Literal["streamable-http", "sse"] = "streamable-http"
+    headers: dict[str, SecretStr] = Field(default_factory=dict, description="HTTP headers (e.g. a token)")
+    tools: list[str] | None = Field(default=None, description="offer only these of its tools (unset: all)")
+    timeout: Duration = Field(default=30.0, gt=0, description="one tool call, as the sandbox tools' deadline")
+    restart: Literal["always", "on-failure", "never"] = "on-failure"
+
+    @model_validator(mode="after")
+    def _one_transport(self) -> McpServerConfig:
+        if (self.command is None) == (self.url is None):
+            raise ValueError("give exactly one of command (stdio, in the sandbox) or url")
+        return self
+
+
 class ToolsConfig(_Strict):
     sandbox: list[ToolName] = Field(
         default_factory=list, description="sandbox tools offered (the bot's sandbox policy still applies)"
     )
     platform: list[PlatformTool] = Field(
         default_factory=list, description="platform calls offered, on the run's chat only"
+    )
+    mcp: list[McpServerConfig] = Field(
+        default_factory=list, description="MCP servers whose tools are offered (needs callboard[mcp])"
     )
     max_rounds: int = Field(default=16, ge=1, le=128, description="tool rounds per run")
     result_limit: int = Field(default=4000, ge=100, description="characters of a tool result the model sees")
@@ -96,8 +125,13 @@ class AgentConfig(_Strict):
         from callboard.handlers.agent.runners import RUNNERS
 
         runner = RUNNERS[self.runner]
-        if (self.tools.sandbox or self.tools.platform) and not runner.supports_tools:
+        if (self.tools.sandbox or self.tools.platform or self.tools.mcp) and not runner.supports_tools:
             raise ValueError(
-                f"runner {self.runner!r} brings its own tools; remove tools.sandbox/tools.platform"
+                f"runner {self.runner!r} brings its own tools; remove tools.sandbox/platform/mcp"
             )
+        if self.tools.mcp and importlib.util.find_spec("mcp") is None:
+            raise ValueError("tools.mcp needs the MCP client: pip install 'callboard[mcp]'")
+        names = [server.name for server in self.tools.mcp]
+        if len(set(names)) != len(names):
+            raise ValueError("tools.mcp: server names must be unique")
         return self

@@ -12,6 +12,7 @@ within ``deadline``; a final failure tells the user ``failure_message``
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any, ClassVar
 
 from callboard.engine.clock import sleep
@@ -122,10 +123,29 @@ class AgentHandler:
     ) -> str:
         config = self.config
         run = memory.run_record(ctx.run_id)
-        record: list[dict[str, Any]] = run["messages"]
         ctx.api.resume_after(int(run.get("calls") or 0))  # what the recorded rounds sent stays sent
         reply.resume(run.get("message_id"))
         toolbox = Toolbox(ctx, config.tools)
+        async with contextlib.AsyncExitStack() as servers:
+            if config.tools.mcp:
+                from callboard.handlers.agent.mcp import McpTools
+
+                await servers.enter_async_context(McpTools(ctx, config.tools.mcp, toolbox))
+            return await self._tool_loop(ctx, memory, system, user_turn, reply, errors, toolbox, run)
+
+    async def _tool_loop(
+        self,
+        ctx: HandlerContext,
+        memory: Memory,
+        system: str,
+        user_turn: str,
+        reply: ReplyStream,
+        errors: list[str],
+        toolbox: Toolbox,
+        run: dict[str, Any],
+    ) -> str:
+        config = self.config
+        record: list[dict[str, Any]] = run["messages"]
         if memory.summary:
             system = f"{system}\n\nSummary of the earlier conversation: {memory.summary}"
         messages: list[dict[str, Any]] = [

@@ -109,6 +109,11 @@ class Toolbox:
 
         self.calls[name] = run
 
+    def add_tool(self, name: str, description: str, parameters: dict[str, Any], call: ToolFn) -> None:
+        """Offer one more tool (an MCP server's): its result is limited like the others'."""
+        self.specs.append(_spec(name, description, parameters))
+        self.calls[name] = call
+
     def _add_platform(self, name: str) -> None:
         description, properties, required = PLATFORM_TOOLS[name]
         self.specs.append(

@@ -1,0 +1,85 @@
+"""An agent calls an MCP server's tools, end to end over the web chat: the fake OpenAI server
+scripts the tool calls, the stdio MCP server (``callboard.testing.stdio_mcp_server``, standard
+library only) runs as a managed process in the session's real container, and the official
+``mcp`` client talks to it over the attached stdin/stdout."""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from callboard.testing import stdio_mcp_server
+from callboard.testing.fake_openai import Call, FakeOpenAI, Reply
+from tests.sandbox.conftest import Engine
+from tests.support import chat_client, fleet_config, running_fleet
+
+pytestmark = pytest.mark.timeout(180)
+API_KEY = "sk-mcp-test"
+SERVER = Path(stdio_mcp_server.__file__).read_text()
+
+
+@pytest.fixture
+async def model() -> AsyncIterator[FakeOpenAI]:
+    server = await FakeOpenAI(api_key=API_KEY).start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+async def test_agent_calls_a_stdio_mcp_server_running_in_the_sandbox(
+    tmp_path: Path, engine: Engine, fleet: str, model: FakeOpenAI
+) -> None:
+    model.script(
+        Reply(calls=[Call("mcp_calc_add", {"a": 2, "b": 40}), Call("mcp_calc_whoami", {})]),
+        Reply(text="2 + 40 = 42"),
+        Reply(calls=[Call("mcp_calc_shout", {"text": "hey", "times": 400})]),
+        Reply(text="shouted"),
+    )
+    command = json.dumps(["python3", "-c", SERVER])
+    handlers = f"""
+- event_type: message.received
+  handler_type: agent
+  handler_config:
+    runner: openai
+    runner_config: {{base_url: "{model.base_url}", api_key: "{API_KEY}", model: fake}}
+    stream: false
+    tools:
+      result_limit: 200
+      mcp:
+        - name: calc
+          command: {command}
+          env: {{CALC_TOKEN: not-for-logs}}
+          tools: [add, whoami, shout]
+"""
+    config = fleet_config(
+        tmp_path,
+        handlers=handlers,
+        extra=f"sandbox:\n  engine_url: {engine.url}\n  image: {engine.image}\n",
+        bot_extra="sandbox: {enabled: true, exec_handlers: [agent]}",
+    )
+    config = config.model_copy(update={"name": fleet})
+    async with running_fleet(config) as running, chat_client(running.base_url) as client:
+        await client.subscribe("c1")
+        await client.say("what is 2 + 40, and where do you run?")
+        first = await client.wait_for(lambda f: f["op"] == "message", timeout=120)
+        await client.say("shout hey")
+        second = await client.wait_for(lambda f: f["op"] == "message" and f["text"] == "shouted", timeout=60)
+        containers = engine.containers(fleet)
+    assert first["text"] == "2 + 40 = 42" and second
+
+    offered = sorted(t["function"]["name"] for t in model.requests[0]["tools"])
+    assert offered == ["mcp_calc_add", "mcp_calc_shout", "mcp_calc_whoami"]
+    add_result, whoami_result = (m for m in model.requests[1]["messages"] if m["role"] == "tool")
+    assert json.loads(add_result["content"]) == {"content": "42"}
+    where = json.loads(json.loads(whoami_result["content"])["content"])
+    assert where["uid"] == 1000 and where["cwd"] == "/workspace"
+    assert where["hostname"] != socket.gethostname()  # it ran in the container, not on this host
+    assert len(containers) == 1 and where["hostname"] == "sandbox"  # the name every sandbox gets
+
+    shouted = model.requests[3]["messages"][-1]["content"]
+    assert shouted.startswith('{"content":"HEY HEY') and "[truncated " in shouted  # the toolbox's limit
