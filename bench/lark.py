@@ -86,6 +86,7 @@ class LarkResult:
     out_of_order: int = 0
     duplicates: int = 0
     engine_busy: float = 0.0  # the engine process's CPU time / wall time
+    load_busy: float = 0.0  # this process's (the fake platform's) CPU time / wall time
     notes: list[str] = field(default_factory=list)
 
 
@@ -106,6 +107,7 @@ async def _run_lark(
     answered_before = lark.answered_count["send_message"]
     say(f"lark {mode} {scenario.name} ({scenario.events:,} events)")
     cpu_before = cpu_seconds(pid)
+    load_before = time.process_time()
     start = time.monotonic()
     answered_at = None
     if mode == "ws":
@@ -126,6 +128,7 @@ async def _run_lark(
     replies = lark.sent[sends_before:]
     result = LarkResult(events=scenario.events, seconds=end - start)
     result.engine_busy = (cpu_seconds(pid) - cpu_before) / max(1e-9, end - start)
+    result.load_busy = (time.process_time() - load_before) / max(1e-9, end - start)
     result.handled_per_s = len(replies) / max(1e-9, result.seconds)
     result.answered_per_s = scenario.events / max(1e-9, (answered_at or end) - start)
     seen: set[str] = set()
@@ -250,14 +253,15 @@ def render(report: dict[str, Any]) -> str:
         f"{report['webhook_in_flight']} in flight, encrypted and signed)",
         "",
         f"{'mode':<9}{'scenario':<10}{'events':>8}{'answered/s':>12}{'handled/s':>11}"
-        f"{'engine CPU':>12}{'reordered':>11}{'web handled/s':>15}{'lark/web':>10}",
+        f"{'engine CPU':>12}{'fake CPU':>10}{'reordered':>11}{'web handled/s':>15}{'lark/web':>10}",
     ]
     for mode in MODES:
         for name, entry in report["lark"][mode].items():
             web = report["web"][name]
             lines.append(
                 f"{mode:<9}{name:<10}{entry['events']:>8,}{entry['answered_per_s']:>12,.0f}"
-                f"{entry['handled_per_s']:>11,.0f}{entry['engine_busy']:>11.0%} {entry['out_of_order']:>11,}"
+                f"{entry['handled_per_s']:>11,.0f}{entry['engine_busy']:>11.0%} {entry['load_busy']:>9.0%} "
+                f"{entry['out_of_order']:>10,}"
                 f"{web['handled_per_s']:>15,.0f}{report['ratio_handled_lark_vs_web'][mode][name]:>10.2f}"
             )
             for note in entry["notes"] + web["notes"]:

@@ -36,12 +36,10 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import pykka
 from aiohttp import web
-from lark_oapi.ws.exception import ClientException
 
-from callboard.adapters.base import AdapterBusy
+from callboard.adapters.base import AdapterAuthError, AdapterBusy
 from callboard.adapters.lark.api import CredentialsRejected
-from callboard.adapters.lark.errors import BAD_CREDENTIALS, ConnectionFailed, LarkAPIError, auth_error
-from callboard.adapters.lark.longconn import RUN, Link, LongConnWorker
+from callboard.adapters.lark.errors import ConnectionFailed, LarkAPIError, auth_error
 from callboard.adapters.lark.webhook import Challenge, Rejected, open_delivery
 from callboard.engine.actor import Actor
 from callboard.engine.clock import sleep
@@ -50,6 +48,7 @@ from callboard.engine.events import BotInvitedToGroup, Event
 
 if TYPE_CHECKING:
     from callboard.adapters.lark.adapter import LarkAdapter
+    from callboard.adapters.lark.longconn import Link
 
 log = logging.getLogger("callboard.lark")
 
@@ -141,6 +140,10 @@ class LarkConnection(Actor):
         return max(self.config.stale_after / 4, 0.05)
 
     def _start_worker(self) -> None:
+        # lark-oapi is imported only here: importing it takes seconds and about 100 MB (it
+        # loads every API model), which a webhook bot never needs
+        from callboard.adapters.lark.longconn import RUN, Link, LongConnWorker
+
         loop = self.loop
         assert loop is not None
         ref = self.ref
@@ -154,6 +157,7 @@ class LarkConnection(Actor):
                 loop.call_soon_threadsafe(ref.tell, _Ended(link, error))
 
         self.worker = LongConnWorker.start(
+            self.host.bot_id,
             self.config.app_id,
             self.config.app_secret.get_secret_value(),
             self.config.base_url,
@@ -173,7 +177,7 @@ class LarkConnection(Actor):
         if isinstance(message, _Ended):
             error = message.error or ConnectionFailed("the long connection stopped")
             self.host.set_connected(False, f"reconnecting: {error}")
-            raise _connection_error(self.host.bot_id, error)
+            raise _connection_error(error)
         if message is _CHECK:
             link = self.link
             if link is not None:
@@ -329,9 +333,7 @@ def _log_failure(bot_id: str, group: str) -> Any:
     return done
 
 
-def _connection_error(bot_id: str, error: BaseException) -> Exception:
-    if isinstance(error, ClientException) and error.code in BAD_CREDENTIALS:
-        return auth_error(bot_id, error.code, str(error))
-    if isinstance(error, Exception) and isinstance(error, ConnectionFailed):
+def _connection_error(error: BaseException) -> Exception:
+    if isinstance(error, AdapterAuthError | ConnectionFailed):
         return error
     return ConnectionFailed(f"long connection: {type(error).__name__}: {error}")

@@ -47,8 +47,10 @@ from lark_oapi.core.enum import LogLevel
 from lark_oapi.core.json import JSON
 from lark_oapi.ws.const import HEADER_BIZ_RT, HEADER_MESSAGE_ID, HEADER_SEQ, HEADER_SUM, HEADER_TYPE
 from lark_oapi.ws.enum import MessageType
+from lark_oapi.ws.exception import ClientException
 from lark_oapi.ws.model import Response
 
+from callboard.adapters.lark.errors import BAD_CREDENTIALS, auth_error
 from callboard.engine.threaded import ThreadedWorker
 
 log = logging.getLogger("callboard.lark")
@@ -152,6 +154,7 @@ class LongConnWorker(ThreadedWorker):
 
     def __init__(
         self,
+        bot_id: str,
         app_id: str,
         app_secret: str,
         domain: str,
@@ -161,6 +164,7 @@ class LongConnWorker(ThreadedWorker):
         report: Callable[[BaseException | None], None],
     ) -> None:
         super().__init__()
+        self.bot_id = bot_id
         self.app_id = app_id
         self.app_secret = app_secret
         self.domain = domain
@@ -182,6 +186,8 @@ class LongConnWorker(ThreadedWorker):
             link._loop = loop
             if not link.stopping:
                 loop.run_until_complete(self._run(link._stop))
+        except ClientException as exc:  # the endpoint refused the app
+            error = auth_error(self.bot_id, exc.code, str(exc)) if exc.code in BAD_CREDENTIALS else exc
         except BaseException as exc:
             error = exc
         finally:
