@@ -57,6 +57,9 @@ BUSY_LOG_EVERY = 5.0
 class _Check:
     __slots__ = ()
 
+    def __repr__(self) -> str:
+        return "_Check()"
+
 
 _CHECK = _Check()
 

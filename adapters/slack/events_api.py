@@ -57,6 +57,9 @@ class _Revoked:
 class _CheckToken:
     __slots__ = ()
 
+    def __repr__(self) -> str:
+        return "_CheckToken()"
+
 
 _CHECK_TOKEN = _CheckToken()
 
