@@ -214,3 +214,25 @@ async def test_card_actions_and_the_welcome_over_the_long_connection(tmp_path: P
         assert lark.texts_sent() == ["Hello, team!"] and lark.sent[0]["chat_id"] == "oc_new"
         kinds = [type(e).__name__ for e in await stored_events(fleet)]
         assert kinds == ["BotInvitedToGroup", "FeedbackReceived"]
+
+
+async def test_the_outbound_honours_lark_rate_limits_and_refusals(tmp_path: Path, lark: FakeLark) -> None:
+    """Through the echo pipeline: 99991400 is retried after Lark's reset time, a bad token
+    is fetched again at once, and a permanent refusal is not repeated."""
+    lark.add_user(ANN, "Ann")
+    chat = lark.p2p(ANN)
+    async with running(lark_fleet(tmp_path, lark)) as fleet:
+        await connected(fleet)
+        lark.fail("send_message", Failure.rate_limited(1), Failure.token_invalid())
+        started = asyncio.get_running_loop().time()
+        texts(lark, chat, ["limited"])
+        await lark.wait_calls("send_message", 1)
+        assert asyncio.get_running_loop().time() - started >= 0.9  # waited for the reset
+        codes = [c.code for c in lark.calls_of("send_message")]
+        assert codes == [99991400, 99991663, 0], codes
+        lark.fail("send_message", Failure.error(230002, "the bot is not in the chat"))
+        texts(lark, chat, ["refused"])
+        await eventually(lambda: len(lark.calls_of("send_message")) == 4)
+        await asyncio.sleep(1.0)
+        assert len(lark.calls_of("send_message")) == 4  # permanent: not retried
+        assert lark.texts_sent() == ["limited"]
