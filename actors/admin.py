@@ -20,7 +20,8 @@ from prometheus_client.registry import Collector
 from callboard.actors.http import HttpServer
 from callboard.actors.runtime import FleetStats
 from callboard.engine.clock import Clock
-from callboard.engine.journal import Journal, JournalClosed, StorageUnavailable
+from callboard.engine.journal import JournalClosed, StorageUnavailable
+from callboard.engine.journal_store import JournalStore
 from callboard.engine.system import ActorSystem
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -34,7 +35,7 @@ WRITE_PROBE_FRESH = 1.0
 class EngineCollector(Collector):
     """Reads the runtime and per-bot counters at scrape time."""
 
-    def __init__(self, system: ActorSystem, stats: FleetStats, journal: Journal) -> None:
+    def __init__(self, system: ActorSystem, stats: FleetStats, journal: JournalStore) -> None:
         self.system = system
         self.stats = stats
         self.journal = journal
@@ -107,7 +108,7 @@ def add_admin_routes(
     http: HttpServer,
     system: ActorSystem,
     stats: FleetStats,
-    journal: Journal,
+    journal: JournalStore,
     expected_bots: Callable[[], list[str]],
     metrics_open: bool = False,
 ) -> None:
@@ -169,7 +170,7 @@ class WriteProbe:
     """/readyz's journal write: concurrent requests share one probe, and a success
     is reused for ``WRITE_PROBE_FRESH`` seconds."""
 
-    def __init__(self, journal: Journal, clock: Clock) -> None:
+    def __init__(self, journal: JournalStore, clock: Clock) -> None:
         self.journal = journal
         self.clock = clock
         self.ok_at: float | None = None

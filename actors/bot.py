@@ -25,7 +25,7 @@ from callboard.adapters.base import Adapter, AdapterAuthError, HttpHandler, load
 from callboard.engine.actor import Actor
 from callboard.engine.clock import Clock
 from callboard.engine.events import Event, SessionKey
-from callboard.engine.journal import Journal
+from callboard.engine.journal_store import JournalStore
 from callboard.engine.ref import ActorRef
 from callboard.engine.supervision import Backoff, Directive, SupervisorStrategy, decider_from_mapping
 from callboard.engine.system import ActorSystem
@@ -46,7 +46,7 @@ CONNECTION_STRATEGY = SupervisorStrategy(
 class BotStore:
     """``AdapterStore`` for one bot: its slice of the journal's stored output."""
 
-    def __init__(self, bot_id: str, journal: Journal) -> None:
+    def __init__(self, bot_id: str, journal: JournalStore) -> None:
         self._bot_id = bot_id
         self._journal = journal
 
@@ -88,7 +88,7 @@ class BotHost:
     def __init__(
         self,
         bot_id: str,
-        journal: Journal,
+        journal: JournalStore,
         system: ActorSystem,
         http: HttpServer,
         stats: FleetStats,
@@ -195,7 +195,7 @@ class BotActor(Actor):
     def __init__(
         self,
         config: BotConfig,
-        journal: Journal,
+        journal: JournalStore,
         http: HttpServer,
         stats: FleetStats,
         sandbox: SandboxFactory,

@@ -111,13 +111,34 @@ class BotConfig(_Strict):
         return self
 
 
+#: journal URLs that select the PostgreSQL journal (docs/scale-out.md)
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+
 class JournalConfig(_Strict):
-    path: str = Field(default="var/callboard.sqlite3", description="SQLite file (created if missing)")
+    path: str = Field(
+        default="var/callboard.sqlite3",
+        description="SQLite file (created if missing); with a url, the admin token and secrets "
+        "still live next to it",
+    )
+    url: SecretStr | None = Field(
+        default=None,
+        description="postgresql://user:password@host/db selects the PostgreSQL journal "
+        "(the 'postgres' extra), shared by the nodes of a cluster",
+    )
+    pool_size: int = Field(default=4, ge=1, le=100, description="PostgreSQL connections per node")
     synchronous: Literal["FULL", "NORMAL"] = Field(
         default="FULL", description="FULL survives power loss; NORMAL survives a killed process only"
     )
     retention: Duration = Field(default=7 * 86400, description="how long handled events are kept")
     dedup_window: Duration = Field(default=86400, description="how long a platform event id is remembered")
+
+    @field_validator("url")
+    @classmethod
+    def _postgres_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith(POSTGRES_SCHEMES):
+            raise ValueError("must start with postgresql:// (the only journal server supported)")
+        return value
 
 
 #: addresses that only this machine can reach
@@ -194,7 +215,9 @@ class EngineConfig(_Strict):
     @field_validator("journal", mode="before")
     @classmethod
     def _path_shorthand(cls, value: Any) -> Any:
-        return {"path": value} if isinstance(value, str) else value
+        if isinstance(value, str):
+            return {"url": value} if value.startswith(POSTGRES_SCHEMES) else {"path": value}
+        return value
 
 
 class FleetConfig(_Strict):

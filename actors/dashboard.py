@@ -26,7 +26,7 @@ from callboard.actors.config import FleetConfig
 from callboard.actors.http import HttpServer
 from callboard.actors.runtime import FleetStats
 from callboard.engine.actor import Actor
-from callboard.engine.journal import Journal
+from callboard.engine.journal_store import JournalStore
 from callboard.engine.system import ActorSystem
 
 #: seconds between samples, and how many are kept (5 minutes)
@@ -53,7 +53,7 @@ class Samples:
         self,
         system: ActorSystem,
         stats: FleetStats,
-        journal: Journal,
+        journal: JournalStore,
         config_of: Callable[[], FleetConfig],
     ) -> None:
         self.system = system

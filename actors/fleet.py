@@ -21,7 +21,7 @@ from callboard.actors.runtime import FleetStats, SandboxFactory
 from callboard.actors.sandbox import sandbox_factory, spawn_sandbox_manager
 from callboard.adapters.base import AdapterAuthError
 from callboard.engine.actor import Actor
-from callboard.engine.journal import Journal
+from callboard.engine.journal_store import JournalStore
 from callboard.engine.ref import ActorRef
 from callboard.engine.sandbox_api import SandboxTools
 from callboard.engine.signals import Terminated
@@ -87,7 +87,7 @@ class FleetActor(Actor):
     def __init__(
         self,
         config: FleetConfig,
-        journal: Journal,
+        journal: JournalStore,
         http: HttpServer,
         stats: FleetStats,
     ) -> None:

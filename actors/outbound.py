@@ -21,7 +21,7 @@ from callboard.actors.messages import SendRequest
 from callboard.actors.runtime import BotCounters
 from callboard.engine.actor import Actor
 from callboard.engine.clock import Clock, sleep
-from callboard.engine.journal import Journal
+from callboard.engine.journal_store import JournalStore
 from callboard.engine.platform import MessageResult, NotSupportedError, PlatformAPI, RateLimits, SendError
 from callboard.engine.ref import ActorRef
 from callboard.engine.signals import Terminated
@@ -79,7 +79,7 @@ class Outlet:
         self,
         bot_id: str,
         api: PlatformAPI,
-        journal: Journal,
+        journal: JournalStore,
         counters: BotCounters,
         limits: RateLimits,
         clock: Clock,

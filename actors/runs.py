@@ -25,7 +25,7 @@ from callboard.actors.http import HttpServer
 from callboard.actors.messages import Callback, Inbound, RetryRun
 from callboard.actors.runtime import BotRuntime, FleetStats
 from callboard.engine.events import Event, decode_event
-from callboard.engine.journal import Journal
+from callboard.engine.journal_store import JournalStore
 from callboard.handlers.webhook.handler import CALLBACK_PREFIX, WebhookHandler
 from callboard.handlers.webhook.signature import HEADER, verify
 
@@ -33,7 +33,7 @@ BOTS_PREFIX = "/api/bots/"
 MAX_CALLBACK_BYTES = 1 << 20
 
 
-def add_run_routes(http: HttpServer, stats: FleetStats, journal: Journal) -> None:
+def add_run_routes(http: HttpServer, stats: FleetStats, journal: JournalStore) -> None:
     runs = _Runs(stats, journal)
     http.add_prefix("GET", BOTS_PREFIX, runs.get)
     http.add_prefix("POST", BOTS_PREFIX, runs.post)
@@ -45,7 +45,7 @@ def _error(status: int, reason: str) -> web.Response:
 
 
 class _Runs:
-    def __init__(self, stats: FleetStats, journal: Journal) -> None:
+    def __init__(self, stats: FleetStats, journal: JournalStore) -> None:
         self.stats = stats
         self.journal = journal
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from callboard.actors.backlog import MAX_EVENTS, BotBacklog, FleetBacklog
 from callboard.engine.clock import Clock
-from callboard.engine.journal import Journal
+from callboard.engine.journal_store import JournalStore
 from callboard.engine.ref import ActorRef
 
 if TYPE_CHECKING:
@@ -51,7 +51,7 @@ class BotRuntime:
     config: BotConfig
     api: PlatformAPI
     routes: RouteTable[Handler]
-    journal: Journal
+    journal: JournalStore
     clock: Clock
     stats: Callable[[], dict[str, Any]]
     sandbox: SandboxFactory

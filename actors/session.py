@@ -49,7 +49,8 @@ from callboard.actors.messages import (
 from callboard.actors.runtime import BotRuntime
 from callboard.engine.actor import Actor
 from callboard.engine.events import MessageReceived, SessionKey
-from callboard.engine.journal import Journal, StorageUnavailable
+from callboard.engine.journal import StorageUnavailable
+from callboard.engine.journal_store import JournalStore
 from callboard.engine.logcontext import bound
 from callboard.handlers.base import Handler
 from callboard.handlers.context import HandlerContext, RunFailed
@@ -372,7 +373,7 @@ class SessionActor(Actor):
 
     async def _execute_until_stored(
         self,
-        journal: Journal,
+        journal: JournalStore,
         inbounds: list[Inbound],
         run_id: int,
         replayed: bool,

@@ -14,7 +14,7 @@ from callboard import logs
 from callboard.actors.admin import add_admin_routes
 from callboard.actors.admin_auth import AdminGuard, resolve_token, token_path
 from callboard.actors.backlog import FleetBacklog
-from callboard.actors.config import FleetConfig
+from callboard.actors.config import FleetConfig, JournalConfig
 from callboard.actors.config_file import ConfigError, load_fleet
 from callboard.actors.dashboard import DashboardSampler, Samples, add_dashboard_routes
 from callboard.actors.fleet import ApplyConfig, FleetActor, Ready, ReloadResult
@@ -24,6 +24,7 @@ from callboard.actors.runtime import FleetStats
 from callboard.engine.clock import Clock
 from callboard.engine.gc_tuning import tune_for_serving
 from callboard.engine.journal import Journal, JournalUnusable
+from callboard.engine.journal_store import JournalStore
 from callboard.engine.ref import ActorRef
 from callboard.engine.system import ActorSystem
 
@@ -36,7 +37,7 @@ class Running:
 
     config: FleetConfig
     system: ActorSystem
-    journal: Journal
+    journal: JournalStore
     http: HttpServer
     stats: FleetStats
     fleet: ActorRef
@@ -70,6 +71,33 @@ class Running:
         await self.journal.close()
 
 
+def make_journal(config: JournalConfig, clock: Clock | None = None) -> JournalStore:
+    """The SQLite journal, or the PostgreSQL one when ``url`` is set."""
+    if config.url is None:
+        return Journal(
+            config.path,
+            synchronous=config.synchronous,
+            retention_seconds=config.retention,
+            dedup_window_seconds=config.dedup_window,
+            clock=clock,
+        )
+    try:
+        from callboard.engine.journal_pg import PgJournal
+    except ImportError:
+        raise SystemExit(
+            "engine.journal: a postgresql:// journal needs the 'postgres' extra "
+            "(pip install 'callboard[postgres]')"
+        ) from None
+    return PgJournal(
+        config.url.get_secret_value(),
+        path=config.path,
+        retention_seconds=config.retention,
+        dedup_window_seconds=config.dedup_window,
+        clock=clock,
+        pool_size=config.pool_size,
+    )
+
+
 async def start(
     config: FleetConfig,
     *,
@@ -80,13 +108,7 @@ async def start(
     """Open the journal, serve HTTP, start the fleet; ``port`` overrides the config (0: any).
     ``resources`` are live objects adapters may ask for by name (``AdapterHost.resource``)."""
     engine = config.engine
-    journal = Journal(
-        engine.journal.path,
-        synchronous=engine.journal.synchronous,
-        retention_seconds=engine.journal.retention,
-        dedup_window_seconds=engine.journal.dedup_window,
-        clock=clock,
-    )
+    journal = make_journal(engine.journal, clock)
     try:
         await journal.open()
     except JournalUnusable as exc:

@@ -47,12 +47,15 @@ def _engine(config: Path) -> subprocess.Popen[bytes]:
 
 @pytest.mark.parametrize("window", ["0", "200ms"])
 async def test_kill_9_mid_burst_loses_nothing_and_duplicates_nothing(tmp_path: Path, window: str) -> None:
+    await kill_9_mid_burst(tmp_path, window, str(tmp_path / "j.sqlite3"))
+
+
+async def kill_9_mid_burst(tmp_path: Path, window: str, journal: str) -> None:
+    """The scenario on any journal (a SQLite path or a postgresql:// URL)."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     config = tmp_path / "fleet.yaml"
-    config.write_text(
-        FLEET.format(journal=tmp_path / "j.sqlite3", port=port, window=window, limits=UNLIMITED)
-    )
+    config.write_text(FLEET.format(journal=journal, port=port, window=window, limits=UNLIMITED))
     chats = [f"c{i}" for i in range(20)]
 
     engine = _engine(config)
