@@ -209,6 +209,8 @@ class FakeLark:
         self.silent = False
         #: answers to events are ignored, as if lost with a crashing client (test control)
         self.lose_answers = False
+        #: each event goes out in this many data frames (Lark splits large events)
+        self.split_frames = 1
         self.webhook_url: str | None = None
         self.webhook_statuses: list[int] = []
         self.webhook_retry = 0.2  # seconds before an event answered as failed is delivered again
@@ -912,26 +914,32 @@ class FakeLark:
         return ws
 
     async def _send_event(self, ws: web.WebSocketResponse, delivery: Delivery) -> None:
+        """One event as data frames: one, or ``split_frames`` parts of one payload (as
+        Lark splits large events; the client reassembles them by message_id)."""
         if self.silent or ws.closed:
             return
-        frame = Frame()
-        frame.SeqID = next(self._ids)
-        frame.LogID = frame.SeqID
-        frame.service = 7
-        frame.method = 1  # data
-        for key, value in (
-            ("type", "event"),
-            ("message_id", delivery.frame_id),
-            ("trace_id", secrets.token_hex(4)),
-            ("sum", "1"),
-            ("seq", "0"),
-        ):
-            header = frame.headers.add()
-            header.key, header.value = key, value
-        frame.payload = orjson.dumps(delivery.payload)
+        body = orjson.dumps(delivery.payload)
+        parts = max(1, min(self.split_frames, len(body)))
+        size = -(-len(body) // parts)
         delivery.served += 1
-        with contextlib.suppress(ConnectionError, RuntimeError):
-            await ws.send_bytes(frame.SerializeToString())
+        for seq in range(parts):
+            frame = Frame()
+            frame.SeqID = next(self._ids)
+            frame.LogID = frame.SeqID
+            frame.service = 7
+            frame.method = 1  # data
+            for key, value in (
+                ("type", "event"),
+                ("message_id", delivery.frame_id),
+                ("trace_id", secrets.token_hex(4)),
+                ("sum", str(parts)),
+                ("seq", str(seq)),
+            ):
+                header = frame.headers.add()
+                header.key, header.value = key, value
+            frame.payload = body[seq * size : (seq + 1) * size]
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await ws.send_bytes(frame.SerializeToString())
 
     async def _redeliver(self, ws: web.WebSocketResponse, delivery: Delivery) -> None:
         await asyncio.sleep(self.webhook_retry)

@@ -236,3 +236,15 @@ async def test_the_outbound_honours_lark_rate_limits_and_refusals(tmp_path: Path
         await asyncio.sleep(1.0)
         assert len(lark.calls_of("send_message")) == 4  # permanent: not retried
         assert lark.texts_sent() == ["limited"]
+
+
+async def test_an_event_split_into_frames_is_reassembled(tmp_path: Path, lark: FakeLark) -> None:
+    lark.add_user(ANN, "Ann")
+    lark.split_frames = 3
+    async with running(lark_fleet(tmp_path, lark)) as fleet:
+        await connected(fleet)
+        texts(lark, lark.p2p(ANN), ["a long message " * 50])
+        await lark.wait_acked()
+        await lark.wait_calls("send_message", 1)
+        assert lark.texts_sent() == ["a long message " * 50]
+        assert [d.answers for d in lark.deliveries.values()] == [[200]]  # one answer for the three frames
