@@ -28,6 +28,7 @@ The pieces:
 from __future__ import annotations
 
 import asyncio
+import secrets
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel
@@ -137,14 +138,17 @@ def tools_for(
     *,
     thread: str | None = None,
     handler: str | None = None,
+    run: str | None = None,
 ) -> SandboxTools:
-    """The sandbox tools of one event's scope under ``policy``, or a ``NoSandbox`` saying why not."""
+    """The sandbox tools of one event's scope under ``policy``, or a ``NoSandbox`` saying why not.
+    ``run`` identifies the handler run (``scope: run``, ``{run}`` in a template); unset, each
+    call of this function is a run of its own."""
     if manager is None:
         return NoSandbox(SandboxOff("sandboxes are off: the fleet has no sandbox configuration"))
     if not policy.enabled:
         return NoSandbox(SandboxOff(f"sandboxes are disabled for bot {bot_id!r} (bots[].sandbox.enabled)"))
     try:
-        key = scope_key(policy, bot_id, chat_type, chat_id, user_id, thread)
+        key = scope_key(policy, bot_id, chat_type, chat_id, user_id, thread, run or secrets.token_hex(8))
     except ScopeError as error:
         return NoSandbox(SandboxPolicyError(str(error)))
     return SessionTools(manager, policy, bot_id, key, handler)

@@ -15,6 +15,7 @@ Sizes accept bytes or ``k``/``m``/``g``/``t`` suffixes (binary: ``512m`` is
 from __future__ import annotations
 
 import re
+import string
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -30,6 +31,9 @@ from pydantic import (
 from callboard.engine.sandbox_api import TOOL_NAMES, ToolName
 from callboard.engine.units import Duration
 from callboard.sandbox.mounts import MountRefused, check_root, check_source, check_target, engine_sockets
+
+#: the event fields a scope template may use (``run`` is unique per handler run)
+SCOPE_FIELDS = ("bot_id", "chat_type", "chat_id", "thread", "user_id", "run")
 
 DEFAULT_IMAGE = "localhost/callboard-sandbox:latest"
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
@@ -231,9 +235,17 @@ class SandboxPolicy(_Strict):
     """What one bot may do with sandboxes; checked before every call."""
 
     enabled: bool = Field(default=False, description="give this bot sandboxes at all")
-    scope: Literal["session", "user", "bot"] = Field(
+    scope: Literal["session", "user", "bot", "group_user", "run", "template"] = Field(
         default="session",
-        description="one sandbox per chat session (default), per user across chats, or one for the whole bot",
+        description=(
+            "one sandbox per chat session (default), per user across chats, one for the whole bot, "
+            "per user within a group chat, per handler run (a message or a debounced burst), "
+            "or from scope_template"
+        ),
+    )
+    scope_template: str | None = Field(
+        default=None,
+        description="with scope: template, the key from event fields, e.g. '{chat_id}/{user_id}'",
     )
     profile: str = Field(default="default", description="name of a profile in sandbox.profiles")
     exec_allowed: bool = Field(default=True, description="allow the exec tool (running commands) at all")
@@ -250,6 +262,31 @@ class SandboxPolicy(_Strict):
     @classmethod
     def _unique_tools(cls, value: list[ToolName]) -> list[ToolName]:
         return list(dict.fromkeys(value))
+
+    @model_validator(mode="after")
+    def _template_fields(self) -> SandboxPolicy:
+        """A template names only fields every event has a place for; one it cannot fill is
+        refused here, not at the first message (where it would fall open into one sandbox)."""
+        if self.scope != "template":
+            if self.scope_template is not None:
+                raise ValueError("scope_template is used only with scope: template")
+            return self
+        if not self.scope_template:
+            raise ValueError("scope: template needs scope_template, e.g. '{chat_id}/{user_id}'")
+        try:
+            fields = [
+                name for _, name, spec, _ in string.Formatter().parse(self.scope_template) if name is not None
+            ]
+        except ValueError as error:
+            raise ValueError(f"scope_template: {error}") from None
+        if not fields:
+            raise ValueError("scope_template names no field: every event would share one sandbox")
+        for name in fields:
+            if name not in SCOPE_FIELDS:
+                raise ValueError(
+                    f"scope_template: unknown field {{{name}}}; known: {', '.join(SCOPE_FIELDS)}"
+                )
+        return self
 
     def check_profile(self, settings: SandboxSettings) -> SandboxProfile:
         """The policy's profile in ``settings``; ValueError if it is not defined."""

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import re
+import string
+from urllib.parse import quote
 
 from callboard.engine.sandbox_api import ToolName
 from callboard.sandbox.config import SandboxPolicy
@@ -58,20 +60,49 @@ def scope_key(
     chat_id: str,
     user_id: str | None,
     thread: str | None = None,
+    run: str | None = None,
 ) -> str:
-    """The key that picks the sandbox: bot plus chat session, user, or nothing."""
+    """The key that picks the sandbox: bot plus chat session, user, group member, run,
+    template, or nothing. A field the scope needs and the event lacks is a ``ScopeError``."""
     if not bot_id:
         raise ScopeError("a sandbox scope needs a bot id")
-    if policy.scope == "bot":
+    scope = policy.scope
+    if scope == "bot":
         return f"bot:{bot_id}"
-    if policy.scope == "user":
+    if scope == "user":
         if not user_id:
             raise ScopeError(f"bot {bot_id!r} scopes sandboxes per user, but this event has no user id")
         return f"user:{bot_id}:{user_id}"
+    if scope == "template":
+        assert policy.scope_template is not None  # the config validator saw to it
+        fields = {
+            "bot_id": bot_id,
+            "chat_type": chat_type,
+            "chat_id": chat_id,
+            "user_id": user_id,
+            "run": run,
+        }
+        values = {name: quote(value or "", safe="") for name, value in fields.items()}
+        for _, name, _, _ in string.Formatter().parse(policy.scope_template):
+            if name is not None and name != "thread" and not values.get(name):
+                raise ScopeError(f"bot {bot_id!r}'s scope_template needs {{{name}}}, which this event lacks")
+        values["thread"] = quote(thread or "", safe="")
+        return f"tpl:{bot_id}:{policy.scope_template.format(**values)}"
     if not chat_type or not chat_id:
-        raise ScopeError("a session-scoped sandbox needs a chat type and chat id")
+        raise ScopeError(f"a {scope}-scoped sandbox needs a chat type and chat id")
     key = f"session:{bot_id}:{chat_type}:{chat_id}"
-    return f"{key}:{thread}" if thread else key
+    key = f"{key}:{thread}" if thread else key
+    if scope == "group_user" and chat_type == "group":
+        if not user_id:
+            raise ScopeError(
+                f"bot {bot_id!r} scopes sandboxes per group member, but this event has no user id"
+            )
+        return f"member:{key}:{user_id}"
+    if scope == "run":
+        if not run:
+            raise ScopeError(f"bot {bot_id!r} scopes sandboxes per run, but no run id was given")
+        return f"run:{key}:{run}"
+    return key
 
 
 def session_name(key: str, generation: int) -> str:
