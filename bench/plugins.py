@@ -28,11 +28,19 @@ from callboard.bench.e2e import Load, drive
 from callboard.bench.harness import free_port, pin, process, split_cpus, wait_ready
 from callboard.engine.loop import run as run_loop
 
+# The load sends on acks, not replies: the backlog bounds and rate limits are lifted (as in
+# bench e2e), so both bots see the same unrefused load.
 BOT = """
   - id: {id}
-    adapter: {{type: web, max_in_flight: 5000, send_queue: 100000}}
+    adapter:
+      type: web
+      max_in_flight: 5000
+      send_queue: 100000
+      rate_per_connection: {{per_second: 1000000, burst: 1000000}}
+      rate_per_user: {{per_second: 1000000, burst: 1000000}}
     session:
       idle_ttl: 1h
+      max_pending: 100000000
       debounce: {{window: 0}}
       handler_timeout: 5m
     handlers:
@@ -45,6 +53,7 @@ name: bench
 engine:
   journal: {{path: {journal}, synchronous: NORMAL}}
   admin: {{port: {port}}}
+  backlog: {{max_events: 100000000}}
 plugin_runtime:
   health_interval: 5s
   watch: false
