@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from callboard.engine.actor import Actor
+from callboard.engine.errors import ActorDeadError
 from callboard.engine.plugin_protocol import (
     ENV_MEMORY,
     ENV_PARENT,
@@ -142,7 +143,7 @@ class RunnerHost(Actor):
         assert self.link is not None
         self.hub.attach(self.runner, self.link, pid, registrations)
         self.tasks.append(asyncio.ensure_future(self._watch(exited)))
-        self.context.schedule_once(settings.health_interval, _Health(), key="health")
+        self._arm_health()
         log.info("plugin runner %s ready (pid %d): %s", self.runner, pid, ", ".join(s.name for s in specs))
 
     async def on_restart(self, error: BaseException) -> None:
@@ -217,7 +218,11 @@ class RunnerHost(Actor):
             await link.call(Action.HEALTH, {}, timeout=self.settings.health_timeout)
         except (TimeoutError, LinkClosed, RemoteError) as exc:
             await self._fail(f"runner {self.runner} failed its health check: {type(exc).__name__}: {exc}")
-        self.context.schedule_once(self.settings.health_interval, _Health(), key="health")
+        self._arm_health()
+
+    def _arm_health(self) -> None:
+        with contextlib.suppress(ActorDeadError):  # stopping: no more checks are needed
+            self.context.schedule_once(self.settings.health_interval, _Health(), key="health")
 
     async def _fail(self, reason: str) -> None:
         self.stopping = True  # what the watcher sees from here on is this failure

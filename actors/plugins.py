@@ -12,6 +12,7 @@ plugin: its runner loads its files afresh or takes its new config values.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from aiohttp import web
 from callboard.actors.http import HttpServer
 from callboard.actors.plugin_runner import PushConfig, ReloadPlugin, RunnerHost
 from callboard.engine.actor import Actor
+from callboard.engine.errors import ActorDeadError
 from callboard.engine.ref import ActorRef
 from callboard.engine.signals import Terminated
 from callboard.engine.supervision import Backoff, SupervisorStrategy
@@ -84,6 +86,10 @@ class PluginSupervisor(Actor):
             self._spawn(runner)
         self._routes()
         if self.settings.watch:
+            self._arm_watch()
+
+    def _arm_watch(self) -> None:
+        with contextlib.suppress(ActorDeadError):  # stopping: nothing more to watch
             self.context.schedule_once(self.settings.watch_interval, _Watch(), key="watch")
 
     def _spawn(self, runner: str) -> None:
@@ -111,7 +117,7 @@ class PluginSupervisor(Actor):
             return await self._apply(message.specs)
         if isinstance(message, _Watch):
             await self._check_files()
-            self.context.schedule_once(self.settings.watch_interval, _Watch(), key="watch")
+            self._arm_watch()
             return None
         raise TypeError(f"unexpected message {message!r}")
 

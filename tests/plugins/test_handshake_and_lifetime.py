@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import subprocess
@@ -26,7 +27,8 @@ from callboard.engine.plugin_protocol import (
 from callboard.handlers.plugin.config import PluginRuntimeConfig, PluginSpec
 from callboard.handlers.plugin.connection import HandshakeRefused, RunnerConnection
 from callboard.handlers.plugin.hub import PluginHub
-from tests.plugins.support import FIXTURES, ROOT
+from tests.plugins.support import FIXTURES, ROOT, fleet_plugins, plugin_fleet, soon
+from tests.support import running_fleet
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -150,3 +152,40 @@ async def test_kill_9_of_the_engine_leaves_no_runner_behind(tmp_path: Path) -> N
     while any(_alive(pid) for pid in runners) and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
     assert not [pid for pid in runners if _alive(pid)]
+
+
+async def test_a_graceful_stop_unloads_plugins_and_flushes_their_logs(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    plugins = f"- path: {FIXTURES / 'echoer'}"
+    config = plugin_fleet(
+        tmp_path, plugins, "- {event_type: message.received, handler_type: plugin, handler_config: {}}"
+    )
+    async with running_fleet(config) as fleet:
+        pid = await soon(lambda: fleet_plugins(fleet)[0]["pid"])
+        assert _alive(pid)
+    # stopped in stages: the runner unloaded its plugin, its last log line arrived, and it exited
+    lines = [r.getMessage() for r in caplog.records if r.name == "callboard.plugin.echoer"]
+    assert "echoer unloaded cleanly" in lines
+    assert not any("did not stop" in r.getMessage() for r in caplog.records)
+    assert not _alive(pid)
+
+
+async def test_stopping_while_runners_start_leaves_nothing_behind(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    plugins = f"- path: {FIXTURES / 'echoer'}\n- path: {FIXTURES / 'crasher'}"
+    rules = "- {event_type: message.received, handler_type: plugin, handler_config: {}}"
+    async with running_fleet(plugin_fleet(tmp_path, plugins, rules)):
+        pass  # stop at once: the runners are still on their handshake
+    await asyncio.sleep(0.5)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], [
+        r.getMessage() for r in caplog.records
+    ]
+    leftovers = [
+        pid
+        for pid in _children(os.getpid())
+        if b"callboard.plugin.runner" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    ]
+    assert not [pid for pid in leftovers if _alive(pid)]
