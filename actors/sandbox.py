@@ -29,12 +29,15 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import time
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel
 
+from callboard.actors import sandbox_audit as audit
 from callboard.actors.sandbox_manager import (
     Acquire,
+    Audited,
     Denied,
     EngineSuspect,
     Grant,
@@ -52,6 +55,7 @@ from callboard.actors.sandbox_session import (
     SandboxSessionHost,
     SessionCall,
 )
+from callboard.engine.audit import AuditEntry
 from callboard.engine.errors import ActorDeadError, AskTimeout
 from callboard.engine.ref import ActorRef
 from callboard.engine.sandbox_api import (
@@ -151,7 +155,7 @@ def tools_for(
         key = scope_key(policy, bot_id, chat_type, chat_id, user_id, thread, run or secrets.token_hex(8))
     except ScopeError as error:
         return NoSandbox(SandboxPolicyError(str(error)))
-    return SessionTools(manager, policy, bot_id, key, handler)
+    return SessionTools(manager, policy, bot_id, key, handler, user_id)
 
 
 def sandbox_factory(
@@ -171,13 +175,21 @@ class SessionTools:
     """``SandboxTools`` for one scope key: policy first, then manager, then session."""
 
     def __init__(
-        self, manager: ActorRef, policy: SandboxPolicy, bot_id: str, key: str, handler: str | None = None
+        self,
+        manager: ActorRef,
+        policy: SandboxPolicy,
+        bot_id: str,
+        key: str,
+        handler: str | None = None,
+        user_id: str | None = None,
     ) -> None:
         self._manager = manager
         self._policy = policy
         self._bot_id = bot_id
         self._handler = handler
+        self._user_id = user_id or None
         self.key = key
+        self._session: str | None = None  # the last session granted (for the audit rows)
 
     @property
     def tools(self) -> frozenset[ToolName]:
@@ -204,6 +216,16 @@ class SessionTools:
     # ------------------------------------------------------------------ managed processes
 
     async def start_process(self, args: ProcessArgs) -> ProcessInfo:
+        started = time.monotonic()
+        try:
+            result = await self._start_process(args)
+        except Exception as error:
+            self._audit("process.start", args, None, started, error)
+            raise
+        self._audit("process.start", args, None, started, None)
+        return result
+
+    async def _start_process(self, args: ProcessArgs) -> ProcessInfo:
         """Start a managed process (a command, so the ``exec`` policy applies), or find it running."""
         handle = await self._process(args.process_id, args)
         assert handle.ref is not None
@@ -220,6 +242,16 @@ class SessionTools:
         return handle.record.info()
 
     async def stop_process(self, process_id: str = "default") -> ProcessInfo:
+        started = time.monotonic()
+        try:
+            result = await self._stop_process(process_id)
+        except Exception as error:
+            self._audit("process.stop", process_id, None, started, error)
+            raise
+        self._audit("process.stop", process_id, None, started, None)
+        return result
+
+    async def _stop_process(self, process_id: str = "default") -> ProcessInfo:
         handle = await self._process(process_id, None)
         if handle.ref is None:
             if handle.record is None:
@@ -235,6 +267,16 @@ class SessionTools:
         return info
 
     async def attach(self, process_id: str = "default") -> Attachment:
+        started = time.monotonic()
+        try:
+            result = await self._attach(process_id)
+        except Exception as error:
+            self._audit("process.attach", process_id, None, started, error)
+            raise
+        self._audit("process.attach", process_id, None, started, None)
+        return result
+
+    async def _attach(self, process_id: str = "default") -> Attachment:
         handle = await self._process(process_id, None)
         if handle.ref is None:
             raise SandboxProcessNotFound(f"no running managed process {process_id!r} in this sandbox")
@@ -249,6 +291,7 @@ class SessionTools:
         if refused is not None:
             raise SandboxPolicyError(refused)
         grant = await self._acquire()
+        self._session = grant.session
         try:
             handle: ProcessHandle = await grant.ref.ask(
                 ProcessLookup(process_id, start), timeout=MANAGER_TIMEOUT
@@ -274,11 +317,49 @@ class SessionTools:
             raise SandboxUnavailable(f"the managed process failed: {error}") from error
 
     async def _call(self, tool: ToolName, args: BaseModel, result_type: type[R]) -> R:
+        started = time.monotonic()
+        try:
+            value = await self._run(tool, args, result_type)
+        except Exception as error:
+            self._audit(tool, args, None, started, error)
+            raise
+        self._audit(tool, args, value, started, None)
+        return value
+
+    def _audit(
+        self,
+        tool: str,
+        args: BaseModel | str,
+        value: BaseModel | None,
+        started: float,
+        error: BaseException | None,
+    ) -> None:
+        """One row per call, told to the manager (which journals it); never the contents."""
+        exit_code, status = audit.outcome(value, error)
+        entry = AuditEntry(
+            bot=self._bot_id,
+            tenant=self._policy.tenant,
+            scope=self.key,
+            session=self._session,
+            handler=self._handler,
+            user_id=self._user_id,
+            tool=tool,
+            target=audit.target_of(args),
+            exit_code=exit_code,
+            status=status,
+            duration=time.monotonic() - started,
+            bytes_in=audit.bytes_in(args),
+            bytes_out=audit.bytes_out(value),
+        )
+        self._manager.tell(Audited(entry, None if error is None else str(error)[:500]))
+
+    async def _run(self, tool: ToolName, args: BaseModel, result_type: type[R]) -> R:
         refused = denial(self._policy, tool, self._bot_id, self._handler)
         if refused is not None:
             raise SandboxPolicyError(refused)
         for _ in range(3):  # a session may stop (idle, evicted) between grant and call
             grant = await self._acquire()
+            self._session = grant.session
             try:
                 outcome = await grant.ref.ask(
                     SessionCall(tool, args),
@@ -306,7 +387,7 @@ class SessionTools:
     async def _acquire(self) -> Grant:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + SLOT_WAIT
-        request = Acquire(self.key, self._policy.profile, self._policy.network)
+        request = Acquire(self.key, self._policy.profile, self._policy.network, self._policy.tenant)
         while True:
             reply = await self._ask_manager(request)
             if isinstance(reply, Grant):

@@ -28,13 +28,15 @@ import asyncio
 import logging
 import re
 import secrets
-from collections import OrderedDict
+import time
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from callboard.actors.sandbox_session import BackendFactory, SandboxSessionHost
 from callboard.engine.actor import Actor
+from callboard.engine.audit import AuditEntry
 from callboard.engine.ref import ActorRef
 from callboard.engine.sandbox_api import SandboxBusy, SandboxError, SandboxOff, SandboxUnavailable
 from callboard.engine.signals import Terminated
@@ -47,6 +49,16 @@ from callboard.sandbox.engine import off_reason, resolve_endpoint
 from callboard.sandbox.policy import session_name
 
 log = logging.getLogger("callboard.sandbox")
+
+#: failures kept for the status page
+ERROR_RING = 50
+
+
+class AuditSink(Protocol):
+    """Where audit rows go: the journal (``JournalStore.append_audit``)."""
+
+    def append_audit(self, entry: AuditEntry) -> None: ...
+
 
 _FLEET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -66,6 +78,7 @@ class Acquire:
     key: str
     profile: str
     network: bool | None
+    tenant: str | None = None
 
 
 @dataclass(frozen=True)
@@ -108,6 +121,36 @@ class StatusRequest:
 
 
 @dataclass(frozen=True)
+class Audited:
+    """One finished sandbox call (told by ``SessionTools``): journaled, and kept in the
+    error ring when it failed."""
+
+    entry: AuditEntry
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class SessionEntry:
+    """A live session as the manager sees it (its process details come from the session)."""
+
+    key: str
+    session: str
+    ref: ActorRef
+    in_flight: int
+    idle_for: float
+
+
+@dataclass(frozen=True)
+class RecentError:
+    at: float
+    bot: str
+    scope: str
+    tool: str
+    status: str
+    message: str
+
+
+@dataclass(frozen=True)
 class SandboxStatus:
     fleet: str
     state: Literal["off", "starting", "up", "down"]
@@ -119,6 +162,11 @@ class SandboxStatus:
     orphans_removed: int
     sweeps: int
     last_sweep_error: str | None
+    idle_ttl: float = 0.0
+    calls: int = 0
+    live: tuple[SessionEntry, ...] = ()
+    #: the last ``ERROR_RING`` failures (calls, engine, sweeps, sessions), oldest first
+    errors: tuple[RecentError, ...] = ()
 
 
 class _SweepTick:
@@ -225,6 +273,7 @@ class SandboxManager(Actor):
         fleet: str,
         settings: SandboxSettings,
         backend_factory: BackendFactory | None = None,
+        audit: AuditSink | None = None,
     ) -> None:
         if not _FLEET.match(fleet):
             raise ValueError(f"invalid fleet name {fleet!r} for sandbox labels")
@@ -254,6 +303,10 @@ class SandboxManager(Actor):
         self._orphans_removed = 0
         self._last_sweep_error: str | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._audit = audit
+        self._calls = 0
+        self._errors: deque[RecentError] = deque(maxlen=ERROR_RING)
+        self._used: dict[str, float] = {}  # session name -> clock time of its last grant or release
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -293,11 +346,14 @@ class SandboxManager(Actor):
         elif isinstance(message, _EngineDown):
             if self._engine != "down":
                 log.warning("sandbox engine for fleet %s is down: %s", self.fleet, message.reason)
+                self._error("", "", "engine", "unavailable", message.reason)
             self._engine, self._engine_reason = "down", message.reason
         elif isinstance(message, _SweepTick):
             self._start_sweep()
         elif isinstance(message, _SweepDone):
             self._sweep_done(message)
+        elif isinstance(message, Audited):
+            self._audited(message)
         elif isinstance(message, StatusRequest):
             return self._status()
         else:
@@ -326,7 +382,7 @@ class SandboxManager(Actor):
             else:
                 return self._grant(entry, profile)  # busy: keep its old settings for now
         if len(self._sessions) < self.settings.max_sessions:
-            entry = self._spawn(request.key, signature, profile, network)
+            entry = self._spawn(request.key, signature, profile, network, request.tenant)
             return self._grant(entry, profile)
         victim = next((e for e in self._live.values() if e.in_flight == 0), None)
         if victim is not None:
@@ -344,10 +400,18 @@ class SandboxManager(Actor):
 
     def _grant(self, entry: _Entry, profile: SandboxProfile) -> Grant:
         entry.in_flight += 1
+        self._used[entry.session] = self.context.system.clock.now()
         self._live.move_to_end(entry.key)
         return Grant(entry.ref, entry.session, profile, self.settings.engine_timeout)
 
-    def _spawn(self, key: str, signature: tuple[str, bool], profile: SandboxProfile, network: bool) -> _Entry:
+    def _spawn(
+        self,
+        key: str,
+        signature: tuple[str, bool],
+        profile: SandboxProfile,
+        network: bool,
+        tenant: str | None,
+    ) -> _Entry:
         assert self._factory is not None
         self._generation += 1
         name = session_name(key, self._generation)
@@ -358,6 +422,7 @@ class SandboxManager(Actor):
             image=self.settings.image_for(profile),
             profile=profile,
             network=network,
+            tenant=tenant,
         )
         ref = self.context.spawn(
             SandboxSessionHost,
@@ -383,6 +448,7 @@ class SandboxManager(Actor):
         entry = self._sessions.get(message.session)
         if entry is not None and entry.in_flight > 0:
             entry.in_flight -= 1
+            self._used[entry.session] = self.context.system.clock.now()
 
     def _terminated(self, message: Terminated) -> None:
         entry = self._sessions.pop(message.ref.name, None)
@@ -390,8 +456,10 @@ class SandboxManager(Actor):
             return
         if self._live.get(entry.key) is entry:
             del self._live[entry.key]
+        self._used.pop(entry.session, None)
         if isinstance(message.reason, BaseException):
             log.warning("sandbox session %s stopped after failures: %r", entry.session, message.reason)
+            self._error("", entry.key, "session", "failed", repr(message.reason))
         self._wake_waiters()
 
     def _wake_waiters(self) -> None:
@@ -448,9 +516,29 @@ class SandboxManager(Actor):
             )
         if done.error is not None:
             log.warning("sandbox orphan sweep failed: %s", done.error)
+            self._error("", "", "sweep", "failed", done.error)
         self.context.schedule_once(self.settings.sweep_interval, _SweepTick(), key="sweep")
 
+    def _audited(self, message: Audited) -> None:
+        self._calls += 1
+        entry = message.entry
+        if message.error is not None:
+            self._error(entry.bot, entry.scope, entry.tool, entry.status, message.error)
+        if self._audit is not None:
+            try:
+                self._audit.append_audit(entry)
+            except Exception as error:  # a journal in trouble must not stop sandbox calls
+                log.warning("sandbox audit row not stored: %s", error)
+
+    def _error(self, bot: str, scope: str, tool: str, status: str, message: str) -> None:
+        self._errors.append(RecentError(time.time(), bot, scope, tool, status, message[:500]))
+
     def _status(self) -> SandboxStatus:
+        now = self.context.system.clock.now()
+        live = tuple(
+            SessionEntry(e.key, e.session, e.ref, e.in_flight, now - self._used.get(e.session, now))
+            for e in self._live.values()
+        )
         return SandboxStatus(
             fleet=self.fleet,
             state="off" if self._off is not None else self._engine,
@@ -462,4 +550,8 @@ class SandboxManager(Actor):
             orphans_removed=self._orphans_removed,
             sweeps=self._sweeps,
             last_sweep_error=self._last_sweep_error,
+            idle_ttl=self.settings.idle_ttl,
+            calls=self._calls,
+            live=live,
+            errors=tuple(self._errors),
         )

@@ -21,10 +21,12 @@ from typing import Any, Literal, TypeVar
 
 import orjson
 
+from callboard.engine.audit import AuditEntry
 from callboard.engine.clock import Clock, LoopClock, TimerHandle
 from callboard.engine.events import Event, SessionKey, decode_event, encode_event
 from callboard.engine.journal_writer import (
     APPEND,
+    AUDIT,
     CALL,
     DONE,
     OUTBOX,
@@ -445,6 +447,10 @@ class Journal:
         the platform accepting a send and the receipt being durable."""
         self._op(RECEIPT, (key, bot, run_id, chat, message_id, status, error), False)
 
+    def append_audit(self, entry: AuditEntry) -> None:
+        """Record one sandbox call (not awaited; committed with the next batch)."""
+        self._op(AUDIT, entry.row(), False)
+
     async def receipt(self, key: str) -> Receipt | None:
         def op(conn: sqlite3.Connection) -> Receipt | None:
             row = conn.execute(
@@ -526,6 +532,10 @@ class Journal:
             ),
             "receipts": (
                 "DELETE FROM receipts WHERE key IN (SELECT key FROM receipts WHERE at < ? LIMIT ?)",
+                horizon,
+            ),
+            "sandbox_audit": (
+                "DELETE FROM sandbox_audit WHERE id IN (SELECT id FROM sandbox_audit WHERE at < ? LIMIT ?)",
                 horizon,
             ),
             "outbox": (

@@ -29,6 +29,7 @@ import orjson
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
+from callboard.engine.audit import AuditEntry
 from callboard.engine.clock import Clock, LoopClock, TimerHandle
 from callboard.engine.events import Event, SessionKey, decode_event, encode_event
 from callboard.engine.journal import (
@@ -39,7 +40,18 @@ from callboard.engine.journal import (
     Receipt,
     StorageUnavailable,
 )
-from callboard.engine.journal_writer import APPEND, CALL, DONE, OUTBOX, RECEIPT, RUN, Op, settle_all
+from callboard.engine.journal_writer import (
+    APPEND,
+    AUDIT,
+    AUDIT_INSERT,
+    CALL,
+    DONE,
+    OUTBOX,
+    RECEIPT,
+    RUN,
+    Op,
+    settle_all,
+)
 
 log = logging.getLogger("callboard.journal")
 T = TypeVar("T")
@@ -110,6 +122,24 @@ CREATE TABLE IF NOT EXISTS health (
     id INTEGER PRIMARY KEY,
     at DOUBLE PRECISION NOT NULL
 );
+CREATE TABLE IF NOT EXISTS sandbox_audit (
+    id BIGSERIAL PRIMARY KEY,
+    at DOUBLE PRECISION NOT NULL,
+    bot TEXT NOT NULL,
+    tenant TEXT,
+    scope TEXT NOT NULL,
+    session TEXT,
+    handler TEXT,
+    user_id TEXT,
+    tool TEXT NOT NULL,
+    target TEXT NOT NULL,
+    exit_code INTEGER,
+    status TEXT NOT NULL,
+    duration DOUBLE PRECISION NOT NULL,
+    bytes_in BIGINT NOT NULL,
+    bytes_out BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS sandbox_audit_at ON sandbox_audit(at);
 """
 
 #: any fixed number: nodes starting together create the schema one at a time
@@ -368,7 +398,10 @@ class PgJournal:
         done = [row for op in ops if op.kind == DONE for row in op.args[0]]
         if done:
             await cur.executemany("UPDATE events SET done_at=%s, status=%s WHERE seq=%s", done)
-        results.extend((op.future, None, None) for op in ops if op.kind in (RUN, RECEIPT, DONE))
+        audit = [(now, *op.args) for op in ops if op.kind == AUDIT]
+        if audit:
+            await cur.executemany(AUDIT_INSERT, audit)
+        results.extend((op.future, None, None) for op in ops if op.kind in (RUN, RECEIPT, DONE, AUDIT))
 
     @staticmethod
     async def _appends(cur: Cursor, ops: list[Op], now: float, results: list[_Partial]) -> None:
@@ -619,6 +652,9 @@ class PgJournal:
     ) -> None:
         self._op(RECEIPT, (key, bot, run_id, chat, message_id, status, error), False)
 
+    def append_audit(self, entry: AuditEntry) -> None:
+        self._op(AUDIT, entry.row(), False)
+
     async def receipt(self, key: str) -> Receipt | None:
         rows = await self._rows(
             "SELECT key, run_id, chat, message_id, status, error FROM receipts WHERE key=%s", (key,)
@@ -680,6 +716,10 @@ class PgJournal:
             ),
             "receipts": (
                 "DELETE FROM receipts WHERE key IN (SELECT key FROM receipts WHERE at < %s LIMIT %s)",
+                horizon,
+            ),
+            "sandbox_audit": (
+                "DELETE FROM sandbox_audit WHERE id IN (SELECT id FROM sandbox_audit WHERE at < %s LIMIT %s)",
                 horizon,
             ),
             "outbox": (

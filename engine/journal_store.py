@@ -14,6 +14,7 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+from callboard.engine.audit import AuditEntry
 from callboard.engine.clock import Clock
 from callboard.engine.events import Event, SessionKey
 from callboard.engine.journal import PendingEvent, Receipt
@@ -78,6 +79,10 @@ class JournalStore(Protocol):
     ) -> None: ...
 
     async def receipt(self, key: str) -> Receipt | None: ...
+
+    def append_audit(self, entry: AuditEntry) -> None:
+        """Record one sandbox call; read back with ``engine.audit.read_audit``."""
+        ...
 
     async def load_state(self, bot: str, session: SessionKey) -> dict[str, Any] | None: ...
 

@@ -32,6 +32,8 @@ from typing import Any
 
 import orjson
 
+from callboard.engine.audit import AUDIT_COLUMNS
+
 log = logging.getLogger("callboard.journal")
 
 SCHEMA = """
@@ -91,6 +93,24 @@ CREATE TABLE IF NOT EXISTS health (
     id INTEGER PRIMARY KEY,
     at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS sandbox_audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at REAL NOT NULL,
+    bot TEXT NOT NULL,
+    tenant TEXT,
+    scope TEXT NOT NULL,
+    session TEXT,
+    handler TEXT,
+    user_id TEXT,
+    tool TEXT NOT NULL,
+    target TEXT NOT NULL,
+    exit_code INTEGER,
+    status TEXT NOT NULL,
+    duration REAL NOT NULL,
+    bytes_in INTEGER NOT NULL,
+    bytes_out INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS sandbox_audit_at ON sandbox_audit(at);
 """
 
 # operation kinds
@@ -100,6 +120,11 @@ RUN = 3  # (rows of (seq, run_id))
 RECEIPT = 4  # (key, bot, run_id, chat, message_id, status, error)
 OUTBOX = 5  # (bot, chat, payload dict, idempotency key | None)
 CALL = 6  # (function of the connection,)
+AUDIT = 7  # (an AuditEntry's row: see engine.audit.AUDIT_COLUMNS)
+
+AUDIT_INSERT = (
+    f"INSERT INTO sandbox_audit(at, {', '.join(AUDIT_COLUMNS)}) VALUES (%s{', %s' * len(AUDIT_COLUMNS)})"
+)
 
 _CHUNK = 400  # row values per IN (...) query, well under SQLite's variable limit
 
@@ -228,7 +253,10 @@ class Writer:
         done = [row for op in ops if op.kind == DONE for row in op.args[0]]
         if done:
             conn.executemany("UPDATE events SET done_at=?, status=? WHERE seq=?", done)
-        results.extend((op.future, None, None) for op in ops if op.kind in (RUN, RECEIPT, DONE))
+        audit = [(now, *op.args) for op in ops if op.kind == AUDIT]
+        if audit:
+            conn.executemany(AUDIT_INSERT.replace("%s", "?"), audit)
+        results.extend((op.future, None, None) for op in ops if op.kind in (RUN, RECEIPT, DONE, AUDIT))
 
     def _appends(
         self,

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 LABEL_FLEET = "callboard.fleet"
 LABEL_SESSION = "callboard.session"
 LABEL_INSTANCE = "callboard.instance"
+LABEL_TENANT = "callboard.tenant"
 
 HELPER_SOURCE = (Path(__file__).with_name("workspace_helper.py")).read_text()
 _HELPER_ARGV = ("python3", "-I", "-S", "-c", HELPER_SOURCE)
@@ -61,6 +62,7 @@ class SessionSpec:
     image: str
     profile: SandboxProfile
     network: bool
+    tenant: str | None = None
 
     @property
     def container_name(self) -> str:
@@ -68,7 +70,10 @@ class SessionSpec:
 
     @property
     def labels(self) -> dict[str, str]:
-        return {LABEL_FLEET: self.fleet, LABEL_SESSION: self.session, LABEL_INSTANCE: self.instance}
+        labels = {LABEL_FLEET: self.fleet, LABEL_SESSION: self.session, LABEL_INSTANCE: self.instance}
+        if self.tenant is not None:
+            labels[LABEL_TENANT] = self.tenant
+        return labels
 
 
 @dataclass(frozen=True)

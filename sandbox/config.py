@@ -257,6 +257,11 @@ class SandboxPolicy(_Strict):
         description="tools this bot may use: exec, read, write, edit, glob, grep",
     )
     network: bool | None = Field(default=None, description="override the profile's network setting")
+    tenant: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+        description="a tenant id for this bot's sandboxes: on their containers' labels and in the audit log",
+    )
 
     @field_validator("tools")
     @classmethod
