@@ -19,6 +19,7 @@ from callboard.actors.messages import Ping
 from callboard.actors.plugins import ApplyPlugins, PluginSupervisor
 from callboard.actors.runtime import FleetStats, SandboxFactory
 from callboard.actors.sandbox import sandbox_factory, spawn_sandbox_manager
+from callboard.actors.sandbox_admin import add_sandbox_routes
 from callboard.adapters.base import AdapterAuthError
 from callboard.engine.actor import Actor
 from callboard.engine.journal_store import JournalStore
@@ -104,7 +105,10 @@ class FleetActor(Actor):
 
     async def on_start(self) -> None:
         # Spawned first, so it stops last: bots flushing their bursts can still use it.
-        self.sandbox = spawn_sandbox_manager(self.context, self.config.name, self._sandbox_settings())
+        self.sandbox = spawn_sandbox_manager(
+            self.context, self.config.name, self._sandbox_settings(), audit=self.journal
+        )
+        add_sandbox_routes(self.http, self.sandbox, self.journal)
         self.plugins = self.context.spawn(
             PluginSupervisor,
             "plugins",

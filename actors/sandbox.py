@@ -38,6 +38,7 @@ from callboard.actors import sandbox_audit as audit
 from callboard.actors.sandbox_manager import (
     Acquire,
     Audited,
+    AuditSink,
     Denied,
     EngineSuspect,
     Grant,
@@ -119,12 +120,17 @@ R = TypeVar("R", bound=BaseModel)
 
 
 def spawn_sandbox_manager(
-    context: ActorContext, fleet: str, settings: SandboxSettings | None, name: str = "sandbox"
+    context: ActorContext,
+    fleet: str,
+    settings: SandboxSettings | None,
+    name: str = "sandbox",
+    audit: AuditSink | None = None,
 ) -> ActorRef | None:
-    """Start the fleet's manager under ``context`` (a fleet actor's), or None without settings."""
+    """Start the fleet's manager under ``context`` (a fleet actor's), or None without settings.
+    ``audit`` (the journal) receives one row per sandbox call."""
     if settings is None:
         return None
-    return context.spawn(SandboxManager, name, fleet, settings, supervisor=MANAGER_STRATEGY)
+    return context.spawn(SandboxManager, name, fleet, settings, audit=audit, supervisor=MANAGER_STRATEGY)
 
 
 async def sandbox_status(manager: ActorRef) -> SandboxStatus:

@@ -86,6 +86,16 @@ class ProcessHandle:
     record: ProcessRecord | None
 
 
+class ReportRequest:
+    """Answered with a ``SessionReport`` (for the status page)."""
+
+
+@dataclass(frozen=True)
+class SessionReport:
+    container_id: str | None
+    processes: tuple[ProcessInfo, ...]
+
+
 class SessionState:
     """What the host may read of its worker (plain attributes, set on the worker thread)."""
 
@@ -171,6 +181,8 @@ class SandboxSessionHost(ThreadedHost):
     async def receive(self, message: Any) -> Any:
         if isinstance(message, ProcessLookup):
             return self._lookup(message)
+        if isinstance(message, ReportRequest):
+            return SessionReport(self.state.container_id, tuple(self.process_infos()))
         if isinstance(message, Terminated):
             record = self.records.get(message.ref.name.removeprefix("proc-"))
             if record is not None and isinstance(message.reason, BaseException):
