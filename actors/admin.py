@@ -9,7 +9,7 @@ the reason.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from aiohttp import web
@@ -111,10 +111,13 @@ def add_admin_routes(
     journal: JournalStore,
     expected_bots: Callable[[], list[str]],
     metrics_open: bool = False,
+    collectors: Sequence[Collector] = (),
 ) -> None:
     probe = WriteProbe(journal, system.clock)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(EngineCollector(system, stats, journal))
+    for collector in collectors:  # e.g. the cluster node's
+        registry.register(collector)
 
     async def healthz(request: web.Request) -> web.StreamResponse:
         return web.json_response({"status": "ok"})

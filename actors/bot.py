@@ -16,15 +16,23 @@ from typing import Any
 from callboard.actors.backlog import BotBacklog
 from callboard.actors.config import BotConfig
 from callboard.actors.http import HttpServer
-from callboard.actors.messages import Inbound, Ping
+from callboard.actors.messages import Inbound, Ping, group_replay
 from callboard.actors.outbound import OutboundActor, Outlet
-from callboard.actors.runtime import BotCounters, BotRuntime, FleetStats, SandboxFactory
+from callboard.actors.runtime import (
+    CLUSTER_RESOURCE,
+    BotCounters,
+    BotRuntime,
+    ClusterLink,
+    FleetStats,
+    SandboxFactory,
+)
 from callboard.actors.secrets import fleet_secret
 from callboard.actors.sessions import SessionsActor
 from callboard.adapters.base import Adapter, AdapterAuthError, HttpHandler, load_adapter
 from callboard.engine.actor import Actor
 from callboard.engine.clock import Clock
 from callboard.engine.events import Event, SessionKey
+from callboard.engine.journal import PendingEvent
 from callboard.engine.journal_store import JournalStore
 from callboard.engine.ref import ActorRef
 from callboard.engine.supervision import Backoff, Directive, SupervisorStrategy, decider_from_mapping
@@ -107,6 +115,8 @@ class BotHost:
         self.runtime: BotRuntime | None = None
         self.connected = False
         self.connection_detail = "starting"
+        #: cluster mode: committed events go to the stream, not straight to the sessions
+        self.cluster: ClusterLink | None = None
 
     @property
     def bot_id(self) -> str:
@@ -173,8 +183,30 @@ class BotHost:
         if runtime is not None:
             runtime.counters.accepted += 1
             runtime.counters.by_type[event.type] += 1
+        if self.cluster is not None:  # the partition's owner handles it, maybe this node
+            self.cluster.publish(seq, event, key)
+            self.in_flight.done([seq])
+            return
         if self.sessions is not None:
             self.sessions.tell(Inbound(seq, event, key, self._clock.now()))
+
+    def deliver(self, seq: int, event: Event, key: SessionKey) -> None:
+        """Cluster mode: an event of a partition this node owns, from the stream."""
+        if self.sessions is not None:
+            self.in_flight.replayed(seq, key)  # counted until its session marks it done
+            self.sessions.tell(Inbound(seq, event, key, self._clock.now()))
+
+    def replay(self, pending: list[PendingEvent]) -> None:
+        """Cluster mode: unfinished events of partitions this node just took over."""
+        if self.sessions is None:
+            return
+        now = self._clock.now()
+        pending = [item for item in pending if item.seq not in self.in_flight.seqs]  # not what runs here
+        for item in group_replay(pending):
+            for inbound in [item] if isinstance(item, Inbound) else item.inbounds:
+                inbound.arrived = now
+                self.in_flight.replayed(inbound.seq, inbound.key)
+            self.sessions.tell(item)
 
     def secret(self, name: str) -> bytes:
         return fleet_secret(self._journal.path, name)
@@ -234,9 +266,16 @@ class BotActor(Actor):
             counters=counters,
             links=adapter.links(),
         )
+        cluster = self.context.system.resources.get(CLUSTER_RESOURCE)
+        if isinstance(cluster, ClusterLink):
+            self.runtime.cluster = cluster
+            outlet.fence = cluster.fenced
         self.host.runtime = self.runtime
         self.fleet_stats.runtimes[config.id] = self.runtime
         self.host.sessions = self.context.spawn(SessionsActor, "sessions", self.runtime)
+        if isinstance(cluster, ClusterLink):
+            self.host.cluster = cluster
+            cluster.attach(config.id, self.host)
         connection_cls, args = adapter.connection()
         self.context.spawn(connection_cls, "connection", *args, supervisor=CONNECTION_STRATEGY)
         log.info("bot %s started (%s adapter)", config.id, config.adapter.type)
@@ -247,6 +286,8 @@ class BotActor(Actor):
         raise TypeError(f"unexpected message {message!r}")
 
     async def on_stop(self) -> None:
+        if self.host.cluster is not None:
+            self.host.cluster.detach(self.config.id)
         if self.fleet_stats.runtimes.get(self.config.id) is self.runtime:
             del self.fleet_stats.runtimes[self.config.id]
         self.http.remove_owner(self.config.id)

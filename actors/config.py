@@ -205,12 +205,31 @@ class LoggingConfig(_Strict):
     )
 
 
+class ClusterConfig(_Strict):
+    """Cluster mode (docs/scale-out.md): nodes share a PostgreSQL journal and a NATS JetStream."""
+
+    nats: SecretStr = Field(description="nats://host:4222 (JetStream on)")
+    node: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$", description="this node's name, unique")
+    partitions: int = Field(default=64, ge=1, le=4096, description="the same on every node, never changed")
+    lease: Duration = Field(
+        default=3.0, gt=0, description="partition lease time (takeover within about this)"
+    )
+    stream: str = Field(default="callboard", pattern=r"^[A-Za-z0-9_-]{1,32}$")
+
+
 class EngineConfig(_Strict):
     journal: JournalConfig = Field(default_factory=JournalConfig)
+    cluster: ClusterConfig | None = Field(default=None, description="omit to run as one node")
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     admin: AdminConfig = Field(default_factory=AdminConfig)
     shutdown_timeout: Duration = Field(default=15.0, gt=0)
     backlog: BacklogConfig = Field(default_factory=BacklogConfig)
+
+    @model_validator(mode="after")
+    def _cluster_needs_a_shared_journal(self) -> EngineConfig:
+        if self.cluster is not None and self.journal.url is None:
+            raise ValueError("cluster: needs a shared journal (engine.journal: postgresql://...)")
+        return self
 
     @field_validator("journal", mode="before")
     @classmethod

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from callboard.actors.messages import SendRequest
-from callboard.actors.runtime import BotCounters
+from callboard.actors.runtime import BotCounters, Fenced
 from callboard.engine.actor import Actor
 from callboard.engine.clock import Clock, sleep
 from callboard.engine.journal_store import JournalStore
@@ -92,11 +92,15 @@ class Outlet:
         self.clock = clock
         self.bucket = TokenBucket(limits.per_bot_per_second, limits.per_bot_per_second, clock.now())
         self.next_send: dict[str, float] = {}
+        #: cluster mode: (bot, chat type, chat id) -> True when this node lost that chat's lease
+        self.fence: Callable[[str, str, str], bool] | None = None
 
     async def deliver(self, request: SendRequest) -> MessageResult:
         """Send with rate limits and retries; record the receipt."""
         journal = self.journal
         chat = f"{request.chat_type}:{request.chat_id}"
+        if self.fence is not None and self.fence(self.bot_id, request.chat_type, request.chat_id):
+            raise Fenced(f"{self.bot_id} {chat}: this node no longer holds the chat's partition lease")
         idempotent = self.api.idempotent_sends
         if request.check_receipt and not idempotent:
             receipt = await journal.receipt(request.receipt_key)

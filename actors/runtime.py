@@ -6,10 +6,11 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from callboard.actors.backlog import MAX_EVENTS, BotBacklog, FleetBacklog
 from callboard.engine.clock import Clock
+from callboard.engine.events import Event, SessionKey
 from callboard.engine.journal_store import JournalStore
 from callboard.engine.ref import ActorRef
 
@@ -44,6 +45,30 @@ class BotCounters:
     usage: dict[str, float] = field(default_factory=dict)
 
 
+#: the name under which a cluster node is handed to the actor system (actors/cluster.py)
+CLUSTER_RESOURCE = "callboard.cluster"
+
+
+class Fenced(Exception):
+    """Cluster mode: this node no longer holds the lease of the session's partition,
+    so it must not send or write for it (its events stay pending for the next owner)."""
+
+
+@runtime_checkable
+class ClusterLink(Protocol):
+    """What a bot needs of its cluster node (actors/cluster.py), without importing NATS."""
+
+    def publish(self, seq: int, event: Event, key: SessionKey) -> None: ...
+
+    def owns(self, key: SessionKey) -> bool: ...
+
+    def fenced(self, bot: str, chat_type: str, chat_id: str) -> bool: ...
+
+    def attach(self, bot: str, sink: Any) -> None: ...
+
+    def detach(self, bot: str) -> None: ...
+
+
 @dataclass
 class BotRuntime:
     """What every actor of one bot needs: config, adapter API, routing, storage."""
@@ -64,6 +89,8 @@ class BotRuntime:
     #: the bot's sessions actor, once started (admin retries and callbacks go there)
     sessions: ActorRef | None = None
     live_sessions: int = 0
+    #: cluster mode: which sessions this node may act for (None: all, single node)
+    cluster: ClusterLink | None = None
 
     @property
     def bot_id(self) -> str:

@@ -46,7 +46,7 @@ from callboard.actors.messages import (
     TakeAll,
     group_replay,
 )
-from callboard.actors.runtime import BotRuntime
+from callboard.actors.runtime import BotRuntime, Fenced
 from callboard.engine.actor import Actor
 from callboard.engine.events import MessageReceived, SessionKey
 from callboard.engine.journal import StorageUnavailable
@@ -383,6 +383,11 @@ class SessionActor(Actor):
         while True:
             try:
                 return await self._execute(inbounds, run_id, replayed, matches, retry=retry)
+            except Fenced as exc:
+                log.warning(
+                    "%s: run %d stopped: %s; its events stay pending for the owner", self.key, run_id, exc
+                )
+                return False
             except StorageUnavailable as exc:
                 log.warning(
                     "%s: run %d met a storage failure (%s); its events stay pending and run again "
@@ -419,6 +424,8 @@ class SessionActor(Actor):
                 self.key.chat_type, self.key.chat_id, self.key.thread, user_id, handler.kind
             )
             outcome = await self._handle(ctx, handler, run_id, events)
+            if bot.cluster is not None and not bot.cluster.owns(self.key):  # fenced: write nothing
+                raise Fenced(f"lost the lease of {self.key.name}'s partition during the run")
             if bot.journal.storage_errors != storage_errors:  # what it wrote may be lost: not its fault
                 raise StorageUnavailable(f"the journal failed during the {handler.kind} handler")
             key = failure_key(bot.bot_id, run_id, index)

@@ -45,6 +45,8 @@ class SessionsActor(Actor):
 
     async def on_start(self) -> None:
         self.bot.sessions = self.ref
+        if self.bot.cluster is not None:
+            return  # the cluster node replays each partition as it takes it over
         pending = await self.bot.journal.pending(self.bot.bot_id)
         if pending:
             log.info("bot %s: replaying %d unfinished events", self.bot.bot_id, len(pending))

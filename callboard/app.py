@@ -20,8 +20,8 @@ from callboard.actors.dashboard import DashboardSampler, Samples, add_dashboard_
 from callboard.actors.fleet import ApplyConfig, FleetActor, Ready, ReloadResult
 from callboard.actors.http import HttpServer
 from callboard.actors.runs import add_run_routes
-from callboard.actors.runtime import FleetStats
-from callboard.engine.clock import Clock
+from callboard.actors.runtime import CLUSTER_RESOURCE, FleetStats
+from callboard.engine.clock import Clock, LoopClock
 from callboard.engine.gc_tuning import tune_for_serving
 from callboard.engine.journal import Journal, JournalUnusable
 from callboard.engine.journal_store import JournalStore
@@ -42,6 +42,8 @@ class Running:
     stats: FleetStats
     fleet: ActorRef
     dashboard: Samples
+    #: cluster mode's node (actors/cluster.py), None on a single node
+    cluster: Any = None
 
     @property
     def base_url(self) -> str:
@@ -68,6 +70,8 @@ class Running:
         except TimeoutError:
             log.error("shutdown: actors did not stop within %.1fs; cancelled", budget)
         await self.http.close(timeout=max(0.1, deadline - loop.time() - reserve / 2))
+        if self.cluster is not None:
+            await self.cluster.stop()  # hands its partitions over
         await self.journal.close()
 
 
@@ -98,6 +102,35 @@ def make_journal(config: JournalConfig, clock: Clock | None = None) -> JournalSt
     )
 
 
+async def _join_cluster(config: FleetConfig, journal: JournalStore, clock: Clock | None) -> Any:
+    """Cluster mode's node (actors/cluster.py), joined; None when running as one node."""
+    settings = config.engine.cluster
+    if settings is None:
+        return None
+    try:
+        from callboard.actors.cluster import ClusterNode
+    except ImportError:
+        await journal.close()
+        raise SystemExit(
+            "engine.cluster needs the 'cluster' extra (pip install 'callboard[cluster]')"
+        ) from None
+    node = ClusterNode(
+        settings.nats.get_secret_value(),
+        settings.node,
+        settings.partitions,
+        journal,
+        clock or LoopClock(asyncio.get_running_loop()),
+        lease_ttl=settings.lease,
+        stream=settings.stream,
+    )
+    try:
+        await node.start()
+    except Exception as exc:
+        await journal.close()
+        raise SystemExit(f"engine.cluster: cannot join through NATS: {type(exc).__name__}: {exc}") from None
+    return node
+
+
 async def start(
     config: FleetConfig,
     *,
@@ -113,6 +146,9 @@ async def start(
         await journal.open()
     except JournalUnusable as exc:
         raise SystemExit(str(exc)) from None
+    cluster = await _join_cluster(config, journal, clock)
+    if cluster is not None:
+        resources = {**(resources or {}), CLUSTER_RESOURCE: cluster}
     system = ActorSystem(config.name, clock=clock, resources=resources)
     http = HttpServer(engine.admin.host, engine.admin.port if port is None else port)
     token, _ = resolve_token(engine.admin, engine.journal.path)
@@ -134,7 +170,10 @@ async def start(
         journal,
         enabled_bots,
         metrics_open=engine.admin.metrics_open,
+        collectors=cluster.collectors() if cluster is not None else (),
     )
+    if cluster is not None:
+        cluster.add_routes(http)
     add_run_routes(http, stats, journal)
     samples = Samples(system, stats, journal, lambda: running.config if running is not None else config)
     add_dashboard_routes(http, samples)
@@ -147,7 +186,7 @@ async def start(
         ) from None
     fleet = system.spawn(FleetActor, "fleet", config, journal, http, stats)
     system.spawn(DashboardSampler, "dashboard", samples)
-    running = Running(config, system, journal, http, stats, fleet, samples)
+    running = Running(config, system, journal, http, stats, fleet, samples, cluster)
     await fleet.ask(Ready(), timeout=60)
     return running
 
