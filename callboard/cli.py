@@ -18,6 +18,7 @@ BENCHMARKS: dict[str, str] = {
     "chaos": "callboard.bench.chaos",
     "e2e": "callboard.bench.e2e",
     "flood": "callboard.bench.flood",
+    "journal": "callboard.bench.journal",
     "plugins": "callboard.bench.plugins",
     "profile": "callboard.bench.profile",
     "sandbox": "callboard.bench.sandbox",
