@@ -10,6 +10,7 @@ import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from callboard.testing import stdio_mcp_server
@@ -70,6 +71,14 @@ async def test_agent_calls_a_stdio_mcp_server_running_in_the_sandbox(
         await client.say("shout hey")
         second = await client.wait_for(lambda f: f["op"] == "message" and f["text"] == "shouted", timeout=60)
         containers = engine.containers(fleet)
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{running.base_url}/api/sandbox") as response:
+                status = await response.json()
+            async with http.get(f"{running.base_url}/api/sandbox/audit?format=jsonl") as response:
+                assert response.content_type == "application/x-ndjson"
+                audit = [json.loads(line) for line in (await response.text()).splitlines()]
+            async with http.get(f"{running.base_url}/api/sandbox/audit?limit=many") as response:
+                assert response.status == 400 and "limit" in (await response.json())["error"]
     assert first["text"] == "2 + 40 = 42" and second
 
     offered = sorted(t["function"]["name"] for t in model.requests[0]["tools"])
@@ -80,6 +89,15 @@ async def test_agent_calls_a_stdio_mcp_server_running_in_the_sandbox(
     assert where["uid"] == 1000 and where["cwd"] == "/workspace"
     assert where["hostname"] != socket.gethostname()  # it ran in the container, not on this host
     assert len(containers) == 1 and where["hostname"] == "sandbox"  # the name every sandbox gets
+
+    # The server kept running between the two runs (one start, two attaches), and says so.
+    (session,) = status["sessions"]
+    (server,) = session["processes"]
+    assert server["process_id"] == "mcp-calc" and server["state"] == "running" and server["restarts"] == 0
+    assert server["env_keys"] == ["CALC_TOKEN"] and "not-for-logs" not in json.dumps(status)
+    tools = [row["tool"] for row in reversed(audit)]
+    assert tools == ["process.start", "process.attach", "process.start", "process.attach"]
+    assert all(row["bot"] == "demo" and row["handler"] == "agent" and row["status"] == "ok" for row in audit)
 
     shouted = model.requests[3]["messages"][-1]["content"]
     assert shouted.startswith('{"content":"HEY HEY') and "[truncated " in shouted  # the toolbox's limit
