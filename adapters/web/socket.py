@@ -68,7 +68,6 @@ class Gateway:
         self.user_limits = UserLimits(config.rate_per_user, host.clock)
         self.accepting = False
         self.stopped = asyncio.Event()
-        self.clients = 0
 
     def start(self) -> None:
         self.accepting = True
@@ -167,7 +166,6 @@ class Gateway:
         client.push(encode(Hello(user_id=user_id, user_name=identity.name, token=issued)))
         in_flight: InFlight = asyncio.Queue(self.config.max_in_flight)
         acker = asyncio.ensure_future(self._ack_in_order(client, in_flight))
-        self.clients += 1
         try:
             async for message in ws:
                 if message.type in (WSMsgType.TEXT, WSMsgType.BINARY):
@@ -175,7 +173,6 @@ class Gateway:
                 elif message.type == WSMsgType.ERROR:
                     break
         finally:
-            self.clients -= 1
             self.user_limits.detach(user_id)
             await in_flight.put(None)
             await asyncio.gather(acker, return_exceptions=True)
@@ -275,7 +272,9 @@ class Gateway:
 async def _json_body(request: web.Request) -> dict[str, Any] | None:
     if not request.can_read_body:
         return {}
-    raw = await request.content.read(4097)
+    if (request.content_length or 0) > 4096:
+        return None
+    raw = await request.read()  # chunked bodies: bounded by the server's client_max_size
     if len(raw) > 4096:
         return None
     if not raw.strip():

@@ -216,3 +216,13 @@ def _b64(data: bytes) -> str:
 
 def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+async def test_the_session_endpoint_refuses_bad_bodies(fleet: Running) -> None:
+    url = f"{fleet.base_url}/web/demo/session"
+    async with aiohttp.ClientSession() as http:
+        for body in (b"[1, 2]", b"{not json", b'{"name": "' + b"x" * 5000 + b'"}'):
+            async with http.post(url, data=body, headers={"Content-Type": "application/json"}) as r:
+                assert r.status == 400 and "JSON object" in (await r.json())["error"]
+        async with http.post(url) as r:  # no body at all: an anonymous session
+            assert r.status == 200 and (await r.json())["user_id"].startswith("guest-")
