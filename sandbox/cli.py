@@ -9,8 +9,11 @@ ready or failed, with the reason on the last line.
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 import time
+import urllib.request
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -45,7 +48,15 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--suite", help="Debian suite (default: this machine's, from /etc/os-release)")
     build.add_argument("--mirror", help="Debian mirror URL (default: this machine's apt sources)")
 
-    sub.add_parser("status", parents=[common], help="is the sandbox on, and is its engine and image ready")
+    status = sub.add_parser(
+        "status",
+        parents=[common],
+        help="is the sandbox on, is its engine and image ready (and, live: sessions)",
+    )
+    status.add_argument(
+        "--admin", help="a running engine's admin URL: also show its sessions, processes and recent errors"
+    )
+    status.add_argument("--token", help="admin token (default: $CALLBOARD_ADMIN_TOKEN)")
 
     sweep = sub.add_parser(
         "sweep", parents=[common], help="remove sandbox containers of a fleet that is not running"
@@ -62,7 +73,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings, fleet = _settings(args)
         if args.command == "status":
-            return _status(settings)
+            code = _status(settings)
+            if args.admin:
+                code = max(code, _live(args.admin, args.token or os.environ.get("CALLBOARD_ADMIN_TOKEN")))
+            return code
         if args.command == "build-image":
             return _build(_endpoint(settings), settings, args)
         fleet = None if args.all else args.fleet or fleet
@@ -152,6 +166,49 @@ def _status(settings: SandboxSettings) -> int:
         print("run `callboard sandbox build-image` to build it")
         return 1
     return 0
+
+
+def _live(admin: str, token: str | None) -> int:
+    """The running engine's view (``/api/sandbox``): sessions, managed processes, errors."""
+    request = urllib.request.Request(
+        f"{admin.rstrip('/')}/api/sandbox", headers={"Authorization": f"Bearer {token}"} if token else {}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            report = json.loads(response.read())
+    except (OSError, ValueError) as error:
+        print(f"live: {admin} did not answer: {error}")
+        return 1
+    sessions = report.get("sessions", [])
+    if report.get("state") == "off":
+        print(f"live: {admin} - sandboxes off: {report.get('reason')}")
+        return 1
+    print(
+        f"live: {admin} - engine {report['state']}, {len(sessions)} of {report['max_sessions']} sessions, "
+        f"idle TTL {report['idle_ttl']:g}s, {report['calls']} calls"
+    )
+    for session in sessions:
+        reap = (
+            "kept (busy or running processes)"
+            if session["reaped_in"] is None
+            else f"{session['reaped_in']:g}s"
+        )
+        container = session["container"] or "not created yet"
+        print(f"  {session['scope']}: container {container}, idle {session['idle_for']:g}s, reaped in {reap}")
+        for process in session["processes"]:
+            env = ", ".join(process["env_keys"]) or "-"
+            print(
+                f"    process {process['process_id']}: {process['state']} (pid {process['pid']}, "
+                f"{process['restarts']} restarts, exit {process['exit_code']}) env: {env}"
+            )
+    errors = report.get("errors", [])
+    print(f"  recent errors: {len(errors)}" + (" (newest last)" if errors else ""))
+    for error in errors[-10:]:
+        stamp = time.strftime("%H:%M:%S", time.localtime(error["at"]))
+        print(
+            f"    {stamp} {error['bot'] or '-'} {error['tool']} {error['status']}: {error['message'][:200]}"
+        )
+    return 1 if report["state"] != "up" else 0
 
 
 def _build(endpoint: EngineEndpoint, settings: SandboxSettings, args: argparse.Namespace) -> int:

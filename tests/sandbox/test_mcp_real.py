@@ -5,6 +5,9 @@ library only) runs as a managed process in the session's real container, and the
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import io
 import json
 import socket
 from collections.abc import AsyncIterator
@@ -13,6 +16,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from callboard.sandbox import cli
 from callboard.testing import stdio_mcp_server
 from callboard.testing.fake_openai import Call, FakeOpenAI, Reply
 from tests.sandbox.conftest import Engine
@@ -79,6 +83,10 @@ async def test_agent_calls_a_stdio_mcp_server_running_in_the_sandbox(
                 audit = [json.loads(line) for line in (await response.text()).splitlines()]
             async with http.get(f"{running.base_url}/api/sandbox/audit?limit=many") as response:
                 assert response.status == 400 and "limit" in (await response.json())["error"]
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):
+            live = ["status", "--engine-url", engine.url, "--admin", running.base_url]
+            assert await asyncio.to_thread(cli.main, live) == 0
     assert first["text"] == "2 + 40 = 42" and second
 
     offered = sorted(t["function"]["name"] for t in model.requests[0]["tools"])
@@ -98,6 +106,10 @@ async def test_agent_calls_a_stdio_mcp_server_running_in_the_sandbox(
     tools = [row["tool"] for row in reversed(audit)]
     assert tools == ["process.start", "process.attach", "process.start", "process.attach"]
     assert all(row["bot"] == "demo" and row["handler"] == "agent" and row["status"] == "ok" for row in audit)
+
+    text = printed.getvalue()
+    assert "live: " in text and "1 of 20 sessions" in text, text
+    assert "process mcp-calc: running" in text and "env: CALC_TOKEN" in text, text
 
     shouted = model.requests[3]["messages"][-1]["content"]
     assert shouted.startswith('{"content":"HEY HEY') and "[truncated " in shouted  # the toolbox's limit
