@@ -203,11 +203,10 @@ def _live(admin: str, token: str | None) -> int:
             )
     errors = report.get("errors", [])
     print(f"  recent errors: {len(errors)}" + (" (newest last)" if errors else ""))
-    for error in errors[-10:]:
-        stamp = time.strftime("%H:%M:%S", time.localtime(error["at"]))
-        print(
-            f"    {stamp} {error['bot'] or '-'} {error['tool']} {error['status']}: {error['message'][:200]}"
-        )
+    for recent in errors[-10:]:
+        stamp = time.strftime("%H:%M:%S", time.localtime(recent["at"]))
+        what = f"{recent['bot'] or '-'} {recent['tool']} {recent['status']}"
+        print(f"    {stamp} {what}: {recent['message'][:200]}")
     return 1 if report["state"] != "up" else 0
 
 
