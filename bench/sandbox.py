@@ -28,13 +28,16 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from mcp.client.session import ClientSession
 
-from callboard.actors.sandbox import tools_for
+from callboard.actors.sandbox import SessionTools, tools_for
 from callboard.actors.sandbox_manager import SandboxManager
 from callboard.bench.harness import Progress
 from callboard.engine import ActorSystem
 from callboard.engine.loop import run as run_loop
 from callboard.engine.sandbox_api import ExecArgs, ReadArgs, SandboxError, WriteArgs
+from callboard.engine.sandbox_processes import ProcessArgs
+from callboard.handlers.agent.mcp import attached_stdio
 from callboard.sandbox.backend import SessionSpec
 from callboard.sandbox.config import SandboxPolicy, SandboxSettings
 from callboard.sandbox.docker_backend import DockerBackend, DockerSession
@@ -42,8 +45,10 @@ from callboard.sandbox.engine import EngineEndpoint, resolve_endpoint
 from callboard.sandbox.image import build_image, image_id
 from callboard.sandbox.podman_service import PodmanService, PodmanUnavailable
 from callboard.sandbox.tools import WorkspaceTools
+from callboard.testing import stdio_mcp_server
 
 COMMAND = ["echo", "hello"]
+MCP_SERVER = Path(stdio_mcp_server.__file__).read_text()
 CONCURRENT = 20
 
 
@@ -146,6 +151,8 @@ async def actor_figures(
             for step in range(16):
                 await calls[step % 4]()
             loops.append(time.perf_counter() - started)
+        progress("MCP tool calls (stdio server in the sandbox) against warm exec, interleaved")
+        mcp = await _mcp_figures(warm_tools, args, 50 if quick else 300)
         progress(f"{CONCURRENT} concurrent sessions")
         burst: dict[str, Any] = {}
         for phase in ("cold", "warm"):
@@ -162,13 +169,36 @@ async def actor_figures(
             "read_file": _summary(reads),
             "tool_loop_16": _summary(loops),
             "concurrent": burst,
+            **mcp,
         }
     finally:
         await system.shutdown(timeout=60)
 
 
+async def _mcp_figures(tools: SessionTools, args: ExecArgs, samples: int) -> dict[str, Any]:
+    """One ``tools/call`` of the test MCP server (a managed process in the same sandbox, over the
+    attached stdio, through the official client) against one warm exec, alternating order."""
+    await tools.start_process(ProcessArgs(process_id="mcp-bench", argv=["python3", "-c", MCP_SERVER]))
+    attachment = await tools.attach("mcp-bench")
+    async with attached_stdio(attachment) as streams, ClientSession(*streams) as session:
+        await session.initialize()
+        for _ in range(3):
+            await session.call_tool("add", {"a": 1, "b": 2})
+        calls: list[float] = []
+        execs: list[float] = []
+        for index in range(samples):  # who goes first alternates
+            pair = [
+                (calls, lambda: session.call_tool("add", {"a": 2, "b": 40})),
+                (execs, lambda: tools.exec(args)),
+            ]
+            for taken, call in pair if index % 2 else reversed(pair):
+                taken.append(await _timed(call))
+    await tools.stop_process("mcp-bench")
+    return {"mcp_call": _summary(calls), "mcp_exec_alongside": _summary(execs)}
+
+
 def measure(endpoint: EngineEndpoint, settings: SandboxSettings, quick: bool, quiet: bool) -> dict[str, Any]:
-    steps = Progress(6, quiet)
+    steps = Progress(7, quiet)
     progress = steps.step
 
     fleet = f"bench-{os.getpid()}"
@@ -182,6 +212,7 @@ def measure(endpoint: EngineEndpoint, settings: SandboxSettings, quick: bool, qu
         actors = run_loop(actor_figures(endpoint, settings, fleet, quick, progress))
     finally:
         steps.close()
+    mcp, alongside = actors["mcp_call"], actors["mcp_exec_alongside"]
     return {
         "quick": quick,
         "python": sys.version.split()[0],
@@ -195,6 +226,8 @@ def measure(endpoint: EngineEndpoint, settings: SandboxSettings, quick: bool, qu
         "ratio_warm_exec_to_host_p50": actors["warm_exec"]["p50_ms"] / host["p50_ms"],
         "ratio_read_file_to_host_p50": actors["read_file"]["p50_ms"] / host["p50_ms"],
         "actor_overhead_p50_ms": actors["warm_exec"]["p50_ms"] - actors["backend_exec"]["p50_ms"],
+        "ratio_mcp_call_to_warm_exec_p50": mcp["p50_ms"] / alongside["p50_ms"],
+        "ratio_mcp_call_to_warm_exec_p99": mcp["p99_ms"] / alongside["p99_ms"],
     }
 
 
@@ -215,6 +248,8 @@ def render(result: dict[str, Any]) -> str:
         row("read it back (tools API)", result["read_file"]),
         row("16-call tool loop (exec/write/read)", result["tool_loop_16"]),
         row("cold start + first exec (max)", result["cold_start"], "max_ms"),
+        row("MCP tools/call (stdio, in sandbox)", result["mcp_call"]),
+        row("warm exec, interleaved with it", result["mcp_exec_alongside"]),
         "",
         f"  {CONCURRENT} concurrent sessions, each `{result['command']}`:",
     ]
@@ -230,6 +265,8 @@ def render(result: dict[str, Any]) -> str:
         f"read file / host subprocess.run (p50): {result['ratio_read_file_to_host_p50']:.0f}x",
         "warm exec p50, actors minus backend alone (alternating order): "
         f"{result['actor_overhead_p50_ms']:.2f} ms",
+        f"MCP tool call / warm exec: p50 {result['ratio_mcp_call_to_warm_exec_p50']:.2f}x, "
+        f"p99 {result['ratio_mcp_call_to_warm_exec_p99']:.2f}x",
     ]
     return "\n".join(lines)
 
