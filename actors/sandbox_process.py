@@ -222,8 +222,7 @@ class ManagedProcess(Actor):
         record.state, record.pid = "starting", None
         parent = self.context.parent
         assert parent is not None
-        link = await parent.ask(LinkRequest(), timeout=LINK_TIMEOUT)
-        assert isinstance(link, ProcessLink)
+        link: ProcessLink = await parent.ask(LinkRequest(), timeout=LINK_TIMEOUT)
         loop = asyncio.get_running_loop()
         me = self.context.ref
 
@@ -243,7 +242,7 @@ class ManagedProcess(Actor):
         self._link = link
         self._running = True
         record.starts += 1
-        record.state, record.pid, record.exit_code, record.error = "running", pid, None, None
+        record.state, record.pid, record.exit_code = "running", pid, None
         if self.args.health_argv:
             self.context.schedule_once(self.args.health_interval, _HealthTick(), key="health")
 
@@ -351,10 +350,10 @@ class ManagedProcess(Actor):
     async def _signal(self, sig: int) -> None:
         if not self._running or self._link is None:
             return
+        if sig == signal.SIGTERM:  # armed first: the grace counts from the timer, not the send
+            self.context.schedule_once(TERM_GRACE, _Escalate(signal.SIGKILL), key="stop")
         with contextlib.suppress(AgentGone):
             await asyncio.to_thread(self._link.signal, self._wire_id, sig)
-        if sig == signal.SIGTERM:
-            self.context.schedule_once(TERM_GRACE, _Escalate(signal.SIGKILL), key="stop")
 
     # ------------------------------------------------------------------ health
 
