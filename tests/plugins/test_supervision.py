@@ -97,10 +97,18 @@ async def test_a_hung_runner_fails_its_health_check_and_is_replaced(tmp_path: Pa
 async def test_a_leak_past_the_memory_limit_restarts_only_that_runner(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    runtime = """
+    plugin_runtime:
+      health_timeout: 30s   # on a busy machine the leak may take a while: the limit, not the check, ends it
+      backoff_min: 100ms
+      backoff_max: 500ms
+      watch: false
+    """
     config = plugin_fleet(
         tmp_path,
         fixtures("leaker", extra="  memory_limit: 400MiB\n") + fixtures("echoer"),
         routed(("a", "leaker"), ("b", "echoer")),
+        runtime=runtime,
     )
     async with running_fleet(config) as fleet, chat_client(fleet.base_url) as client:
         await groups(client, "a", "b")
