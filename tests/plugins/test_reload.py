@@ -159,3 +159,30 @@ async def test_the_plugin_admin_api_needs_the_admin_token(tmp_path: Path) -> Non
         headers = {"Authorization": f"Bearer {token}"}
         async with http.post(url, json={"plugin": "echoer"}, headers=headers) as r:
             assert r.status == 200 and (await r.json())["name"] == "echoer"
+
+
+async def test_a_reload_that_breaks_the_plugin_is_reported_and_a_fixed_one_recovers(tmp_path: Path) -> None:
+    folder = copy_keyword_reply(tmp_path)
+    plugins = f"""
+    - path: {folder}
+      config: {{keywords: {{hello: "Hi!"}}}}
+    - path: {FIXTURES / "echoer"}
+    """
+    async with (
+        running_fleet(plugin_fleet(tmp_path, plugins, RULES)) as fleet,
+        chat_client(fleet.base_url) as client,
+    ):
+        await groups(client, "a", "b")
+        await ask(client, "a", "hello", "Hi!")
+        source = (folder / "plugin.py").read_text()
+        (folder / "plugin.py").write_text(source + "\ndef broken(:\n")
+        async with aiohttp.ClientSession() as http:
+            url = f"{fleet.base_url}/api/plugins/reload"
+            async with http.post(url, json={"plugin": "keyword-reply"}) as r:
+                broken = await r.json()
+            assert broken["status"] == "failed" and "SyntaxError" in broken["error"]
+            await ask(client, "b", "others still answer", "echoer: others still answer")
+            (folder / "plugin.py").write_text(source)
+            async with http.post(url, json={"plugin": "keyword-reply"}) as r:
+                assert (await r.json())["status"] == "ready"
+        await ask(client, "a", "hello again", "Hi!")
