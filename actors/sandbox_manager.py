@@ -262,6 +262,7 @@ class _Entry:
     session: str
     ref: ActorRef
     signature: tuple[str, bool]
+    tenant: str | None = None
     in_flight: int = 0
 
 
@@ -381,6 +382,18 @@ class SandboxManager(Actor):
                 self._retire(entry)  # passivating, or its policy changed: replace it
             else:
                 return self._grant(entry, profile)  # busy: keep its old settings for now
+        tenant_limit = self.settings.tenant_max_sessions.get(request.tenant or "")
+        if tenant_limit is not None:
+            mine = [e for e in self._sessions.values() if e.tenant == request.tenant]
+            if len(mine) >= tenant_limit:
+                idle = (e for e in self._live.values() if e.tenant == request.tenant and not e.in_flight)
+                victim = next(idle, None)
+                if victim is not None:
+                    self._retire(victim)
+                if victim is not None or any(self._live.get(e.key) is not e for e in mine):
+                    return self._wait_for_slot()  # one of the tenant's containers is going away
+                busy = f"tenant {request.tenant!r} has all {tenant_limit} of its sandboxes busy"
+                return Denied(SandboxBusy(busy))
         if len(self._sessions) < self.settings.max_sessions:
             entry = self._spawn(request.key, signature, profile, network, request.tenant)
             return self._grant(entry, profile)
@@ -391,12 +404,15 @@ class SandboxManager(Actor):
             )
             self._retire(victim)
         if len(self._live) < len(self._sessions):  # something is stopping: a slot frees soon
-            ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._waiters.append(ready)
-            return Retry(ready)
+            return self._wait_for_slot()
         return Denied(
             SandboxBusy(f"all {self.settings.max_sessions} sandbox sessions are busy; try again shortly")
         )
+
+    def _wait_for_slot(self) -> Retry:
+        ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(ready)
+        return Retry(ready)
 
     def _grant(self, entry: _Entry, profile: SandboxProfile) -> Grant:
         entry.in_flight += 1
@@ -433,7 +449,7 @@ class SandboxManager(Actor):
             supervisor=SANDBOX_SESSION_STRATEGY,
         )
         self.context.watch(ref)
-        entry = _Entry(key, name, ref, signature)
+        entry = _Entry(key, name, ref, signature, tenant)
         self._live[key] = entry
         self._sessions[name] = entry
         return entry

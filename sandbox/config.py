@@ -167,6 +167,10 @@ class SandboxSettings(_Strict):
         default=DEFAULT_IMAGE, description="image of every sandbox (build: callboard sandbox build-image)"
     )
     max_sessions: int = Field(default=20, ge=1, le=10_000, description="most sandbox containers at once")
+    tenant_max_sessions: dict[str, int] = Field(
+        default_factory=dict,
+        description="most sandbox containers at once per tenant id (bots[].sandbox.tenant)",
+    )
     idle_ttl: Duration = Field(
         default=600.0, gt=0, description="an unused sandbox is removed after this long"
     )
