@@ -32,6 +32,8 @@ from callboard.engine.sandbox_api import TOOL_NAMES, ToolName
 from callboard.engine.units import Duration
 from callboard.sandbox.mounts import MountRefused, check_root, check_source, check_target, engine_sockets
 
+#: where a profile's skills are mounted, one folder each
+SKILLS_DIR = "/workspace/.skills"
 #: the event fields a scope template may use (``run`` is unique per handler run)
 SCOPE_FIELDS = ("bot_id", "chat_type", "chat_id", "thread", "user_id", "run")
 
@@ -119,6 +121,27 @@ class SandboxProfile(_Strict):
     mounts: list[SandboxMount] = Field(
         default_factory=list, description="host mounts (see allowed_mount_roots)"
     )
+    skills: dict[str, str] = Field(
+        default_factory=dict,
+        description="skills: name -> host folder (instructions and scripts), mounted read-only at "
+        "/workspace/.skills/<name>; folders only under allowed_mount_roots",
+    )
+
+    @field_validator("skills")
+    @classmethod
+    def _skill_names(cls, value: dict[str, str]) -> dict[str, str]:
+        for name in value:
+            if not _NAME.match(name):
+                raise ValueError(f"invalid skill name {name!r}: letters, digits, '.', '-', '_'")
+        return value
+
+    def all_mounts(self) -> list[SandboxMount]:
+        """The profile's mounts plus its skills (read-only, below /workspace/.skills)."""
+        skills = [
+            SandboxMount(source=source, target=f"{SKILLS_DIR}/{name}", read_only=True)
+            for name, source in sorted(self.skills.items())
+        ]
+        return [*self.mounts, *skills]
 
     @field_validator("user")
     @classmethod
@@ -221,6 +244,11 @@ class SandboxSettings(_Strict):
                     check_source(mount.source, self.allowed_mount_roots, sockets)
                 except MountRefused as error:
                     raise ValueError(f"profiles.{name}.mounts.{index}.source: {error}") from None
+            for skill, source in profile.skills.items():
+                try:
+                    check_source(source, self.allowed_mount_roots, sockets)
+                except MountRefused as error:
+                    raise ValueError(f"profiles.{name}.skills.{skill}: {error}") from None
         return self
 
     def profile(self, name: str) -> SandboxProfile:

@@ -119,7 +119,7 @@ class DockerBackend(SandboxBackend):
                 type="bind",
                 read_only=mount.read_only,
             )
-            for mount in profile.mounts
+            for mount in profile.all_mounts()
         ]
         return {
             "image": spec.image,
