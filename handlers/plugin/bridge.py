@@ -94,9 +94,12 @@ def _require(dispatch: Dispatch, capability: str) -> None:
         )
 
 
+_COMPONENTS = list[Component]  # one type object, so msgspec reuses what it learnt of it
+
+
 def decode_chain(data: Any) -> MessageChain:
     try:
-        return MessageChain.of(*msgspec.convert(data, list[Component]))
+        return MessageChain.of(*msgspec.convert(data, _COMPONENTS))
     except msgspec.ValidationError as exc:
         raise RemoteError(Code.BAD_REQUEST, f"invalid message chain: {exc}") from None
 

@@ -55,28 +55,27 @@ class Step:
 
 class PluginEntry:
     def __init__(self, spec: PluginSpec, order: int) -> None:
-        self.spec = spec
-        self.order = order
         self.listeners: list[ListenerInfo] = []
         self.status = "starting"  # ready | failed (did not load) | stopped
         self.error = ""
         self.counters = PluginCounters()
         self.loaded = asyncio.Event()  # set once the plugin has (or could not have) registered
+        self.use(spec, order)
 
-    @property
-    def name(self) -> str:
-        return self.spec.name
-
-    @property
-    def capabilities(self) -> frozenset[str]:
-        return frozenset(self.spec.manifest.capabilities)
+    def use(self, spec: PluginSpec, order: int) -> None:
+        """Take a (new) spec; what every event reads is copied out of it once, here."""
+        self.spec = spec
+        self.order = order
+        self.name = spec.name
+        self.runner = spec.runner_name
+        self.capabilities = frozenset(spec.manifest.capabilities)
 
     def info(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "version": self.spec.manifest.version,
             "description": self.spec.manifest.description,
-            "runner": self.spec.runner_name,
+            "runner": self.runner,
             "status": self.status,
             "error": self.error,
             "capabilities": sorted(self.capabilities),
@@ -118,15 +117,15 @@ class PluginHub:
             entry = old.get(spec.name)
             if entry is None:
                 entry = PluginEntry(spec, order)
-            entry.spec, entry.order = spec, order
+            entry.use(spec, order)
             self.plugins[spec.name] = entry
             self.runners.setdefault(spec.runner_name, RunnerSlot(spec.runner_name))
         for name in list(self.runners):
-            if not any(e.spec.runner_name == name for e in self.plugins.values()):
+            if not any(e.runner == name for e in self.plugins.values()):
                 self.runners.pop(name).notify()
 
     def specs_of(self, runner: str) -> list[PluginSpec]:
-        return [e.spec for e in self.plugins.values() if e.spec.runner_name == runner]
+        return [e.spec for e in self.plugins.values() if e.runner == runner]
 
     def attach(self, runner: str, link: Link, pid: int, registrations: list[dict[str, Any]]) -> None:
         slot = self.runners.setdefault(runner, RunnerSlot(runner))
@@ -166,7 +165,7 @@ class PluginHub:
         if gone:
             slot.gone = True
             for entry in self.plugins.values():
-                if entry.spec.runner_name == runner:
+                if entry.runner == runner:
                     entry.status = "stopped"
                     entry.error = reason
                     entry.loaded.set()
@@ -242,7 +241,7 @@ class PluginHub:
             link = await self._link(entry)
             dispatch_id = next(self._ids)
             self.dispatches[dispatch_id] = Dispatch(
-                ctx, entry.name, entry.spec.runner_name, entry.capabilities, entry.counters
+                ctx, entry.name, entry.runner, entry.capabilities, entry.counters
             )
             entry.counters.events += 1
             data = {
@@ -288,7 +287,9 @@ class PluginHub:
 
     async def _link(self, entry: PluginEntry) -> Link:
         """The plugin's runner link once it is up; waits while it restarts."""
-        slot = self.runners.get(entry.spec.runner_name)
+        slot = self.runners.get(entry.runner)
+        if slot is not None and slot.link is not None and not slot.link.closed and entry.status != "stopped":
+            return slot.link  # the usual case: up, no deadline to arm
         wait = self.settings.start_timeout + self.settings.backoff_max
         try:
             async with asyncio.timeout(wait):
@@ -306,7 +307,7 @@ class PluginHub:
     def info(self) -> list[dict[str, Any]]:
         out = []
         for entry in self.plugins.values():
-            slot = self.runners.get(entry.spec.runner_name)
+            slot = self.runners.get(entry.runner)
             item = entry.info()
             item["pid"] = slot.pid if slot is not None else None
             item["restarts"] = slot.restarts if slot is not None else 0
