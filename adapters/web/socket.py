@@ -44,6 +44,10 @@ from callboard.engine.events import Event
 
 log = logging.getLogger("callboard.web")
 
+#: frames one connection handles before the loop serves the others (a pipelining client
+#: with megabytes buffered would otherwise hold the loop until its in-flight queue fills)
+FAIR_SHARE = 16
+
 InFlight = asyncio.Queue[tuple[asyncio.Future[list[int | None]], Event, str] | None]
 
 
@@ -167,9 +171,13 @@ class Gateway:
         in_flight: InFlight = asyncio.Queue(self.config.max_in_flight)
         acker = asyncio.ensure_future(self._ack_in_order(client, in_flight))
         try:
+            taken = 0
             async for message in ws:
                 if message.type in (WSMsgType.TEXT, WSMsgType.BINARY):
                     await self._on_frame(client, message.data, in_flight)
+                    taken += 1
+                    if taken % FAIR_SHARE == 0:
+                        await asyncio.sleep(0)  # buffered frames do not suspend: let others in
                 elif message.type == WSMsgType.ERROR:
                     break
         finally:
