@@ -189,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     retry.add_argument("--token", default=None, help="admin bearer token (default: $CALLBOARD_ADMIN_TOKEN)")
     retry.add_argument("--config", default=None, help="a fleet file: its admin address and token")
     retry.set_defaults(func=_retry)
-    sandbox = sub.add_parser("sandbox", help="sandbox tools: build-image, status, sweep", add_help=False)
+    sandbox = sub.add_parser("sandbox", help="sandbox: build-image, status, sweep, prune", add_help=False)
     sandbox.set_defaults(func=_sandbox)
     slack = sub.add_parser("slack", help="Slack tools: manifest FILE (the app manifest)", add_help=False)
     slack.set_defaults(func=_slack)
