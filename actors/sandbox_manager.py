@@ -47,6 +47,7 @@ from callboard.sandbox.config import SandboxProfile, SandboxSettings
 from callboard.sandbox.docker_backend import DockerBackend
 from callboard.sandbox.engine import off_reason, resolve_endpoint
 from callboard.sandbox.policy import session_name
+from callboard.sandbox.workspaces import volume_name
 
 log = logging.getLogger("callboard.sandbox")
 
@@ -197,6 +198,7 @@ class _Probe:
 class _Sweep:
     keep: frozenset[str]
     instance: str
+    workspace_max_age: float | None = None
 
 
 # ---------------------------------------------------------------------- janitor
@@ -224,6 +226,8 @@ class SandboxJanitor(ThreadedWorker):
                     continue
                 if backend.remove_container(record.id):
                     removed.append(record.name)
+            if message.workspace_max_age is not None:
+                removed += backend.prune_workspaces(self._fleet, message.workspace_max_age)
             return removed
         raise TypeError(f"SandboxJanitor cannot handle {type(message).__name__}")
 
@@ -439,6 +443,7 @@ class SandboxManager(Actor):
             profile=profile,
             network=network,
             tenant=tenant,
+            workspace_volume=volume_name(self.fleet, key) if profile.persistent_workspace else None,
         )
         ref = self.context.spawn(
             SandboxSessionHost,
@@ -515,7 +520,8 @@ class SandboxManager(Actor):
     async def _sweep(self, janitor: ActorRef, keep: frozenset[str]) -> None:
         timeout = 4 * self.settings.engine_timeout + 10
         try:
-            removed = await janitor.ask(_Sweep(keep, self.instance), timeout=timeout)
+            sweep = _Sweep(keep, self.instance, self.settings.workspace_max_age)
+            removed = await janitor.ask(sweep, timeout=timeout)
         except Exception as error:
             self.ref.tell(_SweepDone(None, f"{type(error).__name__}: {error}"))
         else:

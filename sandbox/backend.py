@@ -63,6 +63,8 @@ class SessionSpec:
     profile: SandboxProfile
     network: bool
     tenant: str | None = None
+    #: the named volume behind /workspace (persistent workspaces), else a tmpfs
+    workspace_volume: str | None = None
 
     @property
     def container_name(self) -> str:
@@ -129,6 +131,8 @@ class SandboxSession(ABC):
         self.spec = spec
         #: False once the session cannot be trusted (e.g. processes survived a kill): replace it.
         self.healthy = True
+        #: a persistent workspace whose size the engine does not enforce: bytes the tools allow
+        self.measured_quota: int | None = None
 
     @property
     @abstractmethod
@@ -214,6 +218,11 @@ class SandboxBackend(ABC):
     @abstractmethod
     def list_containers(self, fleet: str | None = None) -> list[ContainerRecord]:
         """Sandbox containers of ``fleet`` (every fleet when None), running or not."""
+
+    def prune_workspaces(self, fleet: str, older_than: float) -> list[str]:
+        """Remove ``fleet``'s persistent workspaces older than ``older_than`` seconds that no
+        container uses; their names. A backend without volumes has none."""
+        return []
 
     @abstractmethod
     def remove_container(self, ref: str) -> bool:

@@ -1,4 +1,4 @@
-"""``callboard sandbox``: build-image, status, sweep.
+"""``callboard sandbox``: build-image, status, sweep, prune.
 
 The engine comes from ``--engine-url``, else the ``sandbox:`` block of
 ``--config FLEET.yaml``, else ``DOCKER_HOST`` and the usual sockets (as the
@@ -21,10 +21,12 @@ from typing import Any
 from pydantic import ValidationError
 
 from callboard.engine.sandbox_api import SandboxError
+from callboard.engine.units import parse_duration
 from callboard.sandbox.config import DEFAULT_IMAGE, SandboxSettings
 from callboard.sandbox.docker_backend import DockerBackend
 from callboard.sandbox.engine import EngineEndpoint, off_reason, resolve_endpoint
 from callboard.sandbox.image import ImageBuildError, build_image, image_id
+from callboard.sandbox.workspaces import prune
 
 
 class CliError(Exception):
@@ -65,6 +67,15 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument("--fleet", help="fleet name (the callboard.fleet label; default: --config's name)")
     target.add_argument("--all", action="store_true", help="every fleet's sandbox containers")
     sweep.add_argument("--dry-run", action="store_true", help="list, do not remove")
+
+    prune_cmd = sub.add_parser(
+        "prune", parents=[common], help="remove persistent workspaces (named volumes) no container uses"
+    )
+    owner = prune_cmd.add_mutually_exclusive_group()
+    owner.add_argument("--fleet", help="fleet name (default: --config's name)")
+    owner.add_argument("--all", action="store_true", help="every fleet's workspaces")
+    prune_cmd.add_argument("--older-than", help="only workspaces created longer ago, e.g. 7d, 12h")
+    prune_cmd.add_argument("--dry-run", action="store_true", help="list, do not remove")
     return parser
 
 
@@ -81,7 +92,9 @@ def main(argv: list[str] | None = None) -> int:
             return _build(_endpoint(settings), settings, args)
         fleet = None if args.all else args.fleet or fleet
         if fleet is None and not args.all:
-            raise CliError("say which sandboxes to sweep: --fleet NAME, --all, or --config FLEET.yaml")
+            raise CliError("say which fleet: --fleet NAME, --all, or --config FLEET.yaml")
+        if args.command == "prune":
+            return _prune(_endpoint(settings), settings, fleet, args.older_than, args.dry_run)
         return _sweep(_endpoint(settings), settings, fleet, args.dry_run)
     except CliError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -227,6 +240,28 @@ def _build(endpoint: EngineEndpoint, settings: SandboxSettings, args: argparse.N
         return 0
     finally:
         backend.close()
+
+
+def _prune(
+    endpoint: EngineEndpoint, settings: SandboxSettings, fleet: str | None, older: str | None, dry_run: bool
+) -> int:
+    try:
+        older_than = parse_duration(older) if older is not None else None
+    except ValueError as error:
+        raise CliError(f"--older-than: {error}") from None
+    backend = _connect(endpoint, settings)
+    try:
+        removed, in_use = prune(backend.client, fleet, older_than, dry_run)
+    except Exception as error:
+        raise CliError(f"sandbox unavailable: {error}") from None
+    finally:
+        backend.close()
+    scope = f"fleet {fleet!r}" if fleet else "all fleets"
+    verb = "would remove" if dry_run else "removed"
+    print(f"{verb} {len(removed)} workspace(s) of {scope}" + (f": {', '.join(removed)}" if removed else ""))
+    if in_use:
+        print(f"kept {len(in_use)} in use by a container: {', '.join(in_use)}")
+    return 0
 
 
 def _sweep(endpoint: EngineEndpoint, settings: SandboxSettings, fleet: str | None, dry_run: bool) -> int:

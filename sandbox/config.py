@@ -121,6 +121,11 @@ class SandboxProfile(_Strict):
     mounts: list[SandboxMount] = Field(
         default_factory=list, description="host mounts (see allowed_mount_roots)"
     )
+    persistent_workspace: bool = Field(
+        default=False,
+        description="/workspace on a named volume per scope key (kept across containers and restarts; "
+        "workspace_size is its quota) instead of a tmpfs",
+    )
     skills: dict[str, str] = Field(
         default_factory=dict,
         description="skills: name -> host folder (instructions and scripts), mounted read-only at "
@@ -190,6 +195,9 @@ class SandboxSettings(_Strict):
         default=DEFAULT_IMAGE, description="image of every sandbox (build: callboard sandbox build-image)"
     )
     max_sessions: int = Field(default=20, ge=1, le=10_000, description="most sandbox containers at once")
+    workspace_max_age: Duration | None = Field(
+        default=None, gt=0, description="persistent workspaces older than this are removed by the sweep"
+    )
     tenant_max_sessions: dict[str, int] = Field(
         default_factory=dict,
         description="most sandbox containers at once per tenant id (bots[].sandbox.tenant)",

@@ -51,6 +51,7 @@ from callboard.sandbox.mounts import MountRefused, check_source, engine_sockets,
 from callboard.sandbox.output import StreamCapture
 from callboard.sandbox.process_link import PROCESS_AGENT_SOURCE, ProcessLink
 from callboard.sandbox.stream import ExecStream, raw_socket
+from callboard.sandbox.workspaces import ensure_volume, prune
 
 log = logging.getLogger("callboard.sandbox")
 
@@ -121,6 +122,15 @@ class DockerBackend(SandboxBackend):
             )
             for mount in profile.all_mounts()
         ]
+        tmpfs = {
+            WORKSPACE: f"rw,nosuid,nodev,size={profile.workspace_size},mode=1777",
+            "/tmp": f"rw,nosuid,nodev,size={profile.tmp_size},mode=1777",
+        }
+        if spec.workspace_volume is not None:
+            del tmpfs[WORKSPACE]
+            mounts.insert(
+                0, docker.types.Mount(target=WORKSPACE, source=spec.workspace_volume, type="volume")
+            )
         return {
             "image": spec.image,
             "command": IDLE_COMMAND,
@@ -138,10 +148,7 @@ class DockerBackend(SandboxBackend):
             "memswap_limit": profile.memory,
             "nano_cpus": int(profile.cpus * 1e9),
             "pids_limit": profile.pids,
-            "tmpfs": {
-                WORKSPACE: f"rw,nosuid,nodev,size={profile.workspace_size},mode=1777",
-                "/tmp": f"rw,nosuid,nodev,size={profile.tmp_size},mode=1777",
-            },
+            "tmpfs": tmpfs,
             "mounts": mounts,
             "detach": True,
         }
@@ -164,7 +171,14 @@ class DockerBackend(SandboxBackend):
 
     def create_session(self, spec: SessionSpec) -> DockerSession:
         options = self.container_options(spec)
-        pins = [(mount["Source"], pin(mount["Source"])) for mount in options["mounts"]]
+        pins = [(m["Source"], pin(m["Source"])) for m in options["mounts"] if m["Type"] == "bind"]
+        kernel_quota = True
+        if spec.workspace_volume is not None:
+            with self.errors(f"workspace volume {spec.workspace_volume}"):
+                size = spec.profile.workspace_size
+                kernel_quota = ensure_volume(
+                    self.client, spec.workspace_volume, spec.fleet, spec.tenant, size
+                )
         with self.errors(f"creating sandbox {spec.container_name}"):
             try:
                 container = self.client.containers.create(**options)
@@ -185,7 +199,10 @@ class DockerBackend(SandboxBackend):
                 raise
         self._verify_pins(pins, spec)
         log.debug("sandbox %s started (%s)", spec.container_name, container_id[:12])
-        return DockerSession(self, spec, container_id)
+        session = DockerSession(self, spec, container_id)
+        if not kernel_quota:
+            session.measured_quota = spec.profile.workspace_size
+        return session
 
     def _verify_pins(self, pins: list[tuple[str, tuple[int, int]]], spec: SessionSpec) -> None:
         """After start: each host mount is still the directory that was checked. The
@@ -220,6 +237,11 @@ class DockerBackend(SandboxBackend):
                 )
             )
         return records
+
+    def prune_workspaces(self, fleet: str, older_than: float) -> list[str]:
+        with self.errors("pruning workspaces"):
+            removed, _ = prune(self.client, fleet, older_than)
+        return removed
 
     def remove_container(self, ref: str) -> bool:
         with self.errors(f"removing {ref}"):

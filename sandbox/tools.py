@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from callboard.engine.sandbox_api import (
+    WORKSPACE,
     EditArgs,
     EditResult,
     ExecArgs,
@@ -26,6 +27,7 @@ from callboard.engine.sandbox_api import (
     GrepResult,
     ReadArgs,
     ReadResult,
+    SandboxFileError,
     ToolName,
     WriteArgs,
     WriteResult,
@@ -54,11 +56,30 @@ class WorkspaceTools:
     def __init__(self, session: SandboxSession) -> None:
         self.session = session
         self.profile = session.spec.profile
+        #: bytes a persistent workspace held when last measured (measured quotas only)
+        self.used: int | None = None
 
     def call(self, tool: ToolName, args: BaseModel) -> BaseModel:
+        quota = self.session.measured_quota
+        if quota is not None and tool in ("write", "edit") and self.used is not None and self.used > quota:
+            raise SandboxFileError(
+                f"the workspace is over its quota ({self.used} of {quota} bytes): delete files first"
+            )
         method = getattr(self, tool)
         result: BaseModel = method(args)
+        if quota is not None and tool in ("exec", "write", "edit"):
+            self._measure()
         return result
+
+    def _measure(self) -> None:
+        """A persistent workspace's usage, for a quota the engine does not enforce."""
+        usage = self.session.exec(
+            ExecRequest(argv=("du", "-s", "-B1", WORKSPACE), cwd=WORKSPACE, timeout=10.0, output_limit=256)
+        )
+        try:
+            self.used = int(usage.stdout.split()[0])
+        except (IndexError, ValueError):
+            self.used = None  # unmeasurable (du missing or killed): never block on a guess
 
     def exec(self, args: ExecArgs) -> ExecResult:
         profile = self.profile
