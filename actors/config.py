@@ -301,11 +301,18 @@ def _adapter_configs() -> tuple[type[AdapterConfig], ...]:
         try:
             configs.append(load_adapter(name).config_type)
         except AdapterUnavailable as exc:
-            literal: Any = Literal[name]
-            stand_in = create_model(f"Unavailable_{name}", __base__=_Unavailable, type=(literal, name))
-            stand_in.reason = str(exc)
-            configs.append(stand_in)
+            configs.append(_stand_in(name, str(exc)))
     return tuple(configs)
+
+
+@functools.cache
+def _stand_in(name: str, reason: str) -> type[AdapterConfig]:
+    """One stand-in class per unavailable adapter and reason, so parsing the same file twice
+    yields equal configs (a reload sees no change) and reuses the cached fleet model."""
+    literal: Any = Literal[name]
+    stand_in = create_model(f"Unavailable_{name}", __base__=_Unavailable, type=(literal, name))
+    stand_in.reason = reason
+    return stand_in
 
 
 @functools.cache
