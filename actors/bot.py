@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from callboard.actors.backlog import BotBacklog
@@ -195,6 +195,10 @@ class BotHost:
         if self.sessions is not None:
             self.in_flight.replayed(seq, key)  # counted until its session marks it done
             self.sessions.tell(Inbound(seq, event, key, self._clock.now()))
+
+    def busy(self, where: Callable[[SessionKey], bool]) -> bool:
+        """Cluster mode: whether sessions ``where`` selects hold unfinished events here."""
+        return any(where(key) for key in self.in_flight.seqs.values())
 
     def replay(self, pending: list[PendingEvent]) -> None:
         """Cluster mode: unfinished events of partitions this node just took over."""

@@ -31,7 +31,7 @@ import logging
 import math
 import time
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -69,6 +69,10 @@ class BotSink(Protocol):
     def deliver(self, seq: int, event: Event, key: SessionKey) -> None: ...
 
     def replay(self, pending: list[PendingEvent]) -> None: ...
+
+    def busy(self, where: Callable[[SessionKey], bool]) -> bool:
+        """Whether sessions ``where`` selects hold unfinished events here."""
+        ...
 
 
 @dataclass
@@ -245,13 +249,18 @@ class ClusterNode:
     async def _membership(self) -> None:
         period = self.ttl / 4
         rounds = 0
+        await self._heartbeat()
+        await sleep(self.clock, period)  # nodes starting together see each other before taking
         while True:
             rounds += 1
             try:
                 await self._heartbeat()
+                before = self.nodes
                 await self._balance()
-                if rounds % 8 == 0:
-                    await self._sweep()
+                if before - self.nodes:  # a node left: hand on what it committed and never published
+                    await self._sweep(older_than=0.5)
+                elif rounds % 8 == 0:
+                    await self._sweep(older_than=2 * self.ttl)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -341,6 +350,13 @@ class ClusterNode:
         if lease.task is not None:
             lease.task.cancel()
             await asyncio.gather(lease.task, return_exceptions=True)
+        waited = 0.0
+        while waited < self.ttl / 2 and any(
+            sink.busy(lambda key: partition_of(key, self.partitions) == lease.partition)
+            for sink in self.sinks.values()
+        ):
+            await sleep(self.clock, 0.05)  # drain: this node's sessions finish what they took
+            waited += 0.05
         await self.journal.flush()
         self.leases.pop(lease.partition, None)
         self.counters.released += 1
@@ -368,6 +384,7 @@ class ClusterNode:
         for lease in leases:
             lease.replayed_upto = upto
             lease.task = loop.create_task(self._consume(lease))
+            lease.task.add_done_callback(self._consumer_ended)
         self.counters.acquired += len(leases)
         self.counters.last_takeover_seconds = time.monotonic() - began
         log.info(
@@ -377,13 +394,14 @@ class ClusterNode:
             replayed,
         )
 
-    async def _sweep(self) -> None:
-        """Hand on unfinished events of owned partitions that are older than two lease
-        times and not in flight here: committed on a node that died before publishing."""
+    async def _sweep(self, older_than: float) -> None:
+        """Hand on unfinished events of owned partitions that are older than ``older_than``
+        seconds and not in flight here: committed on a node that died before publishing
+        them (a repeat of one in flight elsewhere is dropped by its session's seq check)."""
         if not self.leases:
             return
         owned = set(self.leases)
-        horizon = self.journal.wall() - 2 * self.ttl
+        horizon = self.journal.wall() - older_than
         for bot, sink in list(self.sinks.items()):
             rows = await self.journal.query(
                 "SELECT seq FROM events WHERE bot=? AND done_at IS NULL AND received_at < ?", (bot, horizon)
@@ -401,6 +419,10 @@ class ClusterNode:
                     "cluster %s: %d unfinished events of owned partitions handed on", self.node, len(stale)
                 )
                 sink.replay(stale)
+
+    def _consumer_ended(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("cluster %s: a partition consumer failed: %r", self.node, task.exception())
 
     async def _consume(self, lease: Lease) -> None:
         p = lease.partition
