@@ -80,7 +80,10 @@ def test_secrets_never_appear_in_errors(monkeypatch: pytest.MonkeyPatch) -> None
         ("bots: [", "not valid YAML"),
         ("- 1\n- 2", "must be a mapping"),
         ("name: t\nname: u\n", "fleet.yaml:2: name: duplicate key"),
-        ("bots:\n  - {id: a, adapter: {type: web}}\n  - {id: a, adapter: {type: web}}\n", "has the same id as bots[0]"),
+        (
+            "bots:\n  - {id: a, adapter: {type: web}}\n  - {id: a, adapter: {type: web}}\n",
+            "has the same id as bots[0]",
+        ),
         ("bots:\n  - {id: 'bad id', adapter: {type: web}}\n", "bot id must be"),
         ("bots:\n  - {id: a, adapter: {type: nope}}\n", "bots[0].adapter.type"),
         (

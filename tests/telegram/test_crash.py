@@ -16,8 +16,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from callboard.testing.fake_telegram import FakeBotAPI, private_chat, user
 from callboard.bench.harness import free_port, wait_ready
+from callboard.testing.fake_telegram import FakeBotAPI, private_chat, user
 
 pytestmark = pytest.mark.timeout(180)
 ROOT = Path(__file__).resolve().parents[2]
