@@ -247,26 +247,41 @@ class ClusterNode:
     # ------------------------------------------------------------------ leases
 
     async def _membership(self) -> None:
+        """Renewals run on their own task, so a slow takeover never delays them."""
         period = self.ttl / 4
-        rounds = 0
         await self._heartbeat()
-        await sleep(self.clock, period)  # nodes starting together see each other before taking
+        renewals = asyncio.get_running_loop().create_task(self._renewals(period))
+        try:
+            await sleep(self.clock, period)  # nodes starting together see each other before taking
+            rounds = 0
+            while True:
+                rounds += 1
+                try:
+                    before = self.nodes
+                    await self._balance()
+                    if before - self.nodes:  # a node left: hand on what it committed, never published
+                        await self._sweep(older_than=0.5)
+                    elif rounds % 8 == 0:
+                        await self._sweep(older_than=2 * self.ttl)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    log.warning("cluster %s: membership round failed: %r", self.node, exc)
+                await sleep(self.clock, period)
+        finally:
+            renewals.cancel()
+            await asyncio.gather(renewals, return_exceptions=True)
+
+    async def _renewals(self, period: float) -> None:
         while True:
-            rounds += 1
+            await sleep(self.clock, period)
             try:
                 await self._heartbeat()
-                before = self.nodes
-                await self._balance()
-                if before - self.nodes:  # a node left: hand on what it committed and never published
-                    await self._sweep(older_than=0.5)
-                elif rounds % 8 == 0:
-                    await self._sweep(older_than=2 * self.ttl)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("cluster %s: membership round failed: %r", self.node, exc)
+                log.warning("cluster %s: heartbeat failed: %r", self.node, exc)
             self._expire()
-            await sleep(self.clock, period)
 
     def _valid_from(self, sent: float) -> float:
         return sent + self.ttl * (1 - LEASE_MARGIN)
@@ -429,6 +444,9 @@ class ClusterNode:
         sub = await self._js.pull_subscribe_bind(durable=f"p{p}", stream=self.stream)
         try:
             while self.leases.get(p) is lease:
+                if self.clock.now() >= lease.valid_until:  # fenced until a renewal lands
+                    await sleep(self.clock, 0.05)
+                    continue
                 try:
                     messages = await sub.fetch(batch=256, timeout=0.5)
                 except (TimeoutError, nats.errors.TimeoutError):
@@ -437,9 +455,12 @@ class ClusterNode:
                     log.warning("cluster %s: fetch on partition %d failed: %r", self.node, p, exc)
                     await sleep(self.clock, 0.25)
                     continue
-                for message in messages:
+                for index, message in enumerate(messages):
                     if self.leases.get(p) is not lease or self.clock.now() >= lease.valid_until:
-                        return  # not acknowledged: the next owner gets it
+                        for rest in messages[index:]:  # not taken: delivered again at once
+                            with contextlib.suppress(Exception):
+                                await rest.nak()
+                        break
                     await self._take(lease, message)
         finally:
             with contextlib.suppress(Exception):
