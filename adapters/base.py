@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict
 from callboard.engine.actor import Actor
 from callboard.engine.clock import Clock
 from callboard.engine.events import Event
+from callboard.engine.journal import StagedOutbox
 from callboard.engine.platform import (
     COMMON_APIS,
     Manifest,
@@ -92,10 +93,17 @@ class AdapterStore(Protocol):
         and resolves to the earlier item. Resolves to (seq, stored payload, created)."""
         ...
 
+    def append_outbox_staged(
+        self, chat: str, payload: dict[str, Any], idempotency_key: str | None = None
+    ) -> asyncio.Future[StagedOutbox]:
+        """``append_outbox`` resolved at commit; the item is durable (and may be
+        pushed) once the result's ``durable`` future resolves."""
+        ...
+
     async def read_outbox(
         self, chat: str, since: int = 0, limit: int = 1000
     ) -> list[tuple[int, dict[str, Any]]]:
-        """Items stored for ``chat`` after ``since``, oldest first."""
+        """Items stored for ``chat`` after ``since``, oldest first, once durable."""
         ...
 
 

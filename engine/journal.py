@@ -62,6 +62,9 @@ class StorageUnavailable(Exception):
     backoff until a write commits again; then everything resumes by itself."""
 
 
+#: seqs per query while reading pending events' payloads
+PENDING_CHUNK = 500
+
 #: probes of a failing storage: soon at first, then at most every 30 s
 STORAGE_PROBE = Backoff(min=0.25, max=30.0, factor=2.0, jitter=0.2)
 
@@ -73,6 +76,21 @@ class PendingEvent:
     seq: int
     event: Event
     run_id: int | None  # set when a handler run for it had already sent replies
+
+
+@dataclass(frozen=True, slots=True)
+class StagedOutbox:
+    """An outbox item once committed: its seq and stored payload are final, but it is
+    durable only once ``durable`` resolves (it fails or is cancelled if it never is).
+
+    Lets a sender go on at commit and push the item only once it cannot be lost:
+    anything it queues afterwards (a done mark) commits after it, so a crash never
+    keeps the later write without this one."""
+
+    seq: int
+    payload: dict[str, Any]
+    created: bool
+    durable: asyncio.Future[Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +128,8 @@ class Journal:
         self._flush_scheduled = False
         self._generation = 0
         self._unsynced: list[tuple[int, list[tuple[asyncio.Future[Any], Any, BaseException | None]]]] = []
+        #: outbox writes whose caller hears at commit: durable future -> committed future
+        self._staged: dict[asyncio.Future[Any], asyncio.Future[StagedOutbox]] = {}
         self._failed: BaseException | None = None
         # storage health: while ``_storage_error`` is set, appends and outbox writes are
         # refused at once, background writes (done marks, runs, receipts) are held in
@@ -141,6 +161,7 @@ class Journal:
         self._writable.set()
         try:
             os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+            self._writer.dedup_window = self.dedup_window_seconds
             self._conn = self._writer.connect()
         except (sqlite3.Error, OSError) as exc:
             raise JournalUnusable(_open_problem(self.path, exc)) from None
@@ -221,12 +242,14 @@ class Journal:
             if is_storage_error(failure):
                 self._held[:0] = [op for op in batch if op.future is None]
                 results = self._storage_failed(failure, results)
+            self._settle_staged(results)
             settle_all(results)
             return
         if any(error is not None and is_storage_error(error) for _, _, error in results):
             results = self._storage_failed(
                 next(e for _, _, e in results if e is not None and is_storage_error(e)), results
             )
+        self._settle_staged(results)
         if conn.total_changes == before:
             settle_all(results)  # nothing written: nothing to make durable
             return
@@ -234,6 +257,22 @@ class Journal:
         self._unsynced.append((self._generation, results))
         assert self._syncer is not None
         self._syncer.request(self._generation)
+
+    def _settle_staged(self, results: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+        """Tell staged outbox writers their commit's outcome now; a failed one's
+        ``durable`` is cancelled (its error went to the committed future)."""
+        if not self._staged:
+            return
+        for future, value, error in results:
+            committed = self._staged.pop(future, None)
+            if committed is None:
+                continue
+            if error is not None:
+                future.cancel()
+                committed.set_exception(error)
+            else:
+                seq, body, created = value
+                committed.set_result(StagedOutbox(seq, body, created, future))
 
     def _on_synced(self, generation: int) -> None:
         while self._unsynced and self._unsynced[0][0] <= generation:
@@ -385,26 +424,28 @@ class Journal:
 
     async def pending(self, bot: str) -> list[PendingEvent]:
         """Events of ``bot`` not marked done, oldest first, for replay."""
-
-        def op(conn: sqlite3.Connection) -> list[tuple[int, bytes, int | None]]:
-            return conn.execute(
-                "SELECT e.seq, e.payload, m.run_id FROM events e LEFT JOIN run_members m ON m.seq = e.seq "
-                "WHERE e.bot=? AND e.done_at IS NULL ORDER BY e.seq",
-                (bot,),
-            ).fetchall()
-
-        rows = await self._submit(op)
-        return [PendingEvent(seq, decode_event(payload), run_id) for seq, payload, run_id in rows]
+        return await self._pending_where(lambda owner: owner[0] == bot)
 
     async def pending_for_session(self, bot: str, session: SessionKey) -> list[PendingEvent]:
-        name = session.name
+        owner = (bot, session.name)
+        return await self._pending_where(lambda of: of == owner)
+
+    async def _pending_where(self, wanted: Callable[[tuple[str, str]], bool]) -> list[PendingEvent]:
+        """Which events are pending comes from the writer's in-memory set (kept with
+        every append and done mark, rebuilt on open); their payloads from the table."""
+        open_events = self._writer.open_events
 
         def op(conn: sqlite3.Connection) -> list[tuple[int, bytes, int | None]]:
-            return conn.execute(
-                "SELECT e.seq, e.payload, m.run_id FROM events e LEFT JOIN run_members m ON m.seq = e.seq "
-                "WHERE e.bot=? AND e.session=? AND e.done_at IS NULL ORDER BY e.seq",
-                (bot, name),
-            ).fetchall()
+            seqs = sorted(seq for seq, owner in open_events.items() if wanted(owner))
+            rows: list[tuple[int, bytes, int | None]] = []
+            for start in range(0, len(seqs), PENDING_CHUNK):
+                chunk = seqs[start : start + PENDING_CHUNK]
+                rows += conn.execute(
+                    "SELECT e.seq, e.payload, m.run_id FROM event_log e LEFT JOIN run_members m "
+                    f"ON m.seq = e.seq WHERE e.seq IN ({', '.join('?' * len(chunk))}) ORDER BY e.seq",
+                    chunk,
+                ).fetchall()
+            return rows
 
         rows = await self._submit(op)
         return [PendingEvent(seq, decode_event(payload), run_id) for seq, payload, run_id in rows]
@@ -495,9 +536,29 @@ class Journal:
         Resolves to (seq, stored payload, created)."""
         return self._op(OUTBOX, (bot, chat, payload, idempotency_key), True)
 
+    def append_outbox_staged(
+        self, bot: str, chat: str, payload: dict[str, Any], idempotency_key: str | None = None
+    ) -> asyncio.Future[StagedOutbox]:
+        """``append_outbox`` that resolves at commit, not at fsync: the caller goes on
+        (a session takes its next event) while the fsync runs, and pushes the item
+        once ``durable`` resolves. Fsyncs complete in commit order, so pushes made
+        from ``durable`` keep the order of the writes."""
+        durable = self._op(OUTBOX, (bot, chat, payload, idempotency_key), True)
+        assert self._loop is not None
+        committed: asyncio.Future[StagedOutbox] = self._loop.create_future()
+        if durable.done():  # refused at once (storage failing)
+            error = durable.exception()
+            committed.set_exception(error if error is not None else JournalClosed(self.path))
+        else:
+            self._staged[durable] = committed
+        return committed
+
     async def read_outbox(
         self, bot: str, chat: str, since: int = 0, limit: int = 1000
     ) -> list[tuple[int, dict[str, Any]]]:
+        """Items stored for ``chat`` after ``since``, returned once they are durable
+        (a staged item is committed, and so readable, before its fsync)."""
+
         def op(conn: sqlite3.Connection) -> list[tuple[int, bytes]]:
             return conn.execute(
                 "SELECT seq, payload FROM outbox WHERE bot=? AND chat=? AND seq>? ORDER BY seq LIMIT ?",
@@ -505,6 +566,7 @@ class Journal:
             ).fetchall()
 
         rows = await self._submit(op)
+        await self._wait_synced()
         return [(seq, orjson.loads(payload)) for seq, payload in rows]
 
     # ------------------------------------------------------------------ retention and stats
@@ -520,14 +582,11 @@ class Journal:
         horizon = now - self.retention_seconds
         dedup_horizon = now - self.dedup_window_seconds
         chunk = self.PRUNE_CHUNK
-        statements = {
-            "events": (
-                "DELETE FROM events WHERE seq IN (SELECT seq FROM events "
-                "WHERE done_at IS NOT NULL AND done_at < ? LIMIT ?)",
-                horizon,
-            ),
+        self._writer.forget_dedup(dedup_horizon)
+        statements: dict[str, tuple[str | None, float]] = {
+            "events": (None, horizon),  # two tables: see _delete_done_events
             "dedup": (
-                "DELETE FROM dedup WHERE (bot, key) IN (SELECT bot, key FROM dedup WHERE at < ? LIMIT ?)",
+                "DELETE FROM dedup WHERE rowid IN (SELECT rowid FROM dedup WHERE at < ? LIMIT ?)",
                 dedup_horizon,
             ),
             "receipts": (
@@ -545,7 +604,7 @@ class Journal:
             ),
             "run_members": (
                 "DELETE FROM run_members WHERE seq IN (SELECT seq FROM run_members "
-                "WHERE seq < ? AND seq NOT IN (SELECT seq FROM events) LIMIT ?)",
+                "WHERE seq < ? AND seq NOT IN (SELECT seq FROM event_log) LIMIT ?)",
                 float("inf"),
             ),
         }
@@ -553,7 +612,8 @@ class Journal:
         for name, (sql, bound) in statements.items():
             total = 0
             while True:
-                deleted = await self._submit(_deleter(sql, bound, chunk))
+                job = _deleter(sql, bound, chunk) if sql is not None else _delete_done_events(bound, chunk)
+                deleted = await self._submit(job)
                 total += deleted
                 if deleted < chunk:
                     break
@@ -585,6 +645,23 @@ def _open_problem(path: str, error: BaseException) -> str:
 
 def _touch_health(conn: sqlite3.Connection) -> None:
     conn.execute("INSERT OR REPLACE INTO health(id, at) VALUES (1, ?)", (time.time(),))
+
+
+def _delete_done_events(horizon: float, chunk: int) -> Callable[[sqlite3.Connection], int]:
+    """Events marked done before ``horizon``, and their done marks (a chunk at a time)."""
+
+    def delete(conn: sqlite3.Connection) -> int:
+        seqs = [
+            row[0]
+            for row in conn.execute("SELECT seq FROM done_marks WHERE at < ? LIMIT ?", (horizon, chunk))
+        ]
+        if seqs:
+            marks = ", ".join("?" * len(seqs))
+            conn.execute(f"DELETE FROM event_log WHERE seq IN ({marks})", seqs)
+            conn.execute(f"DELETE FROM done_marks WHERE seq IN ({marks})", seqs)
+        return len(seqs)
+
+    return delete
 
 
 def _deleter(sql: str, bound: float, chunk: int) -> Callable[[sqlite3.Connection], int]:

@@ -37,25 +37,28 @@ from callboard.engine.audit import AUDIT_COLUMNS
 log = logging.getLogger("callboard.journal")
 
 SCHEMA = """
-CREATE TABLE IF NOT EXISTS events (
+CREATE TABLE IF NOT EXISTS event_log (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     bot TEXT NOT NULL,
     session TEXT NOT NULL,
     type TEXT NOT NULL,
     payload BLOB NOT NULL,
-    received_at REAL NOT NULL,
-    done_at REAL,
-    status TEXT
+    received_at REAL NOT NULL
 );
-CREATE INDEX IF NOT EXISTS events_pending ON events(bot, seq) WHERE done_at IS NULL;
-CREATE INDEX IF NOT EXISTS events_done ON events(done_at) WHERE done_at IS NOT NULL;
+CREATE TABLE IF NOT EXISTS done_marks (
+    seq INTEGER PRIMARY KEY,
+    at REAL NOT NULL,
+    status TEXT NOT NULL
+);
+CREATE VIEW IF NOT EXISTS events AS
+    SELECT l.seq AS seq, l.bot AS bot, l.session AS session, l.type AS type, l.payload AS payload,
+           l.received_at AS received_at, d.at AS done_at, d.status AS status
+    FROM event_log l LEFT JOIN done_marks d ON d.seq = l.seq;
 CREATE TABLE IF NOT EXISTS dedup (
     bot TEXT NOT NULL,
     key TEXT NOT NULL,
-    at REAL NOT NULL,
-    PRIMARY KEY (bot, key)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS dedup_at ON dedup(at);
+    at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS receipts (
     key TEXT PRIMARY KEY,
     bot TEXT NOT NULL,
@@ -151,6 +154,16 @@ class Writer:
         self.operations = 0
         self._next_seq = 1
         self._outbox_seq: dict[tuple[str, str], int] = {}
+        #: how far back dedup keys are rebuilt into memory on open (the journal's window)
+        self.dedup_window = 86400.0
+        #: (bot, dedup key) -> when stored, oldest first: the dedup lookup, in memory
+        self.dedup: dict[tuple[str, str], float] = {}
+        #: seq -> (bot, session name) of every event not marked done: the pending lookup
+        self.open_events: dict[int, tuple[str, str]] = {}
+        # what the batch being applied changed in those two, undone if it rolls back
+        self._undo_keys: list[tuple[str, str]] = []
+        self._undo_opened: list[int] = []
+        self._undo_closed: list[tuple[int, tuple[str, str]]] = []
         #: why the last ``apply`` rolled back (None when it committed)
         self.failure: BaseException | None = None
 
@@ -160,15 +173,44 @@ class Writer:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=OFF")  # the Syncer makes commits durable
         conn.execute("PRAGMA wal_autocheckpoint=0")  # the Checkpointer does, off the loop
+        _migrate(conn)
         conn.executescript(SCHEMA)
         self._load_counters(conn)
+        self._load_lookups(conn)
         return conn
 
     def _load_counters(self, conn: sqlite3.Connection) -> None:
-        top = conn.execute("SELECT MAX(seq) FROM events").fetchone()[0] or 0
-        row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name='events'").fetchone()
+        top = conn.execute("SELECT MAX(seq) FROM event_log").fetchone()[0] or 0
+        row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name='event_log'").fetchone()
         self._next_seq = max(top, row[0] if row else 0) + 1
         self._outbox_seq.clear()
+
+    def _load_lookups(self, conn: sqlite3.Connection) -> None:
+        """The in-memory dedup keys (those within the window) and pending events, from
+        the tables, on open."""
+        horizon = self.wall() - self.dedup_window
+        self.dedup = {
+            (bot, key): at
+            for bot, key, at in conn.execute(
+                "SELECT bot, key, at FROM dedup WHERE at >= ? ORDER BY rowid", (horizon,)
+            )
+        }
+        self.open_events = {
+            seq: (bot, session)
+            for seq, bot, session in conn.execute(
+                "SELECT seq, bot, session FROM event_log l "
+                "WHERE NOT EXISTS (SELECT 1 FROM done_marks d WHERE d.seq = l.seq) ORDER BY seq"
+            )
+        }
+
+    def forget_dedup(self, horizon: float) -> None:
+        """Drop in-memory dedup keys stored before ``horizon`` (they are oldest first)."""
+        dedup = self.dedup
+        while dedup:
+            key = next(iter(dedup))
+            if dedup[key] >= horizon:
+                return
+            del dedup[key]
 
     # ------------------------------------------------------------------ one batch
 
@@ -177,6 +219,7 @@ class Writer:
     ) -> list[tuple[Future, Any, BaseException | None]]:
         results: list[tuple[Future | None, Any, BaseException | None]] = []
         self.failure = None
+        self._undo_keys, self._undo_opened, self._undo_closed = [], [], []
         try:
             self._begin(conn, batch)
             start = 0
@@ -197,6 +240,7 @@ class Writer:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 self._load_counters(conn)
+            self._undo_lookups()
             return [(op.future, None, exc) for op in batch if op.future is not None]
         self.commits += 1
         self.operations += len(batch)
@@ -204,6 +248,16 @@ class Writer:
             if future is None and error is not None:
                 log.error("journal background operation failed: %r", error)
         return [(f, v, e) for f, v, e in results if f is not None]
+
+    def _undo_lookups(self) -> None:
+        """Take the rolled-back batch's appends and done marks out of the in-memory
+        lookups again (without reading the storage, which may be what failed)."""
+        for pair in self._undo_keys:
+            self.dedup.pop(pair, None)
+        for seq in self._undo_opened:
+            self.open_events.pop(seq, None)
+        for seq, owner in self._undo_closed:
+            self.open_events[seq] = owner
 
     @staticmethod
     def _begin(conn: sqlite3.Connection, batch: list[Op]) -> None:
@@ -252,7 +306,13 @@ class Writer:
             )
         done = [row for op in ops if op.kind == DONE for row in op.args[0]]
         if done:
-            conn.executemany("UPDATE events SET done_at=?, status=? WHERE seq=?", done)
+            conn.executemany("INSERT OR REPLACE INTO done_marks(at, status, seq) VALUES (?, ?, ?)", done)
+            open_events = self.open_events
+            closed = self._undo_closed
+            for row in done:
+                owner = open_events.pop(row[2], None)
+                if owner is not None:
+                    closed.append((row[2], owner))
         audit = [(now, *op.args) for op in ops if op.kind == AUDIT]
         if audit:
             conn.executemany(AUDIT_INSERT.replace("%s", "?"), audit)
@@ -265,10 +325,8 @@ class Writer:
         now: float,
         results: list[tuple[Future | None, Any, BaseException | None]],
     ) -> None:
-        keys = [(op.args[0], op.args[1]) for op in ops if op.args[1] is not None]
-        seen = {
-            (bot, key) for bot, key, _ in _lookup(conn, "SELECT key FROM dedup WHERE bot=? AND key IN ", keys)
-        }
+        seen = self.dedup
+        open_events = self.open_events
         events = []
         dedup = []
         for op in ops:
@@ -277,15 +335,19 @@ class Writer:
                 if (bot, key) in seen:
                     results.append((op.future, None, None))
                     continue
-                seen.add((bot, key))
+                seen[(bot, key)] = now
                 dedup.append((bot, key, now))
             seq = self._next_seq
             self._next_seq += 1
             events.append((seq, bot, session, kind, payload, now))
+            open_events[seq] = (bot, session)
             results.append((op.future, seq, None))
+        self._undo_keys += [(bot, key) for bot, key, _ in dedup]
+        self._undo_opened += [row[0] for row in events]
         if events:
             conn.executemany(
-                "INSERT INTO events(seq, bot, session, type, payload, received_at) VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO event_log(seq, bot, session, type, payload, received_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
                 events,
             )
         if dedup:
@@ -343,6 +405,35 @@ _STORAGE_CODES = frozenset(
         "SQLITE_PROTOCOL",
     )
 )
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """A journal of the earlier layout (``events`` a table with its done columns and
+    indexes, ``dedup`` keyed by (bot, key)) becomes the append-only one, in one
+    transaction; the old columns stay in ``event_log``, unused."""
+    kind = conn.execute("SELECT type FROM sqlite_master WHERE name='events'").fetchone()
+    if kind is None or kind[0] != "table":
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for index in ("events_pending", "events_done", "dedup_at"):
+            conn.execute(f"DROP INDEX IF EXISTS {index}")
+        conn.execute(
+            "CREATE TABLE done_marks (seq INTEGER PRIMARY KEY, at REAL NOT NULL, status TEXT NOT NULL)"
+        )
+        conn.execute(
+            "INSERT INTO done_marks(seq, at, status) "
+            "SELECT seq, done_at, COALESCE(status, 'done') FROM events WHERE done_at IS NOT NULL"
+        )
+        conn.execute("ALTER TABLE events RENAME TO event_log")
+        conn.execute("ALTER TABLE dedup RENAME TO dedup_by_key")
+        conn.execute("CREATE TABLE dedup (bot TEXT NOT NULL, key TEXT NOT NULL, at REAL NOT NULL)")
+        conn.execute("INSERT INTO dedup(bot, key, at) SELECT bot, key, at FROM dedup_by_key ORDER BY at")
+        conn.execute("DROP TABLE dedup_by_key")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
 
 
 def is_storage_error(error: BaseException) -> bool:

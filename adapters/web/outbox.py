@@ -7,6 +7,7 @@ replayed after a crash) stores and pushes nothing new.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from callboard.adapters.base import AdapterStore
@@ -45,20 +46,40 @@ class Outbox:
     def __init__(self, store: AdapterStore) -> None:
         self.store = store
         self.subscribers: dict[str, set[WebClient]] = {}
+        #: per chat, the last stored frame still waiting for its fsync
+        self._tail: dict[str, asyncio.Future[Any]] = {}
 
     async def publish(
         self, chat_id: str, payload: dict[str, Any], idempotency_key: str | None = None
     ) -> dict[str, Any]:
-        """Store, then push to the chat's subscribers; returns the stored payload."""
-        seq, stored, created = await self.store.append_outbox(chat_id, payload, idempotency_key)
-        if created:
-            data = encode(stored)
-            for client in list(self.subscribers.get(chat_id, ())):
-                client.deliver(chat_id, seq, data)
-        return stored
+        """Store, then push to the chat's subscribers once durable; returns the stored
+        payload as soon as it is committed, so the sender (a session) goes on while the
+        fsync runs. Pushes happen in commit order, so a chat's frames stay in order."""
+        staged = await self.store.append_outbox_staged(chat_id, payload, idempotency_key)
+        data = encode(staged.payload) if staged.created else None
+        durable = staged.durable
+        if not durable.done():
+            self._tail[chat_id] = durable
+        durable.add_done_callback(lambda done: self._push(done, chat_id, staged.seq, data))
+        return staged.payload
+
+    def _push(self, durable: asyncio.Future[Any], chat_id: str, seq: int, data: bytes | None) -> None:
+        if self._tail.get(chat_id) is durable:
+            del self._tail[chat_id]
+        if durable.cancelled() or durable.exception() is not None or data is None:
+            return  # never durable: never shown (a replay stores and pushes it again)
+        for client in list(self.subscribers.get(chat_id, ())):
+            client.deliver(chat_id, seq, data)
 
     def typing(self, chat_id: str) -> None:
-        data = encode(Typing(chat_id=chat_id))
+        """Not stored, but pushed after the chat's stored frames still waiting for their fsync."""
+        tail = self._tail.get(chat_id)
+        if tail is not None:
+            tail.add_done_callback(lambda _: self._push_now(chat_id, encode(Typing(chat_id=chat_id))))
+        else:
+            self._push_now(chat_id, encode(Typing(chat_id=chat_id)))
+
+    def _push_now(self, chat_id: str, data: bytes) -> None:
         for client in list(self.subscribers.get(chat_id, ())):
             client.push(data)
 
