@@ -1,0 +1,209 @@
+"""The SQLite journal's append-only layout: no secondary indexes on the hot tables,
+dedup and pending lookups kept in memory (rebuilt on open, undone when a batch
+rolls back), the earlier layout migrated on open, and staged outbox writes that
+resolve at commit while their ``durable`` future waits for the fsync."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from callboard.engine import journal_writer
+from callboard.engine.clock import ManualClock
+from callboard.engine.events import encode_event
+from callboard.engine.journal import Journal
+from callboard.engine.journal_writer import APPEND, DONE, Op, Writer
+from tests.journal.test_journal import message
+
+pytestmark = pytest.mark.timeout(60)
+
+#: the layout before the append-only one (events with done columns and indexes, dedup by key)
+OLD_LAYOUT = """
+CREATE TABLE events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, bot TEXT NOT NULL, session TEXT NOT NULL, type TEXT NOT NULL,
+    payload BLOB NOT NULL, received_at REAL NOT NULL, done_at REAL, status TEXT
+);
+CREATE INDEX events_pending ON events(bot, seq) WHERE done_at IS NULL;
+CREATE INDEX events_done ON events(done_at) WHERE done_at IS NOT NULL;
+CREATE TABLE dedup (
+    bot TEXT NOT NULL, key TEXT NOT NULL, at REAL NOT NULL, PRIMARY KEY (bot, key)
+) WITHOUT ROWID;
+CREATE INDEX dedup_at ON dedup(at);
+"""
+
+
+async def test_hot_tables_have_no_secondary_indexes(tmp_path: Path) -> None:
+    journal = Journal(str(tmp_path / "j.sqlite3"))
+    await journal.open()
+    try:
+        rows = await journal.query(
+            "SELECT name FROM sqlite_master WHERE type='index' "
+            "AND tbl_name IN ('event_log', 'done_marks', 'dedup')"
+        )
+        assert rows == []
+    finally:
+        await journal.close()
+
+
+async def test_dedup_and_pending_are_rebuilt_on_open_within_the_window(tmp_path: Path) -> None:
+    clock = ManualClock()
+    path = str(tmp_path / "j.sqlite3")
+    journal = Journal(path, clock=clock, dedup_window_seconds=100.0, retention_seconds=1000.0)
+    await journal.open()
+    seqs = [await journal.append(message(i), message(i).session_key()) for i in range(4)]
+    await journal.mark_done_now([s for s in seqs[:2] if s is not None])
+    await journal.close()
+
+    journal = Journal(path, clock=clock, dedup_window_seconds=100.0, retention_seconds=1000.0)
+    await journal.open()
+    try:
+        assert await journal.append(message(0), message(0).session_key()) is None  # key known again
+        assert [p.seq for p in await journal.pending("b")] == seqs[2:]
+        assert await journal.event_status(seqs[0] or 0) == "done"
+        assert await journal.query("SELECT COUNT(*) FROM events WHERE done_at IS NULL") == [(2,)]
+    finally:
+        await journal.close()
+
+    await clock.advance(101.0)  # past the window: a reopened journal no longer knows the keys
+    journal = Journal(path, clock=clock, dedup_window_seconds=100.0, retention_seconds=1000.0)
+    await journal.open()
+    try:
+        assert await journal.append(message(1), message(1).session_key()) is not None
+    finally:
+        await journal.close()
+
+
+async def test_prune_forgets_dedup_keys_in_memory_too(tmp_path: Path) -> None:
+    clock = ManualClock()
+    journal = Journal(str(tmp_path / "j.sqlite3"), clock=clock, dedup_window_seconds=10.0)
+    await journal.open()
+    try:
+        assert await journal.append(message(1), message(1).session_key()) is not None
+        assert await journal.append(message(1), message(1).session_key()) is None
+        await clock.advance(11.0)
+        counts = await journal.prune()
+        assert counts["dedup"] == 1
+        assert await journal.append(message(1), message(1).session_key()) is not None
+    finally:
+        await journal.close()
+
+
+class _CommitFails:
+    """A connection whose COMMIT fails as a full disk would (the rest is the real one)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+        if sql == "COMMIT":
+            raise sqlite3.OperationalError("database or disk is full")
+        return self._conn.execute(sql, *args)
+
+    def executemany(self, sql: str, rows: Any) -> sqlite3.Cursor:
+        return self._conn.executemany(sql, rows)
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._conn.in_transaction
+
+
+def test_a_rolled_back_batch_leaves_nothing_in_the_lookups(tmp_path: Path) -> None:
+    writer = Writer(str(tmp_path / "j.sqlite3"))
+    conn = writer.connect()
+    try:
+        writer.apply(conn, [Op(APPEND, ("b", "k0", "s", "t", b"{}"), None)])
+        (open_seq,) = writer.open_events
+        batch = [Op(APPEND, ("b", "k1", "s", "t", b"{}"), None), Op(DONE, ([(1.0, "done", open_seq)],), None)]
+        writer.apply(_CommitFails(conn), batch)  # type: ignore[arg-type]
+        assert writer.failure is not None
+        assert ("b", "k1") not in writer.dedup  # else its redelivery would be dropped as a duplicate
+        assert list(writer.open_events) == [open_seq]  # still pending, the done mark was rolled back
+        writer.apply(conn, batch)
+        assert writer.failure is None and ("b", "k1") in writer.dedup
+        assert list(writer.open_events) == [open_seq + 1]
+    finally:
+        conn.close()
+
+
+async def test_old_layout_is_migrated_on_open(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite3"
+    conn = sqlite3.connect(path)
+    conn.executescript(OLD_LAYOUT)
+    now = 1000.0
+    conn.executemany(
+        "INSERT INTO events(seq, bot, session, type, payload, received_at, done_at, status) "
+        "VALUES (?, 'b', ?, 'message.received', ?, ?, ?, ?)",
+        [
+            (1, message(1).session_key().name, encode_event(message(1)), now, now, "done"),
+            (2, message(2).session_key().name, encode_event(message(2)), now, None, None),
+        ],
+    )
+    conn.executemany("INSERT INTO dedup(bot, key, at) VALUES ('b', ?, ?)", [("k1", now), ("k2", now)])
+    conn.commit()
+    conn.close()
+
+    clock = ManualClock()
+    await clock.advance(now + 1 - clock.wall())
+    journal = Journal(str(path), clock=clock)
+    await journal.open()
+    try:
+        assert [p.seq for p in await journal.pending("b")] == [2]
+        assert await journal.event_status(1) == "done"
+        assert await journal.append(message(2), message(2).session_key()) is None  # its key survived
+        assert await journal.append(message(3), message(3).session_key()) == 3
+        indexes = await journal.query(
+            "SELECT name FROM sqlite_master WHERE type='index' AND name LIKE 'events%'"
+        )
+        assert indexes == []
+    finally:
+        await journal.close()
+
+
+@pytest.fixture
+def fsync_gate(monkeypatch: pytest.MonkeyPatch) -> Iterator[threading.Event]:
+    """Every fsync waits until the gate opens (the disk is slow)."""
+    gate = threading.Event()
+    real = os.fsync
+
+    def slow_fsync(fd: int) -> None:
+        gate.wait(30)
+        real(fd)
+
+    monkeypatch.setattr(journal_writer.os, "fsync", slow_fsync)
+    yield gate
+    gate.set()
+
+
+async def test_staged_outbox_resolves_at_commit_and_is_durable_after_the_fsync(
+    tmp_path: Path, fsync_gate: threading.Event
+) -> None:
+    journal = Journal(str(tmp_path / "j.sqlite3"))
+    await journal.open()
+    try:
+        first = await asyncio.wait_for(journal.append_outbox_staged("b", "c", {"text": "one"}, "r1"), 5)
+        second = await asyncio.wait_for(journal.append_outbox_staged("b", "c", {"text": "two"}, "r2"), 5)
+        assert (first.seq, second.seq) == (1, 2) and first.created
+        assert not first.durable.done() and not second.durable.done()  # the fsync has not returned
+        order: list[int] = []
+        first.durable.add_done_callback(lambda _: order.append(1))
+        second.durable.add_done_callback(lambda _: order.append(2))
+        reading = asyncio.ensure_future(journal.read_outbox("b", "c"))
+        await asyncio.sleep(0.05)
+        assert not reading.done()  # a subscriber never reads a frame before it is durable
+        fsync_gate.set()
+        await asyncio.wait_for(second.durable, 10)
+        await asyncio.sleep(0)
+        assert order == [1, 2]
+        assert [seq for seq, _ in await asyncio.wait_for(reading, 10)] == [1, 2]
+        again = await journal.append_outbox_staged("b", "c", {"text": "one"}, "r1")
+        assert (again.seq, again.created) == (1, False)
+    finally:
+        fsync_gate.set()
+        await journal.close()
