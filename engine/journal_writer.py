@@ -12,6 +12,16 @@ share one fsync (group commit), and because the sync thread does no Python
 work to speak of, it never fights the event loop for the GIL, which the
 earlier design (every statement on a writer thread) did at every statement.
 
+The hot tables are append-only rowid tables without secondary indexes, so a
+commit touches the tail of each B-tree and no randomly keyed index:
+``event_log`` (events, by seq), ``done_marks`` (one row per handled event,
+by seq; ``events`` is a view joining the two, with the old ``done_at`` and
+``status`` columns) and ``dedup`` (keys in arrival order). Which dedup keys
+were seen and which events are still pending is kept in memory by ``Writer``
+(rebuilt from those tables on open, the keys within the dedup window; the
+changes of a batch that rolls back are undone), so no append or done mark
+reads the database. A journal of the earlier layout is migrated on open.
+
 The hot operations (append, done marks, run records, receipts, stored output)
 are applied in bulk: one ``executemany`` per kind per batch. Anything else is
 a ``Call`` (a function of the connection) and acts as a barrier: the bulk
