@@ -36,7 +36,8 @@ def revoked(kind: str, payload: dict[str, Any]) -> str | None:
     """The event type when the payload says this app's tokens are gone."""
     if kind != EVENTS:
         return None
-    event_type = (payload.get("event") or {}).get("type")
+    event = payload.get("event")
+    event_type = event.get("type") if isinstance(event, dict) else None
     return event_type if event_type in REVOKED else None
 
 

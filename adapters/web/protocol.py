@@ -162,7 +162,10 @@ def parse_op(data: str | bytes) -> ClientOp:
 
 def _explain(data: str | bytes, message: str) -> FrameError:
     """The error path only: look at the frame loosely to say what is wrong."""
-    raw = _loose.decode(data)
+    try:
+        raw = _loose.decode(data)
+    except msgspec.DecodeError as exc:  # the typed decoder stopped before the JSON went bad
+        return FrameError("bad_json", f"frame is not valid JSON: {exc}")
     if not isinstance(raw, dict):
         return FrameError("bad_frame", "a frame must be a JSON object")
     client_msg_id = raw.get("client_msg_id") if isinstance(raw.get("client_msg_id"), str) else None
