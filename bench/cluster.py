@@ -52,6 +52,7 @@ engine:
 bots:
   - id: demo
     adapter: {{type: web, {web}}}
+    session: {{debounce: {{window: 0}}}}
     handlers:
       - event_type: message.received
         handler_type: pipeline
@@ -117,9 +118,10 @@ class Client:
 
 
 async def _answers(url: str) -> int:
+    """Messages answered: lines of stored answers (a burst is answered in one message)."""
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-        row = await (await conn.execute("SELECT COUNT(*) FROM outbox")).fetchone()
-        return int(row[0]) if row else 0
+        rows = await (await conn.execute("SELECT payload FROM outbox")).fetchall()
+    return sum(len(str(orjson.loads(p).get("text", "")).split("\n")) for (p,) in rows)
 
 
 async def load(bases: list[str], url: str, users: int, per_user: int, window: int) -> dict[str, Any]:
@@ -130,7 +132,7 @@ async def load(bases: list[str], url: str, users: int, per_user: int, window: in
         acked = time.monotonic()
         total = users * per_user
         while await _answers(url) < total and time.monotonic() - acked < 60:
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.2)
         answered = time.monotonic()
         latencies = sorted(lat for c in clients for lat in c.latencies)
         return {

@@ -21,6 +21,7 @@ engine:
 bots:
   - id: demo
     adapter: {{type: web, {web}}}
+    session: {{debounce: {{window: 0}}}}  # each message answered on its own, at once
     handlers:
       - event_type: message.received
         handler_type: pipeline
