@@ -582,7 +582,10 @@ class Journal:
         horizon = now - self.retention_seconds
         dedup_horizon = now - self.dedup_window_seconds
         chunk = self.PRUNE_CHUNK
-        self._writer.forget_dedup(dedup_horizon)
+        writer = self._writer
+        writer.forget_dedup(dedup_horizon)
+        oldest = await self._submit(writer.oldest_pending)
+        writer.forget_outbox_keys(writer.outbox_key_horizon(oldest))
         statements: dict[str, tuple[str | None, float]] = {
             "events": (None, horizon),  # two tables: see _delete_done_events
             "dedup": (
@@ -598,8 +601,7 @@ class Journal:
                 horizon,
             ),
             "outbox": (
-                "DELETE FROM outbox WHERE (bot, chat, seq) IN "
-                "(SELECT bot, chat, seq FROM outbox WHERE at < ? LIMIT ?)",
+                "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE at < ? LIMIT ?)",
                 horizon,
             ),
             "run_members": (

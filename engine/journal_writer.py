@@ -37,7 +37,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -92,16 +92,15 @@ CREATE TABLE IF NOT EXISTS session_state (
     PRIMARY KEY (bot, session)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY,
     bot TEXT NOT NULL,
     chat TEXT NOT NULL,
     seq INTEGER NOT NULL,
     payload BLOB NOT NULL,
     at REAL NOT NULL,
-    ikey TEXT,
-    PRIMARY KEY (bot, chat, seq)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS outbox_at ON outbox(at);
-CREATE UNIQUE INDEX IF NOT EXISTS outbox_by_key ON outbox(bot, ikey);
+    ikey TEXT
+);
+CREATE INDEX IF NOT EXISTS outbox_by_chat ON outbox(bot, chat, seq);
 CREATE TABLE IF NOT EXISTS health (
     id INTEGER PRIMARY KEY,
     at REAL NOT NULL
@@ -164,6 +163,11 @@ class Writer:
         self.operations = 0
         self._next_seq = 1
         self._outbox_seq: dict[tuple[str, str], int] = {}
+        self._next_outbox_id = 1
+        #: (bot, idempotency key) -> (outbox row id, when stored), oldest first: the
+        #: repeat lookup, in memory; kept as long as an event that could repeat it is pending
+        self.outbox_keys: dict[tuple[str, str], tuple[int, float]] = {}
+        self._undo_outbox: list[tuple[str, str]] = []
         #: how far back dedup keys are rebuilt into memory on open (the journal's window)
         self.dedup_window = 86400.0
         #: (bot, dedup key) -> when stored, oldest first: the dedup lookup, in memory
@@ -184,6 +188,7 @@ class Writer:
         conn.execute("PRAGMA synchronous=OFF")  # the Syncer makes commits durable
         conn.execute("PRAGMA wal_autocheckpoint=0")  # the Checkpointer does, off the loop
         _migrate(conn)
+        _migrate_outbox(conn)
         conn.executescript(SCHEMA)
         self._load_counters(conn)
         self._load_lookups(conn)
@@ -194,6 +199,7 @@ class Writer:
         row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name='event_log'").fetchone()
         self._next_seq = max(top, row[0] if row else 0) + 1
         self._outbox_seq.clear()
+        self._next_outbox_id = (conn.execute("SELECT MAX(id) FROM outbox").fetchone()[0] or 0) + 1
 
     def _load_lookups(self, conn: sqlite3.Connection) -> None:
         """The in-memory dedup keys (those within the window) and pending events, from
@@ -212,6 +218,36 @@ class Writer:
                 "WHERE NOT EXISTS (SELECT 1 FROM done_marks d WHERE d.seq = l.seq) ORDER BY seq"
             )
         }
+        self.outbox_keys = {
+            (bot, ikey): (row_id, at)
+            for row_id, bot, ikey, at in conn.execute(
+                "SELECT id, bot, ikey, at FROM outbox WHERE ikey IS NOT NULL AND at >= ? ORDER BY id",
+                (self.outbox_key_horizon(self.oldest_pending(conn)),),
+            )
+        }
+
+    def oldest_pending(self, conn: sqlite3.Connection) -> float | None:
+        """When the oldest event still pending was stored (None when none is)."""
+        first = next(iter(self.open_events), None)
+        if first is None:
+            return None
+        row = conn.execute("SELECT received_at FROM event_log WHERE seq=?", (first,)).fetchone()
+        return float(row[0]) if row is not None else None
+
+    def outbox_key_horizon(self, oldest_pending: float | None) -> float:
+        """Idempotency keys stored before this are never asked for again: a repeated
+        send belongs to a replayed run, whose events are pending and were received
+        before it first sent (a dedup window of margin, for clock steps)."""
+        now = self.wall()
+        return min(now, oldest_pending if oldest_pending is not None else now) - self.dedup_window
+
+    def forget_outbox_keys(self, horizon: float) -> None:
+        keys = self.outbox_keys
+        while keys:
+            key = next(iter(keys))
+            if keys[key][1] >= horizon:
+                return
+            del keys[key]
 
     def forget_dedup(self, horizon: float) -> None:
         """Drop in-memory dedup keys stored before ``horizon`` (they are oldest first)."""
@@ -229,7 +265,7 @@ class Writer:
     ) -> list[tuple[Future, Any, BaseException | None]]:
         results: list[tuple[Future | None, Any, BaseException | None]] = []
         self.failure = None
-        self._undo_keys, self._undo_opened, self._undo_closed = [], [], []
+        self._undo_keys, self._undo_opened, self._undo_closed, self._undo_outbox = [], [], [], []
         try:
             self._begin(conn, batch)
             start = 0
@@ -268,6 +304,8 @@ class Writer:
             self.open_events.pop(seq, None)
         for seq, owner in self._undo_closed:
             self.open_events[seq] = owner
+        for pair in self._undo_outbox:
+            self.outbox_keys.pop(pair, None)
 
     @staticmethod
     def _begin(conn: sqlite3.Connection, batch: list[Op]) -> None:
@@ -370,11 +408,20 @@ class Writer:
         now: float,
         results: list[tuple[Future | None, Any, BaseException | None]],
     ) -> None:
-        keys = [(op.args[0], op.args[3]) for op in ops if op.args[3] is not None]
+        known = self.outbox_keys
+        repeats = {
+            known[(op.args[0], op.args[3])][0]: (op.args[0], op.args[3])
+            for op in ops
+            if op.args[3] is not None and (op.args[0], op.args[3]) in known
+        }
         stored: dict[tuple[str, str], tuple[int, dict[str, Any]]] = {}
-        query = "SELECT ikey, seq, payload FROM outbox INDEXED BY outbox_by_key WHERE bot=? AND ikey IN "
-        for bot, ikey, row in _lookup(conn, query, keys):
-            stored[(bot, ikey)] = (row[0], orjson.loads(row[1]))
+        ids = list(repeats)
+        for start in range(0, len(ids), _CHUNK):
+            chunk = ids[start : start + _CHUNK]
+            marks = ", ".join("?" * len(chunk))
+            query = f"SELECT id, seq, payload FROM outbox WHERE id IN ({marks})"
+            for row_id, earlier_seq, body in conn.execute(query, chunk):
+                stored[repeats[row_id]] = (earlier_seq, orjson.loads(body))
         inserts = []
         for op in ops:
             bot, chat, payload, ikey = op.args
@@ -390,13 +437,18 @@ class Writer:
             seq += 1
             self._outbox_seq[counter] = seq
             body = {**payload, "seq": seq}
+            row_id = self._next_outbox_id
+            self._next_outbox_id += 1
             if ikey is not None:
                 stored[(bot, ikey)] = (seq, body)
-            inserts.append((bot, chat, seq, orjson.dumps(body), now, ikey))
+                known[(bot, ikey)] = (row_id, now)
+                self._undo_outbox.append((bot, ikey))
+            inserts.append((row_id, bot, chat, seq, orjson.dumps(body), now, ikey))
             results.append((op.future, (seq, body, True), None))
         if inserts:
             conn.executemany(
-                "INSERT INTO outbox(bot, chat, seq, payload, at, ikey) VALUES (?, ?, ?, ?, ?, ?)", inserts
+                "INSERT INTO outbox(id, bot, chat, seq, payload, at, ikey) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                inserts,
             )
 
 
@@ -415,6 +467,30 @@ _STORAGE_CODES = frozenset(
         "SQLITE_PROTOCOL",
     )
 )
+
+
+def _migrate_outbox(conn: sqlite3.Connection) -> None:
+    """The earlier outbox (keyed by (bot, chat, seq), indexed by time and key) becomes
+    a rowid table in storage order with one index, by chat."""
+    columns = [row[1] for row in conn.execute("PRAGMA table_info(outbox)")]
+    if not columns or "id" in columns:
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute("ALTER TABLE outbox RENAME TO outbox_before")
+        conn.execute(
+            "CREATE TABLE outbox (id INTEGER PRIMARY KEY, bot TEXT NOT NULL, chat TEXT NOT NULL, "
+            "seq INTEGER NOT NULL, payload BLOB NOT NULL, at REAL NOT NULL, ikey TEXT)"
+        )
+        conn.execute(
+            "INSERT INTO outbox(bot, chat, seq, payload, at, ikey) "
+            "SELECT bot, chat, seq, payload, at, ikey FROM outbox_before ORDER BY at, bot, chat, seq"
+        )
+        conn.execute("DROP TABLE outbox_before")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
 
 
 def _migrate(conn: sqlite3.Connection) -> None:
@@ -457,24 +533,6 @@ def is_storage_error(error: BaseException) -> bool:
             return (code & 0xFF) in _STORAGE_CODES
         return isinstance(error, sqlite3.OperationalError)
     return False
-
-
-def _lookup(
-    conn: sqlite3.Connection, query: str, pairs: list[tuple[str, str]]
-) -> Iterable[tuple[str, str, tuple[Any, ...]]]:
-    """Point lookups of (bot, key) pairs: one ``bot=? AND key IN (...)`` query
-    per bot and chunk, which SQLite answers from the primary or unique index
-    (a row-value ``(bot, key) IN (VALUES ...)`` scanned the table instead).
-    The query selects the key first; yields (bot, key, rest of the row)."""
-    by_bot: dict[str, list[str]] = {}
-    for bot, key in pairs:
-        by_bot.setdefault(bot, []).append(key)
-    for bot, keys in by_bot.items():
-        for start in range(0, len(keys), _CHUNK):
-            chunk = keys[start : start + _CHUNK]
-            marks = ", ".join("?" * len(chunk))
-            for row in conn.execute(f"{query}({marks})", [bot, *chunk]):
-                yield bot, row[0], row[1:]
 
 
 def _settle_one(future: Future, value: Any, error: BaseException | None) -> None:

@@ -36,6 +36,12 @@ CREATE TABLE dedup (
     bot TEXT NOT NULL, key TEXT NOT NULL, at REAL NOT NULL, PRIMARY KEY (bot, key)
 ) WITHOUT ROWID;
 CREATE INDEX dedup_at ON dedup(at);
+CREATE TABLE outbox (
+    bot TEXT NOT NULL, chat TEXT NOT NULL, seq INTEGER NOT NULL, payload BLOB NOT NULL, at REAL NOT NULL,
+    ikey TEXT, PRIMARY KEY (bot, chat, seq)
+) WITHOUT ROWID;
+CREATE INDEX outbox_at ON outbox(at);
+CREATE UNIQUE INDEX outbox_by_key ON outbox(bot, ikey);
 """
 
 
@@ -76,6 +82,28 @@ async def test_dedup_and_pending_are_rebuilt_on_open_within_the_window(tmp_path:
     await journal.open()
     try:
         assert await journal.append(message(1), message(1).session_key()) is not None
+    finally:
+        await journal.close()
+
+
+async def test_outbox_keys_are_kept_while_an_older_event_is_pending(tmp_path: Path) -> None:
+    clock = ManualClock()
+    path = str(tmp_path / "j.sqlite3")
+    journal = Journal(path, clock=clock, dedup_window_seconds=10.0)
+    await journal.open()
+    pending = await journal.append(message(1), message(1).session_key())
+    await clock.advance(100.0)
+    await journal.append_outbox("b", "c", {"text": "x"}, "run-1")
+    await journal.close()
+
+    journal = Journal(path, clock=clock, dedup_window_seconds=10.0)
+    await journal.open()
+    try:  # a replay of the pending event's run finds its earlier send, after a restart too
+        assert (await journal.append_outbox("b", "c", {"text": "x"}, "run-1"))[2] is False
+        await journal.mark_done_now([pending or 0])
+        await clock.advance(100.0)
+        await journal.prune()  # nothing pending any more: keys past the margin are forgotten
+        assert ("b", "run-1") not in journal._writer.outbox_keys
     finally:
         await journal.close()
 
@@ -146,6 +174,10 @@ async def test_old_layout_is_migrated_on_open(tmp_path: Path) -> None:
         ],
     )
     conn.executemany("INSERT INTO dedup(bot, key, at) VALUES ('b', ?, ?)", [("k1", now), ("k2", now)])
+    conn.executemany(
+        "INSERT INTO outbox(bot, chat, seq, payload, at, ikey) VALUES ('b', 'c', ?, ?, ?, ?)",
+        [(1, b'{"text": "a", "seq": 1}', now, "r1"), (2, b'{"text": "b", "seq": 2}', now, None)],
+    )
     conn.commit()
     conn.close()
 
@@ -159,9 +191,17 @@ async def test_old_layout_is_migrated_on_open(tmp_path: Path) -> None:
         assert await journal.append(message(2), message(2).session_key()) is None  # its key survived
         assert await journal.append(message(3), message(3).session_key()) == 3
         indexes = await journal.query(
-            "SELECT name FROM sqlite_master WHERE type='index' AND name LIKE 'events%'"
+            "SELECT name FROM sqlite_master WHERE type='index' "
+            "AND tbl_name IN ('event_log', 'done_marks', 'dedup', 'outbox')"
         )
-        assert indexes == []
+        assert indexes == [("outbox_by_chat",)]
+        assert await journal.append_outbox("b", "c", {"text": "a"}, "r1") == (
+            1,
+            {"text": "a", "seq": 1},
+            False,
+        )
+        assert (await journal.append_outbox("b", "c", {"text": "c"}))[0] == 3
+        assert [seq for seq, _ in await journal.read_outbox("b", "c")] == [1, 2, 3]
     finally:
         await journal.close()
 
