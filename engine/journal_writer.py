@@ -16,11 +16,14 @@ The hot tables are append-only rowid tables without secondary indexes, so a
 commit touches the tail of each B-tree and no randomly keyed index:
 ``event_log`` (events, by seq), ``done_marks`` (one row per handled event,
 by seq; ``events`` is a view joining the two, with the old ``done_at`` and
-``status`` columns) and ``dedup`` (keys in arrival order). Which dedup keys
-were seen and which events are still pending is kept in memory by ``Writer``
-(rebuilt from those tables on open, the keys within the dedup window; the
-changes of a batch that rolls back are undone), so no append or done mark
-reads the database. A journal of the earlier layout is migrated on open.
+``status`` columns) and ``dedup`` (keys in arrival order). Stored bot output
+(``outbox``) is a rowid table too, with one index, (bot, chat, seq), for a
+reconnecting client's backlog. Which dedup keys were seen, which events are
+still pending and which outbox idempotency keys exist is kept in memory by
+``Writer`` (rebuilt from those tables on open: the dedup keys within the
+window, the outbox keys since the oldest pending event; a rolled-back batch's
+changes are undone), so no append, done mark or outbox write reads the
+database to decide. A journal of the earlier layout is migrated on open.
 
 The hot operations (append, done marks, run records, receipts, stored output)
 are applied in bulk: one ``executemany`` per kind per batch. Anything else is
