@@ -30,11 +30,12 @@ import re
 import secrets
 import time
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Literal, Protocol
 
-from callboard.actors.sandbox_session import BackendFactory, SandboxSessionHost
+from callboard.actors.sandbox_session import BackendFactory, ProcessesRunning, SandboxSessionHost
 from callboard.engine.actor import Actor
 from callboard.engine.audit import AuditEntry
 from callboard.engine.ref import ActorRef
@@ -268,6 +269,8 @@ class _Entry:
     signature: tuple[str, bool]
     tenant: str | None = None
     in_flight: int = 0
+    #: it runs managed processes: evicted only when no other idle session can go
+    pinned: bool = False
 
 
 class SandboxManager(Actor):
@@ -359,6 +362,10 @@ class SandboxManager(Actor):
             self._sweep_done(message)
         elif isinstance(message, Audited):
             self._audited(message)
+        elif isinstance(message, ProcessesRunning):
+            entry = self._sessions.get(message.session)
+            if entry is not None:
+                entry.pinned = message.running
         elif isinstance(message, StatusRequest):
             return self._status()
         else:
@@ -390,8 +397,7 @@ class SandboxManager(Actor):
         if tenant_limit is not None:
             mine = [e for e in self._sessions.values() if e.tenant == request.tenant]
             if len(mine) >= tenant_limit:
-                idle = (e for e in self._live.values() if e.tenant == request.tenant and not e.in_flight)
-                victim = next(idle, None)
+                victim = self._evictable(lambda e: e.tenant == request.tenant)
                 if victim is not None:
                     self._retire(victim)
                 if victim is not None or any(self._live.get(e.key) is not e for e in mine):
@@ -401,7 +407,7 @@ class SandboxManager(Actor):
         if len(self._sessions) < self.settings.max_sessions:
             entry = self._spawn(request.key, signature, profile, network, request.tenant)
             return self._grant(entry, profile)
-        victim = next((e for e in self._live.values() if e.in_flight == 0), None)
+        victim = self._evictable(lambda e: True)
         if victim is not None:
             log.info(
                 "sandbox limit (%d) reached: evicting idle session %s", len(self._sessions), victim.session
@@ -412,6 +418,12 @@ class SandboxManager(Actor):
         return Denied(
             SandboxBusy(f"all {self.settings.max_sessions} sandbox sessions are busy; try again shortly")
         )
+
+    def _evictable(self, which: Callable[[_Entry], bool]) -> _Entry | None:
+        """The least recently used idle session ``which`` accepts, one without running
+        processes first."""
+        idle = [e for e in self._live.values() if not e.in_flight and which(e)]
+        return next((e for e in idle if not e.pinned), idle[0] if idle else None)
 
     def _wait_for_slot(self) -> Retry:
         ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()

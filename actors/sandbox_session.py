@@ -86,6 +86,15 @@ class ProcessHandle:
     record: ProcessRecord | None
 
 
+@dataclass(frozen=True)
+class ProcessesRunning:
+    """Told to the manager when a session's managed processes start or all stop: capacity
+    eviction spares sessions that run some while it has others to take."""
+
+    session: str
+    running: bool
+
+
 class ReportRequest:
     """Answered with a ``SessionReport`` (for the status page)."""
 
@@ -188,6 +197,7 @@ class SandboxSessionHost(ThreadedHost):
             if record is not None and isinstance(message.reason, BaseException):
                 record.state = "failed"
                 record.error = record.error or f"gave up after failures: {message.reason}"
+            self._tell_running()
             return None
         if isinstance(message, HealthExec):
             outcome = await super().receive(SessionCall("exec", ExecArgs(argv=list(message.argv))))
@@ -215,7 +225,14 @@ class SandboxSessionHost(ThreadedHost):
             self.context.watch(ref)
             self._processes[name] = ref
             alive = True
+            self._tell_running()
         return ProcessHandle(ref if alive else None, self.records.get(name))
+
+    def _tell_running(self) -> None:
+        parent = self.context.parent
+        if parent is not None:
+            running = any(ref.is_alive for ref in self._processes.values())
+            parent.tell(ProcessesRunning(self.spec.session, running))
 
     def process_infos(self) -> list[ProcessInfo]:
         return [record.info() for record in self.records.values()]

@@ -127,3 +127,20 @@ async def test_processes_need_the_exec_policy(
     tools = processes(chat_tools(spawn_manager(system, fleet, settings()), exec_allowed=False))
     with pytest.raises(SandboxPolicyError):
         await tools.start_process(ProcessArgs(argv=["sleep", "1"]))
+
+
+async def test_capacity_eviction_spares_a_sandbox_with_running_processes(
+    engine: Engine, system: ActorSystem, fleet: str, settings: Callable[..., SandboxSettings]
+) -> None:
+    manager = spawn_manager(system, fleet, settings(max_sessions=2))
+    serving = processes(chat_tools(manager, "a"))
+    await serving.start_process(ProcessArgs(argv=["sleep", "300"]))  # a is the least recently used...
+    idle = chat_tools(manager, "b")
+    assert (await idle.exec(ExecArgs(argv=["true"]))).ok
+    (a_container,) = [
+        c.id for c in engine.containers(fleet) if "-private-a-" in c.labels["callboard.session"]
+    ]
+    assert (await chat_tools(manager, "c").exec(ExecArgs(argv=["true"]))).ok  # ...but b goes
+    await eventually(lambda: len(engine.containers(fleet)) == 2, what="one sandbox evicted")
+    assert a_container in [c.id for c in engine.containers(fleet)]
+    assert (await serving.get_process()).state == "running"
