@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -37,6 +38,8 @@ from callboard.handlers.agent.tools import Toolbox
 from callboard.handlers.context import HandlerContext
 
 Streams = tuple[Any, Any]
+#: what an OpenAI function name may not contain (MCP tool names may have dots and slashes)
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 
 
 def process_id(server: McpServerConfig) -> str:
@@ -117,7 +120,12 @@ class McpTools:
         for tool in listed.tools:
             if wanted is not None and tool.name not in wanted:
                 continue
-            name = f"mcp_{server.name}_{tool.name}"[:64]
+            name = _UNSAFE.sub("_", f"mcp_{server.name}_{tool.name}")[:64]  # function names allow less
+            if name in self.toolbox.calls:
+                self.ctx.log.warning(
+                    "agent: MCP tool %s of %s skipped: its name is taken", tool.name, server.name
+                )
+                continue
             description = (tool.description or tool.name).strip().splitlines()[0][:500]
             parameters = tool.input_schema or {"type": "object"}
             self.toolbox.add_tool(name, description, parameters, _caller(session, server, tool.name))

@@ -32,6 +32,11 @@ async def mcp_url() -> AsyncIterator[str]:
         """multiply two integers"""
         return a * b
 
+    @server.tool(name="lookup.v2")
+    def lookup(word: str) -> str:
+        """a tool whose MCP name is not a valid function name"""
+        return word[::-1]
+
     @server.tool()
     async def nap(seconds: float) -> str:
         """answer after a while"""
@@ -57,7 +62,13 @@ async def test_url_server_works_without_a_sandbox_and_stdio_is_refused(
     tmp_path: Path, model: FakeOpenAI, mcp_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     model.script(
-        Reply(calls=[Call("mcp_remote_multiply", {"a": 6, "b": 7}), Call("mcp_remote_nap", {"seconds": 2})]),
+        Reply(
+            calls=[
+                Call("mcp_remote_multiply", {"a": 6, "b": 7}),
+                Call("mcp_remote_nap", {"seconds": 2}),
+                Call("mcp_remote_lookup_v2", {"word": "stressed"}),
+            ]
+        ),
         Reply(text="6 x 7 = 42"),
     )
     extra = f"""stream: false
@@ -74,8 +85,9 @@ tools:
             answer = await client.wait_for(lambda f: f["op"] == "message", timeout=30)
     assert answer["text"] == "6 x 7 = 42"
     offered = sorted(t["function"]["name"] for t in model.requests[0]["tools"])
-    assert offered == ["mcp_remote_multiply", "mcp_remote_nap"]  # nothing of the stdio server
-    product, napped = (m for m in model.requests[1]["messages"] if m["role"] == "tool")
+    assert offered == ["mcp_remote_lookup_v2", "mcp_remote_multiply", "mcp_remote_nap"]  # no stdio server
+    product, napped, looked_up = (m for m in model.requests[1]["messages"] if m["role"] == "tool")
+    assert json.loads(looked_up["content"])["content"] == "desserts"
     assert json.loads(product["content"])["content"] == "42"
     assert json.loads(napped["content"]) == {"error": "MCP tool nap did not answer within 0.5s"}
     refusal = [r.getMessage() for r in caplog.records if "MCP server local unavailable" in r.getMessage()]
