@@ -16,7 +16,7 @@ from tests.support import running_fleet
 pytestmark = pytest.mark.timeout(60)
 
 TOKEN = "0123456789abcdef-admin-token"
-ADMIN_ROUTES = ["/api/actors", "/api/bots", "/metrics"]
+ADMIN_ROUTES = ["/api/actors", "/api/bots", "/metrics", "/api/sandbox", "/api/sandbox/audit"]
 
 
 def fleet(tmp_path: Path, admin: str) -> str:
