@@ -31,7 +31,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.shared.message import SessionMessage
 
-from callboard.engine.sandbox_api import SandboxError, SandboxOff
+from callboard.engine.sandbox_api import NoSandbox, SandboxError, SandboxOff
 from callboard.engine.sandbox_processes import Attachment, ProcessArgs, SandboxProcesses
 from callboard.handlers.agent.config import McpServerConfig
 from callboard.handlers.agent.tools import Toolbox
@@ -142,9 +142,9 @@ class McpTools:
     async def _stdio(self, server: McpServerConfig) -> AsyncIterator[Streams]:
         sandbox = self.ctx.sandbox
         if not isinstance(sandbox, SandboxProcesses):
+            reason = sandbox.error if isinstance(sandbox, NoSandbox) else "this bot has no sandbox"
             raise SandboxOff(
-                f"stdio MCP server {server.name!r} refused: this bot has no sandbox, "
-                "and stdio servers never run on the host"
+                f"stdio MCP server {server.name!r} refused ({reason}); stdio servers never run on the host"
             )
         assert server.command is not None
         args = ProcessArgs(
