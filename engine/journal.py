@@ -269,8 +269,9 @@ class Journal:
                 continue
             if error is not None:
                 future.cancel()
-                committed.set_exception(error)
-            else:
+                if not committed.done():  # its writer may have been cancelled meanwhile
+                    committed.set_exception(error)
+            elif not committed.done():
                 seq, body, created = value
                 committed.set_result(StagedOutbox(seq, body, created, future))
 

@@ -247,3 +247,17 @@ async def test_staged_outbox_resolves_at_commit_and_is_durable_after_the_fsync(
     finally:
         fsync_gate.set()
         await journal.close()
+
+
+async def test_a_cancelled_staged_writer_does_not_stop_the_batch(tmp_path: Path) -> None:
+    journal = Journal(str(tmp_path / "j.sqlite3"))
+    await journal.open()
+    try:
+        cancelled = journal.append_outbox_staged("b", "c", {"text": "one"}, "r1")
+        other = journal.append_outbox_staged("b", "c", {"text": "two"}, "r2")
+        cancelled.cancel()  # e.g. the handler's deadline passed while it waited
+        staged = await asyncio.wait_for(other, 5)
+        await asyncio.wait_for(staged.durable, 10)
+        assert staged.seq == 2
+    finally:
+        await journal.close()
