@@ -38,7 +38,7 @@ def revoked(kind: str, payload: dict[str, Any]) -> str | None:
         return None
     event = payload.get("event")
     event_type = event.get("type") if isinstance(event, dict) else None
-    return event_type if event_type in REVOKED else None
+    return event_type if isinstance(event_type, str) and event_type in REVOKED else None
 
 
 def ingest(host: AdapterHost, events: list[Event]) -> asyncio.Future[list[int | None]]:
