@@ -292,6 +292,26 @@ class SessionTools:
         assert isinstance(attachment, Attachment)
         return attachment
 
+    def record_call(
+        self, process_id: str, name: str, status: str, duration: float, bytes_in: int, bytes_out: int
+    ) -> None:
+        entry = AuditEntry(
+            bot=self._bot_id,
+            tenant=self._policy.tenant,
+            scope=self.key,
+            session=self._session,
+            handler=self._handler,
+            user_id=self._user_id,
+            tool="process.call",
+            target=f"{process_id}: {name}"[: audit.TARGET_LIMIT],
+            exit_code=None,
+            status=status,
+            duration=duration,
+            bytes_in=bytes_in,
+            bytes_out=bytes_out,
+        )
+        self._manager.tell(Audited(entry, None if status == "ok" else f"{process_id}: {name}: {status}"))
+
     async def _process(self, process_id: str, start: ProcessArgs | None) -> ProcessHandle:
         refused = denial(self._policy, "exec", self._bot_id, self._handler)
         if refused is not None:

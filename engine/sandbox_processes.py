@@ -95,3 +95,10 @@ class SandboxProcesses(Protocol):
     async def stop_process(self, process_id: str = "default") -> ProcessInfo: ...
 
     async def attach(self, process_id: str = "default") -> Attachment: ...
+
+    def record_call(
+        self, process_id: str, name: str, status: str, duration: float, bytes_in: int, bytes_out: int
+    ) -> None:
+        """Audit one request served by an attached process (an MCP ``tools/call``): its name
+        and sizes, never its arguments or answer."""
+        ...

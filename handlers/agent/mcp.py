@@ -20,11 +20,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
+from functools import partial
 from typing import Any
 
 import anyio
 import mcp_types
+import orjson
 from mcp.client.session import ClientSession
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
@@ -38,6 +41,8 @@ from callboard.handlers.agent.tools import Toolbox
 from callboard.handlers.context import HandlerContext
 
 Streams = tuple[Any, Any]
+#: (tool, status, duration, bytes in, bytes out) -> None: one audit row
+Audit = Callable[[str, str, float, int, int], None]
 #: what an OpenAI function name may not contain (MCP tool names may have dots and slashes)
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 
@@ -128,7 +133,15 @@ class McpTools:
                 continue
             description = (tool.description or tool.name).strip().splitlines()[0][:500]
             parameters = tool.input_schema or {"type": "object"}
-            self.toolbox.add_tool(name, description, parameters, _caller(session, server, tool.name))
+            audit = self._audit(server)
+            self.toolbox.add_tool(name, description, parameters, _caller(session, server, tool.name, audit))
+
+    def _audit(self, server: McpServerConfig) -> Audit | None:
+        """Where a stdio server's calls are audited: the sandbox's audit log."""
+        sandbox = self.ctx.sandbox
+        if server.command is None or not isinstance(sandbox, SandboxProcesses):
+            return None
+        return partial(sandbox.record_call, process_id(server))
 
     def _transport(self, server: McpServerConfig) -> contextlib.AbstractAsyncContextManager[Streams]:
         if server.url is not None:
@@ -168,21 +181,36 @@ async def _http(url: str, headers: dict[str, str]) -> AsyncIterator[Streams]:
         yield streams[0], streams[1]
 
 
-def _caller(session: ClientSession, server: McpServerConfig, tool: str) -> Any:
+def _caller(session: ClientSession, server: McpServerConfig, tool: str, audit: Audit | None) -> Any:
     async def call(arguments: dict[str, Any]) -> Any:
+        started = time.monotonic()
+        sent = len(orjson.dumps(arguments))
         try:
-            result = await asyncio.wait_for(session.call_tool(tool, arguments), server.timeout)
-        except TimeoutError:
-            return {"error": f"MCP tool {tool} did not answer within {server.timeout:g}s"}
-        if not isinstance(result, mcp_types.CallToolResult):
-            return {"error": f"MCP tool {tool} asked for input, which agents cannot give"}
-        texts = [
-            block.text if isinstance(block, mcp_types.TextContent) else f"[{block.type}]"
-            for block in result.content
-        ]
-        value: dict[str, Any] = {"error" if result.is_error else "content": "\n".join(texts)}
-        if result.structured_content is not None:
-            value["structured"] = result.structured_content
+            value = await _call(session, server, tool, arguments)
+        except Exception as error:
+            if audit is not None:
+                audit(tool, type(error).__name__, time.monotonic() - started, sent, 0)
+            raise
+        if audit is not None:
+            status = "error" if "error" in value else "ok"
+            audit(tool, status, time.monotonic() - started, sent, len(orjson.dumps(value)))
         return value
 
     return call
+
+
+async def _call(session: ClientSession, server: McpServerConfig, tool: str, arguments: dict[str, Any]) -> Any:
+    try:
+        result = await asyncio.wait_for(session.call_tool(tool, arguments), server.timeout)
+    except TimeoutError:
+        return {"error": f"MCP tool {tool} did not answer within {server.timeout:g}s"}
+    if not isinstance(result, mcp_types.CallToolResult):
+        return {"error": f"MCP tool {tool} asked for input, which agents cannot give"}
+    texts = [
+        block.text if isinstance(block, mcp_types.TextContent) else f"[{block.type}]"
+        for block in result.content
+    ]
+    value: dict[str, Any] = {"error" if result.is_error else "content": "\n".join(texts)}
+    if result.structured_content is not None:
+        value["structured"] = result.structured_content
+    return value

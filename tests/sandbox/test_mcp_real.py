@@ -103,8 +103,20 @@ async def test_agent_calls_a_stdio_mcp_server_running_in_the_sandbox(
     (server,) = session["processes"]
     assert server["process_id"] == "mcp-calc" and server["state"] == "running" and server["restarts"] == 0
     assert server["env_keys"] == ["CALC_TOKEN"] and "not-for-logs" not in json.dumps(status)
-    tools = [row["tool"] for row in reversed(audit)]
-    assert tools == ["process.start", "process.attach", "process.start", "process.attach"]
+    rows = list(reversed(audit))
+    assert [row["tool"] for row in rows] == [
+        "process.start",
+        "process.attach",
+        "process.call",
+        "process.call",
+        "process.start",
+        "process.attach",
+        "process.call",
+    ]
+    calls = [row for row in rows if row["tool"] == "process.call"]
+    assert [row["target"] for row in calls] == ["mcp-calc: add", "mcp-calc: whoami", "mcp-calc: shout"]
+    assert calls[0]["bytes_in"] == len('{"a":2,"b":40}') and calls[2]["bytes_out"] > 1000
+    assert "hey" not in json.dumps(audit).lower()  # arguments and answers are not stored
     assert all(row["bot"] == "demo" and row["handler"] == "agent" and row["status"] == "ok" for row in audit)
 
     text = printed.getvalue()
