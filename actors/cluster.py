@@ -143,7 +143,8 @@ class ClusterNode:
             reconnect_time_wait=0.25,
             connect_timeout=2,
         )
-        js = self._js = self._nc.jetstream(timeout=max(1.0, self.ttl / 3))
+        self._js = self._nc.jetstream(timeout=max(1.0, self.ttl / 3))
+        js = self._nc.jetstream(timeout=10.0)  # setting up may wait behind other nodes doing the same
         subjects = [f"{self.stream}.ev.>"]
         with contextlib.suppress(JetStreamError):
             await js.add_stream(
@@ -176,8 +177,7 @@ class ClusterNode:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         await self._drain_outgoing()
-        for lease in list(self.leases.values()):
-            await self._release(lease)
+        await asyncio.gather(*(self._release(lease) for lease in list(self.leases.values())))
         if self._publisher is not None:
             self._publisher.cancel()
             await asyncio.gather(self._publisher, return_exceptions=True)
@@ -502,7 +502,11 @@ class ClusterNode:
             "node": self.node,
             "nodes": sorted(self.nodes),
             "partitions": self.partitions,
-            "owned": {str(p): {"epoch": lease.epoch} for p, lease in sorted(self.leases.items())},
+            "owned": {  # leases valid now (what sends are checked against)
+                str(p): {"epoch": lease.epoch}
+                for p, lease in sorted(self.leases.items())
+                if self.clock.now() < lease.valid_until
+            },
             "handovers": {"acquired": c.acquired, "lost": c.lost, "released": c.released},
             "published": c.published,
             "consumed": c.consumed,

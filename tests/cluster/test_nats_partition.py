@@ -1,0 +1,148 @@
+"""One node of three loses NATS (its connection goes through a proxy the test
+cuts): it must fence itself (stop acting for its partitions) before the
+survivors take them over, and no message is answered twice; the messages its
+own users sent meanwhile (committed, never published) are answered by the new
+owners."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+from pathlib import Path
+
+import orjson
+import psycopg
+import pytest
+
+from callboard.bench.harness import free_port, wait_ready
+from callboard.testing.cluster import Node, balanced, write_config
+from callboard.testing.nats_server import NatsServer
+from callboard.testing.postgres import PostgresServer
+from tests.support import WEB, ChatClient
+
+pytestmark = pytest.mark.timeout(180)
+ROOT = Path(__file__).resolve().parents[2]
+PARTITIONS = 8
+CHATS = [f"c{i}" for i in range(6)]
+
+
+class Proxy:
+    """TCP between a node and NATS that the test can cut (closes every connection and
+    refuses new ones, as a network partition does)."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = free_port()
+        self.writers: list[asyncio.StreamWriter] = []
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        self.writers += [writer, up_writer]
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    async def cut(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        for writer in self.writers:
+            writer.close()
+        self.writers.clear()
+
+
+async def test_a_node_cut_off_from_nats_fences_itself_before_takeover(
+    tmp_path: Path, postgres: PostgresServer, nats_server: NatsServer
+) -> None:
+    url = postgres.create_database("partition")
+    (tmp_path / "var").mkdir()
+    proxy = Proxy(nats_server.port)
+    await proxy.start()
+    nodes = []
+    for i in range(3):
+        port = free_port()
+        nats = f"nats://127.0.0.1:{proxy.port}" if i == 2 else nats_server.url
+        config = write_config(
+            tmp_path, f"n{i}", url=url, nats=nats, port=port, web=WEB, partitions=PARTITIONS
+        )
+        nodes.append(Node(f"n{i}", config, port, tmp_path / f"n{i}.log"))
+    cut_off = nodes[2]
+    clients: list[ChatClient] = []
+    try:
+        for node in nodes:
+            node.start(ROOT)
+        for node in nodes:
+            await wait_ready(f"{node.base}/readyz", timeout=60)
+        await balanced(nodes, PARTITIONS)
+        users = {"a": nodes[0], "b": nodes[1], "c": cut_off}
+        by_user = {u: await ChatClient.connect(n.base, user=u) for u, n in users.items()}
+        clients += by_user.values()
+        sent: dict[str, str] = {}
+        n = 0
+
+        async def round_of() -> None:
+            nonlocal n
+            for client in by_user.values():
+                for chat in CHATS:
+                    sent[await client.say(f"m{n}", chat_id=chat)] = f"m{n}"
+                    n += 1
+
+        for _ in range(5):
+            await round_of()
+            await asyncio.sleep(0.2)
+        await proxy.cut()
+        cut_at = time.monotonic()
+        fenced_at = taken_at = None
+        while time.monotonic() - cut_at < 15 and (fenced_at is None or taken_at is None):
+            await round_of()
+            if fenced_at is None and not (await cut_off.cluster())["owned"]:
+                fenced_at = time.monotonic() - cut_at
+            if taken_at is None:
+                owned = [len((await node.cluster())["owned"]) for node in nodes[:2]]
+                if sum(owned) == PARTITIONS:
+                    taken_at = time.monotonic() - cut_at
+            await asyncio.sleep(0.1)
+        for _ in range(5):
+            await round_of()
+            await asyncio.sleep(0.2)
+        acked = {sent[f["client_msg_id"]] for c in by_user.values() for f in c.of("ack")}
+        seen: collections.Counter[str] = collections.Counter()
+        deadline = time.monotonic() + 40
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+            while time.monotonic() < deadline:
+                rows = await (await conn.execute("SELECT payload FROM outbox")).fetchall()
+                seen = collections.Counter(
+                    line for (p,) in rows for line in str(orjson.loads(p).get("text", "")).split("\n")
+                )
+                if acked <= set(seen):
+                    break
+                await asyncio.sleep(0.5)
+        missing = acked - set(seen)
+        twice = {t: c for t, c in seen.items() if c > 1}
+        print(
+            f"\nfenced {fenced_at}s after the cut, partitions taken over {taken_at}s after it; "
+            f"acked {len(acked)}, missing {len(missing)}, answered twice {len(twice)}"
+        )
+        assert fenced_at is not None and taken_at is not None
+        assert fenced_at < taken_at, "the cut-off node still held partitions when others took them"
+        assert not twice, f"answered twice: {dict(list(twice.items())[:10])}"
+        assert not missing, f"acknowledged but never answered: {sorted(missing)[:10]}"
+    finally:
+        for client in clients:
+            await client.close()
+        for node in nodes:
+            node.stop()
+        await proxy.cut()
