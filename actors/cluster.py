@@ -55,6 +55,8 @@ log = logging.getLogger("callboard.cluster")
 
 #: share of the lease time kept as a margin against clock drift and slow replies
 LEASE_MARGIN = 0.25
+#: how often each owned partition's consumer lag is read from JetStream (seconds)
+LAG_INTERVAL = 2.0
 PUBLISH_RETRY = Backoff(min=0.1, max=5.0, factor=2.0, jitter=0.2)
 
 
@@ -442,11 +444,17 @@ class ClusterNode:
     async def _consume(self, lease: Lease) -> None:
         p = lease.partition
         sub = await self._js.pull_subscribe_bind(durable=f"p{p}", stream=self.stream)
+        lag_checked = 0.0
         try:
             while self.leases.get(p) is lease:
                 if self.clock.now() >= lease.valid_until:  # fenced until a renewal lands
                     await sleep(self.clock, 0.05)
                     continue
+                if self.clock.now() - lag_checked >= LAG_INTERVAL:
+                    lag_checked = self.clock.now()
+                    with contextlib.suppress(Exception):
+                        info = await sub.consumer_info()
+                        self.counters.lag[p] = int(info.num_pending or 0) + int(info.num_ack_pending or 0)
                 try:
                     messages = await sub.fetch(batch=256, timeout=0.5)
                 except (TimeoutError, nats.errors.TimeoutError):
@@ -463,6 +471,7 @@ class ClusterNode:
                         break
                     await self._take(lease, message)
         finally:
+            self.counters.lag.pop(p, None)
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
 
@@ -514,6 +523,7 @@ class ClusterNode:
             "publish_retries": c.publish_retries,
             "publish_queue": self._outgoing.qsize(),
             "last_takeover_seconds": c.last_takeover_seconds,
+            "consumer_lag": sum(c.lag.values()),  # stream messages not yet taken or acknowledged
         }
 
 
@@ -549,3 +559,11 @@ class ClusterCollector:
         yield GaugeMetricFamily(
             "callboard_cluster_publish_queue", "events waiting to be published", node._outgoing.qsize()
         )
+        lag = GaugeMetricFamily(
+            "callboard_cluster_consumer_lag",
+            "stream messages waiting on an owned partition",
+            labels=["partition"],
+        )
+        for p, waiting in c.lag.items():
+            lag.add_metric([str(p)], waiting)
+        yield lag

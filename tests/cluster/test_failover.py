@@ -11,6 +11,7 @@ import collections
 import time
 from pathlib import Path
 
+import aiohttp
 import orjson
 import psycopg
 import pytest
@@ -69,6 +70,11 @@ async def test_kill_9_of_one_node_of_three(
         for node in nodes:
             await wait_ready(f"{node.base}/readyz", timeout=60)
         print("\nbalanced:", await balanced(nodes, PARTITIONS))
+        async with aiohttp.ClientSession() as http, http.get(f"{nodes[0].base}/metrics") as response:
+            metrics = await response.text()
+        for name in ("partitions_owned", "lease_epoch{partition=", "handovers", "consumer_lag", "nodes 3.0"):
+            assert f"callboard_cluster_{name}" in metrics, name
+        assert "consumer_lag" in await nodes[0].cluster()
         victim = nodes[2]
         users = {f"u{n}{k}": nodes[n] for n in range(3) for k in range(2)}  # two users on each node
         for user, node in users.items():
