@@ -132,7 +132,6 @@ class ClusterNode:
         self._task: asyncio.Task[None] | None = None
         self._outgoing: asyncio.Queue[tuple[str, bytes, dict[str, str]]] = asyncio.Queue()
         self._publisher: asyncio.Task[None] | None = None
-        self._stopping = False
         self._idle = asyncio.Event()
 
     # ------------------------------------------------------------------ lifecycle
@@ -174,7 +173,6 @@ class ClusterNode:
 
     async def stop(self) -> None:
         """Hand every partition over cleanly: stop consuming, then delete the leases."""
-        self._stopping = True
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
