@@ -16,7 +16,7 @@ import contextlib
 import sys
 import tempfile
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -265,6 +265,32 @@ def _timed(pid: int, load: Coroutine[Any, Any, Result]) -> Result:
     result = run_loop(load)
     result.cpu_us_per_event = (cpu_seconds(pid) - before) / max(1, result.events) * 1e6
     return result
+
+
+async def web_baseline(
+    tmp: Path, cpu: int | None, scenarios: Sequence[tuple[str, int, int]], say: Callable[[str], None]
+) -> dict[str, Any]:
+    """The web chat under the same load as a platform benchmark, in its own engine: each
+    (name, chats, messages per chat) scenario's figures and engine CPU per event, so the
+    platform benchmarks print their ratio to the web adapter measured in the same run."""
+    port = free_port()
+    config = tmp / "fleet-web.yaml"
+    config.write_text(FLEET.format(journal=tmp / "journal-web.sqlite3", port=port, window="0s"))
+    argv = [sys.executable, "-m", "callboard.cli", "--log-level", "WARNING", "run", str(config)]
+    results: dict[str, Any] = {}
+    with process(argv, cpu) as engine:
+        await wait_ready(f"http://127.0.0.1:{port}/readyz", engine)
+        url = f"ws://127.0.0.1:{port}/web/bench/ws"
+        for name, chats, messages in scenarios:
+            say(f"web {name} ({chats * messages:,} messages)")
+            load = Load(sessions=chats, messages=messages, connections=min(chats, 50))
+            before = cpu_seconds(engine.pid)
+            result = vars(await drive(url, load, 0.0, tag=f"{name}-"))
+            result["engine_cpu_us_per_event"] = (
+                (cpu_seconds(engine.pid) - before) / max(1, result["events"]) * 1e6
+            )
+            results[name] = result
+    return results
 
 
 def measure(quick: bool, quiet: bool = False) -> dict[str, Any]:

@@ -30,8 +30,7 @@ from typing import Any
 
 import orjson
 
-from callboard.bench.e2e import FLEET as WEB_FLEET
-from callboard.bench.e2e import Load, drive
+from callboard.bench.e2e import web_baseline
 from callboard.bench.harness import cpu_seconds, free_port, pin, process, split_cpus, wait_ready
 from callboard.engine.loop import run as run_loop
 from callboard.testing.fake_lark import APP_ID, APP_SECRET, ENCRYPT_KEY, VERIFICATION_TOKEN, FakeLark
@@ -182,24 +181,6 @@ async def _lark(tmp: Path, cpu: int | None, mode: str, scenarios: list[Scenario]
     return results
 
 
-async def _web(tmp: Path, cpu: int | None, scenarios: list[Scenario], say: Any) -> dict[str, Any]:
-    port = free_port()
-    config = tmp / "fleet-web.yaml"
-    config.write_text(WEB_FLEET.format(journal=tmp / "journal-web.sqlite3", port=port, window="0s"))
-    argv = [sys.executable, "-m", "callboard.cli", "--log-level", "WARNING", "run", str(config)]
-    results: dict[str, Any] = {}
-    with process(argv, cpu) as engine:
-        await wait_ready(f"http://127.0.0.1:{port}/readyz", engine)
-        url = f"ws://127.0.0.1:{port}/web/bench/ws"
-        for scenario in scenarios:
-            say(f"web {scenario.name} ({scenario.events:,} messages)")
-            load = Load(
-                sessions=scenario.chats, messages=scenario.messages, connections=min(scenario.chats, 50)
-            )
-            results[scenario.name] = vars(await drive(url, load, 0.0, tag=f"{scenario.name}-"))
-    return results
-
-
 def measure(quick: bool, quiet: bool = False) -> dict[str, Any]:
     engine_cpu, load_cpu = split_cpus()
     pin(load_cpu)
@@ -220,7 +201,9 @@ def measure(quick: bool, quiet: bool = False) -> dict[str, Any]:
 
     with tempfile.TemporaryDirectory(prefix="callboard-bench-lark-") as tmp:
         lark = {mode: run_loop(_lark(Path(tmp), engine_cpu, mode, scenarios, say)) for mode in MODES}
-        web = run_loop(_web(Path(tmp), engine_cpu, scenarios, say))
+        web = run_loop(
+            web_baseline(Path(tmp), engine_cpu, [(s.name, s.chats, s.messages) for s in scenarios], say)
+        )
     ratios = {
         mode: {
             name: entry["handled_per_s"] / web[name]["handled_per_s"] if web[name]["handled_per_s"] else 0.0

@@ -44,8 +44,7 @@ import orjson
 from callboard.adapters.slack.convert import Converter, Identity
 from callboard.adapters.slack.render import render
 from callboard.adapters.slack.request import SlackWeb
-from callboard.bench.e2e import FLEET as WEB_FLEET
-from callboard.bench.e2e import Load, drive
+from callboard.bench.e2e import web_baseline
 from callboard.bench.harness import cpu_seconds, free_port, pin, process, split_cpus, wait_ready
 from callboard.engine.clock import LoopClock
 from callboard.engine.entities import MessageChain
@@ -207,29 +206,6 @@ async def _slack(
     return results
 
 
-async def _web(tmp: Path, cpu: int | None, scenarios: list[Scenario], say: Any) -> dict[str, Any]:
-    port = free_port()
-    config = tmp / "fleet-web.yaml"
-    config.write_text(WEB_FLEET.format(journal=tmp / "journal-web.sqlite3", port=port, window="0s"))
-    argv = [sys.executable, "-m", "callboard.cli", "--log-level", "WARNING", "run", str(config)]
-    results: dict[str, Any] = {}
-    with process(argv, cpu) as engine:
-        await wait_ready(f"http://127.0.0.1:{port}/readyz", engine)
-        url = f"ws://127.0.0.1:{port}/web/bench/ws"
-        for scenario in scenarios:
-            say(f"web {scenario.name} ({scenario.events:,} messages)")
-            load = Load(
-                sessions=scenario.chats, messages=scenario.messages, connections=min(scenario.chats, 50)
-            )
-            before = cpu_seconds(engine.pid)
-            result = vars(await drive(url, load, 0.0, tag=f"{scenario.name}-"))
-            result["engine_cpu_us_per_event"] = (
-                (cpu_seconds(engine.pid) - before) / max(1, result["events"]) * 1e6
-            )
-            results[scenario.name] = result
-    return results
-
-
 def adapter_costs(n: int = 20_000) -> dict[str, float]:
     """The adapter's own work per event, in-process: parsing an envelope, converting
     its Events API payload, rendering the echo reply (microseconds each); and what one
@@ -327,7 +303,9 @@ def measure(quick: bool, quiet: bool = False) -> dict[str, Any]:
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="callboard-bench-slack-") as tmp:
         slack = {mode: run_loop(_slack(Path(tmp), engine_cpu, scenarios, say, mode)) for mode in MODES}
-        web = run_loop(_web(Path(tmp), engine_cpu, scenarios, say))
+        web = run_loop(
+            web_baseline(Path(tmp), engine_cpu, [(s.name, s.chats, s.messages) for s in scenarios], say)
+        )
     ratios = {
         mode: {
             name: slack[mode][name]["handled_per_s"] / web[name]["handled_per_s"]
