@@ -27,6 +27,7 @@ def fleet_secret(journal_path: str, name: str) -> bytes:
     if not _NAME.match(name):
         raise ValueError(f"bad secret name {name!r}")
     path = secret_path(journal_path, name)
+    path.parent.mkdir(parents=True, exist_ok=True)  # a PostgreSQL journal's path may name no folder yet
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
