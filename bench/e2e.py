@@ -267,11 +267,24 @@ def _timed(pid: int, load: Coroutine[Any, Any, Result]) -> Result:
     return result
 
 
+@dataclass
+class Scenario:
+    """One platform-benchmark load: ``messages`` to each of ``chats`` chats."""
+
+    name: str
+    chats: int
+    messages: int
+
+    @property
+    def events(self) -> int:
+        return self.chats * self.messages
+
+
 async def web_baseline(
-    tmp: Path, cpu: int | None, scenarios: Sequence[tuple[str, int, int]], say: Callable[[str], None]
+    tmp: Path, cpu: int | None, scenarios: Sequence[Scenario], say: Callable[[str], None]
 ) -> dict[str, Any]:
     """The web chat under the same load as a platform benchmark, in its own engine: each
-    (name, chats, messages per chat) scenario's figures and engine CPU per event, so the
+    scenario's figures and engine CPU per event, so the
     platform benchmarks print their ratio to the web adapter measured in the same run."""
     port = free_port()
     config = tmp / "fleet-web.yaml"
@@ -281,9 +294,12 @@ async def web_baseline(
     with process(argv, cpu) as engine:
         await wait_ready(f"http://127.0.0.1:{port}/readyz", engine)
         url = f"ws://127.0.0.1:{port}/web/bench/ws"
-        for name, chats, messages in scenarios:
-            say(f"web {name} ({chats * messages:,} messages)")
-            load = Load(sessions=chats, messages=messages, connections=min(chats, 50))
+        for scenario in scenarios:
+            name = scenario.name
+            say(f"web {name} ({scenario.events:,} messages)")
+            load = Load(
+                sessions=scenario.chats, messages=scenario.messages, connections=min(scenario.chats, 50)
+            )
             before = cpu_seconds(engine.pid)
             result = vars(await drive(url, load, 0.0, tag=f"{name}-"))
             result["engine_cpu_us_per_event"] = (

@@ -30,7 +30,7 @@ from typing import Any
 
 import orjson
 
-from callboard.bench.e2e import web_baseline
+from callboard.bench.e2e import Scenario, web_baseline
 from callboard.bench.harness import cpu_seconds, free_port, pin, process, split_cpus, wait_ready
 from callboard.engine.loop import run as run_loop
 from callboard.testing.fake_lark import APP_ID, APP_SECRET, ENCRYPT_KEY, VERIFICATION_TOKEN, FakeLark
@@ -63,17 +63,6 @@ bots:
 #: webhook deliveries in flight at once
 IN_FLIGHT = 64
 MODES = ("ws", "webhook")
-
-
-@dataclass
-class Scenario:
-    name: str
-    chats: int
-    messages: int
-
-    @property
-    def events(self) -> int:
-        return self.chats * self.messages
 
 
 @dataclass
@@ -201,9 +190,7 @@ def measure(quick: bool, quiet: bool = False) -> dict[str, Any]:
 
     with tempfile.TemporaryDirectory(prefix="callboard-bench-lark-") as tmp:
         lark = {mode: run_loop(_lark(Path(tmp), engine_cpu, mode, scenarios, say)) for mode in MODES}
-        web = run_loop(
-            web_baseline(Path(tmp), engine_cpu, [(s.name, s.chats, s.messages) for s in scenarios], say)
-        )
+        web = run_loop(web_baseline(Path(tmp), engine_cpu, scenarios, say))
     ratios = {
         mode: {
             name: entry["handled_per_s"] / web[name]["handled_per_s"] if web[name]["handled_per_s"] else 0.0

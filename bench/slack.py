@@ -44,7 +44,7 @@ import orjson
 from callboard.adapters.slack.convert import Converter, Identity
 from callboard.adapters.slack.render import render
 from callboard.adapters.slack.request import SlackWeb
-from callboard.bench.e2e import web_baseline
+from callboard.bench.e2e import Scenario, web_baseline
 from callboard.bench.harness import cpu_seconds, free_port, pin, process, split_cpus, wait_ready
 from callboard.engine.clock import LoopClock
 from callboard.engine.entities import MessageChain
@@ -88,17 +88,6 @@ bots:
 MODES = ("socket", "http")
 #: Events API requests in flight per channel: Slack sends events concurrently, without order
 HTTP_PER_CHANNEL = 8
-
-
-@dataclass
-class Scenario:
-    name: str
-    chats: int
-    messages: int
-
-    @property
-    def events(self) -> int:
-        return self.chats * self.messages
 
 
 @dataclass
@@ -303,9 +292,7 @@ def measure(quick: bool, quiet: bool = False) -> dict[str, Any]:
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="callboard-bench-slack-") as tmp:
         slack = {mode: run_loop(_slack(Path(tmp), engine_cpu, scenarios, say, mode)) for mode in MODES}
-        web = run_loop(
-            web_baseline(Path(tmp), engine_cpu, [(s.name, s.chats, s.messages) for s in scenarios], say)
-        )
+        web = run_loop(web_baseline(Path(tmp), engine_cpu, scenarios, say))
     ratios = {
         mode: {
             name: slack[mode][name]["handled_per_s"] / web[name]["handled_per_s"]

@@ -29,7 +29,7 @@ from typing import Any
 
 import orjson
 
-from callboard.bench.e2e import web_baseline
+from callboard.bench.e2e import Scenario, web_baseline
 from callboard.bench.harness import free_port, pin, process, split_cpus, wait_ready
 from callboard.engine.loop import run as run_loop
 from callboard.testing.fake_telegram import FakeBotAPI, private_chat, user
@@ -55,17 +55,6 @@ bots:
         handler_type: pipeline
         handler_config: {{stages: [{{type: echo}}]}}
 """
-
-
-@dataclass
-class Scenario:
-    name: str
-    chats: int
-    messages: int
-
-    @property
-    def updates(self) -> int:
-        return self.chats * self.messages
 
 
 @dataclass
@@ -98,7 +87,7 @@ async def _run_telegram(
     sends_before = len(api.calls_of("sendMessage"))
     polls_before = len(api.calls_of("getUpdates"))
     answered_before = api.answered_count["sendmessage"]
-    say(f"telegram {scenario.name} ({scenario.updates:,} updates)")
+    say(f"telegram {scenario.name} ({scenario.events:,} updates)")
     cpu_before = _cpu_seconds(pid)
     start = time.monotonic()  # the clock the fake server stamps calls with
     for i in range(scenario.messages):
@@ -109,15 +98,15 @@ async def _run_telegram(
     while time.monotonic() < deadline:
         if confirmed_at is None and not api.pending:
             confirmed_at = time.monotonic()
-        if api.answered_count["sendmessage"] - answered_before >= scenario.updates:
+        if api.answered_count["sendmessage"] - answered_before >= scenario.events:
             break
         await asyncio.sleep(0.005)
     end = time.monotonic()
     engine_cpu = _cpu_seconds(pid) - cpu_before
     replies = [c for c in api.calls_of("sendMessage")[sends_before:] if c.status == 200]
-    result = TelegramResult(updates=scenario.updates, seconds=(replies[-1].at if replies else end) - start)
+    result = TelegramResult(updates=scenario.events, seconds=(replies[-1].at if replies else end) - start)
     result.handled_per_s = len(replies) / max(1e-9, result.seconds)
-    result.confirmed_per_s = scenario.updates / max(1e-9, (confirmed_at or end) - start)
+    result.confirmed_per_s = scenario.events / max(1e-9, (confirmed_at or end) - start)
     result.engine_busy = engine_cpu / max(1e-9, end - start)
     result.batches = sum(1 for c in api.calls_of("getUpdates")[polls_before:] if c.status == 200)
     seen: set[str] = set()
@@ -130,8 +119,8 @@ async def _run_telegram(
         if next_index.get(chat, 0) != int(i):
             result.out_of_order += 1
         next_index[chat] = int(i) + 1
-    if len(seen) < scenario.updates:
-        result.notes.append(f"only {len(seen)} of {scenario.updates} updates answered")
+    if len(seen) < scenario.events:
+        result.notes.append(f"only {len(seen)} of {scenario.events} updates answered")
     return result
 
 
@@ -150,7 +139,7 @@ async def _telegram(tmp: Path, cpu: int | None, scenarios: list[Scenario], say: 
         with process(argv, cpu) as engine:
             await wait_ready(f"http://127.0.0.1:{port}/readyz", engine)
             for index, scenario in enumerate(scenarios):
-                timeout = 120 + scenario.updates / 500
+                timeout = 120 + scenario.events / 500
                 results[scenario.name] = vars(
                     await _run_telegram(api, scenario, index, say, timeout, engine.pid)
                 )
@@ -179,9 +168,7 @@ def measure(quick: bool, quiet: bool = False) -> dict[str, Any]:
 
     with tempfile.TemporaryDirectory(prefix="callboard-bench-telegram-") as tmp:
         telegram = run_loop(_telegram(Path(tmp), engine_cpu, scenarios, say))
-        web = run_loop(
-            web_baseline(Path(tmp), engine_cpu, [(s.name, s.chats, s.messages) for s in scenarios], say)
-        )
+        web = run_loop(web_baseline(Path(tmp), engine_cpu, scenarios, say))
     ratios = {
         name: telegram[name]["handled_per_s"] / web[name]["handled_per_s"]
         if web[name]["handled_per_s"]
