@@ -34,6 +34,8 @@ SAMPLE_EVERY = 1.0
 HISTORY = 300
 #: the tree is pushed every this many samples (it is larger and changes slowly)
 TREE_EVERY = 3
+#: children listed per node of the page's tree; the rest are counted (``more``)
+TREE_CHILDREN = 500
 #: a page that does not keep up loses samples rather than growing this queue
 SUBSCRIBER_QUEUE = 64
 
@@ -74,9 +76,10 @@ class Samples:
         sample = self.sample(now)
         self.history.append(sample)
         self.taken += 1
-        self._push("sample", sample)
-        if self.taken % TREE_EVERY == 0:
-            self._push("tree", self.system.tree())
+        if self.subscribers:
+            self._push("sample", sample)
+            if self.taken % TREE_EVERY == 0:
+                self._push("tree", self.system.tree(TREE_CHILDREN))
 
     def sample(self, now: float) -> dict[str, Any]:
         metrics = self.system.metrics
@@ -106,7 +109,7 @@ class Samples:
                 "journal_problem": self.journal.storage_problem,
                 "in_flight": self.stats.backlog.total,
                 "in_flight_max": self.stats.backlog.max_events,
-                "sandboxes": _count_class(self.system.tree(), "SandboxSessionActor"),
+                "sandboxes": metrics.live_by_class["SandboxSessionActor"],
             },
             "bots": bots,
         }
@@ -117,7 +120,7 @@ class Samples:
             "fleet": config.name,
             "latest": self.sample(now),
             "history": list(self.history),
-            "tree": self.system.tree(),
+            "tree": self.system.tree(TREE_CHILDREN),
             "config": {bot.id: bot.model_dump(mode="json") for bot in config.bots},
         }
 
@@ -126,11 +129,6 @@ class Samples:
         for queue in self.subscribers:
             with contextlib.suppress(asyncio.QueueFull):
                 queue.put_nowait(frame)
-
-
-def _count_class(node: dict[str, Any], name: str) -> int:
-    own = 1 if node.get("class") == name else 0
-    return own + sum(_count_class(child, name) for child in node.get("children", ()))
 
 
 class _Tick:

@@ -21,6 +21,7 @@ class RuntimeMetrics:
         "dead_letters",
         "dropped",
         "failures",
+        "live_by_class",
         "messages",
         "restarts",
         "spawned",
@@ -37,6 +38,8 @@ class RuntimeMetrics:
         self.stale_timers = 0
         self.failures: Counter[str] = Counter()
         self.restarts: Counter[str] = Counter()
+        #: live actors per class name, kept at spawn and stop (a count never walks the tree)
+        self.live_by_class: Counter[str] = Counter()
         self._cells = cells
 
     def live_actors(self) -> int:

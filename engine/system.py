@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -81,24 +82,35 @@ class ActorSystem:
     def register(self, cell: ActorCell) -> None:
         self._cells[cell.path] = cell
         self.metrics.spawned += 1
+        self.metrics.live_by_class[cell.cls.__name__] += 1
 
     def unregister(self, cell: ActorCell) -> None:
         if self._cells.get(cell.path) is cell:
             del self._cells[cell.path]
+            self.metrics.live_by_class[cell.cls.__name__] -= 1
 
-    def tree(self) -> dict[str, Any]:
-        """The live actor tree as plain data (for the admin API)."""
+    def tree(self, max_children: int | None = None) -> dict[str, Any]:
+        """The live actor tree as plain data (for the admin API). With ``max_children``
+        each node lists that many children at most and counts the rest in ``more``:
+        a page needs no 100,000 sessions, and building them every few seconds costs."""
 
         def node(cell: ActorCell) -> dict[str, Any]:
-            return {
+            cells = cell.child_cells or {}
+            shown = len(cells) if max_children is None else min(len(cells), max_children)
+            children = itertools.islice(cells.values(), shown)
+            more = len(cells) - shown
+            data = {
                 "name": cell.name,
                 "path": cell.path,
                 "class": cell.cls.__name__ if cell.cls is not None else "root",
                 "mailbox": len(cell.mailbox or ()),
                 "restarts": cell.restarts,
                 "state": _state(cell),
-                "children": [node(c) for c in (cell.child_cells or {}).values()],
+                "children": [node(c) for c in children],
             }
+            if more:
+                data["more"] = more
+            return data
 
         return node(self._guardian)
 

@@ -207,3 +207,23 @@ async def test_tree(system: ActorSystem) -> None:
     tree = system.tree()
     assert tree["children"][0]["path"] == "/p"
     assert tree["children"][0]["children"][0]["class"] == "Recorder"
+
+
+async def test_tree_caps_children_and_counts_classes(system: ActorSystem) -> None:
+    class Parent(Actor):
+        def __init__(self) -> None:
+            for n in range(7):
+                self.context.spawn(Recorder, f"kid{n}")
+
+        async def receive(self, message: Any) -> Any:
+            return None
+
+    parent = system.spawn(Parent, "p")
+    assert system.metrics.live_by_class["Recorder"] == 7
+    capped = system.tree(max_children=3)["children"][0]
+    assert [c["name"] for c in capped["children"]] == ["kid0", "kid1", "kid2"]
+    assert capped["more"] == 4
+    assert "more" not in system.tree()["children"][0]
+    await parent.stop()
+    assert system.metrics.live_by_class["Recorder"] == 0
+    assert system.metrics.live_by_class["Parent"] == 0

@@ -146,13 +146,14 @@ function renderTree(node, depth = 0) {
     " · mailbox ", el("span", { class: node.mailbox > 100 ? "busy" : "" }, node.mailbox),
     " · restarts ", node.restarts || 0, " · ", node.state);
   if (!node.children || node.children.length === 0) return el("div", { class: "leaf", "data-path": node.path }, label);
-  const details = el("details", { "data-path": node.path }, el("summary", {}, label, ` (${node.children.length})`));
+  const count = node.children.length + (node.more || 0);
+  const details = el("details", { "data-path": node.path }, el("summary", {}, label, ` (${count})`));
   if (state.open.has(node.path) || depth < 2) details.open = true;
   details.addEventListener("toggle", () => {
     if (details.open) state.open.add(node.path); else state.open.delete(node.path);
   });
-  for (const child of node.children.slice(0, 500)) details.append(renderTree(child, depth + 1));
-  if (node.children.length > 500) details.append(el("div", { class: "quiet" }, `... ${node.children.length - 500} more`));
+  for (const child of node.children) details.append(renderTree(child, depth + 1));
+  if (node.more) details.append(el("div", { class: "quiet" }, `... ${node.more} more`));
   return details;
 }
 
