@@ -18,6 +18,11 @@ Lifecycle of one process (``process_id``):
   after ``TERM_GRACE`` SIGKILL; every wait is a timer on the engine clock.
 - **attach**: one attacher at a time gets the process's stdout and writes its stdin; a
   second gets ``SandboxBusy``. The attachment reads ``b""`` when the incarnation ends.
+- **output**: stdout goes from the link's reader thread straight into a byte-bounded ring
+  (``ProcessOutput``), never through the actor's mailbox: ``UNATTACHED_BUFFER`` bytes while
+  nobody is attached (kept for the next attacher), ``ATTACHED_BUFFER`` while an attacher is
+  slow to read. The oldest bytes are dropped and counted (``output_dropped`` in the status,
+  ``dropped`` on the next attachment), so a chatty process costs bounded memory.
 
 What survives restarts (restart count, last exit code, the stderr tail) lives in a
 ``ProcessRecord`` the host keeps, so status is answered even after the actor stopped.
@@ -29,7 +34,9 @@ import asyncio
 import contextlib
 import itertools
 import signal
-from collections.abc import Mapping
+import threading
+from collections import deque
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +53,10 @@ STDIN_GRACE = 5.0
 TERM_GRACE = 5.0
 #: bytes of stderr kept (the tail) for status reports
 STDERR_PREVIEW = 4096
+#: stdout kept while nobody is attached (for the next attacher), and for a slow attacher;
+#: past these the oldest bytes are dropped and counted
+UNATTACHED_BUFFER = 256 * 1024
+ATTACHED_BUFFER = 8 * 1024 * 1024
 #: health check failures in a row that restart the process
 HEALTH_FAILURES = 3
 #: how long a health command may run
@@ -67,6 +78,100 @@ def strategy_for(args: ProcessArgs) -> SupervisorStrategy:
     )
 
 
+class ProcessOutput:
+    """A process's output between the link's reader thread and its attacher: stdout in a
+    byte-bounded ring that drops the oldest bytes (counted), and the stderr tail.
+
+    Fed on the reader thread, read on the event loop (hence the lock), so output never
+    queues in the actor's mailbox: a chatty process nobody reads costs at most the ring.
+    Only the current incarnation's output is taken; a restart drops what the last one left
+    unread (counted)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._chunks: deque[bytes] = deque()
+        self._size = 0
+        self._limit = UNATTACHED_BUFFER
+        self._current: str | None = None
+        self._stderr = bytearray()
+        self._waiting = False
+        self._wake: Callable[[], None] | None = None
+        #: stdout bytes dropped over the process's life, and that total when the last attacher left
+        self.dropped = 0
+        self.dropped_at_detach = 0
+
+    def begin(self, wire_id: str) -> None:
+        """A new incarnation: only its output is taken from now on."""
+        with self._lock:
+            self._current = wire_id
+            self._drop(self._size)
+
+    def stdout(self, wire_id: str, data: bytes) -> None:
+        with self._lock:
+            if wire_id != self._current:
+                return  # a late chunk of an earlier incarnation
+            self._chunks.append(data)
+            self._size += len(data)
+            if self._size > self._limit:
+                self._drop(self._size - self._limit)
+            wake = None
+            if self._waiting:
+                wake, self._wake, self._waiting = self._wake, None, False
+        if wake is not None:
+            wake()
+
+    def stderr(self, wire_id: str, data: bytes) -> None:
+        with self._lock:
+            if wire_id != self._current:
+                return
+            self._stderr += data
+            if len(self._stderr) > STDERR_PREVIEW:
+                del self._stderr[: len(self._stderr) - STDERR_PREVIEW]
+
+    def take(self, wake: Callable[[], None]) -> bytes:
+        """Everything buffered; when nothing is, ``b""`` and ``wake`` is called (once, from
+        the reader thread) when something arrives."""
+        with self._lock:
+            if not self._chunks:
+                self._waiting, self._wake = True, wake
+                return b""
+            data = b"".join(self._chunks)
+            self._chunks.clear()
+            self._size = 0
+            return data
+
+    def attached(self, attached: bool) -> None:
+        """An attacher may fall further behind than the ring kept for nobody."""
+        with self._lock:
+            self._limit = ATTACHED_BUFFER if attached else UNATTACHED_BUFFER
+            self._waiting, self._wake = False, None
+            if not attached:
+                self.dropped_at_detach = self.dropped
+                if self._size > self._limit:
+                    self._drop(self._size - self._limit)
+
+    @property
+    def buffered(self) -> int:
+        return self._size
+
+    def stderr_text(self) -> str:
+        with self._lock:
+            return self._stderr.decode("utf-8", "replace")
+
+    def _drop(self, excess: int) -> None:
+        """Drop ``excess`` bytes from the oldest end (the lock is held)."""
+        self.dropped += excess
+        self._size -= excess
+        while excess:
+            head = self._chunks[0]
+            if len(head) <= excess:
+                self._chunks.popleft()
+                excess -= len(head)
+            else:
+                self._chunks[0] = head[excess:]
+                excess = 0
+
+
 class ProcessRecord:
     """A process's report across incarnations; mutated only on the event loop."""
 
@@ -79,12 +184,7 @@ class ProcessRecord:
         self.exit_code: int | None = None
         self.error: str | None = None
         self.attached = False
-        self._stderr = bytearray()
-
-    def stderr(self, data: bytes) -> None:
-        self._stderr += data
-        if len(self._stderr) > STDERR_PREVIEW:
-            del self._stderr[: len(self._stderr) - STDERR_PREVIEW]
+        self.output = ProcessOutput()
 
     def info(self) -> ProcessInfo:
         return ProcessInfo(
@@ -96,7 +196,9 @@ class ProcessRecord:
             restarts=max(0, self.starts - 1),
             exit_code=self.exit_code,
             attached=self.attached,
-            stderr_preview=self._stderr.decode("utf-8", "replace"),
+            stderr_preview=self.output.stderr_text(),
+            output_buffered=self.output.buffered,
+            output_dropped=self.output.dropped,
             error=self.error,
         )
 
@@ -161,15 +263,28 @@ class ProcessEnded(Exception):
 
 
 class ProcessAttachment:
-    """The one attacher's end: stdout chunks in a queue, stdin written through the link."""
+    """The one attacher's end: stdout taken from the process's ring, stdin written through
+    the link. ``dropped``: stdout bytes this attacher never saw (dropped since the last
+    attacher left, or while this one was slow to read)."""
 
-    def __init__(self, owner: ActorRef, link: ProcessLink, wire_id: str) -> None:
+    def __init__(self, owner: ActorRef, link: ProcessLink, wire_id: str, output: ProcessOutput) -> None:
         self._owner = owner
         self._link = link
         self._wire_id = wire_id
-        self._chunks: asyncio.Queue[bytes] = asyncio.Queue()
+        self._output = output
+        self._since = output.dropped_at_detach
+        self._arrived = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
         self._ended = False
         self._closed = False
+        output.attached(True)
+
+    @property
+    def dropped(self) -> int:
+        return self._output.dropped - self._since
+
+    def _wake(self) -> None:  # on the link's reader thread
+        self._loop.call_soon_threadsafe(self._arrived.set)
 
     async def write(self, data: bytes) -> None:
         if self._closed or self._ended:
@@ -180,23 +295,26 @@ class ProcessAttachment:
             raise SandboxUnavailable(f"the sandbox's process agent was lost: {gone}") from None
 
     async def read(self) -> bytes:
-        if self._ended and self._chunks.empty():
-            return b""
-        return await self._chunks.get()
+        while not self._closed:
+            self._arrived.clear()
+            data = self._output.take(self._wake)
+            if data:
+                return data
+            if self._ended:
+                return b""
+            await self._arrived.wait()
+        return b""
 
     async def close(self) -> None:
         if not self._closed:
             self._closed = True
+            self._arrived.set()
             self._owner.tell(_Detach(self))
-
-    def feed(self, data: bytes) -> None:
-        if not self._ended:
-            self._chunks.put_nowait(data)
 
     def end(self) -> None:
         if not self._ended:
             self._ended = True
-            self._chunks.put_nowait(b"")
+            self._arrived.set()
 
 
 # ---------------------------------------------------------------------- actor
@@ -225,9 +343,14 @@ class ManagedProcess(Actor):
         link: ProcessLink = await parent.ask(LinkRequest(), timeout=LINK_TIMEOUT)
         loop = asyncio.get_running_loop()
         me = self.context.ref
+        output, wire_id = record.output, self._wire_id
+        output.begin(wire_id)
 
         def listener(header: dict[str, Any], payload: bytes) -> None:  # on the link's reader thread
-            loop.call_soon_threadsafe(me.tell, _Frame(header, payload))
+            if header.get("t") == "out":  # straight into the bounded ring, not the mailbox
+                (output.stderr if header.get("s") == 2 else output.stdout)(wire_id, payload)
+            else:
+                loop.call_soon_threadsafe(me.tell, _Frame(header, payload))
 
         try:
             pid = await asyncio.to_thread(
@@ -249,10 +372,7 @@ class ManagedProcess(Actor):
     async def on_stop(self) -> None:
         if self._health_task is not None:
             self._health_task.cancel()
-        if self._attachment is not None:
-            self._attachment.end()
-            self._attachment = None
-            self.record.attached = False
+        self._detach()
         link = self._link
         if link is not None and self._running:  # stop before start: the old one goes first
             self._running = False
@@ -275,8 +395,7 @@ class ManagedProcess(Actor):
             return self._attach()
         if isinstance(message, _Detach):
             if self._attachment is message.attachment:
-                self._attachment = None
-                self.record.attached = False
+                self._detach()
         elif isinstance(message, StopProcess):
             return self._stop()
         elif isinstance(message, _Escalate):
@@ -293,12 +412,7 @@ class ManagedProcess(Actor):
         if header.get("id") != self._wire_id or not self._running:
             return  # a late frame of an earlier incarnation
         kind = header.get("t")
-        if kind == "out":
-            if header.get("s") == 2:
-                self.record.stderr(payload)
-            elif self._attachment is not None:
-                self._attachment.feed(payload)
-        elif kind in ("exit", "lost"):
+        if kind in ("exit", "lost"):
             self._running = False
             code = header.get("code")
             self._ended(None if code is None else int(code), lost=kind == "lost")
@@ -309,10 +423,7 @@ class ManagedProcess(Actor):
         record.pid = None
         if lost:
             record.error = "the sandbox's process agent was lost"
-        if self._attachment is not None:
-            self._attachment.end()
-            self._attachment = None
-            record.attached = False
+        self._detach()
         policy = self.args.restart
         if self._stopping or policy == "never" or (policy == "on-failure" and code == 0):
             record.state = "exited"
@@ -327,9 +438,17 @@ class ManagedProcess(Actor):
             return SandboxUnavailable(f"process {self.args.process_id!r} is not running")
         if self._attachment is not None:
             return SandboxBusy(f"process {self.args.process_id!r} is attached by another caller")
-        self._attachment = ProcessAttachment(self.context.ref, self._link, self._wire_id)
+        self._attachment = ProcessAttachment(self.context.ref, self._link, self._wire_id, self.record.output)
         self.record.attached = True
         return self._attachment
+
+    def _detach(self) -> None:
+        """The attacher is gone (it closed, or this incarnation ended): buffer for the next."""
+        if self._attachment is not None:
+            self._attachment.end()
+            self._attachment = None
+            self.record.attached = False
+            self.record.output.attached(False)
 
     def _stop(self) -> asyncio.Future[ProcessInfo]:
         waiter: asyncio.Future[ProcessInfo] = asyncio.get_running_loop().create_future()

@@ -11,7 +11,8 @@ implement both; check with ``isinstance(tools, SandboxProcesses)``)::
     await tools.stop_process("mcp-files")              # stdin closed -> 5 s -> TERM -> 5 s -> KILL
 
 Reports (``ProcessInfo``) carry the names of the environment variables, never their values,
-and at most a bounded tail of the process's stderr.
+and at most a bounded tail of the process's stderr. Stdout nobody reads is kept in a bounded
+buffer for the next attacher; past it the oldest bytes are dropped and counted.
 """
 
 from __future__ import annotations
@@ -66,12 +67,20 @@ class ProcessInfo(BaseModel):
     exit_code: int | None = None
     attached: bool = False
     stderr_preview: str = ""
+    #: stdout bytes waiting for an attacher, and dropped (oldest first) past the bounded buffer
+    output_buffered: int = 0
+    output_dropped: int = 0
     error: str | None = None
 
 
 @runtime_checkable
 class Attachment(Protocol):
     """The stdin/stdout of one managed process, held by one caller at a time."""
+
+    @property
+    def dropped(self) -> int:
+        """Stdout bytes this attacher never saw: dropped while nobody (or a slow reader) held it."""
+        ...
 
     async def write(self, data: bytes) -> None: ...
 
