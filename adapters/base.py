@@ -10,12 +10,13 @@ engine's shared server. Adapters reach the engine only through ``AdapterHost``.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from importlib.metadata import entry_points
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from callboard.engine.actor import Actor
 from callboard.engine.clock import Clock
@@ -36,6 +37,8 @@ if TYPE_CHECKING:
     import asyncio
 
 HttpHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
 
 __all__ = [
     "COMMON_APIS",
@@ -53,8 +56,11 @@ __all__ = [
     "PlatformAction",
     "RateLimits",
     "SendError",
+    "SendProgress",
+    "action_params",
     "adapter_names",
     "load_adapter",
+    "params_doc",
 ]
 
 
@@ -148,6 +154,12 @@ class AdapterHost(Protocol):
         """Report the connection's state for /readyz and the admin API."""
         ...
 
+    def peers(self) -> Callable[[bytes], None] | None:
+        """Cluster mode: a function handing ``data`` to this bot's adapter on every other
+        node (their ``Adapter.from_peer``), in order, best effort (a node that is down or
+        cut off misses it: keep the durable copy elsewhere). None on a single node."""
+        ...
+
     def resource(self, name: str) -> object:
         """A live object a program embedding callboard handed to ``callboard.app.start``
         (``resources={name: obj}``): a queue, a client, a benchmark's load source. An
@@ -173,8 +185,64 @@ class Adapter(PlatformAPI):
         paths on the engine's HTTP server, or full URLs. Announced at start-up."""
         return {}
 
+    def singleton_connection(self) -> bool:
+        """Whether the connection must exist once per fleet, because the platform has a
+        single consumer (long polling, a socket-mode or long connection). In cluster mode
+        such a connection runs on the one node holding its lease, the others stand by;
+        otherwise (webhook routes, web chat sockets) every node runs it."""
+        return False
+
+    def from_peer(self, data: bytes) -> None:
+        """Cluster mode: what this bot's adapter on another node sent through
+        ``AdapterHost.peers`` (e.g. a web chat reply for a socket connected here)."""
+
     async def close(self) -> None:
         """Release SDK clients when the bot stops."""
+
+
+def params_doc(model: type[BaseModel]) -> dict[str, str]:
+    """A platform action's parameters for its ``PlatformAction``, read from the pydantic
+    model that checks them (each field's description, else required/optional), so the
+    manifest cannot drift from what is accepted."""
+    return {
+        name: (info.description or ("required" if info.is_required() else "optional"))
+        for name, info in model.model_fields.items()
+    }
+
+
+def action_params(adapter: str, action: str, model: type[M], params: dict[str, Any]) -> M:
+    """``params`` checked by ``model``; a ``ValueError`` names the adapter, the action and
+    every bad field (never the values, which may be secrets)."""
+    try:
+        return model.model_validate(params)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(x) for x in e['loc']) or 'params'}: {e['msg']}"
+            for e in exc.errors(include_input=False)
+        )
+        raise ValueError(f"{adapter} {action}: {problems}") from None
+
+
+class SendProgress(Generic[T]):
+    """The parts of a multi-part send already out, per idempotency key, kept while the
+    send failed transiently: the outbound's retry of a half-sent long text resumes at the
+    first part not yet sent. The oldest keys are dropped beyond ``keep``."""
+
+    def __init__(self, keep: int = 1024) -> None:
+        self._keep = keep
+        self._parts: OrderedDict[str, list[T]] = OrderedDict()
+
+    def resume(self, key: str | None) -> list[T]:
+        """The parts already sent under ``key`` (a fresh list without one); the caller
+        appends each part it sends."""
+        return self._parts.pop(key, []) if key is not None else []
+
+    def failed(self, key: str | None, sent: list[T], error: SendError) -> None:
+        """Keep ``sent`` for the retry when ``error`` is transient (a permanent one is not retried)."""
+        if key is not None and sent and not error.permanent:
+            self._parts[key] = sent
+            while len(self._parts) > self._keep:
+                self._parts.popitem(last=False)
 
 
 ENTRY_POINT_GROUP = "callboard.adapters"

@@ -29,9 +29,9 @@ from typing import Any, ClassVar
 
 import aiohttp
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from callboard.adapters.base import Adapter, AdapterHost
+from callboard.adapters.base import Adapter, AdapterHost, action_params, params_doc
 from callboard.adapters.lark.api import OpenAPI
 from callboard.adapters.lark.config import LarkAdapterConfig
 from callboard.adapters.lark.convert import Converter, parse_resource_ref, user_of
@@ -105,13 +105,6 @@ _ACTION_PARAMS: dict[str, type[_Params]] = {
 }
 
 
-def _doc(model: type[BaseModel]) -> dict[str, str]:
-    return {
-        name: (info.description or ("required" if info.is_required() else "optional"))
-        for name, info in model.model_fields.items()
-    }
-
-
 class _CardStream:
     """One card's updates: the newest content wins, at most one patch per interval."""
 
@@ -144,15 +137,17 @@ class LarkAdapter(Adapter):
     )
     max_text_length: ClassVar[int | None] = 10_000
     platform_actions: ClassVar[tuple[PlatformAction, ...]] = (
-        PlatformAction(action="send_card", description="send an interactive card", params=_doc(_SendCard)),
         PlatformAction(
-            action="update_card", description="replace a sent card (patch)", params=_doc(_UpdateCard)
+            action="send_card", description="send an interactive card", params=params_doc(_SendCard)
         ),
-        PlatformAction(action="get_chat", description="the chat's metadata (raw)", params=_doc(_Chat)),
+        PlatformAction(
+            action="update_card", description="replace a sent card (patch)", params=params_doc(_UpdateCard)
+        ),
+        PlatformAction(action="get_chat", description="the chat's metadata (raw)", params=params_doc(_Chat)),
         PlatformAction(
             action="get_message_resource",
             description="download an image or file of a message; answers a file:// URL",
-            params=_doc(_Resource),
+            params=params_doc(_Resource),
         ),
         PlatformAction(action="refresh_tokens", description="fetch new access tokens now"),
         PlatformAction(
@@ -178,6 +173,9 @@ class LarkAdapter(Adapter):
         from callboard.adapters.lark.connection import LarkConnection
 
         return LarkConnection, (self,)
+
+    def singleton_connection(self) -> bool:
+        return self.lark_config.mode == "ws"
 
     async def close(self) -> None:
         await self.api.close()
@@ -645,14 +643,7 @@ class LarkAdapter(Adapter):
     # ------------------------------------------------------------------ platform actions
 
     async def platform_action(self, action: str, params: dict[str, Any]) -> dict[str, Any]:
-        try:
-            p: Any = _ACTION_PARAMS[action].model_validate(params)
-        except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(x) for x in e['loc']) or 'params'}: {e['msg']}"
-                for e in exc.errors(include_input=False)
-            )
-            raise ValueError(f"lark {action}: {problems}") from None
+        p: Any = action_params("lark", action, _ACTION_PARAMS[action], params)
         if action == "send_card":
             result = await self._send(
                 p.chat_id, Rendered([Message("interactive", p.card)], None), None, in_thread=False

@@ -14,9 +14,9 @@ import base64
 from collections import OrderedDict
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from callboard.adapters.base import Adapter, AdapterHost
+from callboard.adapters.base import Adapter, AdapterHost, SendProgress, action_params, params_doc
 from callboard.adapters.slack.config import SlackAdapterConfig
 from callboard.adapters.slack.convert import Converter, Identity, kind_of
 from callboard.adapters.slack.errors import SlackAPIError
@@ -37,9 +37,6 @@ from callboard.engine.entities import ID, Group, GroupMember, MessageChain, User
 from callboard.engine.events import MessageReceived
 from callboard.engine.platform import MessageResult, PlatformAction, RateLimits
 
-#: sends of a multi-part message remembered per idempotency key, so a retry
-#: after a transient failure resumes at the first part not yet sent
-_PROGRESS_KEYS = 1024
 _USER_CACHE = 10_000
 
 #: Web API methods a handler may call by name through call_platform_api (beyond the named actions)
@@ -115,13 +112,6 @@ _ACTION_PARAMS: dict[str, type[_Params]] = {
 }
 
 
-def _params_doc(model: type[BaseModel]) -> dict[str, str]:
-    return {
-        name: (info.description or ("required" if info.is_required() else "optional"))
-        for name, info in model.model_fields.items()
-    }
-
-
 class SlackAdapter(Adapter):
     adapter_name: ClassVar[str] = "slack"
     config_type: ClassVar[type[SlackAdapterConfig]] = SlackAdapterConfig
@@ -147,21 +137,21 @@ class SlackAdapter(Adapter):
         PlatformAction(
             action="post_ephemeral",
             description="a message only one user sees",
-            params=_params_doc(_Ephemeral),
+            params=params_doc(_Ephemeral),
         ),
-        PlatformAction(action="pin_message", description="pin a message", params=_params_doc(_Pin)),
-        PlatformAction(action="unpin_message", description="unpin a message", params=_params_doc(_Pin)),
+        PlatformAction(action="pin_message", description="pin a message", params=params_doc(_Pin)),
+        PlatformAction(action="unpin_message", description="unpin a message", params=params_doc(_Pin)),
         PlatformAction(action="auth_test", description="who the bot is (auth.test)"),
-        PlatformAction(action="open_view", description="open a modal", params=_params_doc(_View)),
+        PlatformAction(action="open_view", description="open a modal", params=params_doc(_View)),
         PlatformAction(
             action="schedule_message",
             description="post a message later",
-            params=_params_doc(_Schedule),
+            params=params_doc(_Schedule),
         ),
         PlatformAction(
             action="download_file",
             description="a shared file's content (base64), fetched with the bot token",
-            params=_params_doc(_Download),
+            params=params_doc(_Download),
         ),
         *(
             PlatformAction(action=method, description=f"Web API {method}: {doc}")
@@ -183,7 +173,7 @@ class SlackAdapter(Adapter):
         )
         self._identity: Identity | None = None
         self._converter: Converter | None = None
-        self._progress: OrderedDict[str, list[dict[str, Any]]] = OrderedDict()
+        self._progress: SendProgress[dict[str, Any]] = SendProgress()
         self._users: OrderedDict[str, tuple[float, User]] = OrderedDict()
 
     def connection(self) -> tuple[type[Actor], tuple[Any, ...]]:
@@ -194,6 +184,9 @@ class SlackAdapter(Adapter):
         from callboard.adapters.slack.events_api import EventsApiConnection
 
         return EventsApiConnection, (self,)
+
+    def singleton_connection(self) -> bool:
+        return self.slack_config.mode == "socket"
 
     def links(self) -> dict[str, str]:
         if self.slack_config.mode == "http":
@@ -261,16 +254,13 @@ class SlackAdapter(Adapter):
         """Run the steps in order. With an idempotency key, the parts already
         posted are remembered until the whole chain is out, so the outbound's
         retry of a half-sent long text posts only the rest."""
-        done: list[dict[str, Any]] = self._progress.pop(key, []) if key is not None else []
+        done = self._progress.resume(key)
         steps = rendered.steps
         try:
             for index in range(len(done), len(steps)):
                 done.append(await self._step(channel, steps[index], thread_ts))
         except SlackAPIError as exc:
-            if key is not None and done and not exc.permanent:
-                self._progress[key] = done
-                while len(self._progress) > _PROGRESS_KEYS:
-                    self._progress.popitem(last=False)
+            self._progress.failed(key, done, exc)
             raise
         ids = [str(d["ts"]) for d in done if d.get("ts")]
         files = [f for d in done for f in d.get("files", [])]
@@ -474,14 +464,7 @@ class SlackAdapter(Adapter):
     async def platform_action(self, action: str, params: dict[str, Any]) -> dict[str, Any]:
         if action in WEB_METHODS:
             return await self.web.api(action, **params)
-        try:
-            p: Any = _ACTION_PARAMS[action].model_validate(params)
-        except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(x) for x in e['loc']) or 'params'}: {e['msg']}"
-                for e in exc.errors(include_input=False)
-            )
-            raise ValueError(f"slack {action}: {problems}") from None
+        p: Any = action_params("slack", action, _ACTION_PARAMS[action], params)
         if action == "post_ephemeral":
             return await self.web.call(
                 "chat.postEphemeral",

@@ -12,16 +12,15 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable
 from typing import Any, ClassVar, TypeVar
 
 import telegram as tg
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from telegram import error as tg_error
 from telegram.constants import ChatAction, ChatMemberStatus
 
-from callboard.adapters.base import Adapter, AdapterHost
+from callboard.adapters.base import Adapter, AdapterHost, SendProgress, action_params, params_doc
 from callboard.adapters.telegram.config import TelegramAdapterConfig
 from callboard.adapters.telegram.convert import user_of
 from callboard.adapters.telegram.errors import TelegramAPIError, api_error, protect
@@ -44,9 +43,6 @@ from callboard.engine.platform import MessageResult, PlatformAction, RateLimits
 log = logging.getLogger("callboard.telegram")
 T = TypeVar("T")
 
-#: sends of a multi-part message remembered per idempotency key, so a retry
-#: after a transient failure resumes at the first part not yet sent
-_PROGRESS_KEYS = 1024
 #: Telegram treats a restriction shorter than this as forever
 _MIN_RESTRICTION = 30
 
@@ -129,13 +125,6 @@ _ACTION_PARAMS: dict[str, type[BaseModel]] = {
 _CHAT = {"chat_id": "chat id"}
 
 
-def _params_doc(model: type[BaseModel]) -> dict[str, str]:
-    return {
-        name: (info.description or ("required" if info.is_required() else "optional"))
-        for name, info in model.model_fields.items()
-    }
-
-
 class TelegramAdapter(Adapter):
     adapter_name: ClassVar[str] = "telegram"
     config_type: ClassVar[type[TelegramAdapterConfig]] = TelegramAdapterConfig
@@ -159,33 +148,33 @@ class TelegramAdapter(Adapter):
     )
     max_text_length: ClassVar[int | None] = 4096
     platform_actions: ClassVar[tuple[PlatformAction, ...]] = (
-        PlatformAction(action="pin_message", description="pin a message", params=_params_doc(_Pin)),
+        PlatformAction(action="pin_message", description="pin a message", params=params_doc(_Pin)),
         PlatformAction(
             action="unpin_message",
             description="unpin one message (or the latest)",
-            params=_params_doc(_Unpin),
+            params=params_doc(_Unpin),
         ),
         PlatformAction(action="unpin_all_messages", description="unpin every message", params=_CHAT),
         PlatformAction(
             action="get_chat_administrators", description="the chat's administrators (raw)", params=_CHAT
         ),
-        PlatformAction(action="set_chat_title", description="rename a group", params=_params_doc(_Title)),
+        PlatformAction(action="set_chat_title", description="rename a group", params=params_doc(_Title)),
         PlatformAction(
             action="set_chat_description",
             description="set a group's description",
-            params=_params_doc(_Description),
+            params=params_doc(_Description),
         ),
         PlatformAction(action="get_chat_member_count", description="number of members", params=_CHAT),
         PlatformAction(
-            action="send_chat_action", description="typing..., uploading...", params=_params_doc(_ChatAction)
+            action="send_chat_action", description="typing..., uploading...", params=params_doc(_ChatAction)
         ),
         PlatformAction(
-            action="create_chat_invite_link", description="a new invite link", params=_params_doc(_InviteLink)
+            action="create_chat_invite_link", description="a new invite link", params=params_doc(_InviteLink)
         ),
         PlatformAction(
             action="answer_callback_query",
             description="answer an inline keyboard press",
-            params=_params_doc(_CallbackAnswer),
+            params=params_doc(_CallbackAnswer),
         ),
     )
 
@@ -199,7 +188,7 @@ class TelegramAdapter(Adapter):
         if config.rate_limits is not None:
             self.rate_limits = config.rate_limits  # the Outlet reads it from the instance
         self.bot = self.make_bot()
-        self._progress: OrderedDict[str, list[tg.Message]] = OrderedDict()
+        self._progress: SendProgress[tg.Message] = SendProgress()
 
     def make_bot(self, *, polling: bool = False) -> tg.Bot:
         """A PTB ``Bot`` with its own HTTP clients. The connection makes its own
@@ -219,6 +208,9 @@ class TelegramAdapter(Adapter):
         from callboard.adapters.telegram.connection import TelegramConnection
 
         return TelegramConnection, (self,)
+
+    def singleton_connection(self) -> bool:
+        return self.tg_config.mode == "polling"  # Telegram answers a second poller with 409
 
     async def close(self) -> None:
         await self.bot.request.shutdown()  # the API bot never polls: this is its only client
@@ -263,7 +255,7 @@ class TelegramAdapter(Adapter):
         outbound's retry of a half-sent long text sends only the rest."""
         chat = chat_ref(chat_id)
         thread = int(thread_id) if thread_id else None
-        sent: list[tg.Message] = self._progress.pop(key, []) if key is not None else []
+        sent = self._progress.resume(key)
         steps = rendered.steps
         # the quote goes on the first message that can reply (a forward cannot)
         replying = next((i for i, s in enumerate(steps) if not isinstance(s, ForwardMessage)), None)
@@ -272,10 +264,7 @@ class TelegramAdapter(Adapter):
                 quote = rendered.reply_to if index == replying else None
                 sent.append(await self._step(chat, steps[index], thread, quote))
         except TelegramAPIError as exc:
-            if key is not None and sent and not exc.permanent:
-                self._progress[key] = sent
-                while len(self._progress) > _PROGRESS_KEYS:
-                    self._progress.popitem(last=False)
+            self._progress.failed(key, sent, exc)
             raise
         first = sent[0]
         return MessageResult(
@@ -462,14 +451,7 @@ class TelegramAdapter(Adapter):
     # ------------------------------------------------------------------ platform actions
 
     async def platform_action(self, action: str, params: dict[str, Any]) -> dict[str, Any]:
-        try:
-            p: Any = _ACTION_PARAMS[action].model_validate(params)
-        except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(x) for x in e['loc']) or 'params'}: {e['msg']}"
-                for e in exc.errors(include_input=False)
-            )
-            raise ValueError(f"telegram {action}: {problems}") from None
+        p: Any = action_params("telegram", action, _ACTION_PARAMS[action], params)
         bot = self.bot
         if action == "answer_callback_query":
             await self._api(
