@@ -126,9 +126,11 @@ class Outlet:
         attempt = 0
         while True:
             if chat is not None and chat_type is not None:
-                await self._wait_for_rate(chat_type, chat)
+                wait = self._rate_wait(chat_type, chat)
             else:
-                await self._wait_for_bucket()
+                wait = self.bucket.reserve(self.clock.now())
+            if wait > 0:
+                await sleep(self.clock, wait)
             try:
                 return await call()
             except NotSupportedError:
@@ -155,11 +157,6 @@ class Outlet:
             )
             await sleep(self.clock, delay)
 
-    async def _wait_for_bucket(self) -> None:
-        wait = self.bucket.reserve(self.clock.now())
-        if wait > 0:
-            await sleep(self.clock, wait)
-
     async def _call(self, request: SendRequest) -> MessageResult:
         api = self.api
         key = request.receipt_key
@@ -175,7 +172,8 @@ class Outlet:
             idempotency_key=key,
         )
 
-    async def _wait_for_rate(self, chat_type: str, chat: str) -> None:
+    def _rate_wait(self, chat_type: str, chat: str) -> float:
+        """Reserve this send's place under the bot's and the chat's limits: how long to wait."""
         now = self.clock.now()
         wait = self.bucket.reserve(now)
         interval = chat_interval(self.limits, chat_type)
@@ -185,8 +183,7 @@ class Outlet:
             self.next_send[chat] = max(now, allowed) + interval
             if len(self.next_send) > 4096:  # forget chats whose next send is already allowed
                 self.next_send = {c: t for c, t in self.next_send.items() if t > now}
-        if wait > 0:
-            await sleep(self.clock, wait)
+        return wait
 
     def _record_failure(self, request: SendRequest, chat: str, error: Exception) -> None:
         self.counters.send_failures += 1

@@ -50,7 +50,6 @@ from callboard.actors.runtime import BotRuntime, Fenced
 from callboard.engine.actor import Actor
 from callboard.engine.events import MessageReceived, SessionKey
 from callboard.engine.journal import StorageUnavailable
-from callboard.engine.journal_store import JournalStore
 from callboard.engine.logcontext import bound
 from callboard.handlers.base import Handler
 from callboard.handlers.context import HandlerContext, RunFailed
@@ -361,7 +360,6 @@ class SessionActor(Actor):
     ) -> bool:
         """``_execute`` until a run of it was stored: one that met a storage failure
         records nothing and runs again, as a replay, once the journal writes."""
-        journal = self.bot.journal
         fields = bound(
             bot=self.bot.bot_id,
             session=self.key.name,
@@ -369,35 +367,24 @@ class SessionActor(Actor):
             events=[inbound.event.event_id for inbound in inbounds],
         )
         with fields:
-            return await self._execute_until_stored(journal, inbounds, run_id, replayed, matches, retry)
-
-    async def _execute_until_stored(
-        self,
-        journal: JournalStore,
-        inbounds: list[Inbound],
-        run_id: int,
-        replayed: bool,
-        matches: list[tuple[int, Handler]],
-        retry: bool,
-    ) -> bool:
-        while True:
-            try:
-                return await self._execute(inbounds, run_id, replayed, matches, retry=retry)
-            except Fenced as exc:
-                log.warning(
-                    "%s: run %d stopped: %s; its events stay pending for the owner", self.key, run_id, exc
-                )
-                return False
-            except StorageUnavailable as exc:
-                log.warning(
-                    "%s: run %d met a storage failure (%s); its events stay pending and run again "
-                    "once the journal can write",
-                    self.key,
-                    run_id,
-                    exc,
-                )
-            await journal.wait_writable()
-            replayed = True
+            while True:
+                try:
+                    return await self._execute(inbounds, run_id, replayed, matches, retry=retry)
+                except Fenced as exc:
+                    log.warning(
+                        "%s: run %d stopped: %s; its events stay pending for the owner", self.key, run_id, exc
+                    )
+                    return False
+                except StorageUnavailable as exc:
+                    log.warning(
+                        "%s: run %d met a storage failure (%s); its events stay pending and run again "
+                        "once the journal can write",
+                        self.key,
+                        run_id,
+                        exc,
+                    )
+                await self.bot.journal.wait_writable()
+                replayed = True
 
     async def _execute(
         self,

@@ -9,9 +9,8 @@ started meanwhile inherit a copy.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Mapping
-from contextvars import ContextVar
+from collections.abc import Mapping
+from contextvars import ContextVar, Token
 from types import MappingProxyType
 from typing import Any
 
@@ -25,11 +24,20 @@ def log_fields() -> Mapping[str, Any]:
     return LOG_FIELDS.get()
 
 
-@contextlib.contextmanager
-def bound(**fields: Any) -> Iterator[None]:
-    """Add ``fields`` to every log line written inside the block."""
-    token = LOG_FIELDS.set({**LOG_FIELDS.get(), **fields})
-    try:
-        yield
-    finally:
-        LOG_FIELDS.reset(token)
+class bound:
+    """Add ``fields`` to every log line written inside the block. A class rather than a
+    generator context manager: a session enters one per handler run."""
+
+    __slots__ = ("_fields", "_token")
+
+    def __init__(self, **fields: Any) -> None:
+        self._fields = fields
+        self._token: Token[Mapping[str, Any]] | None = None
+
+    def __enter__(self) -> None:
+        self._token = LOG_FIELDS.set({**LOG_FIELDS.get(), **self._fields})
+
+    def __exit__(self, *exc: object) -> None:
+        if self._token is not None:
+            LOG_FIELDS.reset(self._token)
+            self._token = None
