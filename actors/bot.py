@@ -124,6 +124,7 @@ class BotHost:
         self._stats = stats
         self._journal = journal
         self._system = system
+        self._loop = system.loop  # not asyncio.get_running_loop() per event: that call is slow
         self._clock = system.clock
         self._http = http
         self._store = BotStore(bot_id, journal)
@@ -151,11 +152,11 @@ class BotHost:
         keys = [event.session_key() for event in events]
         busy = self.in_flight.reserve(keys)
         if busy is not None:
-            refused: asyncio.Future[list[int | None]] = asyncio.get_running_loop().create_future()
+            refused: asyncio.Future[list[int | None]] = self._loop.create_future()
             refused.set_exception(busy)
             return refused
         appends = [self._journal.append(event, key) for event, key in zip(events, keys, strict=True)]
-        batch = _Batch(appends, events, keys, asyncio.get_running_loop().create_future())
+        batch = _Batch(appends, events, keys, self._loop.create_future())
         self._batches.append(batch)
         if not appends:
             self._route_committed()
@@ -251,7 +252,7 @@ class BotActor(Actor):
         journal: JournalStore,
         http: HttpServer,
         stats: FleetStats,
-        sandbox: SandboxFactory,
+        sandbox: SandboxFactory | None,
         plugins: PluginHub | None = None,
     ) -> None:
         self.config = config

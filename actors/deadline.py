@@ -23,10 +23,13 @@ from callboard.engine.clock import Clock, TimerHandle
 class RunDeadline:
     """One session's handler deadline: ``begin`` a run, ``end`` it (in a ``finally``)."""
 
-    __slots__ = ("_cancelling", "_clock", "_deadline", "_fired", "_task", "_timer", "_timer_at")
+    __slots__ = ("_cancelling", "_clock", "_deadline", "_fired", "_loop", "_task", "_timer", "_timer_at")
 
     def __init__(self, clock: Clock) -> None:
         self._clock = clock
+        #: the running loop, looked up on the first run: ``asyncio.current_task()`` without
+        #: it looks the loop up again, which costs more than the rest of ``begin``
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[object] | None = None
         self._deadline = 0.0
         self._cancelling = 0
@@ -36,7 +39,10 @@ class RunDeadline:
 
     def begin(self, timeout: float) -> None:
         """The current task starts a run that must end within ``timeout`` seconds."""
-        task = asyncio.current_task()
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        task = asyncio.current_task(loop)
         assert task is not None, "a run is a task"
         self._task = task
         self._cancelling = task.cancelling()

@@ -74,8 +74,11 @@ class _Prune:
     __slots__ = ()
 
 
-def handler_sandboxes(manager: ActorRef | None, bot: BotConfig) -> SandboxFactory:
-    """Sandbox tools per handler kind, so ``sandbox.exec_handlers`` can tell them apart."""
+def handler_sandboxes(manager: ActorRef | None, bot: BotConfig) -> SandboxFactory | None:
+    """Sandbox tools per handler kind, so ``sandbox.exec_handlers`` can tell them apart;
+    None when the bot has no sandbox (a session then skips the lookup on every run)."""
+    if manager is None or not bot.sandbox.enabled:
+        return None
     kinds = {kind: sandbox_factory(manager, bot.sandbox, bot.id, handler=kind) for kind in HANDLER_TYPES}
 
     def build(chat_type: str, chat_id: str, thread: str, user_id: str, kind: str) -> SandboxTools | None:
@@ -128,7 +131,7 @@ class FleetActor(Actor):
         return settings if settings is not None and settings.enabled else None
 
     def _spawn(self, bot: BotConfig) -> None:
-        factory: SandboxFactory = handler_sandboxes(self.sandbox, bot)
+        factory = handler_sandboxes(self.sandbox, bot)
         ref = self.context.spawn(
             BotActor,
             bot.id,

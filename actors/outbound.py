@@ -108,7 +108,7 @@ class Outlet:
                 self.counters.receipts_skipped += 1
                 return MessageResult(message_id=receipt.message_id)
         try:
-            result = await self.invoke(request.chat_type, chat, lambda: self._call(request))
+            result = await self.invoke(request.chat_type, chat, self._call, request)
         except NotSupportedError:
             raise
         except (SendError, TimeoutError, OSError) as exc:
@@ -119,10 +119,13 @@ class Outlet:
             journal.store_receipt(request.receipt_key, self.bot_id, request.run_id, chat, result.message_id)
         return result
 
-    async def invoke(self, chat_type: str | None, chat: str | None, call: Callable[[], Awaitable[T]]) -> T:
-        """Run one platform call under the bot's rate limit (and ``chat``'s
+    async def invoke(
+        self, chat_type: str | None, chat: str | None, call: Callable[..., Awaitable[T]], *args: Any
+    ) -> T:
+        """Run one platform call, ``call(*args)``, under the bot's rate limit (and ``chat``'s
         interval when given), retrying transient errors with backoff and
-        honouring the platform's ``retry_after``."""
+        honouring the platform's ``retry_after``. (``args`` rather than a closure: a
+        send takes this path for every reply.)"""
         attempt = 0
         while True:
             if chat is not None and chat_type is not None:
@@ -132,7 +135,7 @@ class Outlet:
             if wait > 0:
                 await sleep(self.clock, wait)
             try:
-                return await call()
+                return await call(*args)
             except NotSupportedError:
                 raise
             except SendError as exc:

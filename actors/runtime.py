@@ -44,6 +44,10 @@ class BotCounters:
     #: handler usage: agent runs, tokens, tool calls, seconds; webhook deliveries, retries...
     usage: dict[str, float] = field(default_factory=dict)
 
+    def count_usage(self, name: str, amount: float) -> None:
+        """A handler's ``ctx.count``: adds to one usage figure."""
+        self.usage[name] = self.usage.get(name, 0.0) + amount
+
 
 #: the name under which a cluster node is handed to the actor system (actors/cluster.py)
 CLUSTER_RESOURCE = "callboard.cluster"
@@ -79,7 +83,8 @@ class BotRuntime:
     journal: JournalStore
     clock: Clock
     stats: Callable[[], dict[str, Any]]
-    sandbox: SandboxFactory
+    #: None when the bot has no sandbox
+    sandbox: SandboxFactory | None
     outbound: ActorRef
     outlet: Outlet
     #: this bot's events in flight (sessions count theirs out as they finish them)

@@ -105,6 +105,8 @@ class SessionActor(Actor):
 
     def __init__(self, key: SessionKey, bot: BotRuntime) -> None:
         self.key = key
+        #: ``key.name``, built once: every run's log fields and receipts carry it
+        self.name = key.name
         self.bot = bot
         self.windows: dict[str, _Window] = {}
         self.generation = 0
@@ -242,8 +244,8 @@ class SessionActor(Actor):
         replayed: bool = False,
         only: int | None = None,
     ) -> None:
-        pending = _Pending(inbounds, run_id, replayed, only)
         if self.active is not None:
+            pending = _Pending(inbounds, run_id, replayed, only)
             self.backlog.append(pending)
             if self.active_policy == "interrupt" and pending.mergeable and not self.active.done():
                 self.active.cancel()  # its input joins the next run
@@ -273,7 +275,7 @@ class SessionActor(Actor):
         self.run_generation += 1
         generation = self.run_generation
         self.active_policy = policy
-        self.active_input = pending
+        self.active_input = _Pending(inbounds, run_id, replayed, only)
         self.active = asyncio.ensure_future(execution)
         self.active.add_done_callback(lambda _: self.ref.tell(RunEnded(generation)))
 
@@ -331,11 +333,6 @@ class SessionActor(Actor):
 
     def _context(self, events: list[Any], run_id: int, api: RunAPI) -> HandlerContext:
         bot = self.bot
-        usage = bot.counters.usage
-
-        def count(name: str, amount: float) -> None:
-            usage[name] = usage.get(name, 0.0) + amount
-
         return HandlerContext(
             bot_id=bot.bot_id,
             session=self.key,
@@ -347,7 +344,7 @@ class SessionActor(Actor):
             save_state=self._save_state,
             stats=bot.stats,
             replayed=api.replayed,
-            count=count,
+            count=bot.counters.count_usage,
         )
 
     async def _execute_stored(
@@ -362,7 +359,7 @@ class SessionActor(Actor):
         records nothing and runs again, as a replay, once the journal writes."""
         fields = bound(
             bot=self.bot.bot_id,
-            session=self.key.name,
+            session=self.name,
             run=run_id,
             events=[inbound.event.event_id for inbound in inbounds],
         )
@@ -401,31 +398,30 @@ class SessionActor(Actor):
         seqs = [i.seq for i in inbounds]
         api = RunAPI(bot, self.key, run_id, replayed)
         ctx = self._context(events, run_id, api)
-        user_id = _user_id(events)
+        sandbox = bot.sandbox
+        user_id = _user_id(events) if sandbox is not None else ""
         status = "done"
         storage_errors = bot.journal.storage_errors
         for index, handler in matches:
             ctx.handler_index = index
             api.scope = str(index)
-            ctx.sandbox = bot.sandbox(
-                self.key.chat_type, self.key.chat_id, self.key.thread, user_id, handler.kind
-            )
+            if sandbox is not None:
+                key = self.key
+                ctx.sandbox = sandbox(key.chat_type, key.chat_id, key.thread, user_id, handler.kind)
             outcome = await self._handle(ctx, handler, run_id, events)
             if bot.cluster is not None and not bot.cluster.owns(self.key):  # fenced: write nothing
-                raise Fenced(f"lost the lease of {self.key.name}'s partition during the run")
+                raise Fenced(f"lost the lease of {self.name}'s partition during the run")
             if bot.journal.storage_errors != storage_errors:  # what it wrote may be lost: not its fault
                 raise StorageUnavailable(f"the journal failed during the {handler.kind} handler")
-            key = failure_key(bot.bot_id, run_id, index)
-            chat = self.key.name
             if outcome is not None:
                 status = "timeout" if outcome.startswith("missed") and status == "done" else "failed"
-                bot.journal.store_receipt(key, bot.bot_id, run_id, chat, None, status="failed", error=outcome)
+                self._record(run_id, index, "failed", outcome)
             elif ctx.errors:
                 errors = "; ".join(ctx.errors)[:2000]
-                bot.journal.store_receipt(key, bot.bot_id, run_id, chat, None, status="errors", error=errors)
+                self._record(run_id, index, "errors", errors)
                 log.warning("%s: run %d finished with errors: %s", self.key, run_id, errors)
             elif retry:
-                bot.journal.store_receipt(key, bot.bot_id, run_id, chat, None, status="retried")
+                self._record(run_id, index, "retried")
             ctx.errors = []
             if ctx.default_prevented:  # a plugin listener kept its fallback rules from running
                 break
@@ -438,6 +434,12 @@ class SessionActor(Actor):
         counters.runs += 1
         return status == "done"
 
+    def _record(self, run_id: int, handler_index: int, status: str, error: str | None = None) -> None:
+        """A rule's run that did not simply succeed, as a receipt (see ``actors.failures``)."""
+        bot = self.bot
+        key = failure_key(bot.bot_id, run_id, handler_index)
+        bot.journal.store_receipt(key, bot.bot_id, run_id, self.name, None, status=status, error=error)
+
     async def _handle(
         self, ctx: HandlerContext, handler: Handler, run_id: int, events: list[Any]
     ) -> str | None:
@@ -445,7 +447,6 @@ class SessionActor(Actor):
         bot = self.bot
         counters = bot.counters
         timeout = bot.config.session.handler_timeout
-        ids = [e.event_id for e in events]
         deadline = self.deadline
         deadline.begin(timeout)
         try:
@@ -458,18 +459,27 @@ class SessionActor(Actor):
                 raise
             counters.timed_out_runs += 1
             log.error(
-                "%s: handler run %d missed its %.1fs deadline (events %s)", self.key, run_id, timeout, ids
+                "%s: handler run %d missed its %.1fs deadline (events %s)",
+                self.key,
+                run_id,
+                timeout,
+                _event_ids(events),
             )
             return f"missed its {timeout:g}s deadline"
         except RunFailed as exc:
             counters.failed_runs += 1
             log.error(
-                "%s: %s handler run %d failed: %s (events %s)", self.key, handler.kind, run_id, exc, ids
+                "%s: %s handler run %d failed: %s (events %s)",
+                self.key,
+                handler.kind,
+                run_id,
+                exc,
+                _event_ids(events),
             )
             return str(exc)
         except Exception as exc:
             counters.failed_runs += 1
-            log.exception("%s: handler run %d failed (events %s)", self.key, run_id, ids)
+            log.exception("%s: handler run %d failed (events %s)", self.key, run_id, _event_ids(events))
             return f"{type(exc).__name__} in the {handler.kind} handler"
         return None
 
@@ -486,17 +496,18 @@ class SessionActor(Actor):
         ctx.handler_index = message.handler_index
         await run_actions(ctx, message.actions)
         if ctx.errors:
-            key = failure_key(self.bot.bot_id, message.run_id, message.handler_index)
-            errors = "; ".join(ctx.errors)[:2000]
-            self.bot.journal.store_receipt(
-                key, self.bot.bot_id, message.run_id, self.key.name, None, status="errors", error=errors
-            )
+            self._record(message.run_id, message.handler_index, "errors", "; ".join(ctx.errors)[:2000])
 
     async def _load_state(self) -> dict[str, Any]:
         return await self.bot.journal.load_state(self.bot.bot_id, self.key) or {}
 
     async def _save_state(self, state: dict[str, Any]) -> None:
         await self.bot.journal.save_state(self.bot.bot_id, self.key, state)
+
+
+def _event_ids(events: list[Any]) -> list[str]:
+    """For a failed run's log line (built only then: runs rarely fail)."""
+    return [event.event_id for event in events]
 
 
 def _user_id(events: list[Any]) -> str:

@@ -75,7 +75,7 @@ class Dispatcher:
     def _ensure_worker(self) -> None:
         if self.check_pending or self.starting or self.yielding:
             return
-        if asyncio.current_task() in self.workers:
+        if asyncio.current_task(self.loop) in self.workers:  # the loop given: no lookup of it
             # A running worker will come back to the queue unless it suspends
             # in a receive; look again once it has yielded.
             self.check_pending = True

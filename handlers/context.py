@@ -101,9 +101,12 @@ class HandlerContext:
         chain = MessageChain.of(message) if isinstance(message, str) else message
         origin = self.messages[-1] if quote and self.messages else None
         session = self.session
-        return await self.send(
+        # the api directly, not through ``send``: one coroutine less on every reply
+        result = await self.api.send(
             session.chat_type, session.chat_id, chain, reply_to=origin, thread_id=session.thread or None
         )
+        self.sent.append(result)
+        return result
 
     async def send(
         self,

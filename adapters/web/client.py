@@ -23,16 +23,19 @@ from callboard.adapters.web.limits import TokenBucket
 log = logging.getLogger("callboard.web")
 
 _TEXT = 0x81  # FIN + text opcode
+#: the headers of frames under 126 bytes (most acks), built once
+_SHORT_HEADERS = tuple(bytes((_TEXT, size)) for size in range(126))
+_MEDIUM_HEADER = struct.Struct("!BBH").pack
 
 
-def ws_text_frame(payload: bytes) -> bytes:
-    """One unmasked, uncompressed websocket text frame (RFC 6455 section 5.2)."""
-    size = len(payload)
+def ws_text_header(size: int) -> bytes:
+    """The header of one unmasked, uncompressed websocket text frame of ``size`` bytes
+    (RFC 6455 section 5.2); the payload follows it unchanged."""
     if size < 126:
-        return struct.pack("!BB", _TEXT, size) + payload
+        return _SHORT_HEADERS[size]
     if size < 65536:
-        return struct.pack("!BBH", _TEXT, 126, size) + payload
-    return struct.pack("!BBQ", _TEXT, 127, size) + payload
+        return _MEDIUM_HEADER(_TEXT, 126, size)
+    return struct.pack("!BBQ", _TEXT, 127, size)
 
 
 class WebClient:
@@ -98,7 +101,11 @@ class WebClient:
             transport = self.stream.transport
             if transport is None or transport.is_closing() or self.ws.closed:
                 return
-            transport.write(b"".join([ws_text_frame(data) for data in batch]))
+            chunks: list[bytes] = []
+            for data in batch:  # headers and payloads joined once, not each frame copied first
+                chunks.append(ws_text_header(len(data)))
+                chunks.append(data)
+            transport.write(b"".join(chunks))
             self.writes += 1
             self.frames += len(batch)
             try:

@@ -32,6 +32,9 @@ from callboard.engine.events import (
 )
 from callboard.engine.ids import new_id
 
+#: the frame's chat_type (validated: private or group) as the enum, without an enum call per frame
+_CHAT_TYPES = {kind.value: kind for kind in ChatType}
+
 
 def check(op: EventOp, identity: Identity, directory: Directory) -> None:
     """Refuse what this user may not do (``FrameError`` with code ``forbidden``)."""
@@ -71,7 +74,7 @@ def to_event(bot_id: str, op: EventOp, identity: Identity, directory: Directory)
         assert group is not None
         directory.leave(op.chat_id, user.id)
         return MemberLeft(bot_id=bot_id, adapter="web", dedup_key=dedup_key, group=group, member=user)
-    chat_type = ChatType(op.chat_type)
+    chat_type = _CHAT_TYPES[op.chat_type]
     if isinstance(op, SendOp):
         chain = (
             MessageChain.of(Quote(message_id=op.reply_to), op.text)

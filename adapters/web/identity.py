@@ -49,8 +49,8 @@ class Identity:
     def owns_private(self, chat_id: str) -> bool:
         """A private chat belongs to one user: its id is ``<user id>:<name>``. Group ids
         have no ':', so the two kinds of chat can never name the same chat."""
-        prefix = self.user_id + ":"
-        return len(chat_id) > len(prefix) and chat_id.startswith(prefix)
+        size = len(self.user_id)  # checked for every frame: no prefix string built
+        return len(chat_id) > size + 1 and chat_id[size] == ":" and chat_id.startswith(self.user_id)
 
 
 class _Claims(msgspec.Struct, kw_only=True):

@@ -22,14 +22,10 @@ class TokenBucket:
         self.clock = clock
         self.stamp = clock.now()
 
-    def _refill(self) -> None:
-        now = self.clock.now()
+    def wait(self, now: float) -> float:
+        """Seconds until a token is free at ``now`` (0: one is free now)."""
         self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
         self.stamp = now
-
-    def wait(self) -> float:
-        """Seconds until a token is free (0: one is free now)."""
-        self._refill()
         return 0.0 if self.tokens >= 1.0 else (1.0 - self.tokens) / self.rate
 
     def take(self) -> None:
@@ -58,10 +54,12 @@ class UserLimits:
             self._buckets[user_id] = (bucket, count - 1)
 
 
-def admit(*buckets: TokenBucket) -> float:
-    """Take one token from every bucket, or none if any is empty; returns the wait (0: admitted)."""
-    wait = max(bucket.wait() for bucket in buckets)
+def admit(connection: TokenBucket, user: TokenBucket) -> float:
+    """Take one token from both buckets, or from neither if one is empty; returns the wait
+    (0: admitted). Both read one clock: this runs for every frame a client sends."""
+    now = connection.clock.now()
+    wait = max(connection.wait(now), user.wait(now))
     if wait == 0.0:
-        for bucket in buckets:
-            bucket.take()
+        connection.take()
+        user.take()
     return wait

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable
 from typing import Any
 
 import msgspec
@@ -48,7 +49,8 @@ log = logging.getLogger("callboard.web")
 #: with megabytes buffered would otherwise hold the loop until its in-flight queue fills)
 FAIR_SHARE = 16
 
-InFlight = asyncio.Queue[tuple[asyncio.Future[list[int | None]], Event, str] | None]
+InFlightItem = tuple[asyncio.Future[list[int | None]], Event, str]
+InFlight = asyncio.Queue[InFlightItem | None]
 
 
 class Gateway:
@@ -174,7 +176,9 @@ class Gateway:
             taken = 0
             async for message in ws:
                 if message.type in (WSMsgType.TEXT, WSMsgType.BINARY):
-                    await self._on_frame(client, message.data, in_flight)
+                    waiting = self._on_frame(client, message.data, in_flight)
+                    if waiting is not None:
+                        await waiting
                     taken += 1
                     if taken % FAIR_SHARE == 0:
                         await asyncio.sleep(0)  # buffered frames do not suspend: let others in
@@ -188,40 +192,51 @@ class Gateway:
             await client.close()
         return ws
 
-    async def _on_frame(self, client: WebClient, data: str | bytes, in_flight: InFlight) -> None:
-        size = len(data.encode() if isinstance(data, str) else data)
+    def _on_frame(self, client: WebClient, data: str | bytes, in_flight: InFlight) -> Awaitable[None] | None:
+        """Take one frame. Returns what to await before reading the next one (a subscribe's
+        backlog, a pause after ``busy``, room in the in-flight queue), or None: most frames
+        need no wait, and a coroutine per frame was a measurable part of the hot path."""
         limit = self.config.max_frame_bytes
-        if size > limit:
-            client.push(error(None, "too_large", f"frame of {size} bytes exceeds {limit}"))
-            return
+        if len(data) * 4 > limit:  # a character is at most 4 bytes: only a long frame is measured
+            size = len(data.encode() if isinstance(data, str) else data)
+            if size > limit:
+                client.push(error(None, "too_large", f"frame of {size} bytes exceeds {limit}"))
+                return None
         try:
             op = parse_op(data)
             self._admit(client, op)
         except FrameError as exc:
             client.push(exc.frame())
-            if exc.retry_after is not None:
-                await self._pause(exc.retry_after)  # see _hold_off
-            return
+            return None if exc.retry_after is None else self._pause(exc.retry_after)  # see _hold_off
         if isinstance(op, SubscribeOp):
-            await self.outbox.subscribe(client, op.chat_id, op.since)
-            return
+            return self.outbox.subscribe(client, op.chat_id, op.since)
         event = to_event(self.host.bot_id, op, client.identity, self.directory)
         if isinstance(op, LeaveOp):
             self.outbox.unfollow_user(op.chat_id, client.identity.user_id)
         elif op.chat_id not in client.chats:
             self.outbox.follow(client, op.chat_id)
         future = self.host.ingest([event])
-        await in_flight.put((future, event, op.client_msg_id))
-        await self._hold_off(future)
+        item = (future, event, op.client_msg_id)
+        if in_flight.full():
+            return self._queue_then_hold_off(in_flight, item)
+        in_flight.put_nowait(item)
+        return self._hold_off(future)
 
-    async def _hold_off(self, future: asyncio.Future[list[int | None]]) -> None:
+    async def _queue_then_hold_off(self, in_flight: InFlight, item: InFlightItem) -> None:
+        await in_flight.put(item)
+        waiting = self._hold_off(item[0])
+        if waiting is not None:
+            await waiting
+
+    def _hold_off(self, future: asyncio.Future[list[int | None]]) -> Awaitable[None] | None:
         """A connection told ``busy`` is not read again until the advised retry time:
         what it sends meanwhile waits in its socket (TCP pushes back on the sender), so
         a flood costs one refusal per interval, not one per frame."""
         if future.done() and not future.cancelled():
             busy = future.exception()
             if isinstance(busy, AdapterBusy):
-                await self._pause(busy.retry_after)
+                return self._pause(busy.retry_after)
+        return None
 
     async def _pause(self, seconds: float) -> None:
         """Wait on the engine's clock, or until the bot stops (a shutdown waits for no one)."""
@@ -250,7 +265,8 @@ class Gateway:
     async def _ack_in_order(self, client: WebClient, in_flight: InFlight) -> None:
         """Acknowledge frames in the order they came, each once it is durable."""
         while True:
-            item = await in_flight.get()
+            # what a commit acknowledged is taken without a coroutine per frame
+            item = in_flight.get_nowait() if in_flight.qsize() else await in_flight.get()
             if item is None:
                 return
             future, event, client_msg_id = item

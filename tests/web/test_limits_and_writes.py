@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from callboard.adapters.web.adapter import WebAdapter
-from callboard.adapters.web.client import ws_text_frame
+from callboard.adapters.web.client import ws_text_header
 from callboard.app import Running
 from callboard.engine.clock import ManualClock
 from tests.support import SESSION_SECRET, ChatClient, chat_client, fleet_config, running_fleet
@@ -84,7 +84,7 @@ def _adapter(fleet: Running) -> WebAdapter:
 @pytest.mark.parametrize("size", [0, 125, 126, 65535, 65536, 70000])
 def test_ws_text_frame_headers(size: int) -> None:
     """RFC 6455 5.2: FIN + text opcode, unmasked, 7/16/64-bit payload length."""
-    frame = ws_text_frame(b"x" * size)
+    frame = ws_text_header(size) + b"x" * size
     assert frame[0] == 0x81 and frame[1] & 0x80 == 0
     if size < 126:
         assert frame[1] == size and len(frame) == 2 + size
