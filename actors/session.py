@@ -198,7 +198,7 @@ class SessionActor(Actor):
                 self._add_to_window(name, item, event)
                 return
             await self._flush_window(name)  # the sender's pending text first, then the command alone
-        else:
+        elif self.windows:  # (no coroutine for the common case: no debounce, nothing open)
             await self._flush_windows()
         await self._run([item])
 

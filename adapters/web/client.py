@@ -1,10 +1,12 @@
 """WebClient: one websocket's outgoing side.
 
-Frames are queued and written by one writer task; everything queued by the time it
-runs (the acks of a group commit, the replies of a loop turn) goes out as ONE socket
-write: the websocket frames are encoded here (server frames are unmasked and, with
-compression off, trivial) and handed to the transport together, then the writer waits
-for the transport to drain. A client that falls ``limit`` frames behind is dropped; it
+Frames are queued and written by one flush, a loop callback scheduled by the first
+frame queued; everything queued by the time it runs (the acks of a group commit, the
+replies of a loop turn) goes out as ONE socket write: the websocket frames are encoded
+here (server frames are unmasked and, with compression off, trivial) and handed to the
+transport together. A callback rather than a writer task, as it runs once or twice per
+handled event; only when the transport holds unsent bytes does a task wait for it to
+drain before the next write. A client that falls ``limit`` frames behind is dropped; it
 reconnects and subscribes with ``since`` to catch up.
 """
 
@@ -62,10 +64,13 @@ class WebClient:
         self.writes = 0  # socket writes made (each carries one or more frames)
         self.frames = 0
         self._queue: list[bytes] = []
-        self._wake: asyncio.Future[None] | None = None
+        self._loop = asyncio.get_running_loop()
+        self._flush_scheduled = False
+        #: waits for the transport to drain; no write is made meanwhile
+        self._draining: asyncio.Task[None] | None = None
+        self._stopped = False  # closed, or the socket went away: nothing is written any more
         self._dropped = False
         self.closing: asyncio.Future[bool] | None = None
-        self.writer = asyncio.ensure_future(self._write())
 
     def push(self, data: bytes) -> None:
         if self._dropped:
@@ -76,9 +81,9 @@ class WebClient:
             self.closing = asyncio.ensure_future(self.ws.close(message=b"send queue full"))
             return
         self._queue.append(data)
-        wake = self._wake
-        if wake is not None and not wake.done():
-            wake.set_result(None)
+        if not self._flush_scheduled and self._draining is None:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
 
     def deliver(self, chat: str, seq: int, data: bytes) -> None:
         """A stored frame for ``chat``: sent once, in seq order, even when the
@@ -90,29 +95,39 @@ class WebClient:
             self.sent[chat] = seq
             self.push(data)
 
-    async def _write(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            if not self._queue:
-                self._wake = loop.create_future()
-                await self._wake
-                self._wake = None
-            batch, self._queue = self._queue, []
-            transport = self.stream.transport
-            if transport is None or transport.is_closing() or self.ws.closed:
-                return
-            chunks: list[bytes] = []
-            for data in batch:  # headers and payloads joined once, not each frame copied first
-                chunks.append(ws_text_header(len(data)))
-                chunks.append(data)
-            transport.write(b"".join(chunks))
-            self.writes += 1
-            self.frames += len(batch)
-            try:
-                await self.stream.drain()
-            except (ConnectionError, RuntimeError):
-                return
+    def _flush(self) -> None:
+        """Write every queued frame in one socket write."""
+        self._flush_scheduled = False
+        if self._stopped or self._draining is not None or not self._queue:
+            return
+        transport = self.stream.transport
+        if transport is None or transport.is_closing() or self.ws.closed:
+            self._stopped = True
+            return
+        batch, self._queue = self._queue, []
+        chunks: list[bytes] = []
+        for data in batch:  # headers and payloads joined once, not each frame copied first
+            chunks.append(ws_text_header(len(data)))
+            chunks.append(data)
+        transport.write(b"".join(chunks))
+        self.writes += 1
+        self.frames += len(batch)
+        if transport.get_write_buffer_size():  # the socket did not take it all
+            self._draining = self._loop.create_task(self._drain())
+
+    async def _drain(self) -> None:
+        try:
+            await self.stream.drain()
+        except (ConnectionError, RuntimeError):
+            self._stopped = True
+            return
+        finally:
+            self._draining = None
+        self._flush()
 
     async def close(self) -> None:
-        self.writer.cancel()
-        await asyncio.gather(self.writer, return_exceptions=True)
+        self._stopped = True
+        draining = self._draining
+        if draining is not None:
+            draining.cancel()
+            await asyncio.gather(draining, return_exceptions=True)
