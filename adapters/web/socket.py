@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Awaitable
 from typing import Any
 
@@ -49,8 +50,71 @@ log = logging.getLogger("callboard.web")
 #: with megabytes buffered would otherwise hold the loop until its in-flight queue fills)
 FAIR_SHARE = 16
 
-InFlightItem = tuple[asyncio.Future[list[int | None]], Event, str]
-InFlight = asyncio.Queue[InFlightItem | None]
+
+class Acks:
+    """A connection's event frames waiting for their answer (``ack``, ``duplicate`` or an
+    error), answered in the order they came, each once its ``ingest`` resolved.
+
+    Driven by done callbacks on the ingest futures, not by a task awaiting each in turn:
+    an acker task cost a task step (and a queue round trip) per committed batch per
+    connection, which is about one per event under load."""
+
+    def __init__(self, client: WebClient, bot_id: str, limit: int) -> None:
+        self.client = client
+        self.bot_id = bot_id
+        self.limit = limit
+        self.waiting: deque[tuple[asyncio.Future[list[int | None]], Event, str]] = deque()
+        self._loop = asyncio.get_running_loop()
+        self._room: asyncio.Future[None] | None = None  # the reader waits for the queue to shrink
+        self._empty: asyncio.Future[None] | None = None  # the connection closes once all are answered
+
+    def add(self, future: asyncio.Future[list[int | None]], event: Event, client_msg_id: str) -> None:
+        self.waiting.append((future, event, client_msg_id))
+        future.add_done_callback(self._settled)
+
+    def full(self) -> bool:
+        return len(self.waiting) >= self.limit
+
+    async def room(self) -> None:
+        """Until fewer than ``limit`` frames wait (the reader holds off meanwhile)."""
+        while self.full():
+            self._room = self._loop.create_future()
+            await self._room
+
+    async def drained(self) -> None:
+        """Until every frame taken has been answered."""
+        while self.waiting:
+            self._empty = self._loop.create_future()
+            await self._empty
+
+    def _settled(self, _: asyncio.Future[list[int | None]]) -> None:
+        waiting = self.waiting
+        while waiting and waiting[0][0].done():
+            self.client.push(self._answer(*waiting.popleft()))
+        if self._room is not None and not self.full():
+            _wake(self._room)
+            self._room = None
+        if self._empty is not None and not waiting:
+            _wake(self._empty)
+            self._empty = None
+
+    def _answer(self, future: asyncio.Future[list[int | None]], event: Event, client_msg_id: str) -> bytes:
+        failure = future.exception() if not future.cancelled() else asyncio.CancelledError()
+        if isinstance(failure, AdapterBusy):
+            return error(client_msg_id, "busy", f"{failure}; retry later", failure.retry_after)
+        if failure is not None:
+            log.error("web %s: journal append failed: %r", self.bot_id, failure)
+            return error(client_msg_id, "unavailable", "could not store the event; retry")
+        (seq,) = future.result()
+        if seq is None:
+            return encode(Duplicate(client_msg_id=client_msg_id))
+        message_id = getattr(event, "message_id", None)
+        return encode(Ack(client_msg_id=client_msg_id, message_id=message_id, event_id=event.event_id))
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 class Gateway:
@@ -170,13 +234,12 @@ class Gateway:
             self.user_limits.attach(user_id),
         )
         client.push(encode(Hello(user_id=user_id, user_name=identity.name, token=issued)))
-        in_flight: InFlight = asyncio.Queue(self.config.max_in_flight)
-        acker = asyncio.ensure_future(self._ack_in_order(client, in_flight))
+        acks = Acks(client, self.host.bot_id, self.config.max_in_flight)
         try:
             taken = 0
             async for message in ws:
                 if message.type in (WSMsgType.TEXT, WSMsgType.BINARY):
-                    waiting = self._on_frame(client, message.data, in_flight)
+                    waiting = self._on_frame(client, message.data, acks)
                     if waiting is not None:
                         await waiting
                     taken += 1
@@ -186,15 +249,14 @@ class Gateway:
                     break
         finally:
             self.user_limits.detach(user_id)
-            await in_flight.put(None)
-            await asyncio.gather(acker, return_exceptions=True)
+            await acks.drained()
             self.outbox.forget(client)
             await client.close()
         return ws
 
-    def _on_frame(self, client: WebClient, data: str | bytes, in_flight: InFlight) -> Awaitable[None] | None:
+    def _on_frame(self, client: WebClient, data: str | bytes, acks: Acks) -> Awaitable[None] | None:
         """Take one frame. Returns what to await before reading the next one (a subscribe's
-        backlog, a pause after ``busy``, room in the in-flight queue), or None: most frames
+        backlog, a pause after ``busy``, room among the frames in flight), or None: most frames
         need no wait, and a coroutine per frame was a measurable part of the hot path."""
         limit = self.config.max_frame_bytes
         if len(data) * 4 > limit:  # a character is at most 4 bytes: only a long frame is measured
@@ -216,15 +278,12 @@ class Gateway:
         elif op.chat_id not in client.chats:
             self.outbox.follow(client, op.chat_id)
         future = self.host.ingest([event])
-        item = (future, event, op.client_msg_id)
-        if in_flight.full():
-            return self._queue_then_hold_off(in_flight, item)
-        in_flight.put_nowait(item)
-        return self._hold_off(future)
+        acks.add(future, event, op.client_msg_id)
+        return self._hold_off(future) if not acks.full() else self._room_then_hold_off(acks, future)
 
-    async def _queue_then_hold_off(self, in_flight: InFlight, item: InFlightItem) -> None:
-        await in_flight.put(item)
-        waiting = self._hold_off(item[0])
+    async def _room_then_hold_off(self, acks: Acks, future: asyncio.Future[list[int | None]]) -> None:
+        await acks.room()
+        waiting = self._hold_off(future)
         if waiting is not None:
             await waiting
 
@@ -261,36 +320,6 @@ class Gateway:
         wait = admit(client.rate, client.user_rate)
         if wait > 0:
             raise FrameError("busy", "rate limit reached; retry later", cid, retry_after=wait)
-
-    async def _ack_in_order(self, client: WebClient, in_flight: InFlight) -> None:
-        """Acknowledge frames in the order they came, each once it is durable."""
-        while True:
-            # what a commit acknowledged is taken without a coroutine per frame
-            item = in_flight.get_nowait() if in_flight.qsize() else await in_flight.get()
-            if item is None:
-                return
-            future, event, client_msg_id = item
-            try:
-                (seq,) = await future
-            except AdapterBusy as exc:
-                client.push(error(client_msg_id, "busy", f"{exc}; retry later", exc.retry_after))
-                continue
-            except Exception as exc:
-                log.error("web %s: journal append failed: %r", self.host.bot_id, exc)
-                client.push(error(client_msg_id, "unavailable", "could not store the event; retry"))
-                continue
-            if seq is None:
-                client.push(encode(Duplicate(client_msg_id=client_msg_id)))
-                continue
-            client.push(
-                encode(
-                    Ack(
-                        client_msg_id=client_msg_id,
-                        message_id=getattr(event, "message_id", None),
-                        event_id=event.event_id,
-                    )
-                )
-            )
 
 
 async def _json_body(request: web.Request) -> dict[str, Any] | None:
