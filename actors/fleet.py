@@ -9,7 +9,9 @@ clear log line, and nothing escalates to the fleet.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from callboard.actors.bot import BotActor
@@ -125,7 +127,12 @@ class FleetActor(Actor):
 
     def _sandbox_settings(self) -> SandboxSettings | None:
         settings = self.config.sandbox
-        return settings if settings is not None and settings.enabled else None
+        if settings is None or not settings.enabled:
+            return None
+        if settings.workspace_dir is None:  # workspace images live next to the journal by default
+            folder = Path(os.path.abspath(self.journal.path)).parent / "workspaces"
+            settings = settings.model_copy(update={"workspace_dir": str(folder)})
+        return settings
 
     def _spawn(self, bot: BotConfig) -> None:
         factory: SandboxFactory = handler_sandboxes(self.sandbox, bot)

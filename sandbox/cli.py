@@ -26,7 +26,7 @@ from callboard.sandbox.config import DEFAULT_IMAGE, SandboxSettings
 from callboard.sandbox.docker_backend import DockerBackend
 from callboard.sandbox.engine import EngineEndpoint, off_reason, resolve_endpoint
 from callboard.sandbox.image import ImageBuildError, build_image, image_id
-from callboard.sandbox.workspaces import prune
+from callboard.sandbox.workspaces import list_volumes, prune
 
 
 class CliError(Exception):
@@ -163,6 +163,7 @@ def _status(settings: SandboxSettings) -> int:
     try:
         found = image_id(backend.client, settings.image)
         containers = backend.list_containers()
+        volumes = list_volumes(backend.client)
     except Exception as error:
         print(f"sandbox: unavailable - {error}")
         return 1
@@ -175,10 +176,20 @@ def _status(settings: SandboxSettings) -> int:
     print(f"              {info.product} {info.version}, API {info.api_version}")
     print(f"  image:      {settings.image} - " + (f"present ({found[:19]})" if found else "MISSING"))
     print(f"  containers: {len(containers)} labelled callboard.fleet ({fleets})")
+    kinds = Counter(volume.kind for volume in volumes)
+    quotas = ", ".join(f"{count} {_QUOTAS[kind]}" for kind, count in sorted(kinds.items())) or "none"
+    print(f"  workspaces: {len(volumes)} persistent ({quotas})")
     if not found:
         print("run `callboard sandbox build-image` to build it")
         return 1
     return 0
+
+
+_QUOTAS = {
+    "loop": "with a hard quota (ext4 image, loop-mounted)",
+    "driver": "with a hard quota (the volume driver's size)",
+    "measured": "with a measured quota",
+}
 
 
 def _live(admin: str, token: str | None) -> int:
@@ -200,6 +211,23 @@ def _live(admin: str, token: str | None) -> int:
         f"live: {admin} - engine {report['state']}, {len(sessions)} of {report['max_sessions']} sessions, "
         f"idle TTL {report['idle_ttl']:g}s, {report['calls']} calls"
     )
+    workspaces = report.get("workspaces")
+    if workspaces:
+        print(f"  workspaces: new ones get a {workspaces['kind']} quota ({workspaces['reason']})")
+    for tenant, usage in sorted((report.get("tenants") or {}).items()):
+        cpu = f"{usage['cpu_seconds']:g}" + (
+            f" of {usage['max_cpu_seconds']:g}" if usage["max_cpu_seconds"] is not None else ""
+        )
+        disk = "unmeasured" if usage["disk"] is None else f"{usage['disk']}"
+        if usage["max_disk"] is not None:
+            disk += f" of {usage['max_disk']}"
+        sessions_of = f"{usage['sessions']}" + (
+            f" of {usage['max_sessions']}" if usage["max_sessions"] is not None else ""
+        )
+        print(
+            f"  tenant {tenant}: {sessions_of} sessions, {cpu} CPU-seconds in {usage['cpu_window']:g}s, "
+            f"disk {disk} bytes" + (" - REFUSED" if usage["refused"] else "")
+        )
     for session in sessions:
         reap = (
             "kept (busy or running processes)"
