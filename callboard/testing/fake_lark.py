@@ -35,7 +35,7 @@ import itertools
 import os
 import secrets
 import time
-from collections import Counter, deque
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +44,8 @@ import orjson
 from aiohttp import web
 from Crypto.Cipher import AES
 from lark_oapi.ws.pb.pbbp2_pb2 import Frame
+
+from callboard.testing.server import FakePlatform
 
 APP_ID = "cli_callboard_test"
 APP_SECRET = "callboard-test-app-secret-0123456789"
@@ -157,7 +159,7 @@ def sign(timestamp: str, nonce: str, encrypt_key: str, body: bytes) -> str:
 # ---------------------------------------------------------------------- the server
 
 
-class FakeLark:
+class FakeLark(FakePlatform[Failure]):
     """``await start()``; use ``base_url`` as the adapter's ``domain``; ``await close()``."""
 
     def __init__(
@@ -172,6 +174,7 @@ class FakeLark:
         ping_interval: int = 120,
         honour_uuid: bool = True,
     ) -> None:
+        super().__init__()
         self.app_id = app_id
         self.app_secret = app_secret
         self.verification_token = verification_token
@@ -188,8 +191,6 @@ class FakeLark:
         self.token_grants: Counter[str] = Counter()
         self.calls: list[Call] = []
         self.answered_count: Counter[str] = Counter()  # successful calls by name
-        self.failures: dict[str, deque[Failure]] = {}
-        self.held: set[str] = set()
         self.waiting: Counter[str] = Counter()
         self.users: dict[str, dict[str, Any]] = {}
         self.chats: dict[str, dict[str, Any]] = {}
@@ -215,13 +216,10 @@ class FakeLark:
         self.webhook_statuses: list[int] = []
         self.webhook_retry = 0.2  # seconds before an event answered as failed is delivered again
         self._ids = itertools.count(1)
-        self._released = asyncio.Event()
         self._changed = asyncio.Event()
-        self._runner: web.AppRunner | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._client: aiohttp.ClientSession | None = None
         self._deliverer: asyncio.Task[None] | None = None
-        self.port = 0
         self.add_user(BOT_OPEN_ID, BOT_NAME)
 
     # ------------------------------------------------------------------ lifecycle
@@ -263,13 +261,7 @@ class FakeLark:
         for method, path, name, handler in routes:
             app.router.add_route(method, path, self._wrap(name, handler))
         app.router.add_get("/ws", self._ws)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        server = site._server
-        assert server is not None
-        self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+        await self.serve(app)
         return self
 
     async def close(self) -> None:
@@ -283,26 +275,13 @@ class FakeLark:
             await ws.close()
         if self._client is not None:
             await self._client.close()
-        if self._runner is not None:
-            await self._runner.cleanup()
+        await self.stop_serving()
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     # ------------------------------------------------------------------ test controls
-
-    def fail(self, name: str, *failures: Failure) -> None:
-        """The next ``len(failures)`` calls named ``name`` get these answers."""
-        self.failures.setdefault(name, deque()).extend(failures)
-
-    def hold(self, *names: str) -> None:
-        self._released.clear()
-        self.held.update(names)
-
-    def release(self) -> None:
-        self.held.clear()
-        self._released.set()
 
     def expire_tokens(self) -> None:
         """Every token handed out so far stops working (as after its two hours)."""
@@ -552,8 +531,7 @@ class FakeLark:
                     self.waiting[name] -= 1
                 if request.transport is None or request.transport.is_closing():
                     return web.Response(status=499)  # the client went away: never carried out
-            queued = self.failures.get(name)
-            failure = queued.popleft() if queued else None
+            failure = self.next_failure(name)
             if failure is not None and failure.kind == "drop":
                 assert request.transport is not None
                 request.transport.close()

@@ -43,7 +43,7 @@ import hashlib
 import hmac
 import itertools
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,6 +52,8 @@ from urllib.parse import urlencode
 import aiohttp
 import orjson
 from aiohttp import web
+
+from callboard.testing.server import FakePlatform
 
 BOT_TOKEN = "xoxb-1111-2222-callboardtest"
 APP_TOKEN = "xapp-1-A0CALLAPP-3333-callboardtest"
@@ -154,7 +156,7 @@ class Socket:
 # ---------------------------------------------------------------------- the server
 
 
-class FakeSlack:
+class FakeSlack(FakePlatform[Failure]):
     """``await start()``, point the adapter's base_url at ``base_url``, ``await close()``."""
 
     def __init__(
@@ -165,6 +167,7 @@ class FakeSlack:
         signing_secret: str = SIGNING_SECRET,
         echo: bool = True,
     ) -> None:
+        super().__init__()
         self.bot_token = bot_token
         self.app_token = app_token
         self.signing_secret = signing_secret
@@ -172,9 +175,6 @@ class FakeSlack:
         self.revoked: set[str] = set()
         self.calls: list[Call] = []
         self.answered_count: Counter[str] = Counter()
-        self.failures: dict[str, deque[Failure]] = {}
-        self.held: set[str] = set()
-        self._released = asyncio.Event()
         self._called = asyncio.Event()
         # state
         self.users: dict[str, dict[str, Any]] = {}
@@ -214,8 +214,6 @@ class FakeSlack:
         self._redeliverer: asyncio.Task[None] | None = None
         self._ts = itertools.count(int(time.time() * 1_000_000))
         self._ids = itertools.count(1)
-        self._runner: web.AppRunner | None = None
-        self.port = 0
         self.add_user(BOT_USER, "callboard", is_bot=True, bot_id=BOT_ID)
 
     # ------------------------------------------------------------------ lifecycle
@@ -226,11 +224,7 @@ class FakeSlack:
         app.router.add_post("/upload/{file_id}", self._upload)
         app.router.add_get("/files-pri/{file_id}/{name}", self._download)
         app.router.add_get("/link/", self._socket)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = int(self._runner.addresses[0][1])
+        await self.serve(app)
         self._redeliverer = asyncio.ensure_future(self._redeliver_loop())
         return self
 
@@ -246,8 +240,7 @@ class FakeSlack:
             await sock.ws.close()
         if self._http is not None:
             await self._http.close()
-        if self._runner is not None:
-            await self._runner.cleanup()
+        await self.stop_serving()
 
     @property
     def root(self) -> str:
@@ -258,18 +251,6 @@ class FakeSlack:
         return f"{self.root}/api/"
 
     # ------------------------------------------------------------------ test controls
-
-    def fail(self, method: str, *failures: Failure) -> None:
-        """The next ``len(failures)`` calls of ``method`` get these answers."""
-        self.failures.setdefault(method, deque()).extend(failures)
-
-    def hold(self, *methods: str) -> None:
-        self._released.clear()
-        self.held.update(methods)
-
-    def release(self) -> None:
-        self.held.clear()
-        self._released.set()
 
     def revoke(self, token: str) -> None:
         """Calls with ``token`` answer ``token_revoked`` from now on."""
@@ -843,8 +824,7 @@ class FakeSlack:
             await self._released.wait()
         if _gone(request):
             return web.Response(status=499)  # the client left while the call waited: never carried out
-        queue = self.failures.get(method)
-        failure = queue.popleft() if queue else None
+        failure = self.next_failure(method)
         if failure is not None and failure.kind == "drop":
             assert request.transport is not None
             request.transport.close()

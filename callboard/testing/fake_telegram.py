@@ -27,7 +27,7 @@ import contextlib
 import copy
 import itertools
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,6 +35,8 @@ from typing import Any
 import aiohttp
 import orjson
 from aiohttp import web
+
+from callboard.testing.server import FakePlatform
 
 TOKEN = "123456:TEST-callboard-token_0123456789"
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
@@ -249,10 +251,11 @@ class Webhook:
     statuses: list[int] = field(default_factory=list)
 
 
-class FakeBotAPI:
+class FakeBotAPI(FakePlatform[Failure]):
     """The server. ``await start()``, use ``base_url`` as the adapter's base_url, ``await close()``."""
 
     def __init__(self, token: str = TOKEN, *, username: str = "callboard_test_bot") -> None:
+        super().__init__()
         self.token = token
         self.me: dict[str, Any] = {
             "id": int(token.split(":", 1)[0]),
@@ -270,8 +273,6 @@ class FakeBotAPI:
         self.pending: list[dict[str, Any]] = []
         self.served: Counter[int] = Counter()
         self.conflicts = 0
-        self.failures: dict[str, deque[Failure]] = {}
-        self.held: set[str] = set()
         self.waiting: Counter[str] = Counter()  # calls waiting on a hold, by lower-case method
         self.chats: dict[int, dict[str, Any]] = {}
         self.chat_info: dict[int, dict[str, Any]] = {}
@@ -292,10 +293,7 @@ class FakeBotAPI:
         self._poll: tuple[asyncio.Future[None], web.Request] | None = None
         self._changed = asyncio.Event()
         self._called = asyncio.Event()
-        self._released = asyncio.Event()
         self._deliverer: asyncio.Task[None] | None = None
-        self._runner: web.AppRunner | None = None
-        self.port = 0
         self._methods = {name.lower(): handler for name, handler in self._handlers().items()}
 
     # ------------------------------------------------------------------ lifecycle
@@ -304,11 +302,7 @@ class FakeBotAPI:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", "/bot{token}/{method}", self._api)
         app.router.add_get("/file/bot{token}/{path:.*}", self._download)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = int(self._runner.addresses[0][1])
+        await self.serve(app)
         return self
 
     async def close(self) -> None:
@@ -316,8 +310,7 @@ class FakeBotAPI:
         if self._deliverer is not None:
             self._deliverer.cancel()
             await asyncio.gather(self._deliverer, return_exceptions=True)
-        if self._runner is not None:
-            await self._runner.cleanup()
+        await self.stop_serving()
 
     @property
     def base_url(self) -> str:
@@ -329,18 +322,8 @@ class FakeBotAPI:
 
     # ------------------------------------------------------------------ test controls
 
-    def fail(self, method: str, *failures: Failure) -> None:
-        """The next ``len(failures)`` calls of ``method`` get these answers."""
-        self.failures.setdefault(method.lower(), deque()).extend(failures)
-
-    def hold(self, *methods: str) -> None:
-        """Calls of these methods wait until ``release()``."""
-        self._released.clear()
-        self.held.update(m.lower() for m in methods)
-
-    def release(self) -> None:
-        self.held.clear()
-        self._released.set()
+    def call_key(self, name: str) -> str:
+        return name.lower()  # the Bot API's method names are case-insensitive
 
     def add_chat(
         self,
@@ -468,8 +451,7 @@ class FakeBotAPI:
         handler = self._methods.get(key)
         if handler is None:
             return _error(404, "Not Found")
-        queue = self.failures.get(key)
-        failure = queue.popleft() if queue else None
+        failure = self.next_failure(key)
         if failure is not None and failure.kind == "status":
             return _error(failure.status, failure.description, failure.retry_after)
         if failure is not None and failure.kind == "drop":
