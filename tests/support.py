@@ -1,5 +1,5 @@
-"""Helpers for tests that run a real fleet: config text, a started fleet, and a
-web-chat client speaking the websocket protocol."""
+"""Helpers for tests that run a real fleet: config text, a started fleet, what its
+journal stored, and a web-chat client speaking the websocket protocol."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from typing import Any
 
 import aiohttp
 import orjson
+import pytest
 
 from callboard.actors.config import FleetConfig
 from callboard.actors.config_file import parse_fleet
@@ -20,6 +21,7 @@ from callboard.adapters.web.config import WebAdapterConfig
 from callboard.adapters.web.identity import Identity, Sessions
 from callboard.app import Running, start
 from callboard.engine.clock import Clock
+from callboard.engine.events import Event, SessionKey, decode_event
 
 PIPELINE_ECHO = """
       - event_type: message.received
@@ -88,13 +90,70 @@ def fleet_config(
     return parse_fleet(text, "test.yaml")
 
 
+def platform_fleet(
+    tmp_path: Path,
+    *,
+    bot: str,
+    adapter: str,
+    handlers: str,
+    port: int,
+    window: str,
+    session: str = "",
+    name: str,
+) -> FleetConfig:
+    """A fleet with one bot ``bot`` of a platform adapter, parsed as file ``name``: ``adapter``
+    is the YAML of its ``adapter:`` block, ``handlers`` of its handler list (empty: none),
+    ``session`` one more line of its ``session:`` block."""
+    adapter_lines = textwrap.indent(textwrap.dedent(adapter).strip() + "\n", " " * 6)
+    text = (
+        f"name: test\nengine:\n  journal: {tmp_path / 'journal.sqlite3'}\n"
+        f"  admin: {{host: 127.0.0.1, port: {port}}}\n  shutdown_timeout: 10s\n"
+        f"bots:\n  - id: {bot}\n    adapter:\n{adapter_lines}"
+        f"    session:\n      debounce: {{window: {window}, max_wait: 10s}}\n"
+        + (f"      {session}\n" if session else "")
+        + "    handlers:"
+        + ("\n" + textwrap.indent(textwrap.dedent(handlers).strip(), "      ") if handlers else " []")
+        + "\n"
+    )
+    return parse_fleet(text, name)
+
+
 @contextlib.asynccontextmanager
-async def running_fleet(config: FleetConfig, clock: Clock | None = None) -> AsyncIterator[Running]:
-    running = await start(config, port=0, clock=clock)
+async def running_fleet(
+    config: FleetConfig, clock: Clock | None = None, *, port: int | None = 0
+) -> AsyncIterator[Running]:
+    """The fleet, started and stopped; on any free port unless ``port`` says otherwise
+    (``None``: the one its file names, as a platform's webhook URL needs it up front)."""
+    running = await start(config, port=port, clock=clock)
     try:
         yield running
     finally:
         await running.stop()
+
+
+async def stored_events(fleet: Running, bot: str) -> list[Event]:
+    """Every event the journal stored for ``bot``, in order."""
+    rows = await fleet.journal.query("SELECT payload FROM events WHERE bot=? ORDER BY seq", (bot,))
+    return [decode_event(payload) for (payload,) in rows]
+
+
+def stall_appends(monkeypatch: pytest.MonkeyPatch, fleet: Running, *, seconds: float, count: int) -> None:
+    """Fault injection: the next ``count`` journal appends take ``seconds`` to become durable."""
+    loop = asyncio.get_running_loop()
+    real_append = fleet.journal.append
+    left = count
+
+    def stalled_append(event: Event, session: SessionKey) -> asyncio.Future[int | None]:
+        nonlocal left
+        inner = real_append(event, session)
+        if left == 0:
+            return inner
+        left -= 1
+        outer: asyncio.Future[int | None] = loop.create_future()
+        loop.call_later(seconds, inner.add_done_callback, lambda done: outer.set_result(done.result()))
+        return outer
+
+    monkeypatch.setattr(fleet.journal, "append", stalled_append)
 
 
 class ChatClient:
