@@ -218,15 +218,17 @@ def _live(admin: str, token: str | None) -> int:
         cpu = f"{usage['cpu_seconds']:g}" + (
             f" of {usage['max_cpu_seconds']:g}" if usage["max_cpu_seconds"] is not None else ""
         )
-        disk = "unmeasured" if usage["disk"] is None else f"{usage['disk']}"
-        if usage["max_disk"] is not None:
-            disk += f" of {usage['max_disk']}"
+        limit = usage["max_disk"]
+        if usage["disk"] is None:
+            disk = "not measured" + (f" (budget {limit} bytes)" if limit is not None else "")
+        else:
+            disk = f"{usage['disk']}" + (f" of {limit}" if limit is not None else "") + " bytes"
         sessions_of = f"{usage['sessions']}" + (
             f" of {usage['max_sessions']}" if usage["max_sessions"] is not None else ""
         )
         print(
             f"  tenant {tenant}: {sessions_of} sessions, {cpu} CPU-seconds in {usage['cpu_window']:g}s, "
-            f"disk {disk} bytes" + (" - REFUSED" if usage["refused"] else "")
+            f"disk {disk}" + (" - REFUSED" if usage["refused"] else "")
         )
     for session in sessions:
         reap = (

@@ -5,6 +5,9 @@ in-memory backend of ``fakes.py`` with a CPU meter; real containers in ``test_qu
 
 from __future__ import annotations
 
+import http.server
+import json
+import threading
 from collections.abc import AsyncIterator
 from functools import partial
 from pathlib import Path
@@ -18,6 +21,7 @@ from callboard.engine import ActorRef, ActorSystem, ManualClock
 from callboard.engine.audit import AuditQuery, read_audit
 from callboard.engine.journal import Journal
 from callboard.engine.sandbox_api import ExecArgs, ExecResult, SandboxQuotaExceeded, SandboxTools
+from callboard.sandbox import cli
 from callboard.sandbox.backend import ExecRequest, Meter, SessionSpec
 from callboard.sandbox.budgets import CPU_TOOL, TenantBudgets
 from callboard.sandbox.config import SandboxPolicy, SandboxSettings
@@ -71,6 +75,7 @@ class MeteredBackend(FakeBackend):
     def create_session(self, spec: SessionSpec) -> BurnSession:
         self.engine.check()
         self.engine.creates += 1
+        self.engine.cpu[spec.session] = 0.0  # type: ignore[attr-defined]  # a new container starts at 0
         return BurnSession(self.engine, spec, self.engine.add(spec.fleet, spec.session, spec.instance))
 
     def meter(self, fleet: str, sessions: list[str], disk: bool) -> Meter:
@@ -189,6 +194,24 @@ async def test_charges_survive_a_restart_through_the_journal(
         await second.shutdown(timeout=10)
 
 
+async def test_a_replaced_container_is_charged_from_zero(fake: FakeEngine, clock: ManualClock) -> None:
+    system = ActorSystem("budgets-replaced", clock=clock)
+    try:
+        manager = system.spawn(SandboxManager, "sandbox", "fleet", SETTINGS, partial(MeteredBackend, fake))
+        acme = chat(manager, "acme")
+        await acme.exec(ExecArgs(argv=["burn", "3"]))
+        await acme.exec(ExecArgs(argv=["wedge"]))  # unhealthy: the session replaces its container
+        await acme.exec(ExecArgs(argv=["burn", "1"]))  # the new one, same name, counts from 0
+
+        async def charged() -> bool:
+            return bool((await sandbox_report(manager))["tenants"]["acme"]["cpu_seconds"] == 4.0)
+
+        await eventually(charged, what="both containers charged")
+        assert fake.creates == 2
+    finally:
+        await system.shutdown(timeout=10)
+
+
 async def test_a_tenant_whose_workspaces_hold_too_much_is_refused(
     fake: FakeEngine, clock: ManualClock
 ) -> None:
@@ -215,3 +238,51 @@ async def test_a_tenant_whose_workspaces_hold_too_much_is_refused(
         await chat(manager, "acme").exec(ExecArgs(argv=["true"]))
     finally:
         await system.shutdown(timeout=10)
+
+
+def test_status_admin_prints_the_workspace_quota_and_tenants(capsys: pytest.CaptureFixture[str]) -> None:
+    report = {
+        "state": "up",
+        "max_sessions": 20,
+        "idle_ttl": 600.0,
+        "calls": 3,
+        "sessions": [],
+        "errors": [],
+        "workspaces": {"kind": "loop", "reason": "an ext4 image per workspace in /srv/ws, loop-mounted"},
+        "tenants": {
+            "acme": {
+                "sessions": 1,
+                "max_sessions": 5,
+                "cpu_seconds": 5.5,
+                "max_cpu_seconds": 5.0,
+                "cpu_window": 3600.0,
+                "disk": None,
+                "max_disk": 1048576,
+                "refused": "tenant 'acme' is over its CPU budget",
+            }
+        },
+    }
+    body = json.dumps(report).encode()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        assert cli._live(f"http://127.0.0.1:{server.server_address[1]}", None) == 0
+    finally:
+        server.shutdown()
+        server.server_close()
+    printed = capsys.readouterr().out
+    assert "workspaces: new ones get a loop quota (an ext4 image per workspace in /srv/ws" in printed
+    assert "tenant acme: 1 of 5 sessions, 5.5 of 5 CPU-seconds in 3600s, disk not measured" in printed
+    assert "(budget 1048576 bytes) - REFUSED" in printed
