@@ -51,6 +51,19 @@ CONNECTION_STRATEGY = SupervisorStrategy(
 )
 
 
+STANDBY = "standby: another node of the cluster runs the connection"
+
+
+class _ConnectionLease:
+    """Cluster mode: this node took (``owned``) or lost the lease of a connection that
+    runs once per fleet; start or stop it."""
+
+    __slots__ = ("owned",)
+
+    def __init__(self, owned: bool) -> None:
+        self.owned = owned
+
+
 class BotStore:
     """``AdapterStore`` for one bot: its slice of the journal's stored output."""
 
@@ -134,6 +147,7 @@ class BotHost:
         self.connection_detail = "starting"
         #: cluster mode: committed events go to the stream, not straight to the sessions
         self.cluster: ClusterLink | None = None
+        self.adapter: Adapter | None = None
 
     @property
     def bot_id(self) -> str:
@@ -229,6 +243,14 @@ class BotHost:
                 self.in_flight.replayed(inbound.seq, inbound.key)
             self.sessions.tell(item)
 
+    def from_peer(self, data: bytes) -> None:
+        """Cluster mode: what this bot's adapter on another node handed its peers."""
+        if self.adapter is not None:
+            self.adapter.from_peer(data)
+
+    def peers(self) -> Callable[[bytes], None] | None:
+        return self.cluster.peers(self._bot_id) if self.cluster is not None else None
+
     def secret(self, name: str) -> bytes:
         return fleet_secret(self._journal.path, name)
 
@@ -264,6 +286,10 @@ class BotActor(Actor):
         self.host = BotHost(config.id, journal, self.context.system, http, stats, backlog)
         self.adapter: Adapter | None = None
         self.runtime: BotRuntime | None = None
+        #: cluster mode, a connection run once per fleet: its class and arguments, and
+        #: the running actor while this node holds its lease
+        self.leased: tuple[type[Actor], tuple[Any, ...]] | None = None
+        self.connection: ActorRef | None = None
 
     async def on_start(self) -> None:
         config = self.config
@@ -296,15 +322,37 @@ class BotActor(Actor):
         self.host.sessions = self.context.spawn(SessionsActor, "sessions", self.runtime)
         if isinstance(cluster, ClusterLink):
             self.host.cluster = cluster
+            self.host.adapter = adapter
             cluster.attach(config.id, self.host)
         connection_cls, args = adapter.connection()
-        self.context.spawn(connection_cls, "connection", *args, supervisor=CONNECTION_STRATEGY)
+        if isinstance(cluster, ClusterLink) and adapter.singleton_connection():
+            self.leased = (connection_cls, args)
+            self.host.set_connected(True, STANDBY)
+            me = self.ref
+            cluster.claim_connection(
+                config.id, config.adapter.type, lambda owned: me.tell(_ConnectionLease(owned))
+            )
+        else:
+            self.context.spawn(connection_cls, "connection", *args, supervisor=CONNECTION_STRATEGY)
         log.info("bot %s started (%s adapter)", config.id, config.adapter.type)
 
     async def receive(self, message: Any) -> Any:
         if isinstance(message, Ping):  # answered once on_start (adapter, children) has run
             return True
+        if isinstance(message, _ConnectionLease):
+            await self._connection_lease(message.owned)
+            return None
         raise TypeError(f"unexpected message {message!r}")
+
+    async def _connection_lease(self, owned: bool) -> None:
+        current = self.connection
+        if owned and current is None and self.leased is not None:
+            cls, args = self.leased
+            self.connection = self.context.spawn(cls, "connection", *args, supervisor=CONNECTION_STRATEGY)
+        elif not owned and current is not None:
+            self.connection = None
+            await current.stop()  # before another node may start it (the lease's margin)
+            self.host.set_connected(True, STANDBY)
 
     async def on_stop(self) -> None:
         if self.host.cluster is not None:

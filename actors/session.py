@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from typing import Any
 
 from callboard.actors.deadline import RunDeadline
@@ -56,6 +57,9 @@ from callboard.handlers.base import Handler
 from callboard.handlers.context import HandlerContext, RunFailed
 
 log = logging.getLogger("callboard.session")
+
+#: seqs a session remembers having taken (a replay below its newest is checked against them)
+TAKEN_KEPT = 256
 
 
 class HandlerCrashLoop(RuntimeError):
@@ -110,6 +114,9 @@ class SessionActor(Actor):
         self.windows: dict[str, _Window] = {}
         self.generation = 0
         self.last_seq = 0
+        #: the latest seqs taken, so an event replayed from the journal below
+        #: ``last_seq`` is still taken once (see ``_fresh``)
+        self.taken: deque[int] = deque(maxlen=TAKEN_KEPT)
         self.failures = 0
         debounce = bot.config.session.debounce
         self.debounce = debounce if debounce.window > 0 else None
@@ -174,18 +181,28 @@ class SessionActor(Actor):
         else:
             raise TypeError(f"unexpected message {message!r}")
 
+    def _fresh(self, item: Inbound) -> bool:
+        """Whether ``item`` is new to this session; marks it taken. A live delivery at or
+        below ``last_seq`` was already taken from the journal after a restart. A replay
+        from the journal (pending there, not in flight on this node) may be below it: in
+        cluster mode, an event committed on a node that could not publish it is handed
+        on by the sweep after later events of its chat (docs/scale-out.md)."""
+        if item.seq <= self.last_seq and (not item.replayed or item.seq in self.taken):
+            return False
+        self.taken.append(item.seq)
+        self.last_seq = max(self.last_seq, item.seq)
+        return True
+
     async def _accept(self, item: Inbound | ReplayRun) -> None:
         if isinstance(item, ReplayRun):
-            inbounds = [i for i in item.inbounds if i.seq > self.last_seq]
+            inbounds = [i for i in item.inbounds if self._fresh(i)]
             if not inbounds:
                 return
-            self.last_seq = max(i.seq for i in inbounds)
             await self._flush_windows()
             await self._run(inbounds, run_id=item.run_id, replayed=True)
             return
-        if item.seq <= self.last_seq:
-            return  # already taken from the journal after a restart
-        self.last_seq = item.seq
+        if not self._fresh(item):
+            return
         event = item.event
         if item.replayed:
             await self._flush_windows()

@@ -1,0 +1,215 @@
+"""A Telegram bot in long-polling mode on several engine nodes: its connection is
+leased (``conn.tg.telegram``), so exactly one node polls. Kill -9 of that node
+moves polling to a survivor (time measured); a polling node cut off from NATS
+stops polling before another starts. Every message sent to the chats is answered
+exactly once (an unconfirmed batch read again by the new owner is dropped by the
+shared journal's dedup)."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+from pathlib import Path
+
+import pytest
+
+from callboard.bench.harness import free_port, wait_ready
+from callboard.testing.cluster import Node, TcpProxy, connection_owners, telegram_bot, write_config
+from callboard.testing.fake_telegram import TOKEN, FakeBotAPI, private_chat, user
+from callboard.testing.nats_server import NatsServer
+from callboard.testing.postgres import PostgresServer
+from tests.support import WEB
+
+pytestmark = pytest.mark.timeout(120)
+ROOT = Path(__file__).resolve().parents[2]
+KEY = "conn.tg.telegram"
+PEOPLE = [user(5000 + i, f"P{i}") for i in range(8)]
+
+
+async def _sole_owner(nodes: list[Node], timeout: float = 30.0) -> Node:
+    deadline = time.monotonic() + timeout
+    held: dict[str, bool] = {}
+    while time.monotonic() < deadline:
+        held = await connection_owners(nodes, KEY)
+        owners = [name for name, here in held.items() if here]
+        if len(owners) == 1:
+            return next(node for node in nodes if node.name == owners[0])
+        await asyncio.sleep(0.1)
+    raise TimeoutError(f"no single owner of {KEY} within {timeout}s: {held}")
+
+
+async def test_one_node_polls_and_a_survivor_takes_over_after_kill_9(
+    tmp_path: Path, postgres: PostgresServer, nats_server: NatsServer
+) -> None:
+    api = await FakeBotAPI().start()
+    for person in PEOPLE:
+        api.add_chat(private_chat(person))
+    url = postgres.create_database("conn_lease")
+    (tmp_path / "var").mkdir()
+    bots = telegram_bot("tg", TOKEN, api.base_url)
+    nodes = []
+    for i in range(3):
+        port = free_port()
+        config = write_config(
+            tmp_path, f"n{i}", url=url, nats=nats_server.url, port=port, web=WEB, partitions=8, bots=bots
+        )
+        nodes.append(Node(f"n{i}", config, port, tmp_path / f"n{i}.log"))
+    sent: list[str] = []
+    pushed_at: dict[str, float] = {}
+    n = 0
+
+    def say(count: int) -> None:
+        nonlocal n
+        for _ in range(count):
+            person = PEOPLE[n % len(PEOPLE)]
+            text = f"m{n}"
+            n += 1
+            api.push("message", api.message(private_chat(person), person, text))
+            sent.append(text)
+            pushed_at[text] = time.monotonic()
+
+    def answered() -> collections.Counter[str]:
+        return collections.Counter(c["text"] for c in api.answered("sendMessage"))
+
+    try:
+        for node in nodes:
+            node.start(ROOT)
+        for node in nodes:
+            await wait_ready(f"{node.base}/readyz", timeout=60)
+        owner = await _sole_owner(nodes)
+        for _ in range(10):  # traffic while one node polls
+            say(4)
+            await asyncio.sleep(0.1)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and set(sent) - set(answered()):
+            await asyncio.sleep(0.1)
+        assert not set(sent) - set(answered()), "not all answered before the kill"
+        held = await connection_owners(nodes, KEY)
+        assert sorted(held.values()) == [False, False, True], held
+        assert api.conflicts == 0, "two nodes polled at once"
+        before = len(api.calls_of("getUpdates"))
+        assert before >= 2
+
+        killed_at = owner.kill()
+        survivors = [node for node in nodes if node is not owner]
+        first_after: list[str] = []
+        while time.monotonic() - killed_at < 6.0:  # keep talking through the takeover
+            say(2)
+            first_after = first_after or [sent[-1]]
+            await asyncio.sleep(0.1)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and set(sent) - set(answered()):
+            await asyncio.sleep(0.1)
+        polls_after = [c for c in api.calls_of("getUpdates") if c.at > killed_at]
+        assert polls_after, "nobody polled after the kill"
+        takeover = polls_after[0].at - killed_at
+        first_answer = next(
+            (
+                c.at
+                for c in api.answered("sendMessage")
+                if c["text"] == first_after[0]  # the first message pushed after the kill
+            ),
+            None,
+        )
+        counts = answered()
+        missing = [t for t in sent if t not in counts]
+        doubled = {t: c for t, c in counts.items() if c > 1}
+        new_owner = await _sole_owner(survivors)
+        state = await new_owner.cluster()
+        print(
+            f"\nconnection owner {owner.name} killed; {new_owner.name} polled "
+            f"{takeover:.2f}s after the kill; first message sent after the kill answered "
+            f"{(first_answer - killed_at) if first_answer else float('nan'):.2f}s after it; "
+            f"sent {len(sent)}, answered {len(counts)}, missing {len(missing)}, "
+            f"answered twice {len(doubled)}, polling conflicts {api.conflicts}; "
+            f"lease {state['connections'][KEY]}, handovers {state['connection_handovers']}"
+        )
+        assert not missing, f"never answered: {missing[:10]}"
+        assert not doubled, f"answered more than once: {doubled}"
+        assert api.conflicts == 0, "two nodes polled at once"
+        assert state["connection_handovers"]["takeovers"] == 1
+        assert takeover < 5.0, f"polling resumed {takeover:.2f}s after the kill"
+    finally:
+        for node in nodes:
+            node.stop()
+        await api.close()
+
+
+async def test_a_polling_node_cut_off_from_nats_stops_before_another_polls(
+    tmp_path: Path, postgres: PostgresServer, nats_server: NatsServer
+) -> None:
+    api = await FakeBotAPI().start()
+    for person in PEOPLE:
+        api.add_chat(private_chat(person))
+    url = postgres.create_database("conn_cut")
+    (tmp_path / "var").mkdir()
+    proxy = TcpProxy(nats_server.port)
+    await proxy.start()
+    bots = telegram_bot("tg", TOKEN, api.base_url)
+    nodes = []
+    for i, nats in enumerate([f"nats://127.0.0.1:{proxy.port}", nats_server.url]):
+        port = free_port()
+        config = write_config(
+            tmp_path, f"n{i}", url=url, nats=nats, port=port, web=WEB, partitions=8, bots=bots
+        )
+        nodes.append(Node(f"n{i}", config, port, tmp_path / f"n{i}.log"))
+    cut_off, other = nodes
+    sent: list[str] = []
+    n = 0
+
+    def say(count: int) -> None:
+        nonlocal n
+        for _ in range(count):
+            person = PEOPLE[n % len(PEOPLE)]
+            api.push("message", api.message(private_chat(person), person, f"m{n}"))
+            sent.append(f"m{n}")
+            n += 1
+
+    try:
+        cut_off.start(ROOT)  # first, so it takes the connection
+        await wait_ready(f"{cut_off.base}/readyz", timeout=60)
+        assert await _sole_owner([cut_off]) is cut_off
+        other.start(ROOT)
+        await wait_ready(f"{other.base}/readyz", timeout=60)
+        for _ in range(5):
+            say(4)
+            await asyncio.sleep(0.1)
+        await proxy.cut()
+        cut_at = time.monotonic()
+        stopped_at = taken_at = None
+        while time.monotonic() - cut_at < 15 and (stopped_at is None or taken_at is None):
+            say(1)
+            held = await connection_owners(nodes, KEY)
+            if stopped_at is None and not held.get(cut_off.name):
+                stopped_at = time.monotonic() - cut_at
+            if taken_at is None and held.get(other.name):
+                taken_at = time.monotonic() - cut_at
+            await asyncio.sleep(0.05)
+        for _ in range(5):
+            say(4)
+            await asyncio.sleep(0.1)
+        deadline = time.monotonic() + 30
+        counts: collections.Counter[str] = collections.Counter()
+        while time.monotonic() < deadline:
+            counts = collections.Counter(c["text"] for c in api.answered("sendMessage"))
+            if set(sent) <= set(counts):
+                break
+            await asyncio.sleep(0.1)
+        missing = [t for t in sent if t not in counts]
+        doubled = {t: c for t, c in counts.items() if c > 1}
+        print(
+            f"\npolling node cut off from NATS: stopped polling {stopped_at}s after the cut, "
+            f"the other node polling {taken_at}s after it; sent {len(sent)}, missing {len(missing)}, "
+            f"answered twice {len(doubled)}, polling conflicts {api.conflicts}"
+        )
+        assert stopped_at is not None and taken_at is not None
+        assert stopped_at < taken_at, "the cut-off node still polled when the other took over"
+        assert api.conflicts == 0, "two nodes polled at once"
+        assert not missing, f"never answered: {missing[:10]}"
+        assert not doubled, f"answered more than once: {doubled}"
+    finally:
+        for node in nodes:
+            node.stop()
+        await proxy.cut()
+        await api.close()
