@@ -51,7 +51,7 @@ QuotaKind = Literal["loop", "driver", "measured"]
 
 log = logging.getLogger("callboard.sandbox")
 
-_MOUNT_OPTIONS = "loop,nodev,nosuid"
+_MOUNT_OPTIONS = "loop,nodev,nosuid,discard"
 _EXT4_MAGIC = 0xEF53
 _INCOMPAT_64BIT = 0x80
 
