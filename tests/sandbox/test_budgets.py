@@ -13,6 +13,7 @@ from functools import partial
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from callboard.actors.sandbox import tools_for
 from callboard.actors.sandbox_admin import sandbox_report
@@ -286,3 +287,20 @@ def test_status_admin_prints_the_workspace_quota_and_tenants(capsys: pytest.Capt
     assert "workspaces: new ones get a loop quota (an ext4 image per workspace in /srv/ws" in printed
     assert "tenant acme: 1 of 5 sessions, 5.5 of 5 CPU-seconds in 3600s, disk not measured" in printed
     assert "(budget 1048576 bytes) - REFUSED" in printed
+
+
+def test_budget_settings_parse_and_name_bad_values() -> None:
+    settings = SandboxSettings(
+        tenant_max_cpu_seconds={"acme": "30m", "beta": 90},
+        tenant_cpu_window="2h",
+        tenant_max_disk={"acme": "2g"},
+        workspace_dir="/srv/callboard/workspaces",
+    )
+    assert settings.tenant_max_cpu_seconds == {"acme": 1800.0, "beta": 90.0}
+    assert settings.tenant_cpu_window == 7200.0 and settings.tenant_max_disk == {"acme": 2 << 30}
+    with pytest.raises(ValidationError, match=r"tenant_max_cpu_seconds\.acme"):
+        SandboxSettings(tenant_max_cpu_seconds={"acme": "lots"})
+    with pytest.raises(ValidationError, match=r"tenant_max_disk\.acme"):
+        SandboxSettings(tenant_max_disk={"acme": "big"})
+    with pytest.raises(ValidationError, match="workspace_dir must be an absolute path"):
+        SandboxSettings(workspace_dir="var/workspaces")
