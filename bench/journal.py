@@ -12,9 +12,9 @@ column is the disk's as much as the journal's.
 database (``engine.journal: postgresql://...``), then sharded over 2 (a list
 of URLs), each shard on its own throwaway server (``initdb`` on this disk,
 fsync on, 127.0.0.1), with the same events. Besides the bench's own CPU it
-reads the servers' CPU (every PostgreSQL process's, from /proc) and WAL bytes
-per event: what a shard's primary spends and ships to its standby, the
-figures a capacity model divides by.
+reads per event the servers' CPU (every PostgreSQL process's, from /proc),
+the WAL bytes (what a standby receives) and the growth of the databases on
+disk: what a shard's primary spends, the figures a capacity model divides by.
 
     callboard bench journal [--batch 1 40 200] [--events N] [--shards 1 2] [--json]
 """
@@ -72,6 +72,7 @@ async def drive(
         events = [event(n) for n in range(total)]
         commits = journal.commits
         server_cpu, wal = _server_cpu(servers), _wal(servers)
+        stored = await _stored(journal) if servers else 0
         cpu, wall = time.process_time(), time.perf_counter()
         for start in range(0, total, batch):
             chunk = events[start : start + batch]
@@ -83,6 +84,7 @@ async def drive(
         await journal.flush()
         cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
         server_cpu, wal = _server_cpu(servers) - server_cpu, _wal(servers) - wal
+        stored = await _stored(journal) - stored if servers else 0
         commits = journal.commits - commits
     finally:
         await journal.close()
@@ -96,6 +98,7 @@ async def drive(
     if servers:
         row["server_cpu_us_per_event"] = server_cpu / total * 1e6
         row["wal_bytes_per_event"] = wal / total
+        row["stored_bytes_per_event"] = stored / total
     return row
 
 
@@ -130,6 +133,11 @@ def _server_cpu(servers: Sequence[PostgresServer]) -> float:
         if pid in roots or ppid in roots:
             total += int(fields[11]) + int(fields[12])  # utime, stime
     return total / tick
+
+
+async def _stored(journal: JournalStore) -> int:
+    """Bytes on disk of the journal's databases (every shard's), dead row versions included."""
+    return sum(int(n) for (n,) in await journal.query("SELECT pg_database_size(current_database())"))
 
 
 def _wal(servers: Sequence[PostgresServer]) -> int:
@@ -206,14 +214,14 @@ def _print_shards(rows: list[dict[str, Any]], as_json: bool) -> int:
     )
     print(
         f"{'events/commit':>14}{'shards':>7}{'events':>9}{'commits':>9}{'bench CPU µs/ev':>16}"
-        f"{'server CPU µs/ev':>17}{'WAL B/ev':>9}{'events/s':>10}{'x 1 shard':>10}"
+        f"{'server CPU µs/ev':>17}{'WAL B/ev':>9}{'disk B/ev':>10}{'events/s':>10}{'x 1 shard':>10}"
     )
     for row in rows:
         ratio = f"{row['x_one_shard']:.2f}" if row["x_one_shard"] is not None else "-"
         print(
             f"{row['events_per_commit']:>14}{row['shards']:>7}{row['events']:>9,}{row['commits']:>9,}"
             f"{row['cpu_us_per_event']:>16.1f}{row['server_cpu_us_per_event']:>17.1f}"
-            f"{row['wal_bytes_per_event']:>9,.0f}"
+            f"{row['wal_bytes_per_event']:>9,.0f}{row['stored_bytes_per_event']:>10,.0f}"
             f"{row['events_per_s']:>10,.0f}{ratio:>10}"
         )
     return 0

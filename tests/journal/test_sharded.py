@@ -248,3 +248,13 @@ def test_a_cluster_takes_a_sharded_journal() -> None:
         "cluster: {nats: 'nats://n', node: a}}"
     )
     assert config.engine.cluster is not None
+
+
+async def test_the_bench_measures_one_database_and_two_shards(postgres: PostgresServer) -> None:
+    """``callboard bench journal --shards`` end to end on small numbers (figures not asserted)."""
+    from callboard.bench.journal import measure_shards
+
+    for shards in (1, 2):
+        row = await measure_shards([postgres, postgres], shards, batch=20, total=100)
+        assert row["shards"] == shards and row["events"] == 100 and row["commits"] >= 5
+        assert row["wal_bytes_per_event"] > 0 and row["stored_bytes_per_event"] >= 0
