@@ -60,6 +60,9 @@ class WebAdapter(Adapter):
     def links(self) -> dict[str, str]:
         return {"web chat": f"{self.base_path}/"}
 
+    def from_peer(self, data: bytes) -> None:
+        self.outbox.from_peer(data)
+
     def register_routes(self) -> None:
         for method, path, handler in [*self.page.routes(), *self.gateway.routes()]:
             self.host.add_route(method, path, handler)

@@ -3,12 +3,21 @@
 Storing before pushing is what lets a client that reconnects and subscribes with the
 last ``seq`` it saw receive every frame it missed. A repeated idempotency key (a send
 replayed after a crash) stores and pushes nothing new.
+
+In cluster mode the node that answers a chat (its partition's owner) may not be the
+one its sockets are connected to: each pushed frame is also handed to the bot's web
+adapter on the other nodes (``peers``), which push it to their own subscribers. The
+client's per-chat ``seq`` check drops a frame it already has; a frame lost on the
+way is read from the stored output on the next subscribe, as after any reconnect.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
+
+import orjson
 
 from callboard.adapters.base import AdapterStore
 from callboard.adapters.web.client import WebClient
@@ -48,6 +57,8 @@ class Outbox:
         self.subscribers: dict[str, set[WebClient]] = {}
         #: per chat, the last stored frame still waiting for its fsync
         self._tail: dict[str, asyncio.Future[Any]] = {}
+        #: cluster mode: hands a pushed frame to the other nodes (None on one node)
+        self.peers: Callable[[bytes], None] | None = None
 
     async def publish(
         self, chat_id: str, payload: dict[str, Any], idempotency_key: str | None = None
@@ -70,6 +81,8 @@ class Outbox:
             return  # never durable: never shown (a replay stores and pushes it again)
         for client in list(self.subscribers.get(chat_id, ())):
             client.deliver(chat_id, seq, data)
+        if self.peers is not None:
+            self.peers(orjson.dumps([chat_id, seq]) + b"\n" + data)
 
     def typing(self, chat_id: str) -> None:
         """Not stored, but pushed after the chat's stored frames still waiting for their fsync."""
@@ -82,6 +95,18 @@ class Outbox:
     def _push_now(self, chat_id: str, data: bytes) -> None:
         for client in list(self.subscribers.get(chat_id, ())):
             client.push(data)
+        if self.peers is not None:
+            self.peers(orjson.dumps([chat_id, 0]) + b"\n" + data)
+
+    def from_peer(self, data: bytes) -> None:
+        """A frame another node pushed (``seq`` 0: not stored, such as typing)."""
+        head, _, frame = data.partition(b"\n")
+        chat_id, seq = orjson.loads(head)
+        for client in list(self.subscribers.get(chat_id, ())):
+            if seq:
+                client.deliver(chat_id, seq, frame)
+            else:
+                client.push(frame)
 
     def follow(self, client: WebClient, chat: str) -> None:
         """Live frames of ``chat`` go to ``client`` from now on."""
