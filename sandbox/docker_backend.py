@@ -54,7 +54,14 @@ from callboard.sandbox.mounts import MountRefused, check_source, engine_sockets,
 from callboard.sandbox.output import StreamCapture
 from callboard.sandbox.process_link import PROCESS_AGENT_SOURCE, ProcessLink
 from callboard.sandbox.stream import ExecStream, raw_socket
-from callboard.sandbox.workspaces import ensure_volume, list_volumes, probe_loop, prune, usage
+from callboard.sandbox.workspaces import (
+    WorkspaceError,
+    ensure_volume,
+    list_volumes,
+    probe_loop,
+    prune,
+    usage,
+)
 
 log = logging.getLogger("callboard.sandbox")
 
@@ -176,11 +183,12 @@ class DockerBackend(SandboxBackend):
         options = self.container_options(spec)
         pins = [(m["Source"], pin(m["Source"])) for m in options["mounts"] if m["Type"] == "bind"]
         quota = "tmpfs"
-        if spec.workspace_volume is not None:
-            with self.errors(f"workspace volume {spec.workspace_volume}"):
+        volume = spec.workspace_volume
+        if volume is not None:
+            with self.errors(f"workspace volume {volume}"), _image_errors(volume):
                 quota = ensure_volume(
                     self.client,
-                    spec.workspace_volume,
+                    volume,
                     spec.fleet,
                     spec.tenant,
                     spec.profile.workspace_size,
@@ -507,6 +515,15 @@ class DockerSession(SandboxSession):
         self.backend.remove_container(self._id)
         self._removed = True
         log.debug("sandbox %s removed", self.spec.container_name)
+
+
+@contextlib.contextmanager
+def _image_errors(volume: str) -> Iterator[None]:
+    """A workspace image that cannot be made (disk full, no mkfs): unavailable, saying why."""
+    try:
+        yield
+    except WorkspaceError as error:
+        raise SandboxUnavailable(f"workspace volume {volume}: {error}") from None
 
 
 def _close_stream(handle: Any, sock: Any) -> None:

@@ -73,9 +73,17 @@ def image_path(directory: str | Path, name: str) -> Path:
 
 
 def make_image(path: Path, size: int, owner: str = "1000:1000") -> int:
-    """A sparse ext4 image at ``path`` where files can take ``size`` bytes: mkfs's metadata
-    and the blocks ext4 keeps back for its own use (2%, at most 4096 blocks) come on top, so
-    ENOSPC comes at the quota, not before. Returns its free bytes (the usage baseline)."""
+    """A sparse ext4 image at ``path`` where files can take ``size`` bytes (and up to about
+    2 MiB or 0.2% more: ext4 lays out block groups): mkfs's metadata and the blocks ext4 keeps
+    back for its own use (2%, at most 4096 blocks) come on top, so ENOSPC comes at the quota,
+    not before. Returns its free bytes (the usage baseline)."""
+    try:
+        return _make_image(path, size, owner)
+    except (OSError, subprocess.SubprocessError) as error:
+        raise WorkspaceError(f"cannot make the workspace image {path}: {error}") from None
+
+
+def _make_image(path: Path, size: int, owner: str) -> int:
     mkfs = shutil.which("mkfs.ext4")
     if mkfs is None:
         raise WorkspaceError("mkfs.ext4 is not installed (e2fsprogs)")
@@ -83,7 +91,7 @@ def make_image(path: Path, size: int, owner: str = "1000:1000") -> int:
     scratch = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
     total = _round_up(size, 1 << 16)
     try:
-        for _ in range(4):
+        for attempt in range(8):
             with scratch.open("wb") as image:
                 image.truncate(total)
             argv = [mkfs, "-q", "-F", "-m", "0", "-L", "callboard-ws", "-E", f"root_owner={owner}"]
@@ -97,11 +105,12 @@ def make_image(path: Path, size: int, owner: str = "1000:1000") -> int:
             if done.returncode != 0:
                 raise WorkspaceError(f"mkfs.ext4 failed: {(done.stderr or done.stdout).strip()[-300:]}")
             _drop_lost_found(scratch)
-            free, kept_back = _ext4_space(scratch)
+            free, kept_back = ext4_space(scratch)
             if free - kept_back >= size:
                 os.replace(scratch, path)
                 return free
-            total = _round_up(total + size - free + kept_back, 1 << 16)
+            # more room; ext4 may drop a short last block group, so the step grows each time
+            total = _round_up(total + max(size - free + kept_back, 1 << 16) * (1 << attempt), 1 << 16)
         raise WorkspaceError(f"could not make an image with {size} bytes free")
     finally:
         with contextlib.suppress(FileNotFoundError):
@@ -120,13 +129,9 @@ def _drop_lost_found(image: Path) -> None:
         )
 
 
-def ext4_free_bytes(image: Path) -> int:
-    """Free bytes as the image's superblock records them (exact when it is not mounted)."""
-    return _ext4_space(image)[0]
-
-
-def _ext4_space(image: Path) -> tuple[int, int]:
-    """(free bytes, bytes the kernel keeps back for metadata: 2% of blocks, at most 4096)."""
+def ext4_space(image: Path) -> tuple[int, int]:
+    """(free bytes, bytes the kernel keeps back for metadata: 2% of blocks, at most 4096), as
+    the image's superblock records them (exact when it is not mounted)."""
     with image.open("rb") as handle:
         handle.seek(1024)
         block = handle.read(1024)
@@ -290,7 +295,7 @@ def usage(volume: WorkspaceVolume) -> int | None:
             if volume.mountpoint and os.path.ismount(volume.mountpoint):
                 stat = os.statvfs(volume.mountpoint)
                 return max(0, volume.capacity - stat.f_bfree * stat.f_frsize)
-            return max(0, volume.capacity - ext4_free_bytes(Path(volume.image)))
+            return max(0, volume.capacity - ext4_space(Path(volume.image))[0])
         if volume.mountpoint and os.path.isdir(volume.mountpoint):
             return _tree_bytes(volume.mountpoint)
     except (OSError, WorkspaceError):
