@@ -4,10 +4,13 @@ journal stored, and a web-chat client speaking the websocket protocol."""
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import itertools
+import sqlite3
+import subprocess
 import textwrap
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +23,11 @@ from callboard.actors.config_file import parse_fleet
 from callboard.adapters.web.config import WebAdapterConfig
 from callboard.adapters.web.identity import Identity, Sessions
 from callboard.app import Running, start
+from callboard.bench.harness import engine_argv
 from callboard.engine.clock import Clock
 from callboard.engine.events import Event, SessionKey, decode_event
+
+ROOT = Path(__file__).resolve().parents[1]
 
 PIPELINE_ECHO = """
       - event_type: message.received
@@ -135,6 +141,44 @@ async def stored_events(fleet: Running, bot: str) -> list[Event]:
     """Every event the journal stored for ``bot``, in order."""
     rows = await fleet.journal.query("SELECT payload FROM events WHERE bot=? ORDER BY seq", (bot,))
     return [decode_event(payload) for (payload,) in rows]
+
+
+def crash_fleet(journal: Path, port: int, bot: str, adapter: str) -> str:
+    """The fleet file of a kill -9 test: one bot ``bot`` whose ``adapter:`` block is
+    ``adapter`` (YAML) with the outbound rate limits off, echoing each message at once."""
+    adapter_lines = textwrap.indent(textwrap.dedent(adapter).strip(), " " * 6)
+    return (
+        f"name: crash\nengine:\n  journal: {journal}\n  admin: {{host: 127.0.0.1, port: {port}}}\n"
+        f"bots:\n  - id: {bot}\n    adapter:\n{adapter_lines}\n"
+        "      rate_limits: {per_bot_per_second: 0, per_private_chat_per_second: 0,"
+        " per_group_chat_per_minute: 0}\n"
+        "    session:\n      debounce: {window: 0}\n"
+        "    handlers:\n"
+        "      - event_type: message.received\n"
+        "        handler_type: pipeline\n"
+        "        handler_config: {stages: [{type: echo}]}\n"
+    )
+
+
+def engine_process(config: Path, log: Path | None = None) -> subprocess.Popen[bytes]:
+    """``callboard run config`` as a child process a test may kill: its INFO log appended to
+    ``log``, else its output (WARNING and up) dropped."""
+    if log is None:
+        return subprocess.Popen(
+            engine_argv(config), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+    with log.open("ab") as out:
+        return subprocess.Popen(engine_argv(config, "INFO"), cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+
+
+def assert_stored_once(journal: Path, bot: str, key: Callable[[dict[str, Any]], object], count: int) -> None:
+    """The SQLite journal kept ``count`` events of ``bot``, each once (told apart by ``key``
+    of the stored payload), and every one was marked done."""
+    with sqlite3.connect(journal) as db:
+        rows = db.execute("SELECT payload, done_at FROM events WHERE bot=?", (bot,)).fetchall()
+    stored = collections.Counter(key(orjson.loads(payload)) for payload, _ in rows)
+    assert len(stored) == count and set(stored.values()) == {1}
+    assert all(done is not None for _, done in rows)
 
 
 def stall_appends(monkeypatch: pytest.MonkeyPatch, fleet: Running, *, seconds: float, count: int) -> None:
