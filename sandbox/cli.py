@@ -25,7 +25,7 @@ from callboard.engine.units import parse_duration
 from callboard.sandbox.config import DEFAULT_IMAGE, SandboxSettings
 from callboard.sandbox.docker_backend import DockerBackend
 from callboard.sandbox.engine import EngineEndpoint, off_reason, resolve_endpoint
-from callboard.sandbox.image import ImageBuildError, build_image, image_id
+from callboard.sandbox.image import DEFAULT_PACKAGES, ImageBuildError, build_image, image_id
 from callboard.sandbox.workspaces import list_volumes, prune
 
 
@@ -49,6 +49,13 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--rebuild", action="store_true", help="build even if the image exists")
     build.add_argument("--suite", help="Debian suite (default: this machine's, from /etc/os-release)")
     build.add_argument("--mirror", help="Debian mirror URL (default: this machine's apt sources)")
+    build.add_argument(
+        "--package",
+        action="append",
+        default=[],
+        help="a Debian package to add besides python3, from the same mirror (repeat it), e.g. "
+        "python3-pip so skills may install from the package index",
+    )
 
     status = sub.add_parser(
         "status",
@@ -263,7 +270,8 @@ def _build(endpoint: EngineEndpoint, settings: SandboxSettings, args: argparse.N
             return 0
         started = time.monotonic()
         try:
-            built = build_image(backend.client, name, suite=args.suite, mirror=args.mirror)
+            packages = (*DEFAULT_PACKAGES, *args.package)
+            built = build_image(backend.client, name, suite=args.suite, mirror=args.mirror, packages=packages)
         except ImageBuildError as error:
             raise CliError(str(error)) from None
         print(f"built {name} ({built[:19]}) in {time.monotonic() - started:.1f} s")

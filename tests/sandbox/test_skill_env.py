@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from callboard.sandbox.config import SandboxProfile
+from callboard.sandbox.image import ImageBuildError, build_image
 from callboard.sandbox.tools import SKILL_ENV_SOURCE, skills_used
 from tests.sandbox.skill_wheels import write_wheel
 
@@ -145,3 +146,10 @@ def test_which_commands_use_a_skill() -> None:
     shell = ("/bin/sh", "-c", "cd /workspace/.skills/pdf && python3 run.py")
     assert skills_used(profile, "/workspace", shell) == ["pdf"]
     assert skills_used(profile, "/workspace", ("cat", "my.skills/pdf", ".skills/unknown/x")) == []
+
+
+def test_build_image_takes_only_debian_package_names() -> None:
+    """``build-image --package python3-pip`` puts pip in the image (for skills' index installs);
+    a name that could end debootstrap's ``--include`` list is refused before anything runs."""
+    with pytest.raises(ImageBuildError, match="not a Debian package name: 'pip,evil'"):
+        build_image(None, "x", packages=["python3", "python3-pip", "pip,evil"])  # type: ignore[arg-type]
