@@ -2,7 +2,8 @@
 scripts ``exec`` calls that run a skill's script, which imports a package vendored as a wheel
 in the skill's ``wheels/`` (written by the test). The first use builds the skill's venv in the
 workspace (unpacked offline: the profile has no network); the second reuses it; a skill whose
-requirement is not vendored gets a clear error as the tool's result and its script never runs."""
+requirement is not vendored gets a clear error as the tool's result and its script never runs.
+``list_skills`` lists both, from their SKILL.md."""
 
 from __future__ import annotations
 
@@ -54,7 +55,7 @@ async def test_a_skill_script_imports_its_vendored_package(
     broken = skill_folder(skills, "broken", "tinygreet\nnot-vendored>=2\n")
     run = {"argv": ["python3", ".skills/greet/run.py", "agent"]}
     model.script(
-        Reply(calls=[Call("exec", {"argv": ["true"]})]),  # the container is up before the skill's use
+        Reply(calls=[Call("list_skills", {})]),  # (and the container is up before the skill's use)
         Reply(calls=[Call("exec", run)]),
         Reply(calls=[Call("exec", {**run, "argv": ["python3", "run.py", "again"], "cwd": ".skills/greet"})]),
         Reply(calls=[Call("exec", {"argv": ["python3", ".skills/broken/run.py", "x"]})]),
@@ -67,7 +68,7 @@ async def test_a_skill_script_imports_its_vendored_package(
     runner: openai
     runner_config: {{base_url: "{model.base_url}", api_key: "{API_KEY}", model: fake}}
     stream: false
-    tools: {{sandbox: [exec]}}
+    tools: {{sandbox: [exec], skills: true}}
 """
     sandbox = f"""sandbox:
   engine_url: {engine.url}
@@ -94,9 +95,17 @@ async def test_a_skill_script_imports_its_vendored_package(
         ):
             audit = list(reversed((await response.json())["rows"]))
 
-    _, first, second, failed = (
+    listed, first, second, failed = (
         json.loads(m["content"]) for m in model.requests[4]["messages"] if m["role"] == "tool"
     )
+    assert listed["skills"] == [
+        {
+            "name": name,
+            "folder": f".skills/{name}",
+            "description": f"Run `python3 .skills/{name}/run.py NAME`.",
+        }
+        for name in ("broken", "greet")
+    ]
     assert first["exit_code"] == 0, first["stderr"]
     assert first["stdout"] == "hello, agent from a vendored wheel\n/workspace/.venvs/greet\n"
     assert second["stdout"].startswith("hello, again from a vendored wheel\n"), second["stderr"]
@@ -108,5 +117,5 @@ async def test_a_skill_script_imports_its_vendored_package(
     installs = [r.getMessage() for r in caplog.records if "skill greet: installed" in r.getMessage()]
     assert len(installs) == 1 and "tinygreet==1.0" in installs[0]
     durations = [row["duration"] for row in audit]
-    assert len(durations) == 4
-    print(f"skill exec: first use {durations[1] * 1000:.0f} ms, second {durations[2] * 1000:.0f} ms")
+    assert len(durations) == 3
+    print(f"skill exec: first use {durations[0] * 1000:.0f} ms, second {durations[1] * 1000:.0f} ms")
