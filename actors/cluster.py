@@ -393,7 +393,7 @@ class ClusterNode:
         except NoKeysError:
             keys = []
         self.nodes = {k[5:] for k in keys if k.startswith("node.")} | {self.node}
-        await self.connections.balance(kv, set(keys))
+        await self.connections.balance(kv, set(keys), len(self.nodes))
         taken = {int(k[5:]) for k in keys if k.startswith("part.")}
         target = math.ceil(self.partitions / len(self.nodes))
         mine = len(self.leases)

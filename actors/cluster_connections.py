@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +31,9 @@ from nats.js.errors import KeyWrongLastSequenceError
 from callboard.engine.clock import Clock
 
 log = logging.getLogger("callboard.cluster")
+
+#: balance rounds a node that runs its share of connections leaves a free one to others
+PASS_ROUNDS = 2
 
 
 def connection_key(bot: str, adapter: str) -> str:
@@ -51,6 +55,8 @@ class Claim:
     #: the holder last read from the bucket (this node's name while held here)
     owner: str | None = None
     acquired_at: float | None = None
+    #: balance rounds this node saw the lease free and left it to a node with fewer
+    passed: int = 0
 
 
 @dataclass
@@ -141,16 +147,25 @@ class ConnectionLeases:
         )
         claim.on_change(False)
 
-    async def balance(self, kv: Any, keys: set[str]) -> None:
-        """Take each claimed connection whose lease is free; note who holds the others."""
+    async def balance(self, kv: Any, keys: set[str], nodes: int) -> None:
+        """Take each claimed connection whose lease is free; note who holds the others.
+        A node already running its share (connections / live nodes) leaves a free one to
+        the others for ``PASS_ROUNDS`` rounds first, so connections spread over the nodes."""
+        share = math.ceil(len(self.claims) / max(1, nodes))
         for claim in list(self.claims.values()):
             if claim.epoch != 0:
                 continue
             if claim.key in keys:
+                claim.passed = 0
                 with contextlib.suppress(Exception):
                     entry = await asyncio.wait_for(kv.get(claim.key), self.ttl / 3)
                     claim.owner = bytes(entry.value or b"").decode() or None
                 continue
+            held = sum(1 for c in self.claims.values() if c.epoch != 0)
+            if held >= share and claim.passed < PASS_ROUNDS:
+                claim.passed += 1
+                continue
+            claim.passed = 0
             sent = self.clock.now()
             try:
                 epoch = await asyncio.wait_for(kv.create(claim.key, self.node.encode()), self.ttl / 3)
