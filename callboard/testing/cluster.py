@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import aiohttp
 FLEET = """
 name: cluster
 engine:
-  journal: {{url: "{url}", path: "{path}"}}
+  journal: {{url: {url}, path: "{path}"}}
   admin: {{port: {port}}}
   cluster: {{nats: "{nats}", node: {node}, partitions: {partitions}, lease: {lease}}}
 bots:
@@ -98,7 +99,7 @@ def write_config(
     directory: Path,
     name: str,
     *,
-    url: str,
+    url: str | list[str],
     nats: str,
     port: int,
     web: str,
@@ -106,11 +107,12 @@ def write_config(
     lease: str = "2s",
     bots: str = "",
 ) -> Path:
-    """A node's fleet file: the web chat bot ``demo`` and ``bots`` (YAML list items)."""
+    """A node's fleet file: the web chat bot ``demo`` and ``bots`` (YAML list items);
+    ``url``: the journal's database, or a list of them (shards)."""
     path = directory / f"{name}.yaml"
     path.write_text(
         FLEET.format(
-            url=url,
+            url=json.dumps(url),  # YAML reads JSON
             path=directory / "var" / "journal.sqlite3",  # the per-fleet secrets, shared by the nodes here
             port=port,
             nats=nats,
