@@ -17,6 +17,7 @@ import pytest
 
 from callboard.bench.harness import free_port, wait_ready
 from callboard.testing.cluster import Node, TcpProxy, connection_owners, telegram_bot, write_config
+from callboard.testing.fake_slack import APP_TOKEN, BOT_TOKEN, FakeSlack
 from callboard.testing.fake_telegram import TOKEN, FakeBotAPI, private_chat, user
 from callboard.testing.nats_server import NatsServer
 from callboard.testing.postgres import PostgresServer
@@ -215,3 +216,88 @@ async def test_a_polling_node_cut_off_from_nats_stops_before_another_polls(
             node.stop()
         await proxy.cut()
         await api.close()
+
+
+SLACK_SOCKET_BOT = """
+  - id: sl
+    adapter: {{type: slack, mode: socket, bot_token: "{bot_token}", app_token: "{app_token}",
+               base_url: "{base_url}", request_timeout: 5, ping_interval: 0.5, tier_limits: false,
+               rate_limits: {{per_bot_per_second: 0, per_private_chat_per_second: 0,
+                             per_group_chat_per_minute: 0}}}}
+    session: {{debounce: {{window: 0}}}}
+    handlers:
+      - event_type: message.received
+        handler_type: pipeline
+        handler_config: {{stages: [{{type: echo}}]}}
+"""
+
+
+async def test_slack_socket_mode_runs_on_one_node_and_moves_on_kill_9(
+    tmp_path: Path, postgres: PostgresServer, nats_server: NatsServer
+) -> None:
+    """Slack's Socket Mode under the same lease: one socket open across the nodes
+    (the fake counts the most open at once); after kill -9 of its node, another
+    opens one and Slack's unacknowledged envelopes come again there."""
+    slack = await FakeSlack(echo=False).start()
+    people = [f"U0P{i}" for i in range(4)]
+    dms = []
+    for person in people:
+        slack.add_user(person, person.lower())
+        dms.append(slack.im(person))
+    url = postgres.create_database("conn_slack")
+    (tmp_path / "var").mkdir()
+    bots = SLACK_SOCKET_BOT.format(bot_token=BOT_TOKEN, app_token=APP_TOKEN, base_url=slack.base_url)
+    nodes = []
+    for i in range(2):
+        port = free_port()
+        config = write_config(
+            tmp_path, f"n{i}", url=url, nats=nats_server.url, port=port, web=WEB, partitions=8, bots=bots
+        )
+        nodes.append(Node(f"n{i}", config, port, tmp_path / f"n{i}.log"))
+    sent: list[str] = []
+
+    def say(count: int) -> None:
+        for _ in range(count):
+            k = len(sent)
+            slack.push(slack.message(dms[k % len(dms)], people[k % len(people)], f"s{k}"))
+            sent.append(f"s{k}")
+
+    def answered() -> collections.Counter[str]:
+        return collections.Counter(str(c["text"]) for c in slack.answered("chat.postMessage"))
+
+    try:
+        for node in nodes:
+            node.start(ROOT)
+        for node in nodes:
+            await wait_ready(f"{node.base}/readyz", timeout=60)
+        owner = await _sole_owner(nodes, "conn.sl.slack")
+        await slack.wait_socket(1)
+        for _ in range(5):
+            say(4)
+            await asyncio.sleep(0.1)
+        await slack.wait_acked()
+        killed_at = owner.kill()
+        while time.monotonic() - killed_at < 5.0:
+            say(2)
+            await asyncio.sleep(0.1)
+        await slack.wait_acked(timeout=30)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and set(sent) - set(answered()):
+            await asyncio.sleep(0.1)
+        counts = answered()
+        missing = [t for t in sent if t not in counts]
+        doubled = {t: c for t, c in counts.items() if c > 1}
+        survivor = next(node for node in nodes if node is not owner)
+        print(
+            f"\nSlack Socket Mode: sockets opened {slack.opened}, most open at once {slack.max_open}; "
+            f"{owner.name} killed, {survivor.name} took over; sent {len(sent)}, missing {len(missing)}, "
+            f"answered twice {len(doubled)}"
+        )
+        assert await _sole_owner([survivor], "conn.sl.slack") is survivor
+        assert slack.max_open == 1, "two nodes had a socket open at once"
+        assert not missing, f"never answered: {missing[:10]}"
+        assert not doubled, f"answered more than once: {doubled}"
+    finally:
+        for node in nodes:
+            node.stop()
+        await slack.close()
