@@ -71,15 +71,18 @@ async def attached_stdio(
     read_writer, read_stream = anyio.create_memory_object_stream[SessionMessage | Exception](0)
     write_stream, write_reader = anyio.create_memory_object_stream[SessionMessage](0)
 
+    spoke = anyio.Event()
+
     async def reader() -> None:
-        # output dropped before we attached (nobody read it) may leave half a line first
-        buffer, partial_first = b"", attachment.dropped > 0
+        buffer = b""
         try:
             async with read_writer:
                 while chunk := await attachment.read():
+                    if not spoke.is_set():
+                        # The client speaks first in MCP: output from before our first message
+                        # was kept for nobody (an earlier session's late answers, perhaps cut).
+                        continue
                     *lines, buffer = (buffer + chunk).split(b"\n")
-                    if partial_first and lines:
-                        lines, partial_first = lines[1:], False
                     for line in lines:
                         if not line.strip():
                             continue
@@ -98,6 +101,7 @@ async def attached_stdio(
         async with write_reader:
             async for outgoing in write_reader:
                 data = outgoing.message.model_dump_json(by_alias=True, exclude_unset=True)
+                spoke.set()
                 await attachment.write(data.encode() + b"\n")
 
     async with anyio.create_task_group() as tasks:
