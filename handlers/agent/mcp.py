@@ -126,7 +126,7 @@ class McpConnection:
         self.server = server
         self._opener = opener
         self._idle = idle
-        self.session: ClientSession | None = None
+        self._session: ClientSession | None = None
         self.tools: list[mcp_types.Tool] = []
         self._open = False
         self._done = asyncio.Event()
@@ -163,7 +163,7 @@ class McpConnection:
             async with self._opener(self._done.set) as streams, ClientSession(*streams) as session:
                 await asyncio.wait_for(session.initialize(), timeout)
                 listed = await asyncio.wait_for(session.list_tools(), timeout)
-                self.session, self.tools, self._open = session, list(listed.tools), True
+                self._session, self.tools, self._open = session, list(listed.tools), True
                 ready.set_result(None)
                 await self._until_done()
         except Exception as error:
@@ -184,11 +184,11 @@ class McpConnection:
                 await asyncio.wait_for(self._done.wait(), max(remaining, 1.0))
 
     async def call(self, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
-        assert self.session is not None
+        assert self._session is not None
         loop = asyncio.get_running_loop()
         self._calls += 1
         try:
-            return await _call(self.session, self.server, tool, arguments)
+            return await _call(self._session, self.server, tool, arguments)
         except MCPError as error:
             if error.code != mcp_types.CONNECTION_CLOSED:
                 raise
@@ -225,33 +225,37 @@ class McpPool:
     def __init__(self, idle: float = IDLE_CLOSE) -> None:
         self.idle = idle
         self._connections: dict[tuple[str, ...], McpConnection] = {}
-        self._locks: dict[tuple[str, ...], asyncio.Lock] = {}
-        #: sessions opened (initialize + tools/list paid), for tests and the benchmark
-        self.opened = 0
+        #: one connecting at a time per key; the lock and how many callers want it
+        self._locks: dict[tuple[str, ...], tuple[asyncio.Lock, int]] = {}
 
     async def connect(self, key: tuple[str, ...], server: McpServerConfig, opener: Opener) -> McpConnection:
         """The live session of ``key``, or a new one (one opener at a time per key)."""
-        async with self._locks.setdefault(key, asyncio.Lock()):
-            connection = self._connections.get(key)
-            if connection is not None and connection.alive:
+        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                connection = self._connections.get(key)
+                if connection is not None and connection.alive:
+                    return connection
+                if connection is not None:
+                    await connection.close()
+                connection = McpConnection(server, opener, self.idle)
+                connection.start()  # pooled before it is open: a cancelled run's connect is not lost
+                self._connections[key] = connection
+                connection.on_end(partial(self._forget, key, connection))
+                await connection.wait_open()
                 return connection
-            if connection is not None:
-                await connection.close()
-            connection = McpConnection(server, opener, self.idle)
-            connection.start()  # pooled before it is open: a cancelled run's connect is not lost
-            self._connections[key] = connection
-            connection.on_end(partial(self._forget, key, connection))
-            await connection.wait_open()
-            self.opened += 1
-            return connection
+        finally:
+            lock, users = self._locks[key]
+            if users > 1:
+                self._locks[key] = (lock, users - 1)
+            else:
+                del self._locks[key]
 
     def _forget(self, key: tuple[str, ...], connection: McpConnection) -> None:
-        """A session that ended (closed, idle, lost) leaves the pool, with its key's lock."""
+        """A session that ended (closed, idle, lost) leaves the pool."""
         if self._connections.get(key) is connection:
             del self._connections[key]
-            lock = self._locks.get(key)
-            if lock is not None and not lock.locked():
-                del self._locks[key]
 
     async def close(self) -> None:
         connections, self._connections = list(self._connections.values()), {}

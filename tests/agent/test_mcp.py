@@ -1,6 +1,7 @@
 """MCP tools without a sandbox: a URL server (the ``mcp`` SDK's own server over streamable HTTP
 on 127.0.0.1) works, with its deadline; a stdio server is refused (never run on the host); the
-initialised session is kept across runs and closed when the bot stops."""
+initialised session is kept across runs and closed when the bot stops; the pool opens one session
+for concurrent runs and closes it when idle."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from mcp.server.mcpserver import MCPServer
 from pydantic import ValidationError
 
 from callboard.handlers.agent.config import McpServerConfig
+from callboard.handlers.agent.mcp import McpPool, http_opener
 from callboard.testing.fake_openai import Call, FakeOpenAI, Reply
 from tests.agent.conftest import agent_rule
 from tests.support import chat_client, fleet_config, running_fleet
@@ -171,3 +173,21 @@ tools:
     assert methods.count("initialize") == 1 and methods.count("tools/list") == 1
     assert methods.count("tools/call") == 2
     assert [verb for verb, _ in remote.requests].count("DELETE") == 1  # closed with the bot
+
+
+async def test_the_pool_opens_one_session_for_concurrent_runs_and_closes_it_when_idle(remote: Remote) -> None:
+    server = McpServerConfig(name="remote", url=remote.url)
+    pool = McpPool(idle=0.2)
+    key = ("url", "demo", "remote")
+    opening = (pool.connect(key, server, http_opener(server)) for _ in range(3))
+    first, second, third = await asyncio.gather(*opening)
+    assert first is second is third and first.alive
+    assert await first.call("multiply", {"a": 3, "b": 4}) == {"content": "12", "structured": {"result": 12}}
+    await asyncio.sleep(1.5)  # idle past 0.2 s: closed (its DELETE sent), and left the pool
+    assert not first.alive
+    again = await pool.connect(key, server, http_opener(server))
+    assert again is not first and again.alive
+    await pool.close()
+    methods = [method for _, method in remote.requests]
+    assert methods.count("initialize") == 2 and [verb for verb, _ in remote.requests].count("DELETE") == 2
+    assert pool._connections == {} and pool._locks == {}
