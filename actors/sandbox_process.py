@@ -284,7 +284,8 @@ class ProcessAttachment:
         return self._output.dropped - self._since
 
     def _wake(self) -> None:  # on the link's reader thread
-        self._loop.call_soon_threadsafe(self._arrived.set)
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is reading any more
+            self._loop.call_soon_threadsafe(self._arrived.set)
 
     async def write(self, data: bytes) -> None:
         if self._closed or self._ended:
