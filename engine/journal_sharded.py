@@ -176,7 +176,10 @@ class ShardedJournal:
 
     async def _open_shard(self, index: int) -> None:
         shard = self.shards[index]
-        await shard.open()
+        try:
+            await shard.open()
+        except JournalUnusable as exc:
+            raise JournalUnusable(f"shard {index} of {len(self.shards)}: {exc}") from None
         try:
             await _claim(shard, index, len(self.shards))
         except JournalUnusable:

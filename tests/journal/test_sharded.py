@@ -6,6 +6,7 @@ suite also runs on two shards (the ``sharded`` backend of every test)."""
 
 from __future__ import annotations
 
+import socket
 from collections.abc import AsyncIterator
 
 import pytest
@@ -139,6 +140,19 @@ async def test_the_layout_cannot_be_reshuffled_by_editing_the_list(urls: list[st
     again = ShardedJournal(urls[:2], path="unused")  # the recorded layout opens as before
     await again.open()
     await again.close()
+
+
+async def test_an_unreachable_shard_is_named_and_the_others_are_closed(urls: list[str]) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens there once closed
+    journal = ShardedJournal(
+        [urls[0], f"postgresql://u:hunter2secret@127.0.0.1:{port}/db"], path="unused", connect_timeout=1.0
+    )
+    with pytest.raises(JournalUnusable, match=r"^shard 1 of 2: journal postgresql://u:\*\*\*@") as raised:
+        await journal.open()
+    assert "hunter2secret" not in str(raised.value)
+    assert not any(shard.is_open for shard in journal.shards)
 
 
 async def test_an_unsharded_database_is_not_sharded_in_place(urls: list[str]) -> None:
