@@ -159,7 +159,7 @@ def sign(timestamp: str, nonce: str, encrypt_key: str, body: bytes) -> str:
 # ---------------------------------------------------------------------- the server
 
 
-class FakeLark(FakePlatform[Failure]):
+class FakeLark(FakePlatform[Failure, Call]):
     """``await start()``; use ``base_url`` as the adapter's ``domain``; ``await close()``."""
 
     def __init__(
@@ -189,7 +189,6 @@ class FakeLark(FakePlatform[Failure]):
         self.app_ticket = "ticket-" + secrets.token_hex(4)
         self.tokens: dict[str, tuple[str, float]] = {}  # token -> (kind, expires at)
         self.token_grants: Counter[str] = Counter()
-        self.calls: list[Call] = []
         self.answered_count: Counter[str] = Counter()  # successful calls by name
         self.waiting: Counter[str] = Counter()
         self.users: dict[str, dict[str, Any]] = {}
@@ -352,21 +351,11 @@ class FakeLark(FakePlatform[Failure]):
     def answered(self, name: str) -> list[Call]:
         return [c for c in self.calls_of(name) if c.status == 200 and c.code == 0]
 
-    async def wait_calls(self, name: str, count: int, timeout: float = 15.0) -> list[Call]:
-        deadline = time.monotonic() + timeout
-        while len(self.answered(name)) < count:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{len(self.answered(name))} of {count} {name} calls answered")
-            await asyncio.sleep(0.01)
-        return self.answered(name)
-
     async def wait_acked(self, timeout: float = 15.0) -> None:
         """Until every event pushed so far was acknowledged (or answered 200 by the webhook)."""
-        deadline = time.monotonic() + timeout
-        while self.queue:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{len(self.queue)} events not acknowledged")
-            await asyncio.sleep(0.01)
+        await self.until(
+            lambda: not self.queue, timeout, lambda: f"{len(self.queue)} events not acknowledged"
+        )
 
     def texts_sent(self) -> list[str]:
         """The text of every text message the app sent or replied, in order."""
@@ -513,6 +502,12 @@ class FakeLark(FakePlatform[Failure]):
 
     def _wrap(self, name: str, handler: Any) -> Any:
         async def serve(request: web.Request) -> web.StreamResponse:
+            try:
+                return await answer(request)
+            finally:
+                self.call_done()
+
+        async def answer(request: web.Request) -> web.StreamResponse:
             body: Any = None
             if request.content_type.startswith("multipart/"):
                 body = await self._multipart(request)

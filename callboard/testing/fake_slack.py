@@ -156,7 +156,7 @@ class Socket:
 # ---------------------------------------------------------------------- the server
 
 
-class FakeSlack(FakePlatform[Failure]):
+class FakeSlack(FakePlatform[Failure, Call]):
     """``await start()``, point the adapter's base_url at ``base_url``, ``await close()``."""
 
     def __init__(
@@ -173,9 +173,7 @@ class FakeSlack(FakePlatform[Failure]):
         self.signing_secret = signing_secret
         self.echo = echo
         self.revoked: set[str] = set()
-        self.calls: list[Call] = []
         self.answered_count: Counter[str] = Counter()
-        self._called = asyncio.Event()
         # state
         self.users: dict[str, dict[str, Any]] = {}
         self.channels: dict[str, dict[str, Any]] = {}
@@ -262,35 +260,19 @@ class FakeSlack(FakePlatform[Failure]):
     def answered(self, method: str) -> list[Call]:
         return [c for c in self.calls_of(method) if c.ok]
 
-    async def wait_calls(self, method: str, count: int, timeout: float = 15.0) -> list[Call]:
-        """Until ``count`` calls of ``method`` were answered ``ok``; returns them."""
-        deadline = time.monotonic() + timeout
-        while True:
-            calls = self.answered(method)
-            if len(calls) >= count:
-                return calls
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError(f"{len(calls)} {method} calls of {count}; last calls: {self.calls[-5:]}")
-            called = self._called
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(called.wait(), min(remaining, 0.5))
-
     async def wait_acked(self, timeout: float = 15.0) -> None:
         """Until every delivery was acknowledged."""
-        deadline = time.monotonic() + timeout
-        while self.pending:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{len(self.pending)} deliveries still unacknowledged")
-            await asyncio.sleep(0.02)
+        await self.until(
+            lambda: not self.pending, timeout, lambda: f"{len(self.pending)} deliveries still unacknowledged"
+        )
 
     async def wait_socket(self, count: int = 1, timeout: float = 15.0) -> None:
         """Until at least ``count`` Socket Mode connections were opened in all."""
-        deadline = time.monotonic() + timeout
-        while self.opened < count or not self.sockets:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{self.opened} Socket Mode connections opened, waiting for {count}")
-            await asyncio.sleep(0.02)
+        await self.until(
+            lambda: self.opened >= count and bool(self.sockets),
+            timeout,
+            lambda: f"{self.opened} Socket Mode connections opened, waiting for {count}",
+        )
 
     # ------------------------------------------------------------------ workspace
 
@@ -814,8 +796,7 @@ class FakeSlack(FakePlatform[Failure]):
                 call.ok = False
             return response
         finally:
-            self._called.set()
-            self._called = asyncio.Event()
+            self.call_done()
 
     async def _answer(
         self, request: web.Request, method: str, params: dict[str, Any], call: Call

@@ -23,7 +23,6 @@ answer status, time).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import copy
 import itertools
 import time
@@ -251,7 +250,7 @@ class Webhook:
     statuses: list[int] = field(default_factory=list)
 
 
-class FakeBotAPI(FakePlatform[Failure]):
+class FakeBotAPI(FakePlatform[Failure, Call]):
     """The server. ``await start()``, use ``base_url`` as the adapter's base_url, ``await close()``."""
 
     def __init__(self, token: str = TOKEN, *, username: str = "callboard_test_bot") -> None:
@@ -268,7 +267,6 @@ class FakeBotAPI(FakePlatform[Failure]):
             "can_connect_to_business": False,
             "has_main_web_app": False,
         }
-        self.calls: list[Call] = []
         self.answered_count: Counter[str] = Counter()  # 2xx answers by lower-case method
         self.pending: list[dict[str, Any]] = []
         self.served: Counter[int] = Counter()
@@ -292,7 +290,6 @@ class FakeBotAPI(FakePlatform[Failure]):
         self._file_ids = itertools.count(1)
         self._poll: tuple[asyncio.Future[None], web.Request] | None = None
         self._changed = asyncio.Event()
-        self._called = asyncio.Event()
         self._deliverer: asyncio.Task[None] | None = None
         self._methods = {name.lower(): handler for name, handler in self._handlers().items()}
 
@@ -396,26 +393,11 @@ class FakeBotAPI(FakePlatform[Failure]):
     def answered(self, method: str) -> list[Call]:
         return [c for c in self.calls_of(method) if 200 <= c.status < 300]
 
-    async def wait_calls(self, method: str, count: int, timeout: float = 15.0) -> list[Call]:
-        """Wait until ``count`` calls of ``method`` were answered 2xx; returns them."""
-        deadline = time.monotonic() + timeout
-        while True:
-            calls = self.answered(method)
-            if len(calls) >= count:
-                return calls
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError(f"{len(calls)} {method} calls of {count}; last calls: {self.calls[-5:]}")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._called.wait(), remaining)
-
     async def wait_confirmed(self, timeout: float = 15.0) -> None:
         """Wait until every queued update was confirmed (or delivered to the webhook)."""
-        deadline = time.monotonic() + timeout
-        while self.pending:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{len(self.pending)} updates still unconfirmed")
-            await asyncio.sleep(0.02)
+        await self.until(
+            lambda: not self.pending, timeout, lambda: f"{len(self.pending)} updates still unconfirmed"
+        )
 
     # ------------------------------------------------------------------ the wire
 
@@ -431,8 +413,7 @@ class FakeBotAPI(FakePlatform[Failure]):
                 self.answered_count[method.lower()] += 1
             return response
         finally:
-            self._called.set()
-            self._called = asyncio.Event()
+            self.call_done()
 
     async def _answer(
         self, request: web.Request, method: str, params: dict[str, Any], files: dict[str, tuple[str, bytes]]

@@ -1,15 +1,19 @@
 """What the fakes share: an aiohttp application served on 127.0.0.1, and the test
-controls of a fake platform (hold its calls, script their failures)."""
+controls of a fake platform (hold its calls, script their failures, wait for them)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
 from collections import deque
+from collections.abc import Callable
 from typing import Generic, TypeVar
 
 from aiohttp import web
 
 F = TypeVar("F")
+C = TypeVar("C")
 
 
 class LocalServer:
@@ -33,16 +37,19 @@ class LocalServer:
             self._runner = None
 
 
-class FakePlatform(LocalServer, Generic[F]):
+class FakePlatform(LocalServer, Generic[F, C]):
     """A fake platform's server with the controls every test of an adapter uses: calls
-    named in ``hold`` wait until ``release()``, and ``fail`` queues the answers the next
-    calls of a name get (``F``: the fake's own kind of failure)."""
+    named in ``hold`` wait until ``release()``, ``fail`` queues the answers the next
+    calls of a name get, ``wait_calls`` waits for answered ones (``F``: the fake's own
+    kind of failure, ``C`` of recorded call)."""
 
     def __init__(self) -> None:
         super().__init__()
+        self.calls: list[C] = []
         self.failures: dict[str, deque[F]] = {}
         self.held: set[str] = set()
         self._released = asyncio.Event()
+        self._called = asyncio.Event()
 
     def call_key(self, name: str) -> str:
         """How the fake files a call's name (Telegram's methods are case-insensitive)."""
@@ -65,3 +72,34 @@ class FakePlatform(LocalServer, Generic[F]):
         """The scripted answer for this call of ``key``, if any (taken from the queue)."""
         queued = self.failures.get(key)
         return queued.popleft() if queued else None
+
+    def answered(self, name: str) -> list[C]:
+        """The calls named ``name`` the fake answered as a success."""
+        raise NotImplementedError
+
+    def call_done(self) -> None:
+        """A call was answered: wakes ``wait_calls``."""
+        self._called.set()
+        self._called = asyncio.Event()
+
+    async def wait_calls(self, name: str, count: int, timeout: float = 15.0) -> list[C]:
+        """Until ``count`` calls named ``name`` were answered as a success; returns them."""
+        deadline = time.monotonic() + timeout
+        while True:
+            calls = self.answered(name)
+            if len(calls) >= count:
+                return calls
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"{len(calls)} {name} calls of {count}; last calls: {self.calls[-5:]}")
+            called = self._called
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(called.wait(), min(remaining, 0.5))
+
+    async def until(self, done: Callable[[], bool], timeout: float, what: Callable[[], str]) -> None:
+        """Until ``done()`` holds; a ``TimeoutError`` saying ``what()`` after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while not done():
+            if time.monotonic() > deadline:
+                raise TimeoutError(what())
+            await asyncio.sleep(0.01)
