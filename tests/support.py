@@ -36,6 +36,11 @@ PIPELINE_ECHO = """
 """
 
 
+#: a platform adapter's outbound limits off, so tests that are not about throttling run at full speed
+RATE_LIMITS_OFF = (
+    "rate_limits: {per_bot_per_second: 0, per_private_chat_per_second: 0, per_group_chat_per_minute: 0}"
+)
+
 #: web adapter rate limits high enough for tests that are not about them
 UNLIMITED = (
     "rate_per_connection: {per_second: 1000000, burst: 1000000}, "
@@ -150,8 +155,7 @@ def crash_fleet(journal: Path, port: int, bot: str, adapter: str) -> str:
     return (
         f"name: crash\nengine:\n  journal: {journal}\n  admin: {{host: 127.0.0.1, port: {port}}}\n"
         f"bots:\n  - id: {bot}\n    adapter:\n{adapter_lines}\n"
-        "      rate_limits: {per_bot_per_second: 0, per_private_chat_per_second: 0,"
-        " per_group_chat_per_minute: 0}\n"
+        f"      {RATE_LIMITS_OFF}\n"
         "    session:\n      debounce: {window: 0}\n"
         "    handlers:\n"
         "      - event_type: message.received\n"

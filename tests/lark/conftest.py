@@ -15,19 +15,10 @@ from callboard.app import Running
 from callboard.engine.events import Event
 from callboard.testing.fake_lark import APP_ID, APP_SECRET, ENCRYPT_KEY, VERIFICATION_TOKEN, FakeLark
 from tests import support
+from tests.support import PIPELINE_ECHO as ECHO
+from tests.support import RATE_LIMITS_OFF as UNLIMITED
 
 BOT = "lk"
-
-ECHO = """
-- event_type: message.received
-  handler_type: pipeline
-  handler_config: {stages: [{type: command}, {type: echo}]}
-"""
-
-#: Lark's limits off, so tests that are not about throttling run at full speed
-UNLIMITED = (
-    "rate_limits: {per_bot_per_second: 0, per_private_chat_per_second: 0, per_group_chat_per_minute: 0}"
-)
 
 
 def lark_fleet(

@@ -15,23 +15,16 @@ from callboard.app import Running
 from callboard.engine.events import Event
 from callboard.testing.fake_slack import APP_TOKEN, BOT_TOKEN, SIGNING_SECRET, FakeSlack
 from tests import support
+from tests.support import PIPELINE_ECHO as ECHO
+from tests.support import RATE_LIMITS_OFF
 
 BOT = "sl"
 ANN, BOB = "U0ANN", "U0BOB"
 GENERAL = "C0GENERAL"
 SECRET_ROOM = "G0SECRET"
 
-ECHO = """
-- event_type: message.received
-  handler_type: pipeline
-  handler_config: {stages: [{type: command}, {type: echo}]}
-"""
-
-#: Slack's limits off, so tests that are not about throttling run at full speed
-UNLIMITED = """\
-rate_limits: {per_bot_per_second: 0, per_private_chat_per_second: 0, per_group_chat_per_minute: 0}
-tier_limits: false
-"""
+#: Slack's limits (outbound and method tiers) off, so tests that are not about throttling run at full speed
+UNLIMITED = f"{RATE_LIMITS_OFF}\ntier_limits: false\n"
 
 
 def slack_fleet(

@@ -17,19 +17,10 @@ from callboard.app import Running
 from callboard.engine.events import Event
 from callboard.testing.fake_telegram import TOKEN, FakeBotAPI, user
 from tests import support
+from tests.support import PIPELINE_ECHO as ECHO
+from tests.support import RATE_LIMITS_OFF as UNLIMITED
 
 BOT = "tg"
-
-ECHO = """
-- event_type: message.received
-  handler_type: pipeline
-  handler_config: {stages: [{type: command}, {type: echo}]}
-"""
-
-#: Telegram's limits off, so tests that are not about throttling run at full speed
-UNLIMITED = (
-    "rate_limits: {per_bot_per_second: 0, per_private_chat_per_second: 0, per_group_chat_per_minute: 0}"
-)
 
 
 def telegram_fleet(
