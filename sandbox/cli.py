@@ -247,9 +247,11 @@ def _live(admin: str, token: str | None) -> int:
         print(f"  {session['scope']}: container {container}, idle {session['idle_for']:g}s, reaped in {reap}")
         for process in session["processes"]:
             env = ", ".join(process["env_keys"]) or "-"
+            dropped = process.get("output_dropped") or 0
+            lost = f", {dropped} output bytes dropped unread" if dropped else ""
             print(
                 f"    process {process['process_id']}: {process['state']} (pid {process['pid']}, "
-                f"{process['restarts']} restarts, exit {process['exit_code']}) env: {env}"
+                f"{process['restarts']} restarts, exit {process['exit_code']}{lost}) env: {env}"
             )
     errors = report.get("errors", [])
     print(f"  recent errors: {len(errors)}" + (" (newest last)" if errors else ""))
