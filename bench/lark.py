@@ -36,7 +36,6 @@ from callboard.bench.harness import (
     pin,
     print_report,
     report_parser,
-    running_engine,
     split_cpus,
     verdicts,
 )
@@ -127,16 +126,19 @@ async def _lark(tmp: Path, cpu: int | None, mode: str, scenarios: list[Scenario]
     config.write_text(platforms.fleet("lark", tmp / f"journal-lark-{mode}.sqlite3", port, adapter))
     if mode == "webhook":
         lark.webhook_url = f"http://127.0.0.1:{port}/lark/bench/events"
-    results: dict[str, Any] = {}
     try:
-        async with running_engine(config, port, cpu) as engine:
-            for index, scenario in enumerate(scenarios):
-                timeout = 120 + scenario.events / 200
-                result = await _run_lark(lark, mode, scenario, f"s{index}", say, timeout, engine.pid)
-                results[scenario.name] = vars(result)
+        return await platforms.run_scenarios(
+            config,
+            port,
+            cpu,
+            scenarios,
+            200,
+            lambda scenario, index, timeout, pid: _run_lark(
+                lark, mode, scenario, f"s{index}", say, timeout, pid
+            ),
+        )
     finally:
         await lark.close()
-    return results
 
 
 def measure(quick: bool, quiet: bool = False) -> dict[str, Any]:

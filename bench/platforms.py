@@ -1,17 +1,18 @@
 """What the platform benchmarks (Telegram, Slack, Lark) share: their fleet, their
-scenarios, the wait for every reply, the check of the replies and the ratio to the
-web chat's baseline measured in the same run."""
+scenarios run against one engine, the wait for every reply, the check of the replies
+and the ratio to the web chat's baseline measured in the same run."""
 
 from __future__ import annotations
 
 import asyncio
 import textwrap
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from callboard.bench.e2e import Scenario
+from callboard.bench.harness import running_engine
 
 
 def fleet(name: str, journal: Path, port: int, adapter: str, *, session: str = "") -> str:
@@ -51,6 +52,29 @@ def scenarios(quick: bool, one: int, hundred: int, thousand: int) -> list[Scenar
         Scenario("S=100", chats=100, messages=n(hundred)),
         Scenario("S=1000", chats=1000, messages=max(2, n(thousand))),
     ]
+
+
+async def run_scenarios(
+    config: Path,
+    port: int,
+    cpu: int | None,
+    scenarios: Iterable[Scenario],
+    events_per_s: float,
+    run: Callable[[Scenario, int, float, int], Awaitable[object]],
+    ready: Callable[[], Awaitable[None]] | None = None,
+) -> dict[str, Any]:
+    """Each scenario in turn against one engine on ``config`` (pinned to ``cpu``):
+    ``run(scenario, index, timeout, engine pid)`` measures it, allowed two minutes plus
+    ``events_per_s`` a second; ``ready`` first waits for the platform's connection.
+    Returns each scenario's result's fields by its name."""
+    results: dict[str, Any] = {}
+    async with running_engine(config, port, cpu) as engine:
+        if ready is not None:
+            await ready()
+        for index, scenario in enumerate(scenarios):
+            timeout = 120 + scenario.events / events_per_s
+            results[scenario.name] = vars(await run(scenario, index, timeout, engine.pid))
+    return results
 
 
 async def wait_replies(

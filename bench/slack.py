@@ -50,7 +50,6 @@ from callboard.bench.harness import (
     pin,
     print_report,
     report_parser,
-    running_engine,
     split_cpus,
     verdicts,
 )
@@ -147,21 +146,25 @@ async def _slack(
     """
     journal = tmp / f"journal-slack-{mode}.sqlite3"
     config.write_text(platforms.fleet("slack", journal, port, adapter, session="max_pending: 100000"))
-    results: dict[str, Any] = {}
+
+    async def ready() -> None:
+        if mode == "http":
+            slack.deliver_to(f"http://127.0.0.1:{port}/slack/bench/events")
+        else:
+            await slack.wait_socket()
+
     try:
-        async with running_engine(config, port, cpu) as engine:
-            if mode == "http":
-                slack.deliver_to(f"http://127.0.0.1:{port}/slack/bench/events")
-            else:
-                await slack.wait_socket()
-            for index, scenario in enumerate(scenarios):
-                timeout = 120 + scenario.events / 200
-                results[scenario.name] = vars(
-                    await _run_slack(slack, scenario, index, say, timeout, engine.pid, mode)
-                )
+        return await platforms.run_scenarios(
+            config,
+            port,
+            cpu,
+            scenarios,
+            200,
+            lambda scenario, index, timeout, pid: _run_slack(slack, scenario, index, say, timeout, pid, mode),
+            ready,
+        )
     finally:
         await slack.close()
-    return results
 
 
 def adapter_costs(n: int = 20_000) -> dict[str, float]:

@@ -32,7 +32,6 @@ from callboard.bench.harness import (
     pin,
     print_report,
     report_parser,
-    running_engine,
     split_cpus,
     verdicts,
 )
@@ -98,17 +97,17 @@ async def _telegram(tmp: Path, cpu: int | None, scenarios: list[Scenario], say: 
         poll_timeout: 1
     """
     config.write_text(platforms.fleet("telegram", tmp / "journal-telegram.sqlite3", port, adapter))
-    results: dict[str, Any] = {}
     try:
-        async with running_engine(config, port, cpu) as engine:
-            for index, scenario in enumerate(scenarios):
-                timeout = 120 + scenario.events / 500
-                results[scenario.name] = vars(
-                    await _run_telegram(api, scenario, index, say, timeout, engine.pid)
-                )
+        return await platforms.run_scenarios(
+            config,
+            port,
+            cpu,
+            scenarios,
+            500,
+            lambda scenario, index, timeout, pid: _run_telegram(api, scenario, index, say, timeout, pid),
+        )
     finally:
         await api.close()
-    return results
 
 
 def measure(quick: bool, quiet: bool = False) -> dict[str, Any]:
