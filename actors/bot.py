@@ -32,7 +32,7 @@ from callboard.adapters.base import Adapter, AdapterAuthError, HttpHandler, load
 from callboard.engine.actor import Actor
 from callboard.engine.clock import Clock
 from callboard.engine.events import Event, SessionKey
-from callboard.engine.journal import Journal, PendingEvent, StagedOutbox
+from callboard.engine.journal import PendingEvent
 from callboard.engine.journal_store import JournalStore
 from callboard.engine.ref import ActorRef
 from callboard.engine.supervision import Backoff, Directive, SupervisorStrategy, decider_from_mapping
@@ -76,27 +76,10 @@ class BotStore:
     ) -> asyncio.Future[tuple[int, dict[str, Any], bool]]:
         return self._journal.append_outbox(self._bot_id, chat, payload, idempotency_key)
 
-    def append_outbox_staged(
-        self, chat: str, payload: dict[str, Any], idempotency_key: str | None = None
-    ) -> asyncio.Future[StagedOutbox]:
-        journal = self._journal
-        if isinstance(journal, Journal):  # SQLite: commit and fsync are apart
-            return journal.append_outbox_staged(self._bot_id, chat, payload, idempotency_key)
-        stored = journal.append_outbox(self._bot_id, chat, payload, idempotency_key)  # queued now, in order
-        return asyncio.ensure_future(_staged_at_commit(stored))
-
     async def read_outbox(
         self, chat: str, since: int = 0, limit: int = 1000
     ) -> list[tuple[int, dict[str, Any]]]:
         return await self._journal.read_outbox(self._bot_id, chat, since, limit)
-
-
-async def _staged_at_commit(write: asyncio.Future[tuple[int, dict[str, Any], bool]]) -> StagedOutbox:
-    """A journal whose commit is durable (PostgreSQL): staged once stored."""
-    seq, stored, created = await write
-    durable: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-    durable.set_result(None)
-    return StagedOutbox(seq, stored, created, durable)
 
 
 class _Batch:

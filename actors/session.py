@@ -276,7 +276,7 @@ class SessionActor(Actor):
             matches = bot.routes.match_all(events[-1])
         if not matches:
             bot.counters.unrouted += len(events)
-            bot.journal.mark_done(seqs, "unrouted")
+            await self._mark_unrouted(seqs)
             bot.in_flight.done(seqs)
             return
         run_id = run_id if run_id is not None else max(seqs)
@@ -294,6 +294,20 @@ class SessionActor(Actor):
         self.active_input = pending
         self.active = asyncio.ensure_future(execution)
         self.active.add_done_callback(lambda _: self.ref.tell(RunEnded(generation)))
+
+    async def _mark_unrouted(self, seqs: list[int]) -> None:
+        """A done mark that may share a transaction with others' stored output: again
+        once the journal writes, if that transaction failed."""
+        journal = self.bot.journal
+        while True:
+            committed = journal.mark_done(seqs, "unrouted")
+            if committed is None:
+                return
+            try:
+                await committed
+                return
+            except StorageUnavailable:
+                await journal.wait_writable()
 
     def _run_ended(self) -> bool:
         """Settle the background run; True when it failed."""
@@ -462,7 +476,11 @@ class SessionActor(Actor):
         if ctx.state_loaded is not None:
             await bot.journal.save_state(bot.bot_id, self.key, ctx.state_loaded)
         if not retry:
-            bot.journal.mark_done(seqs, status)
+            if bot.journal.storage_errors != storage_errors:
+                raise StorageUnavailable("the journal failed before the run's done mark")
+            committed = bot.journal.mark_done(seqs, status)
+            if committed is not None:  # one transaction with the run's stored replies
+                await committed
             bot.in_flight.done(seqs)
             counters.handled_events += len(events)
         counters.runs += 1
