@@ -6,8 +6,8 @@ its ceilings, its environment is merged under the caller's, and file sizes are
 bounded by its file limit. ``call_timeout`` tells the asking side how long a
 call may take, so it can give up with a clear error instead of hanging.
 
-A command that uses a skill (its working directory is in ``/workspace/.skills/<name>``, or an
-argument names a path there) first gets that skill's Python environment
+A command or managed process that uses a skill (its working directory is in
+``/workspace/.skills/<name>``, or an argument names a path there) first gets that skill's Python environment
 (``sandbox/skill_env.py``, run in the container once per container and skill) and then runs
 with the venv's ``bin`` first on ``PATH``, so ``python3`` is the venv's.
 """
@@ -75,6 +75,7 @@ def skills_used(profile: SandboxProfile, cwd: str, argv: tuple[str, ...]) -> lis
     """The profile's skills a command uses: its working directory is in one, or an argument
     names a path in one (``.skills/pdf/run.py``, ``/workspace/.skills/pdf``)."""
     found: list[str] = []
+    cwd = posixpath.normpath(posixpath.join(WORKSPACE, cwd))  # a managed process's may be relative
     relative = posixpath.relpath(cwd, SKILLS_DIR) if cwd.startswith(SKILLS_DIR + "/") else None
     if relative is not None:
         found.append(relative.split("/", 1)[0])
@@ -120,17 +121,9 @@ class WorkspaceTools:
         profile = self.profile
         argv = tuple(args.argv) if args.argv is not None else ("/bin/sh", "-c", args.command or "")
         limit = min(args.output_limit or profile.output_limit, profile.output_limit)
-        env = {**profile.env, **args.env}
-        venvs: list[str] = []
-        for skill in skills_used(profile, args.cwd, argv):
-            built = self.skill_env(skill)
-            if isinstance(built, ExecResult):
-                return built  # the command does not run without its skill's packages
-            if built is not None:
-                venvs.append(built)
-        if venvs:
-            env["PATH"] = ":".join([*(f"{v}/bin" for v in venvs), env.get("PATH", IMAGE_PATH)])
-            env["VIRTUAL_ENV"] = venvs[0]
+        env = self.with_skills(args.cwd, argv, {**profile.env, **args.env})
+        if isinstance(env, ExecResult):
+            return env  # the command does not run without its skills' packages
         return self.session.exec(
             ExecRequest(
                 argv=argv,
@@ -141,6 +134,23 @@ class WorkspaceTools:
                 env=env,
             )
         )
+
+    def with_skills(
+        self, cwd: str, argv: tuple[str, ...], env: dict[str, str]
+    ) -> dict[str, str] | ExecResult:
+        """``env`` for a command (or managed process) that uses skills: their venvs (built on
+        first use) first on ``PATH``; or the failed build as the result to report instead."""
+        venvs: list[str] = []
+        for skill in skills_used(self.profile, cwd, argv):
+            built = self.skill_env(skill)
+            if isinstance(built, ExecResult):
+                return built
+            if built is not None:
+                venvs.append(built)
+        if not venvs:
+            return env
+        path = ":".join([*(f"{venv}/bin" for venv in venvs), env.get("PATH", IMAGE_PATH)])
+        return {**env, "PATH": path, "VIRTUAL_ENV": venvs[0]}
 
     def skill_env(self, skill: str) -> str | ExecResult | None:
         """The venv of ``skill`` (built on its first use in this container; reused when its

@@ -7,6 +7,7 @@ requirement is not vendored gets a clear error as the tool's result and its scri
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -15,8 +16,14 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from callboard.actors.sandbox import SessionTools
+from callboard.engine import ActorSystem
+from callboard.engine.sandbox_api import SandboxError
+from callboard.engine.sandbox_processes import ProcessArgs
+from callboard.sandbox.config import SandboxSettings
 from callboard.testing.fake_openai import Call, FakeOpenAI, Reply
 from tests.sandbox.conftest import Engine
+from tests.sandbox.helpers import chat_tools, spawn_manager
 from tests.sandbox.skill_wheels import write_wheel
 from tests.support import chat_client, fleet_config, running_fleet
 
@@ -119,3 +126,42 @@ async def test_a_skill_script_imports_its_vendored_package(
     durations = [row["duration"] for row in audit]
     assert len(durations) == 3
     print(f"skill exec: first use {durations[0] * 1000:.0f} ms, second {durations[1] * 1000:.0f} ms")
+
+
+SERVE = (
+    "import sys\nimport tinygreet\n"
+    "for line in sys.stdin:\n    print(tinygreet.greet(line.strip()), flush=True)\n"
+)
+
+
+async def test_a_managed_process_from_a_skill_gets_its_venv(
+    engine: Engine, system: ActorSystem, fleet: str, tmp_path: Path
+) -> None:
+    """A managed process (an MCP server, say) run from a skill folder imports its packages too;
+    one whose packages cannot be installed does not start, and its report says why."""
+    greet = skill_folder(tmp_path / "skills", "greet", "tinygreet\n")
+    (greet / "serve.py").write_text(SERVE)
+    broken = skill_folder(tmp_path / "skills", "broken", "not-vendored\n")
+    settings = SandboxSettings.model_validate(
+        {
+            "engine_url": engine.url,
+            "image": engine.image,
+            "allowed_mount_roots": [str(tmp_path)],
+            "profiles": {"default": {"skills": {"greet": str(greet), "broken": str(broken)}}},
+        }
+    )
+    tools = chat_tools(spawn_manager(system, fleet, settings))
+    assert isinstance(tools, SessionTools)
+    await tools.start_process(ProcessArgs(process_id="greeter", argv=["python3", ".skills/greet/serve.py"]))
+    attachment = await tools.attach("greeter")
+    await attachment.write(b"process\n")
+    assert await asyncio.wait_for(attachment.read(), 10) == b"hello, process from a vendored wheel\n"
+    await attachment.close()
+
+    failing = ProcessArgs(
+        process_id="broken", argv=["python3", "run.py"], cwd=".skills/broken", max_restarts=0
+    )
+    with pytest.raises(SandboxError):
+        await tools.start_process(failing)
+    report = await tools.get_process("broken")
+    assert report.state == "failed" and "not installed: not-vendored" in (report.error or "")

@@ -141,6 +141,7 @@ def test_errors_say_what_is_wrong(tmp_path: Path, index: Index) -> None:
 def test_which_commands_use_a_skill() -> None:
     profile = SandboxProfile(skills={"pdf": "/srv/skills/pdf", "charts": "/srv/skills/charts"})
     assert skills_used(profile, "/workspace/.skills/pdf/bin", ("python3", "run.py")) == ["pdf"]
+    assert skills_used(profile, ".skills/pdf", ("python3", "run.py")) == ["pdf"]  # a process's cwd
     argv = ("python3", ".skills/charts/plot.py", "--out=.skills/pdf/x")
     assert skills_used(profile, "/workspace", argv) == ["charts", "pdf"]
     shell = ("/bin/sh", "-c", "cd /workspace/.skills/pdf && python3 run.py")
