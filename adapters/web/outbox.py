@@ -84,6 +84,8 @@ class Outbox:
         data = encode(body)
         for client in list(self.subscribers.get(chat_id, ())):
             client.deliver(chat_id, seq, data)
+        if self.peers is not None:
+            self.peers(orjson.dumps([chat_id, seq]) + b"\n" + data)
 
     def typing(self, chat_id: str) -> None:
         """Not stored, but pushed after the chat's stored frames still waiting for their fsync."""
