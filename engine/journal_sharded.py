@@ -235,10 +235,14 @@ class ShardedJournal:
     def append(self, event: Event, session: SessionKey) -> asyncio.Future[int | None]:
         return self.shard_of_session(event.bot_id, session).append(event, session)
 
-    def mark_done(self, seqs: Sequence[int], status: str = "done") -> None:
-        """On each seq's shard (a run's seqs are one session's: one shard)."""
-        for index, group in self._by_seq(seqs).items():
-            self.shards[index].mark_done(group, status)
+    def mark_done(self, seqs: Sequence[int], status: str = "done") -> asyncio.Future[None] | None:
+        """On each seq's shard. A run's seqs are one session's, so one shard, where the
+        mark commits with the chat's replies queued before it (``JournalStore.mark_done``)."""
+        marks = [self.shards[i].mark_done(group, status) for i, group in self._by_seq(seqs).items()]
+        waiting = [mark for mark in marks if mark is not None]
+        if len(waiting) > 1:
+            return asyncio.ensure_future(_all(waiting))
+        return waiting[0] if waiting else None
 
     async def mark_done_now(self, seqs: Sequence[int], status: str = "done") -> None:
         await _all(self.shards[i].mark_done_now(group, status) for i, group in self._by_seq(seqs).items())

@@ -4,8 +4,8 @@ both are stored or neither is (then the event is replayed and its reply stored
 once). The reply's writer does not wait for the commit (pipelined web replies);
 the done mark's caller hears at commit, not at fsync.
 
-The sharded journal keeps output by chat and done marks by session, on possibly
-different shards: no shared transaction there, only the order of the two."""
+The sharded journal keeps a chat's output and its sessions' done marks on one
+shard (both placed by bot and chat id), so the same holds there."""
 
 from __future__ import annotations
 
@@ -33,17 +33,11 @@ pytestmark = pytest.mark.timeout(60)
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _one_database(backend: str) -> None:
-    if backend == "sharded":
-        pytest.skip("a sharded journal keeps output and done marks on different shards")
-
-
 async def _outbox(journal: JournalStore) -> list[tuple[int, str]]:
     return [(seq, payload["text"]) for seq, payload in await journal.read_outbox("b", "c1")]
 
 
-async def test_the_done_mark_commits_with_the_reply(make_journal: MakeJournal, backend: str) -> None:
-    _one_database(backend)
+async def test_the_done_mark_commits_with_the_reply(make_journal: MakeJournal) -> None:
     journal = make_journal()
     await journal.open()
     try:
@@ -66,9 +60,8 @@ async def test_the_done_mark_commits_with_the_reply(make_journal: MakeJournal, b
 
 
 async def test_a_failed_transaction_stores_neither_and_holds_no_done_mark(
-    make_journal: MakeJournal, journal_target: Callable[[str], str], backend: str
+    make_journal: MakeJournal, journal_target: Callable[[str], str]
 ) -> None:
-    _one_database(backend)
     clock = ManualClock()
     journal = make_journal(clock=clock)
     await journal.open()
