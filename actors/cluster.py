@@ -445,7 +445,7 @@ class ClusterNode:
         """Re-activate the partitions' sessions from the journal, then consume."""
         began = time.monotonic()
         top = await self.journal.query("SELECT COALESCE(MAX(seq), 0) FROM events")
-        upto = int(top[0][0])
+        upto = max(int(row[0]) for row in top)  # a sharded journal answers a row per shard
         wanted = {lease.partition for lease in leases}
         replayed = 0
         for bot, sink in list(self.sinks.items()):
