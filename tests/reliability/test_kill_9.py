@@ -69,7 +69,9 @@ async def kill_9_mid_burst(tmp_path: Path, window: str, journal: str | list[str]
         sent: dict[str, str] = {}  # client_msg_id -> text
         pause = 0.3 if window != "0" else 0.02  # long enough for bursts to close between rounds
         i = 0
+        loading = time.monotonic() + 90
         while len(client.of("ack")) < 600:
+            assert time.monotonic() < loading, f"{len(client.of('ack'))} acks in 90 s: the engine stalled"
             for _ in range(3):  # a round: three messages to every chat
                 for chat in chats:
                     text = f"m{i}"
