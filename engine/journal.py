@@ -21,18 +21,15 @@ from typing import Any, Literal, TypeVar
 
 import orjson
 
-from callboard.engine.audit import AuditEntry
 from callboard.engine.clock import Clock, LoopClock, TimerHandle
-from callboard.engine.events import Event, SessionKey, decode_event, encode_event
+from callboard.engine.events import Event, SessionKey, decode_event
 from callboard.engine.journal_writer import (
     APPEND,
-    AUDIT,
     CALL,
     DONE,
     OUTBOX,
-    RECEIPT,
-    RUN,
     Op,
+    QueuedWrites,
     Syncer,
     Writer,
     is_storage_error,
@@ -88,7 +85,7 @@ class Receipt:
     error: str | None
 
 
-class Journal:
+class Journal(QueuedWrites):
     """SQLite journal with group commit. ``await open()`` before use, ``await close()`` after."""
 
     def __init__(
@@ -389,14 +386,6 @@ class Journal:
 
     # ------------------------------------------------------------------ events
 
-    def append(self, event: Event, session: SessionKey) -> asyncio.Future[int | None]:
-        """Store ``event``; resolves to its sequence number once committed, or to
-        None if its dedup key was seen before. Keys are forgotten by ``prune``
-        once older than the dedup window, so the window is at least
-        ``dedup_window_seconds``."""
-        payload = encode_event(event)
-        return self._op(APPEND, (event.bot_id, event.dedup_key, session.name, event.type, payload), True)
-
     def mark_done(self, seqs: Sequence[int], status: str = "done") -> asyncio.Future[None] | None:
         """Record that these events were handled (durable with the next commit).
 
@@ -415,10 +404,6 @@ class Journal:
         if not future.done():
             self._at_commit.add(future)
         return future
-
-    async def mark_done_now(self, seqs: Sequence[int], status: str = "done") -> None:
-        now = self.wall()
-        await self._op(DONE, ([(now, status, seq) for seq in seqs],), True)
 
     async def pending(self, bot: str) -> list[PendingEvent]:
         """Events of ``bot`` not marked done, oldest first, for replay."""
@@ -461,35 +446,6 @@ class Journal:
 
     # ------------------------------------------------------------------ receipts
 
-    def record_run(self, run_id: int, seqs: Sequence[int]) -> None:
-        """Remember which events make up a handler run, before it sends anything.
-
-        Operations commit in the order they are queued, so by the time any send
-        of the run is durable, so is this: a replay rebuilds exactly this run and
-        its receipt keys match."""
-        self._op(RUN, ([(seq, run_id) for seq in seqs],), False)
-
-    def store_receipt(
-        self,
-        key: str,
-        bot: str,
-        run_id: int,
-        chat: str,
-        message_id: str | None,
-        status: str = "sent",
-        error: str | None = None,
-    ) -> None:
-        """Record an outbound send (or its final failure) under its receipt key.
-
-        Not awaited: it commits before anything queued after it, in particular
-        the run's done marks, and waiting would not shrink the window between
-        the platform accepting a send and the receipt being durable."""
-        self._op(RECEIPT, (key, bot, run_id, chat, message_id, status, error), False)
-
-    def append_audit(self, entry: AuditEntry) -> None:
-        """Record one sandbox call (not awaited; committed with the next batch)."""
-        self._op(AUDIT, entry.row(), False)
-
     async def receipt(self, key: str) -> Receipt | None:
         writer = self._writer
 
@@ -529,15 +485,6 @@ class Journal:
         )
 
     # ------------------------------------------------------------------ stored bot output
-
-    def append_outbox(
-        self, bot: str, chat: str, payload: dict[str, Any], idempotency_key: str | None = None
-    ) -> asyncio.Future[tuple[int, dict[str, Any], bool]]:
-        """Store one outbound item for ``chat`` under the next per-chat sequence
-        number (written into ``payload["seq"]``). With an ``idempotency_key``
-        already stored, nothing is added and the earlier item comes back.
-        Resolves to (seq, stored payload, created)."""
-        return self._op(OUTBOX, (bot, chat, payload, idempotency_key), True)
 
     async def read_outbox(
         self, bot: str, chat: str, since: int = 0, limit: int = 1000

@@ -36,9 +36,8 @@ import orjson
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from callboard.engine.audit import AuditEntry
 from callboard.engine.clock import Clock, LoopClock, TimerHandle
-from callboard.engine.events import Event, SessionKey, decode_event, encode_event
+from callboard.engine.events import SessionKey, decode_event
 from callboard.engine.journal import (
     STORAGE_PROBE,
     JournalClosed,
@@ -57,6 +56,7 @@ from callboard.engine.journal_writer import (
     RECEIPT,
     RUN,
     Op,
+    QueuedWrites,
     settle_all,
 )
 
@@ -177,7 +177,7 @@ def redact(url: str) -> str:
     return parts._replace(netloc=f"{user}{host}{port}").geturl()
 
 
-class PgJournal:
+class PgJournal(QueuedWrites):
     """PostgreSQL journal with group commit. ``await open()`` before use, ``await close()`` after."""
 
     def __init__(
@@ -629,10 +629,6 @@ class PgJournal:
 
     # ------------------------------------------------------------------ events
 
-    def append(self, event: Event, session: SessionKey) -> asyncio.Future[int | None]:
-        payload = encode_event(event)
-        return self._op(APPEND, (event.bot_id, event.dedup_key, session.name, event.type, payload), True)
-
     def mark_done(self, seqs: Sequence[int], status: str = "done") -> asyncio.Future[None] | None:
         """As the SQLite journal's: in one transaction with the stored output queued
         before it; while that output's batch is already running, in the next one,
@@ -642,10 +638,6 @@ class PgJournal:
             self._op(DONE, (rows,), False)
             return None
         return self._op(DONE, (rows, "after output"), True)
-
-    async def mark_done_now(self, seqs: Sequence[int], status: str = "done") -> None:
-        now = self.wall()
-        await self._op(DONE, ([(now, status, seq) for seq in seqs],), True)
 
     async def pending(self, bot: str) -> list[PendingEvent]:
         rows = await self._rows(
@@ -671,24 +663,6 @@ class PgJournal:
 
     # ------------------------------------------------------------------ receipts
 
-    def record_run(self, run_id: int, seqs: Sequence[int]) -> None:
-        self._op(RUN, ([(seq, run_id) for seq in seqs],), False)
-
-    def store_receipt(
-        self,
-        key: str,
-        bot: str,
-        run_id: int,
-        chat: str,
-        message_id: str | None,
-        status: str = "sent",
-        error: str | None = None,
-    ) -> None:
-        self._op(RECEIPT, (key, bot, run_id, chat, message_id, status, error), False)
-
-    def append_audit(self, entry: AuditEntry) -> None:
-        self._op(AUDIT, entry.row(), False)
-
     async def receipt(self, key: str) -> Receipt | None:
         rows = await self._rows(
             "SELECT key, run_id, chat, message_id, status, error FROM receipts WHERE key=%s", (key,)
@@ -713,11 +687,6 @@ class PgJournal:
         )
 
     # ------------------------------------------------------------------ stored bot output
-
-    def append_outbox(
-        self, bot: str, chat: str, payload: dict[str, Any], idempotency_key: str | None = None
-    ) -> asyncio.Future[tuple[int, dict[str, Any], bool]]:
-        return self._op(OUTBOX, (bot, chat, payload, idempotency_key), True)
 
     async def read_outbox(
         self, bot: str, chat: str, since: int = 0, limit: int = 1000

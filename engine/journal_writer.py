@@ -44,12 +44,13 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
 
-from callboard.engine.audit import AUDIT_COLUMNS
+from callboard.engine.audit import AUDIT_COLUMNS, AuditEntry
+from callboard.engine.events import Event, SessionKey, encode_event
 
 log = logging.getLogger("callboard.journal")
 
@@ -157,6 +158,68 @@ class Op:
         self.kind = kind
         self.args = args
         self.future = future
+
+
+class QueuedWrites:
+    """The writes both journals (SQLite, PostgreSQL) queue the same way, each an
+    ``Op`` for the next batch; a journal supplies ``_op`` (queue it, and a future
+    when ``wait``) and ``wall`` (the time stored with it)."""
+
+    def wall(self) -> float:
+        raise NotImplementedError
+
+    def _op(self, kind: int, args: tuple[Any, ...], wait: bool) -> asyncio.Future[Any]:
+        raise NotImplementedError
+
+    def append(self, event: Event, session: SessionKey) -> asyncio.Future[int | None]:
+        """Store ``event``; resolves to its sequence number once committed, or to
+        None if its dedup key was seen before. Keys are forgotten by ``prune``
+        once older than the dedup window, so the window is at least
+        ``dedup_window_seconds``."""
+        payload = encode_event(event)
+        return self._op(APPEND, (event.bot_id, event.dedup_key, session.name, event.type, payload), True)
+
+    async def mark_done_now(self, seqs: Sequence[int], status: str = "done") -> None:
+        now = self.wall()
+        await self._op(DONE, ([(now, status, seq) for seq in seqs],), True)
+
+    def record_run(self, run_id: int, seqs: Sequence[int]) -> None:
+        """Remember which events make up a handler run, before it sends anything.
+
+        Operations commit in the order they are queued, so by the time any send
+        of the run is durable, so is this: a replay rebuilds exactly this run and
+        its receipt keys match."""
+        self._op(RUN, ([(seq, run_id) for seq in seqs],), False)
+
+    def store_receipt(
+        self,
+        key: str,
+        bot: str,
+        run_id: int,
+        chat: str,
+        message_id: str | None,
+        status: str = "sent",
+        error: str | None = None,
+    ) -> None:
+        """Record an outbound send (or its final failure) under its receipt key.
+
+        Not awaited: it commits before anything queued after it, in particular
+        the run's done marks, and waiting would not shrink the window between
+        the platform accepting a send and the receipt being durable."""
+        self._op(RECEIPT, (key, bot, run_id, chat, message_id, status, error), False)
+
+    def append_audit(self, entry: AuditEntry) -> None:
+        """Record one sandbox call (not awaited; committed with the next batch)."""
+        self._op(AUDIT, entry.row(), False)
+
+    def append_outbox(
+        self, bot: str, chat: str, payload: dict[str, Any], idempotency_key: str | None = None
+    ) -> asyncio.Future[tuple[int, dict[str, Any], bool]]:
+        """Store one outbound item for ``chat`` under the next per-chat sequence
+        number (written into ``payload["seq"]``). With an ``idempotency_key``
+        already stored, nothing is added and the earlier item comes back.
+        Resolves to (seq, stored payload, created)."""
+        return self._op(OUTBOX, (bot, chat, payload, idempotency_key), True)
 
 
 class Writer:
