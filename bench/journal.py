@@ -1,8 +1,11 @@
 """The journal's CPU per event at a given number of events per commit.
 
 Each event goes through what the hot path asks of the journal: an append with
-its dedup key (one commit, awaited: the ack waits for it), then its done mark
-and a reply receipt (the next commit, in the background). ``--batch`` events
+its dedup key (one commit, awaited: the ack waits for it), then its reply and
+its done mark, on one of two paths (``--reply``): ``web``, the reply stored in
+the outbox and the done mark in one commit, awaited at commit as a session
+does (a web chat reply); ``receipt``, the done mark and a send receipt in the
+background (a reply sent to a platform without idempotent sends). ``--batch`` events
 are appended in one loop turn, so they share one transaction and one fsync,
 as a busy connection's events do. CPU is the process's (the loop thread and
 the fsync thread); the real disk is used (synchronous=FULL), so the events/s
@@ -16,7 +19,7 @@ reads per event the servers' CPU (every PostgreSQL process's, from /proc),
 the WAL bytes (what a standby receives) and the growth of the databases on
 disk: what a shard's primary spends, the figures a capacity model divides by.
 
-    callboard bench journal [--batch 1 40 200] [--events N] [--shards 1 2] [--json]
+    callboard bench journal [--batch 1 40 200] [--reply web receipt] [--events N] [--shards 1 2] [--json]
 """
 
 from __future__ import annotations
@@ -58,13 +61,17 @@ def event(n: int) -> MessageReceived:
     )
 
 
-async def measure(batch: int, total: int) -> dict[str, Any]:
+async def measure(batch: int, total: int, reply: str = "receipt") -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="callboard-bench-journal-") as tmp:
-        return await drive(Journal(str(Path(tmp) / "journal.sqlite3")), batch, total)
+        return await drive(Journal(str(Path(tmp) / "journal.sqlite3")), batch, total, reply=reply)
 
 
 async def drive(
-    journal: JournalStore, batch: int, total: int, servers: Sequence[PostgresServer] = ()
+    journal: JournalStore,
+    batch: int,
+    total: int,
+    servers: Sequence[PostgresServer] = (),
+    reply: str = "receipt",
 ) -> dict[str, Any]:
     """The hot path's writes for ``total`` events, ``batch`` per loop turn."""
     await journal.open()
@@ -78,6 +85,14 @@ async def drive(
             chunk = events[start : start + batch]
             seqs = await asyncio.gather(*(journal.append(e, e.session_key()) for e in chunk))
             done = [s for s in seqs if s is not None]
+            if reply == "web":
+                for seq, e in zip(done, chunk, strict=False):
+                    text = {"op": "message", "chat_id": e.chat_id, "text": e.text}
+                    journal.append_outbox("bench", e.chat_id, text, f"bench:{seq}:0:1")
+                committed = journal.mark_done(done)
+                if committed is not None:
+                    await committed  # at commit, as a session waits before its next event
+                continue
             journal.mark_done(done)
             for seq, e in zip(done, chunk, strict=False):
                 journal.store_receipt(f"reply:{seq}", "bench", seq, e.session_key().name, f"b{seq}")
@@ -89,6 +104,7 @@ async def drive(
     finally:
         await journal.close()
     row = {
+        "reply": reply,
         "events_per_commit": batch,
         "events": total,
         "commits": commits,
@@ -182,19 +198,30 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="the PostgreSQL journal over these numbers of shards (e.g. 1 2), one server each",
     )
+    parser.add_argument(
+        "--reply",
+        nargs="+",
+        choices=["web", "receipt"],
+        default=["web", "receipt"],
+        help="web: stored reply + done mark in one commit; receipt: done mark + send receipt",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
     if args.shards:
         return _print_shards(run_shards(args.shards, args.batch, args.events), args.json)
-    rows = [run_loop(measure(b, args.events or min(40_000, 2_000 * b))) for b in args.batch]
+    rows = [
+        run_loop(measure(b, args.events or min(40_000, 2_000 * b), reply))
+        for reply in args.reply
+        for b in args.batch
+    ]
     if args.json:
         print(orjson.dumps({"journal": "SQLite WAL, synchronous=FULL", "runs": rows}).decode())
         return 0
-    print("callboard journal: append + done mark + receipt per event (SQLite WAL, synchronous=FULL)")
-    print(f"{'events/commit':>14}{'events':>9}{'commits':>9}{'CPU µs/event':>14}{'events/s':>10}")
+    print("callboard journal: append, then reply + done mark per event (SQLite WAL, synchronous=FULL)")
+    print(f"{'reply':>8}{'events/commit':>14}{'events':>9}{'commits':>9}{'CPU µs/event':>14}{'events/s':>10}")
     for row in rows:
         print(
-            f"{row['events_per_commit']:>14}{row['events']:>9,}{row['commits']:>9,}"
+            f"{row['reply']:>8}{row['events_per_commit']:>14}{row['events']:>9,}{row['commits']:>9,}"
             f"{row['cpu_us_per_event']:>14.1f}{row['events_per_s']:>10,.0f}"
         )
     return 0
