@@ -40,7 +40,7 @@ from callboard.bench.harness import (
     verdicts,
 )
 from callboard.engine.loop import run as run_loop
-from callboard.testing.fake_lark import APP_ID, APP_SECRET, ENCRYPT_KEY, VERIFICATION_TOKEN, FakeLark
+from callboard.testing.fake_lark import ENCRYPT_KEY, FakeLark
 
 #: webhook deliveries in flight at once
 IN_FLIGHT = 64
@@ -114,16 +114,9 @@ async def _lark(tmp: Path, cpu: int | None, mode: str, scenarios: list[Scenario]
     lark = await FakeLark(encrypt_key=ENCRYPT_KEY, honour_uuid=False).start()
     port = free_port()
     config = tmp / f"fleet-lark-{mode}.yaml"
-    adapter = f"""
-        type: lark
-        app_id: {APP_ID}
-        app_secret: "{APP_SECRET}"
-        domain: {lark.base_url}
-        mode: {mode}
-        verification_token: "{VERIFICATION_TOKEN}"
-        encrypt_key: "{ENCRYPT_KEY}"
-    """
-    config.write_text(platforms.fleet("lark", tmp / f"journal-lark-{mode}.sqlite3", port, adapter))
+    config.write_text(
+        platforms.fleet("lark", tmp / f"journal-lark-{mode}.sqlite3", port, lark.adapter_yaml(mode))
+    )
     if mode == "webhook":
         lark.webhook_url = f"http://127.0.0.1:{port}/lark/bench/events"
     try:

@@ -57,11 +57,9 @@ from callboard.engine.clock import LoopClock
 from callboard.engine.entities import MessageChain
 from callboard.engine.loop import run as run_loop
 from callboard.testing.fake_slack import (
-    APP_TOKEN,
     BOT_ID,
     BOT_TOKEN,
     BOT_USER,
-    SIGNING_SECRET,
     TEAM,
     FakeSlack,
 )
@@ -135,15 +133,7 @@ async def _slack(
     slack.redeliver_after = 5.0  # what a busy engine left unacknowledged comes again
     port = free_port()
     config = tmp / f"fleet-slack-{mode}.yaml"
-    adapter = f"""
-        type: slack
-        mode: {mode}
-        bot_token: "{BOT_TOKEN}"
-        app_token: "{APP_TOKEN}"
-        signing_secret: "{SIGNING_SECRET}"
-        base_url: {slack.base_url}
-        tier_limits: false
-    """
+    adapter = slack.adapter_yaml(mode) + "tier_limits: false\n"
     journal = tmp / f"journal-slack-{mode}.sqlite3"
     config.write_text(platforms.fleet("slack", journal, port, adapter, session="max_pending: 100000"))
 

@@ -90,13 +90,7 @@ async def _telegram(tmp: Path, cpu: int | None, scenarios: list[Scenario], say: 
     api = await FakeBotAPI().start()
     port = free_port()
     config = tmp / "fleet-telegram.yaml"
-    adapter = f"""
-        type: telegram
-        token: "{api.token}"
-        base_url: {api.base_url}
-        poll_timeout: 1
-    """
-    config.write_text(platforms.fleet("telegram", tmp / "journal-telegram.sqlite3", port, adapter))
+    config.write_text(platforms.fleet("telegram", tmp / "journal-telegram.sqlite3", port, api.adapter_yaml()))
     try:
         return await platforms.run_scenarios(
             config,

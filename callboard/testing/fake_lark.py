@@ -280,6 +280,15 @@ class FakeLark(FakePlatform[Failure, Call]):
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    def adapter_yaml(self, mode: str = "ws") -> str:
+        """The ``adapter:`` block (YAML) of a bot talking to this fake in ``mode`` with its
+        credentials, and its encrypt key when it has one; a test appends any other fields."""
+        text = (
+            f'type: lark\napp_id: {self.app_id}\napp_secret: "{self.app_secret}"\ndomain: {self.base_url}\n'
+            f'mode: {mode}\nverification_token: "{self.verification_token}"\n'
+        )
+        return text + (f'encrypt_key: "{self.encrypt_key}"\n' if self.encrypt_key else "")
+
     # ------------------------------------------------------------------ test controls
 
     def expire_tokens(self) -> None:

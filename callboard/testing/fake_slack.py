@@ -248,6 +248,14 @@ class FakeSlack(FakePlatform[Failure, Call]):
     def base_url(self) -> str:
         return f"{self.root}/api/"
 
+    def adapter_yaml(self, mode: str = "socket") -> str:
+        """The ``adapter:`` block (YAML) of a Slack bot talking to this fake in ``mode``
+        with its tokens; a test appends any other fields."""
+        return (
+            f'type: slack\nmode: {mode}\nbot_token: "{self.bot_token}"\napp_token: "{self.app_token}"\n'
+            f'signing_secret: "{self.signing_secret}"\nbase_url: {self.base_url}\n'
+        )
+
     # ------------------------------------------------------------------ test controls
 
     def revoke(self, token: str) -> None:

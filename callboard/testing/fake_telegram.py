@@ -313,6 +313,11 @@ class FakeBotAPI(FakePlatform[Failure, Call]):
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/bot"
 
+    def adapter_yaml(self, token: str | None = None) -> str:
+        """The ``adapter:`` block (YAML) of a bot polling this fake (1 s long polls) with
+        ``token`` (by default the fake's); a test appends any other fields."""
+        return f'type: telegram\ntoken: "{token or self.token}"\nbase_url: {self.base_url}\npoll_timeout: 1\n'
+
     @property
     def base_file_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/file/bot"

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from callboard.bench.harness import free_port, wait_ready
-from callboard.testing.fake_lark import APP_ID, APP_SECRET, ENCRYPT_KEY, VERIFICATION_TOKEN, FakeLark
+from callboard.testing.fake_lark import ENCRYPT_KEY, FakeLark
 from tests.support import assert_stored_once, crash_fleet, engine_process
 
 pytestmark = pytest.mark.timeout(180)
@@ -29,16 +29,7 @@ async def test_kill_9_mid_stream_answers_every_event_exactly_once(tmp_path: Path
     base = f"http://127.0.0.1:{port}"
     journal = tmp_path / "journal.sqlite3"
     config = tmp_path / "fleet.yaml"
-    adapter = f"""
-        type: lark
-        app_id: {APP_ID}
-        app_secret: "{APP_SECRET}"
-        domain: {lark.base_url}
-        mode: {mode}
-        verification_token: "{VERIFICATION_TOKEN}"
-        encrypt_key: "{ENCRYPT_KEY}"
-    """
-    config.write_text(crash_fleet(journal, port, "lk", adapter))
+    config.write_text(crash_fleet(journal, port, "lk", lark.adapter_yaml(mode)))
     if mode == "webhook":
         lark.webhook_url = f"{base}/lark/lk/events"
         lark.webhook_retry = 0.05

@@ -13,7 +13,7 @@ import pytest
 from callboard.actors.config import FleetConfig
 from callboard.app import Running
 from callboard.engine.events import Event
-from callboard.testing.fake_slack import APP_TOKEN, BOT_TOKEN, SIGNING_SECRET, FakeSlack
+from callboard.testing.fake_slack import FakeSlack
 from tests import support
 from tests.support import PIPELINE_ECHO as ECHO
 from tests.support import RATE_LIMITS_OFF
@@ -40,18 +40,11 @@ def slack_fleet(
     request_timeout: str = "5",
 ) -> FleetConfig:
     """A fleet with one Slack bot ``sl`` on ``slack`` (half-second pings)."""
-    adapter_block = textwrap.dedent(
-        f"""\
-        type: slack
-        mode: {mode}
-        bot_token: "{BOT_TOKEN}"
-        app_token: "{APP_TOKEN}"
-        signing_secret: "{SIGNING_SECRET}"
-        base_url: {slack.base_url}
-        ping_interval: 0.5
-        request_timeout: {request_timeout}
-        """
-    ) + textwrap.dedent(adapter)
+    adapter_block = (
+        slack.adapter_yaml(mode)
+        + f"ping_interval: 0.5\nrequest_timeout: {request_timeout}\n"
+        + textwrap.dedent(adapter)
+    )
     return support.platform_fleet(
         tmp_path,
         bot=BOT,

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from callboard.bench.harness import free_port, wait_ready
-from callboard.testing.fake_slack import APP_TOKEN, BOT_TOKEN, SIGNING_SECRET, FakeSlack
+from callboard.testing.fake_slack import FakeSlack
 from tests.slack.conftest import workspace
 from tests.support import assert_stored_once, crash_fleet, engine_process
 
@@ -36,16 +36,7 @@ async def test_kill_9_mid_stream_answers_every_event_exactly_once(tmp_path: Path
     base = f"http://127.0.0.1:{port}"
     journal = tmp_path / "journal.sqlite3"
     config = tmp_path / "fleet.yaml"
-    adapter = f"""
-        type: slack
-        mode: {mode}
-        bot_token: "{BOT_TOKEN}"
-        app_token: "{APP_TOKEN}"
-        signing_secret: "{SIGNING_SECRET}"
-        base_url: {slack.base_url}
-        ping_interval: 0.5
-        tier_limits: false
-    """
+    adapter = slack.adapter_yaml(mode) + "ping_interval: 0.5\ntier_limits: false\n"
     config.write_text(crash_fleet(journal, port, "sl", adapter))
     people = [f"U1{i:04d}" for i in range(10)]
     for person in people:

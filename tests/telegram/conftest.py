@@ -34,15 +34,7 @@ def telegram_fleet(
     window: str = "0",
 ) -> FleetConfig:
     """A fleet with one Telegram bot ``tg`` polling ``api`` (1 s long polls)."""
-    adapter_block = textwrap.dedent(
-        f"""\
-        type: telegram
-        token: "{token}"
-        base_url: {api.base_url}
-        poll_timeout: 1
-        request_timeout: 2
-        """
-    ) + textwrap.dedent(adapter)
+    adapter_block = api.adapter_yaml(token) + "request_timeout: 2\n" + textwrap.dedent(adapter)
     return support.platform_fleet(
         tmp_path,
         bot=BOT,

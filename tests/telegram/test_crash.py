@@ -30,14 +30,7 @@ async def test_kill_9_mid_polling_answers_every_update_exactly_once(tmp_path: Pa
     base = f"http://127.0.0.1:{port}"
     journal = tmp_path / "journal.sqlite3"
     config = tmp_path / "fleet.yaml"
-    adapter = f"""
-        type: telegram
-        token: "{api.token}"
-        base_url: {api.base_url}
-        poll_timeout: 1
-        request_timeout: 2
-    """
-    config.write_text(crash_fleet(journal, port, "tg", adapter))
+    config.write_text(crash_fleet(journal, port, "tg", api.adapter_yaml() + "request_timeout: 2\n"))
     people = [user(2000 + i, f"U{i}") for i in range(10)]
     chats = [api.add_chat(private_chat(person)) for person in people]
     texts = [f"m{i}" for i in range(TOTAL)]
