@@ -13,6 +13,7 @@ import collections
 import time
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from callboard.bench.harness import free_port, wait_ready
@@ -132,6 +133,12 @@ async def test_one_node_polls_and_a_survivor_takes_over_after_kill_9(
         assert all(a.conflicts == 0 for a in apis.values()), "two nodes polled at once"
         assert state["connection_handovers"]["takeovers"] >= 1
         assert takeover < 5.0, f"polling resumed {takeover:.2f}s after the kill"
+        async with aiohttp.ClientSession() as http, http.get(f"{new_owner.base}/metrics") as response:
+            metrics = await response.text()
+        epoch = float(state["connections"][KEY]["epoch"])
+        assert f'callboard_cluster_connection_held{{connection="{KEY}"}} 1.0' in metrics
+        assert f'callboard_cluster_connection_epoch{{connection="{KEY}"}} {epoch}' in metrics
+        assert 'callboard_cluster_connection_handovers_total{kind="takeovers"}' in metrics
     finally:
         for node in nodes:
             node.stop()
