@@ -310,7 +310,8 @@ class FleetConfig(_Strict):
             for i, rule in enumerate(bot.handlers)
             if isinstance(rule.handler_config, PluginHandlerConfig)
         ]
-        check_plugins(self.plugins, filters)
+        profiles = self.sandbox.profiles if self.sandbox is not None and self.sandbox.enabled else None
+        check_plugins(self.plugins, filters, profiles)
         return self
 
 

@@ -18,6 +18,7 @@ from callboard.actors.bot import BotActor
 from callboard.actors.config import BotConfig, FleetConfig
 from callboard.actors.http import HttpServer
 from callboard.actors.messages import Ping
+from callboard.actors.plugin_container import PluginContainers
 from callboard.actors.plugins import ApplyPlugins, PluginSupervisor
 from callboard.actors.runtime import FleetStats, SandboxFactory
 from callboard.actors.sandbox import sandbox_factory, spawn_sandbox_manager
@@ -118,12 +119,18 @@ class FleetActor(Actor):
             self.config.plugin_runtime,
             self.plugin_hub,
             self.http,
+            self._plugin_containers(),
             supervisor=PLUGINS_STRATEGY,
         )
         for bot in self.config.bots:
             if bot.enabled:
                 self._spawn(bot)
         self.context.schedule_once(60.0, _Prune(), key="prune")
+
+    def _plugin_containers(self) -> PluginContainers | None:
+        """Where ``isolation: container`` runners go: the fleet's sandbox engine and image."""
+        settings = self._sandbox_settings()
+        return None if settings is None else PluginContainers(self.config.name, settings)
 
     def _sandbox_settings(self) -> SandboxSettings | None:
         settings = self.config.sandbox
