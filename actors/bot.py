@@ -32,7 +32,7 @@ from callboard.adapters.base import Adapter, AdapterAuthError, HttpHandler, load
 from callboard.engine.actor import Actor
 from callboard.engine.clock import Clock
 from callboard.engine.events import Event, SessionKey
-from callboard.engine.journal import Journal, PendingEvent, StagedOutbox
+from callboard.engine.journal import PendingEvent
 from callboard.engine.journal_store import JournalStore
 from callboard.engine.ref import ActorRef
 from callboard.engine.supervision import Backoff, Directive, SupervisorStrategy, decider_from_mapping
@@ -51,6 +51,19 @@ CONNECTION_STRATEGY = SupervisorStrategy(
 )
 
 
+STANDBY = "standby: another node of the cluster runs the connection"
+
+
+class _ConnectionLease:
+    """Cluster mode: this node took (``owned``) or lost the lease of a connection that
+    runs once per fleet; start or stop it."""
+
+    __slots__ = ("owned",)
+
+    def __init__(self, owned: bool) -> None:
+        self.owned = owned
+
+
 class BotStore:
     """``AdapterStore`` for one bot: its slice of the journal's stored output."""
 
@@ -63,27 +76,10 @@ class BotStore:
     ) -> asyncio.Future[tuple[int, dict[str, Any], bool]]:
         return self._journal.append_outbox(self._bot_id, chat, payload, idempotency_key)
 
-    def append_outbox_staged(
-        self, chat: str, payload: dict[str, Any], idempotency_key: str | None = None
-    ) -> asyncio.Future[StagedOutbox]:
-        journal = self._journal
-        if isinstance(journal, Journal):  # SQLite: commit and fsync are apart
-            return journal.append_outbox_staged(self._bot_id, chat, payload, idempotency_key)
-        stored = journal.append_outbox(self._bot_id, chat, payload, idempotency_key)  # queued now, in order
-        return asyncio.ensure_future(_staged_at_commit(stored))
-
     async def read_outbox(
         self, chat: str, since: int = 0, limit: int = 1000
     ) -> list[tuple[int, dict[str, Any]]]:
         return await self._journal.read_outbox(self._bot_id, chat, since, limit)
-
-
-async def _staged_at_commit(write: asyncio.Future[tuple[int, dict[str, Any], bool]]) -> StagedOutbox:
-    """A journal whose commit is durable (PostgreSQL): staged once stored."""
-    seq, stored, created = await write
-    durable: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-    durable.set_result(None)
-    return StagedOutbox(seq, stored, created, durable)
 
 
 class _Batch:
@@ -135,6 +131,7 @@ class BotHost:
         self.connection_detail = "starting"
         #: cluster mode: committed events go to the stream, not straight to the sessions
         self.cluster: ClusterLink | None = None
+        self.adapter: Adapter | None = None
 
     @property
     def bot_id(self) -> str:
@@ -230,6 +227,14 @@ class BotHost:
                 self.in_flight.replayed(inbound.seq, inbound.key)
             self.sessions.tell(item)
 
+    def from_peer(self, data: bytes) -> None:
+        """Cluster mode: what this bot's adapter on another node handed its peers."""
+        if self.adapter is not None:
+            self.adapter.from_peer(data)
+
+    def peers(self) -> Callable[[bytes], None] | None:
+        return self.cluster.peers(self._bot_id) if self.cluster is not None else None
+
     def secret(self, name: str) -> bytes:
         return fleet_secret(self._journal.path, name)
 
@@ -265,6 +270,10 @@ class BotActor(Actor):
         self.host = BotHost(config.id, journal, self.context.system, http, stats, backlog)
         self.adapter: Adapter | None = None
         self.runtime: BotRuntime | None = None
+        #: cluster mode, a connection run once per fleet: its class and arguments, and
+        #: the running actor while this node holds its lease
+        self.leased: tuple[type[Actor], tuple[Any, ...]] | None = None
+        self.connection: ActorRef | None = None
 
     async def on_start(self) -> None:
         config = self.config
@@ -297,15 +306,37 @@ class BotActor(Actor):
         self.host.sessions = self.context.spawn(SessionsActor, "sessions", self.runtime)
         if isinstance(cluster, ClusterLink):
             self.host.cluster = cluster
+            self.host.adapter = adapter
             cluster.attach(config.id, self.host)
         connection_cls, args = adapter.connection()
-        self.context.spawn(connection_cls, "connection", *args, supervisor=CONNECTION_STRATEGY)
+        if isinstance(cluster, ClusterLink) and adapter.singleton_connection():
+            self.leased = (connection_cls, args)
+            self.host.set_connected(True, STANDBY)
+            me = self.ref
+            cluster.claim_connection(
+                config.id, config.adapter.type, lambda owned: me.tell(_ConnectionLease(owned))
+            )
+        else:
+            self.context.spawn(connection_cls, "connection", *args, supervisor=CONNECTION_STRATEGY)
         log.info("bot %s started (%s adapter)", config.id, config.adapter.type)
 
     async def receive(self, message: Any) -> Any:
         if isinstance(message, Ping):  # answered once on_start (adapter, children) has run
             return True
+        if isinstance(message, _ConnectionLease):
+            await self._connection_lease(message.owned)
+            return None
         raise TypeError(f"unexpected message {message!r}")
+
+    async def _connection_lease(self, owned: bool) -> None:
+        current = self.connection
+        if owned and current is None and self.leased is not None:
+            cls, args = self.leased
+            self.connection = self.context.spawn(cls, "connection", *args, supervisor=CONNECTION_STRATEGY)
+        elif not owned and current is not None:
+            self.connection = None
+            await current.stop()  # before another node may start it (the lease's margin)
+            self.host.set_connected(True, STANDBY)
 
     async def on_stop(self) -> None:
         if self.host.cluster is not None:

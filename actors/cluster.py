@@ -21,6 +21,12 @@ Takeover: on acquiring partitions a node replays their unfinished events from
 the journal, then consumes the partition's durable consumer (events the old
 owner never took, or took and never acknowledged). Redelivered messages and
 those older than the replay are checked against the journal first.
+
+Connections that must exist once per fleet (long polling, socket modes) are
+leased the same way (actors/cluster_connections.py). What an adapter hands its
+peers (``AdapterHost.peers``: a web chat reply for a socket on another node) goes
+over core NATS on ``<stream>.peer.<bot>.<node>``, best effort: the journal's
+stored output stays the record a reconnecting client reads.
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ from nats.js.errors import KeyWrongLastSequenceError, NoKeysError
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from callboard.actors.cluster_connections import ConnectionLeases
 from callboard.actors.http import HttpServer
 from callboard.engine.clock import Clock, sleep
 from callboard.engine.events import Event, SessionKey, decode_event, encode_event
@@ -74,6 +81,10 @@ class BotSink(Protocol):
 
     def busy(self, where: Callable[[SessionKey], bool]) -> bool:
         """Whether sessions ``where`` selects hold unfinished events here."""
+        ...
+
+    def from_peer(self, data: bytes) -> None:
+        """What the bot's adapter on another node handed its peers."""
         ...
 
 
@@ -133,6 +144,10 @@ class ClusterNode:
         self._outgoing: asyncio.Queue[tuple[str, bytes, dict[str, str]]] = asyncio.Queue()
         self._publisher: asyncio.Task[None] | None = None
         self._idle = asyncio.Event()
+        self.connections = ConnectionLeases(node, lease_ttl, clock, self._valid_from)
+        self._peer_out: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
+        self._peer_task: asyncio.Task[None] | None = None
+        self._fence_task: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -167,20 +182,28 @@ class ClusterNode:
                         max_ack_pending=20000,
                     ),
                 )
-        self._publisher = asyncio.get_running_loop().create_task(self._publish_loop())
-        self._task = asyncio.get_running_loop().create_task(self._membership())
+        await self._nc.subscribe(f"{self.stream}.peer.*.*", cb=self._from_peer)
+        loop = asyncio.get_running_loop()
+        self._publisher = loop.create_task(self._publish_loop())
+        self._peer_task = loop.create_task(self._peer_loop())
+        self._fence_task = loop.create_task(self._fence_connections())
+        self._task = loop.create_task(self._membership())
         log.info("cluster node %s joined (%d partitions, lease %.1fs)", self.node, self.partitions, self.ttl)
 
     async def stop(self) -> None:
-        """Hand every partition over cleanly: stop consuming, then delete the leases."""
+        """Hand every partition and connection over cleanly: stop consuming, then delete the leases."""
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         await self._drain_outgoing()
-        await asyncio.gather(*(self._release(lease) for lease in list(self.leases.values())))
-        if self._publisher is not None:
-            self._publisher.cancel()
-            await asyncio.gather(self._publisher, return_exceptions=True)
+        await asyncio.gather(
+            self.connections.release_all(self._kv),
+            *(self._release(lease) for lease in list(self.leases.values())),
+        )
+        for task in (self._publisher, self._peer_task, self._fence_task):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         if self._kv is not None:
             with contextlib.suppress(Exception):
                 await self._kv.delete(f"node.{self.node}")
@@ -195,6 +218,42 @@ class ClusterNode:
 
     def detach(self, bot: str) -> None:
         self.sinks.pop(bot, None)
+        self.connections.unclaim(bot, self._kv)
+
+    def claim_connection(self, bot: str, adapter: str, on_change: Callable[[bool], None]) -> None:
+        """Run ``bot``'s connection only while this node holds its lease: ``on_change(True)``
+        when it takes it (start the connection), ``on_change(False)`` when it loses it."""
+        self.connections.claim(bot, adapter, on_change)
+
+    def peers(self, bot: str) -> Callable[[bytes], None]:
+        """A function handing ``data`` to ``bot``'s adapter on the other nodes (in order)."""
+        queue = self._peer_out
+        return lambda data: queue.put_nowait((bot, data))
+
+    async def _peer_loop(self) -> None:
+        nc = self._nc
+        queue = self._peer_out
+        while True:
+            bot, data = await queue.get()
+            try:
+                await nc.publish(f"{self.stream}.peer.{bot}.{self.node}", data)
+            except Exception as exc:  # best effort: the stored copy stays in the journal
+                log.warning("cluster %s: peer message of %s dropped: %r", self.node, bot, exc)
+
+    async def _from_peer(self, message: Any) -> None:
+        _, _, bot, node = message.subject.rsplit(".", 3)
+        if node == self.node:
+            return
+        sink = self.sinks.get(bot)
+        if sink is not None:
+            sink.from_peer(message.data)
+
+    async def _fence_connections(self) -> None:
+        """Stop a connection as soon as its lease runs out locally (well before the
+        server can let another node take it), not at the next renewal round."""
+        while True:
+            await sleep(self.clock, self.ttl / 20)
+            self.connections.expire()
 
     def owns(self, key: SessionKey) -> bool:
         lease = self.leases.get(partition_of(key, self.partitions))
@@ -290,6 +349,8 @@ class ClusterNode:
         kv = self._kv
         await asyncio.wait_for(kv.put(f"node.{self.node}", b"1"), self.ttl / 3)
 
+        renew_connections = self.connections.renew(kv)
+
         async def renew(lease: Lease) -> None:
             sent = self.clock.now()
             try:
@@ -306,7 +367,7 @@ class ClusterNode:
             lease.revision = revision
             lease.valid_until = self._valid_from(sent)
 
-        await asyncio.gather(*(renew(lease) for lease in list(self.leases.values())))
+        await asyncio.gather(renew_connections, *(renew(lease) for lease in list(self.leases.values())))
 
     def _expire(self) -> None:
         now = self.clock.now()
@@ -332,6 +393,7 @@ class ClusterNode:
         except NoKeysError:
             keys = []
         self.nodes = {k[5:] for k in keys if k.startswith("node.")} | {self.node}
+        await self.connections.balance(kv, set(keys), len(self.nodes))
         taken = {int(k[5:]) for k in keys if k.startswith("part.")}
         target = math.ceil(self.partitions / len(self.nodes))
         mine = len(self.leases)
@@ -383,7 +445,7 @@ class ClusterNode:
         """Re-activate the partitions' sessions from the journal, then consume."""
         began = time.monotonic()
         top = await self.journal.query("SELECT COALESCE(MAX(seq), 0) FROM events")
-        upto = int(top[0][0])
+        upto = max(int(row[0]) for row in top)  # a sharded journal answers a row per shard
         wanted = {lease.partition for lease in leases}
         replayed = 0
         for bot, sink in list(self.sinks.items()):
@@ -522,6 +584,8 @@ class ClusterNode:
             "publish_queue": self._outgoing.qsize(),
             "last_takeover_seconds": c.last_takeover_seconds,
             "consumer_lag": sum(c.lag.values()),  # stream messages not yet taken or acknowledged
+            "connections": self.connections.snapshot(),
+            "connection_handovers": dict(vars(self.connections.counters)),
         }
 
 
@@ -565,3 +629,23 @@ class ClusterCollector:
         for p, waiting in c.lag.items():
             lag.add_metric([str(p)], waiting)
         yield lag
+        held = GaugeMetricFamily(
+            "callboard_cluster_connection_held",
+            "1 while this node holds the lease of a once-per-fleet connection (and runs it)",
+            labels=["connection"],
+        )
+        epoch = GaugeMetricFamily(
+            "callboard_cluster_connection_epoch", "epoch of each connection lease held", labels=["connection"]
+        )
+        for key, state in node.connections.snapshot().items():
+            held.add_metric([key], 1.0 if state["here"] else 0.0)
+            if state["here"]:
+                epoch.add_metric([key], state["epoch"])
+        yield held
+        yield epoch
+        moves = CounterMetricFamily(
+            "callboard_cluster_connection_handovers", "connection lease moves", labels=["kind"]
+        )
+        for kind, count in vars(node.connections.counters).items():
+            moves.add_metric([kind], count)
+        yield moves

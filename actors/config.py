@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import re
 from typing import Annotated, Any, ClassVar, Literal, Union
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -121,10 +122,11 @@ class JournalConfig(_Strict):
         description="SQLite file (created if missing); with a url, the admin token and secrets "
         "still live next to it",
     )
-    url: SecretStr | None = Field(
+    url: SecretStr | list[SecretStr] | None = Field(
         default=None,
         description="postgresql://user:password@host/db selects the PostgreSQL journal "
-        "(the 'postgres' extra), shared by the nodes of a cluster",
+        "(the 'postgres' extra), shared by the nodes of a cluster; a list of such URLs shards it, "
+        "one database per shard, in an order kept for good (docs/scale-out.md)",
     )
     pool_size: int = Field(default=4, ge=1, le=100, description="PostgreSQL connections per node")
     synchronous: Literal["FULL", "NORMAL"] = Field(
@@ -133,12 +135,39 @@ class JournalConfig(_Strict):
     retention: Duration = Field(default=7 * 86400, description="how long handled events are kept")
     dedup_window: Duration = Field(default=86400, description="how long a platform event id is remembered")
 
-    @field_validator("url")
+    @field_validator("url", mode="before")
     @classmethod
-    def _postgres_url(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and not value.get_secret_value().startswith(POSTGRES_SCHEMES):
-            raise ValueError("must start with postgresql:// (the only journal server supported)")
+    def _postgres_urls(cls, value: Any) -> Any:
+        if value is None or isinstance(value, SecretStr):
+            return value
+        if isinstance(value, str):
+            if not value.startswith(POSTGRES_SCHEMES):
+                raise ValueError("must start with postgresql:// (the only journal server supported)")
+            return value
+        if not isinstance(value, list):
+            raise ValueError("must be a postgresql:// URL, or a list of them (one per shard)")
+        if not value:
+            raise ValueError("a list of shards needs at least one postgresql:// URL")
+        seen: dict[tuple[str, int, str], int] = {}
+        for index, url in enumerate(value):
+            if not isinstance(url, str) or not url.startswith(POSTGRES_SCHEMES):
+                raise ValueError(
+                    f"shard {index}: must be a postgresql:// URL (shards are PostgreSQL databases; "
+                    "a SQLite journal is one path, never a list)"
+                )
+            parts = urlsplit(url)
+            database = (parts.hostname or "", parts.port or 5432, parts.path.strip("/"))
+            if database in seen:
+                raise ValueError(f"shards {seen[database]} and {index} are the same database")
+            seen[database] = index
         return value
+
+    @property
+    def urls(self) -> list[str]:
+        """The PostgreSQL URLs (with their secrets): one, one per shard, or none for SQLite."""
+        if self.url is None:
+            return []
+        return [u.get_secret_value() for u in (self.url if isinstance(self.url, list) else [self.url])]
 
 
 #: addresses that only this machine can reach
@@ -236,6 +265,8 @@ class EngineConfig(_Strict):
     def _path_shorthand(cls, value: Any) -> Any:
         if isinstance(value, str):
             return {"url": value} if value.startswith(POSTGRES_SCHEMES) else {"path": value}
+        if isinstance(value, list):  # shards
+            return {"url": value}
         return value
 
 
@@ -279,7 +310,8 @@ class FleetConfig(_Strict):
             for i, rule in enumerate(bot.handlers)
             if isinstance(rule.handler_config, PluginHandlerConfig)
         ]
-        check_plugins(self.plugins, filters)
+        profiles = self.sandbox.profiles if self.sandbox is not None and self.sandbox.enabled else None
+        check_plugins(self.plugins, filters, profiles)
         return self
 
 

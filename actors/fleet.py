@@ -9,13 +9,16 @@ clear log line, and nothing escalates to the fleet.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from callboard.actors.bot import BotActor
 from callboard.actors.config import BotConfig, FleetConfig
 from callboard.actors.http import HttpServer
 from callboard.actors.messages import Ping
+from callboard.actors.plugin_container import PluginContainers
 from callboard.actors.plugins import ApplyPlugins, PluginSupervisor
 from callboard.actors.runtime import FleetStats, SandboxFactory
 from callboard.actors.sandbox import sandbox_factory, spawn_sandbox_manager
@@ -119,6 +122,7 @@ class FleetActor(Actor):
             self.config.plugin_runtime,
             self.plugin_hub,
             self.http,
+            self._plugin_containers(),
             supervisor=PLUGINS_STRATEGY,
         )
         for bot in self.config.bots:
@@ -126,9 +130,19 @@ class FleetActor(Actor):
                 self._spawn(bot)
         self.context.schedule_once(60.0, _Prune(), key="prune")
 
+    def _plugin_containers(self) -> PluginContainers | None:
+        """Where ``isolation: container`` runners go: the fleet's sandbox engine and image."""
+        settings = self._sandbox_settings()
+        return None if settings is None else PluginContainers(self.config.name, settings)
+
     def _sandbox_settings(self) -> SandboxSettings | None:
         settings = self.config.sandbox
-        return settings if settings is not None and settings.enabled else None
+        if settings is None or not settings.enabled:
+            return None
+        if settings.workspace_dir is None:  # workspace images live next to the journal by default
+            folder = Path(os.path.abspath(self.journal.path)).parent / "workspaces"
+            settings = settings.model_copy(update={"workspace_dir": str(folder)})
+        return settings
 
     def _spawn(self, bot: BotConfig) -> None:
         factory = handler_sandboxes(self.sandbox, bot)

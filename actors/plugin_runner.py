@@ -4,7 +4,9 @@ Lifecycle (one instance per process; a restart is a fresh instance):
 
 1. ``on_start``: a private socket directory, a Unix server that takes one
    connection, then ``python -m callboard.plugin.runner`` with a one-time
-   session token in its environment. The runner must say ``hello`` with that
+   session token in its environment, or (``isolation: container``) the same
+   runner in a sandbox container with the token in a file
+   (``actors.plugin_container``). The runner must say ``hello`` with that
    token and then ``ready`` within ``start_timeout`` each, or the start fails.
 2. Running: the hub gets the link; a health check every ``health_interval``
    must be answered within ``health_timeout``; the process and the link are
@@ -16,7 +18,7 @@ Lifecycle (one instance per process; a restart is a fresh instance):
    one starts.
 4. Graceful stop: ``prepare_shutdown`` (in-flight events finish),
    ``shutdown`` (plugins unload, logs flush), SIGTERM, SIGKILL, each stage
-   waiting at most ``stop_timeout``.
+   waiting at most ``stop_timeout``; a container is then removed.
 
 Health is the runner answering, not the socket being open: a runner stuck in
 a blocking call keeps its socket and fails its health check.
@@ -36,6 +38,12 @@ import tempfile
 from dataclasses import dataclass
 from typing import Any
 
+from callboard.actors.plugin_container import (
+    ContainerProcess,
+    HostProcess,
+    PluginContainers,
+    RunnerProcess,
+)
 from callboard.engine.actor import Actor
 from callboard.engine.errors import ActorDeadError
 from callboard.engine.plugin_protocol import (
@@ -44,13 +52,14 @@ from callboard.engine.plugin_protocol import (
     ENV_RUNNER,
     ENV_SOCKET,
     ENV_TOKEN,
-    EXIT_OUT_OF_MEMORY,
+    ENV_TOKEN_FILE,
     Action,
     Link,
     LinkClosed,
     RemoteError,
 )
-from callboard.handlers.plugin.config import PluginRuntimeConfig
+from callboard.engine.sandbox_api import SandboxError
+from callboard.handlers.plugin.config import PluginRuntimeConfig, PluginSpec
 from callboard.handlers.plugin.connection import RunnerConnection
 from callboard.handlers.plugin.hub import PluginHub
 
@@ -69,10 +78,10 @@ class _Health:
 
 @dataclass(frozen=True, slots=True)
 class _Down:
-    """The watched process (``pid``) or its link went; stale once that process is replaced."""
+    """The watched runner (``proc``) or its link went; stale once that runner is replaced."""
 
     reason: str
-    pid: int
+    proc: RunnerProcess
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,11 +99,18 @@ class PushConfig:
 
 
 class RunnerHost(Actor):
-    def __init__(self, runner: str, hub: PluginHub, settings: PluginRuntimeConfig) -> None:
+    def __init__(
+        self,
+        runner: str,
+        hub: PluginHub,
+        settings: PluginRuntimeConfig,
+        containers: PluginContainers | None = None,
+    ) -> None:
         self.runner = runner
         self.hub = hub
         self.settings = settings
-        self.proc: asyncio.subprocess.Process | None = None
+        self.containers = containers
+        self.proc: RunnerProcess | None = None
         self.link: Link | None = None
         self.conn: RunnerConnection | None = None
         self.server: asyncio.Server | None = None
@@ -117,15 +133,35 @@ class RunnerHost(Actor):
         self.server = await asyncio.start_unix_server(self._accept, path)
         os.chmod(path, 0o600)
         limits = [s.memory_limit for s in specs if s.memory_limit is not None]
+        memory = str(max(limits) if limits else settings.memory_limit)
+        if specs and specs[0].isolation == "container":  # a runner's plugins share one isolation
+            self.proc = proc = await self._start_container(specs, path, token, memory)
+        else:
+            self.proc = proc = await self._start_process(path, token, memory)
+        exited = asyncio.ensure_future(proc.wait())
+        self.tasks.append(exited)
+        self.tasks.append(asyncio.ensure_future(self._drain(proc.stdout)))
+        pid = await self._before_exit(conn.hello, exited, "say hello")
+        proc.handshaken()
+        registrations = await self._before_exit(conn.ready, exited, "load its plugins")
+        assert self.link is not None
+        if isinstance(proc, ContainerProcess):
+            pid = proc.pid  # its pid on this machine, not in its container
+        self.hub.attach(self.runner, self.link, pid, registrations)
+        self.tasks.append(asyncio.ensure_future(self._watch(exited)))
+        self._arm_health()
+        log.info("plugin runner %s ready (pid %d): %s", self.runner, pid, ", ".join(s.name for s in specs))
+
+    async def _start_process(self, path: str, token: str, memory: str) -> RunnerProcess:
         env = {
             **os.environ,
             ENV_SOCKET: path,
             ENV_TOKEN: token,
             ENV_RUNNER: self.runner,
             ENV_PARENT: str(os.getpid()),
-            ENV_MEMORY: str(max(limits) if limits else settings.memory_limit),
+            ENV_MEMORY: memory,
         }
-        self.proc = proc = await asyncio.create_subprocess_exec(
+        proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
             RUNNER_MODULE,
@@ -134,17 +170,23 @@ class RunnerHost(Actor):
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
         )
-        exited = asyncio.ensure_future(proc.wait())
-        self.tasks.append(exited)
-        assert proc.stdout is not None
-        self.tasks.append(asyncio.ensure_future(self._drain(proc.stdout)))
-        pid = await self._before_exit(conn.hello, exited, "say hello")
-        registrations = await self._before_exit(conn.ready, exited, "load its plugins")
-        assert self.link is not None
-        self.hub.attach(self.runner, self.link, pid, registrations)
-        self.tasks.append(asyncio.ensure_future(self._watch(exited)))
-        self._arm_health()
-        log.info("plugin runner %s ready (pid %d): %s", self.runner, pid, ", ".join(s.name for s in specs))
+        return HostProcess(proc)
+
+    async def _start_container(
+        self, specs: list[PluginSpec], path: str, token: str, memory: str
+    ) -> RunnerProcess:
+        """The runner in a sandbox container; never a host process instead."""
+        if self.containers is None:
+            raise RunnerDown(
+                f"runner {self.runner}: isolation: container needs the fleet's sandbox, which is off"
+            )
+        # no parent check: the engine is not its parent; its socket closing ends it
+        env = {ENV_SOCKET: path, ENV_RUNNER: self.runner, ENV_PARENT: "0", ENV_MEMORY: memory}
+        env[ENV_TOKEN_FILE] = os.path.join(os.path.dirname(path), "token")
+        try:
+            return await ContainerProcess.start(self.containers, self.runner, specs, env, path, token)
+        except SandboxError as exc:
+            raise RunnerDown(f"runner {self.runner}: its container did not start: {exc}") from None
 
     async def on_restart(self, error: BaseException) -> None:
         self.hub.restarted(self.runner)
@@ -162,7 +204,7 @@ class RunnerHost(Actor):
         await self._kill()
         if exited in done:
             raise RunnerDown(
-                f"runner {self.runner} exited ({_exit_reason(exited.result())}) before it could {what}"
+                f"runner {self.runner} exited ({self._exit_reason(exited.result())}) before it could {what}"
             )
         raise RunnerDown(f"runner {self.runner} did not {what} within {self.settings.start_timeout:.0f}s")
 
@@ -188,17 +230,17 @@ class RunnerHost(Actor):
         waiters: set[asyncio.Future[Any]] = {exited, self.link_task}
         done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
         if exited in done:
-            reason = f"runner {self.runner} exited ({_exit_reason(exited.result())})"
+            reason = f"runner {self.runner} exited ({self._exit_reason(exited.result())})"
         else:
             reason = f"runner {self.runner}: link closed ({self.link.close_reason if self.link else '?'})"
         if not self.stopping and self.proc is not None:
-            self.ref.tell(_Down(reason, self.proc.pid))
+            self.ref.tell(_Down(reason, self.proc))
 
     # ------------------------------------------------------------------ running
 
     async def receive(self, message: Any) -> Any:
         if isinstance(message, _Down):
-            if self.proc is not None and message.pid == self.proc.pid and not self.stopping:
+            if message.proc is self.proc and not self.stopping:
                 await self._fail(message.reason)
         elif isinstance(message, _Health):
             await self._health()
@@ -279,7 +321,7 @@ class RunnerHost(Actor):
         if self.directory is not None:
             shutil.rmtree(self.directory, ignore_errors=True)
 
-    async def _stop_in_stages(self, proc: asyncio.subprocess.Process) -> None:
+    async def _stop_in_stages(self, proc: RunnerProcess) -> None:
         timeout = self.settings.stop_timeout
         link = self.link
         if link is not None and not link.closed:
@@ -290,8 +332,7 @@ class RunnerHost(Actor):
         for sig in (None, signal.SIGTERM):
             if sig is not None and proc.returncode is None:
                 log.warning("plugin runner %s did not stop; sending %s", self.runner, sig.name)
-                with contextlib.suppress(ProcessLookupError):
-                    proc.send_signal(sig)
+                await proc.signal(sig)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):
                     await proc.wait()
@@ -300,18 +341,14 @@ class RunnerHost(Actor):
 
     async def _kill(self) -> None:
         proc = self.proc
-        if proc is not None and proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
+        if proc is None:
+            return
+        if proc.returncode is None:
+            await proc.signal(signal.SIGKILL)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(5.0):
                     await proc.wait()
+        await proc.release()
 
-
-def _exit_reason(code: int) -> str:
-    if code == EXIT_OUT_OF_MEMORY:
-        return "out of memory: its memory limit was reached"
-    if code < 0:
-        with contextlib.suppress(ValueError):
-            return f"killed by {signal.Signals(-code).name}"
-    return f"exit code {code}"
+    def _exit_reason(self, code: int) -> str:
+        return self.proc.exit_reason(code) if self.proc is not None else f"exit code {code}"

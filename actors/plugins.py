@@ -8,10 +8,13 @@ and are recorded as failed runs) and nothing escalates to the fleet: a bad
 plugin never takes a bot down. Reloading one plugin (its files changed, the
 fleet file was reloaded, or ``POST /api/plugins/reload``) touches only that
 plugin: its runner loads its files afresh or takes its new config values.
+With container runners configured, containers a dead engine of this machine
+left behind are removed at start (``plugin_container.sweep_strays``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
@@ -21,10 +24,12 @@ from typing import Any
 from aiohttp import web
 
 from callboard.actors.http import HttpServer
+from callboard.actors.plugin_container import PluginContainers, sweep_strays
 from callboard.actors.plugin_runner import PushConfig, ReloadPlugin, RunnerHost
 from callboard.engine.actor import Actor
 from callboard.engine.errors import ActorDeadError
 from callboard.engine.ref import ActorRef
+from callboard.engine.sandbox_api import SandboxError
 from callboard.engine.signals import Terminated
 from callboard.engine.supervision import Backoff, SupervisorStrategy
 from callboard.handlers.plugin.config import PluginRuntimeConfig, PluginSpec
@@ -68,9 +73,15 @@ class _Watch:
 
 class PluginSupervisor(Actor):
     def __init__(
-        self, specs: Sequence[PluginSpec], settings: PluginRuntimeConfig, hub: PluginHub, http: HttpServer
+        self,
+        specs: Sequence[PluginSpec],
+        settings: PluginRuntimeConfig,
+        hub: PluginHub,
+        http: HttpServer,
+        containers: PluginContainers | None = None,
     ) -> None:
         self.specs = tuple(specs)
+        self.containers = containers
         self.settings = settings
         self.hub = hub
         self.http = http
@@ -82,6 +93,14 @@ class PluginSupervisor(Actor):
     async def on_start(self) -> None:
         self.hub.configure(self.specs)
         self.mtimes = {s.name: files_mtime(s.root) for s in self.specs}
+        if self.containers is not None and any(s.isolation == "container" for s in self.specs):
+            try:
+                removed = await asyncio.to_thread(sweep_strays, self.containers)
+            except SandboxError as exc:  # the runners' own starts say so again, and retry
+                log.warning("plugin containers of a previous engine not swept: %s", exc)
+            else:
+                if removed:
+                    log.warning("removed plugin containers a dead engine left: %s", ", ".join(removed))
         for runner in self.hub.runners:
             self._spawn(runner)
         self._routes()
@@ -94,7 +113,7 @@ class PluginSupervisor(Actor):
 
     def _spawn(self, runner: str) -> None:
         ref = self.context.spawn(
-            RunnerHost, runner, runner, self.hub, self.settings, supervisor=self.strategy
+            RunnerHost, runner, runner, self.hub, self.settings, self.containers, supervisor=self.strategy
         )
         self.context.watch(ref)
         self.hosts[runner] = ref
@@ -160,7 +179,8 @@ class PluginSupervisor(Actor):
         moved = {
             n
             for n in old.keys() & new.keys()
-            if old[n].runner_name != new[n].runner_name or old[n].memory_limit != new[n].memory_limit
+            if (old[n].runner_name, old[n].memory_limit, old[n].isolation, old[n].sandbox_profile)
+            != (new[n].runner_name, new[n].memory_limit, new[n].isolation, new[n].sandbox_profile)
         }
         changed_runners = {old[n].runner_name for n in old.keys() - new.keys() | moved}
         changed_runners |= {new[n].runner_name for n in new.keys() - old.keys() | moved}

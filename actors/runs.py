@@ -68,6 +68,7 @@ class _Runs:
             "AND status IN ('failed', 'errors') ORDER BY at DESC LIMIT 500",
             (bot_id, len(prefix), prefix),
         )
+        rows = sorted(rows, key=lambda row: row[5], reverse=True)[:500]  # a sharded journal: each shard's
         out = []
         for key, run_id, chat, status, error, at in rows:
             out.append(

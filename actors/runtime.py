@@ -72,6 +72,10 @@ class ClusterLink(Protocol):
 
     def detach(self, bot: str) -> None: ...
 
+    def claim_connection(self, bot: str, adapter: str, on_change: Callable[[bool], None]) -> None: ...
+
+    def peers(self, bot: str) -> Callable[[bytes], None]: ...
+
 
 @dataclass
 class BotRuntime:

@@ -1,7 +1,8 @@
 """The sandbox's admin API (behind the admin token like the rest of ``/api``):
 
-- ``GET /api/sandbox``: backend and engine state, limits, every live sandbox session (scope
-  key, container, calls in flight, idle time and when the idle TTL reaps it, its managed
+- ``GET /api/sandbox``: backend and engine state, limits, the quota persistent workspaces get,
+  each tenant's sessions, CPU-seconds and disk against its budgets, every live sandbox session
+  (scope key, container, calls in flight, idle time and when the idle TTL reaps it, its managed
   processes) and the last 50 errors;
 - ``GET /api/sandbox/audit``: the audit log, newest first; filters ``bot``, ``tool``,
   ``scope``, ``since``/``until`` (Unix seconds), ``limit``; ``format=jsonl`` exports it as
@@ -73,6 +74,20 @@ async def sandbox_report(manager: ActorRef | None) -> dict[str, Any]:
         "orphans_removed": status.orphans_removed,
         "sweeps": status.sweeps,
         "last_sweep_error": status.last_sweep_error,
+        "workspaces": asdict(status.workspaces) if status.workspaces is not None else None,
+        "tenants": {
+            usage.tenant: {
+                "sessions": status.tenant_sessions.get(usage.tenant, 0),
+                "max_sessions": status.tenant_max_sessions.get(usage.tenant),
+                "cpu_seconds": usage.cpu_seconds,
+                "max_cpu_seconds": usage.max_cpu_seconds,
+                "cpu_window": status.tenant_cpu_window,
+                "disk": usage.disk,
+                "max_disk": usage.max_disk,
+                "refused": usage.refused,
+            }
+            for usage in status.tenants
+        },
         "sessions": sessions,
         "errors": [asdict(error) for error in status.errors],
     }

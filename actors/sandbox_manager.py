@@ -17,6 +17,14 @@ work.
   Its host fails while the engine is unreachable and its supervisor retries
   with backoff, for as long as it takes; meanwhile callers get
   ``SandboxUnavailable`` at once instead of waiting.
+- Persistent workspaces: once the engine is up, the janitor probes whether it
+  can loop-mount ext4 images (a hard quota); until it knows, a call that needs
+  a new persistent workspace waits.
+- Tenant budgets (``sandbox.budgets``): the janitor meters the CPU of tenants'
+  containers after each of their calls and every ``METER_INTERVAL`` (with the
+  disk their workspaces hold); charges are journaled as ``usage.cpu`` audit
+  rows and read back at start. A tenant over a budget gets
+  ``SandboxQuotaExceeded`` for new calls; calls already running finish.
 
 The fleet name must be unique per engine: the sweep treats containers of the
 same fleet from another process as orphans.
@@ -30,20 +38,27 @@ import re
 import secrets
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from callboard.actors.sandbox_session import BackendFactory, ProcessesRunning, SandboxSessionHost
 from callboard.engine.actor import Actor
 from callboard.engine.audit import AuditEntry
 from callboard.engine.ref import ActorRef
-from callboard.engine.sandbox_api import SandboxBusy, SandboxError, SandboxOff, SandboxUnavailable
+from callboard.engine.sandbox_api import (
+    SandboxBusy,
+    SandboxError,
+    SandboxOff,
+    SandboxQuotaExceeded,
+    SandboxUnavailable,
+)
 from callboard.engine.signals import Terminated
 from callboard.engine.supervision import Backoff, SupervisorStrategy
 from callboard.engine.threaded import ThreadedHost, ThreadedWorker
-from callboard.sandbox.backend import EngineInfo, SandboxBackend, SessionSpec
+from callboard.sandbox.backend import EngineInfo, Meter, SandboxBackend, SessionSpec, WorkspaceQuota
+from callboard.sandbox.budgets import CPU_TOOL, TenantBudgets, TenantUsage
 from callboard.sandbox.config import SandboxProfile, SandboxSettings
 from callboard.sandbox.docker_backend import DockerBackend
 from callboard.sandbox.engine import off_reason, resolve_endpoint
@@ -54,12 +69,21 @@ log = logging.getLogger("callboard.sandbox")
 
 #: failures kept for the status page
 ERROR_RING = 50
+#: how often tenants' containers and workspaces are metered, and CPU charges journaled
+METER_INTERVAL = 10.0
 
 
 class AuditSink(Protocol):
     """Where audit rows go: the journal (``JournalStore.append_audit``)."""
 
     def append_audit(self, entry: AuditEntry) -> None: ...
+
+
+@runtime_checkable
+class AuditSource(Protocol):
+    """A sink that can also be read (the journal): tenants' CPU charges survive restarts."""
+
+    async def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]: ...
 
 
 _FLEET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -169,6 +193,12 @@ class SandboxStatus:
     live: tuple[SessionEntry, ...] = ()
     #: the last ``ERROR_RING`` failures (calls, engine, sweeps, sessions), oldest first
     errors: tuple[RecentError, ...] = ()
+    #: the quota new persistent workspaces get (None: no profile has them, or not probed yet)
+    workspaces: WorkspaceQuota | None = None
+    tenants: tuple[TenantUsage, ...] = ()
+    tenant_sessions: dict[str, int] = field(default_factory=dict)
+    tenant_max_sessions: dict[str, int] = field(default_factory=dict)
+    tenant_cpu_window: float = 0.0
 
 
 class _SweepTick:
@@ -202,6 +232,39 @@ class _Sweep:
     workspace_max_age: float | None = None
 
 
+@dataclass(frozen=True)
+class _ProbeWorkspaces:
+    image: str
+    directory: str | None
+
+
+@dataclass(frozen=True)
+class _WorkspacesProbed:
+    quota: WorkspaceQuota
+
+
+@dataclass(frozen=True)
+class _Meter:
+    sessions: list[str]
+    disk: bool
+
+
+@dataclass(frozen=True)
+class _Metered:
+    meter: Meter | None
+    error: str | None
+
+
+class _MeterTick:
+    pass
+
+
+@dataclass(frozen=True)
+class _CpuRestored:
+    rows: list[tuple[Any, ...]]
+    error: str | None
+
+
 # ---------------------------------------------------------------------- janitor
 
 
@@ -230,6 +293,10 @@ class SandboxJanitor(ThreadedWorker):
             if message.workspace_max_age is not None:
                 removed += backend.prune_workspaces(self._fleet, message.workspace_max_age)
             return removed
+        if isinstance(message, _ProbeWorkspaces):
+            return backend.probe_workspaces(message.image, message.directory, self._fleet)
+        if isinstance(message, _Meter):
+            return backend.meter(self._fleet, message.sessions, message.disk)
         raise TypeError(f"SandboxJanitor cannot handle {type(message).__name__}")
 
     def on_stop(self) -> None:
@@ -315,6 +382,16 @@ class SandboxManager(Actor):
         self._calls = 0
         self._errors: deque[RecentError] = deque(maxlen=ERROR_RING)
         self._used: dict[str, float] = {}  # session name -> clock time of its last grant or release
+        self._needs_workspaces = any(p.persistent_workspace for p in settings.profiles.values())
+        self._workspaces: WorkspaceQuota | None = None
+        self._probing = False
+        self._budgets = TenantBudgets(
+            dict(settings.tenant_max_cpu_seconds), settings.tenant_cpu_window, dict(settings.tenant_max_disk)
+        )
+        self._cpu_seen: dict[str, float] = {}  # session name -> its container's CPU seconds when last metered
+        self._metering = False
+        self._meter_next: tuple[set[str], bool] | None = None  # to meter once the running pass is done
+        self._restored = not (settings.tenant_max_cpu_seconds and isinstance(audit, AuditSource))
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -331,11 +408,16 @@ class SandboxManager(Actor):
             JanitorHost, "janitor", SandboxJanitor, self._factory, self.fleet, supervisor=strategy
         )
         self.context.schedule_once(self.settings.sweep_interval, _SweepTick(), key="sweep")
+        if self._budgets.active:
+            self.context.schedule_once(METER_INTERVAL, _MeterTick(), key="meter")
+        if not self._restored:
+            self._background(self._restore_cpu())
 
     async def on_stop(self) -> None:
         for task in self._tasks:
             task.cancel()
         self._wake_waiters()
+        self._save_cpu()
 
     # ------------------------------------------------------------------ messages
 
@@ -362,6 +444,14 @@ class SandboxManager(Actor):
             self._sweep_done(message)
         elif isinstance(message, Audited):
             self._audited(message)
+        elif isinstance(message, _WorkspacesProbed):
+            self._workspaces_probed(message.quota)
+        elif isinstance(message, _MeterTick):
+            self._meter_tick()
+        elif isinstance(message, _Metered):
+            self._metered(message)
+        elif isinstance(message, _CpuRestored):
+            self._cpu_restored(message)
         elif isinstance(message, ProcessesRunning):
             entry = self._sessions.get(message.session)
             if entry is not None:
@@ -383,6 +473,13 @@ class SandboxManager(Actor):
             profile = self.settings.profile(request.profile)
         except ValueError as error:
             return Denied(SandboxError(str(error)))
+        refused = self._budgets.refusal(request.tenant, self.context.system.clock.wall())
+        if refused is not None:
+            return Denied(SandboxQuotaExceeded(refused))
+        if not self._restored and request.tenant in self._budgets.max_cpu:
+            return self._wait_for_slot()  # its CPU used before a restart is still being read
+        if profile.persistent_workspace and self._workspaces is None:
+            return self._wait_for_slot()  # which quota workspaces get is being probed
         network = profile.network if request.network is None else request.network
         signature = (request.profile, network)
         entry = self._live.get(request.key)
@@ -456,6 +553,9 @@ class SandboxManager(Actor):
             network=network,
             tenant=tenant,
             workspace_volume=volume_name(self.fleet, key) if profile.persistent_workspace else None,
+            workspace_images=self.settings.workspace_dir
+            if self._workspaces is not None and self._workspaces.kind == "loop"
+            else None,
         )
         ref = self.context.spawn(
             SandboxSessionHost,
@@ -482,6 +582,8 @@ class SandboxManager(Actor):
         if entry is not None and entry.in_flight > 0:
             entry.in_flight -= 1
             self._used[entry.session] = self.context.system.clock.now()
+        if entry is not None and entry.tenant in self._budgets.max_cpu:
+            self._meter([entry.session], disk=False)  # what the call just burned counts at once
 
     def _terminated(self, message: Terminated) -> None:
         entry = self._sessions.pop(message.ref.name, None)
@@ -490,6 +592,7 @@ class SandboxManager(Actor):
         if self._live.get(entry.key) is entry:
             del self._live[entry.key]
         self._used.pop(entry.session, None)
+        self._cpu_seen.pop(entry.session, None)
         if isinstance(message.reason, BaseException):
             log.warning("sandbox session %s stopped after failures: %r", entry.session, message.reason)
             self._error("", entry.key, "session", "failed", repr(message.reason))
@@ -514,6 +617,9 @@ class SandboxManager(Actor):
                 info.endpoint,
             )
         self._engine, self._engine_reason = "up", ""
+        if self._needs_workspaces and self._workspaces is None and not self._probing:
+            self._probing = True
+            self._background(self._probe_workspaces())
         if not self._swept_at_start:
             self._swept_at_start = True
             self._start_sweep(reschedule=False)
@@ -524,8 +630,10 @@ class SandboxManager(Actor):
                 self.context.schedule_once(self.settings.sweep_interval, _SweepTick(), key="sweep")
             return
         self._sweeping = True
-        keep = frozenset(self._sessions)
-        task = asyncio.ensure_future(self._sweep(self._janitor, keep))
+        self._background(self._sweep(self._janitor, frozenset(self._sessions)))
+
+    def _background(self, work: Any) -> None:
+        task = asyncio.ensure_future(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -552,6 +660,119 @@ class SandboxManager(Actor):
             log.warning("sandbox orphan sweep failed: %s", done.error)
             self._error("", "", "sweep", "failed", done.error)
         self.context.schedule_once(self.settings.sweep_interval, _SweepTick(), key="sweep")
+
+    # ------------------------------------------------------------------ workspaces and budgets
+
+    async def _probe_workspaces(self) -> None:
+        janitor = self._janitor
+        assert janitor is not None
+        image = self.settings.image_for(
+            next(p for p in self.settings.profiles.values() if p.persistent_workspace)
+        )
+        try:
+            probe = _ProbeWorkspaces(image, self.settings.workspace_dir)
+            quota = await janitor.ask(probe, timeout=2 * self.settings.engine_timeout + 60)
+        except Exception as error:
+            quota = WorkspaceQuota("measured", f"the loop probe failed: {type(error).__name__}: {error}")
+        self.ref.tell(_WorkspacesProbed(quota))
+
+    def _workspaces_probed(self, quota: WorkspaceQuota) -> None:
+        self._probing = False
+        self._workspaces = quota
+        log.info("persistent workspaces of fleet %s: %s quota (%s)", self.fleet, quota.kind, quota.reason)
+        self._wake_waiters()
+
+    def _meter_tick(self) -> None:
+        self._save_cpu()
+        tenants = [e.session for e in self._sessions.values() if e.tenant is not None]
+        self._meter(tenants, disk=bool(self._budgets.max_disk))
+        self.context.schedule_once(METER_INTERVAL, _MeterTick(), key="meter")
+
+    def _meter(self, sessions: list[str], disk: bool) -> None:
+        """Ask the janitor for usage; one pass at a time, later requests merged into the next."""
+        if self._janitor is None or self._engine == "down" or not (sessions or disk):
+            return
+        if self._metering:
+            waiting, with_disk = self._meter_next or (set(), False)
+            self._meter_next = (waiting | set(sessions), with_disk or disk)
+            return
+        self._metering = True
+        self._background(self._run_meter(self._janitor, _Meter(sessions, disk)))
+
+    async def _run_meter(self, janitor: ActorRef, request: _Meter) -> None:
+        try:
+            meter = await janitor.ask(request, timeout=2 * self.settings.engine_timeout + 10)
+        except Exception as error:
+            self.ref.tell(_Metered(None, f"{type(error).__name__}: {error}"))
+        else:
+            self.ref.tell(_Metered(meter, None))
+
+    def _metered(self, message: _Metered) -> None:
+        self._metering = False
+        if message.error is not None:
+            self._error("", "", "meter", "failed", message.error)
+        elif message.meter is not None:
+            now = self.context.system.clock.wall()
+            for session, total in message.meter.cpu.items():
+                entry = self._sessions.get(session)
+                if entry is None or entry.tenant is None:
+                    continue
+                seen = self._cpu_seen.get(session, 0.0)
+                # less than before: the session replaced its container (same name), which began at 0
+                self._budgets.charge(entry.tenant, total - seen if total >= seen else total, now)
+                self._cpu_seen[session] = total
+            if message.meter.disk is not None:
+                self._budgets.disk = dict(message.meter.disk)
+        pending, self._meter_next = self._meter_next, None
+        if pending is not None:
+            self._meter(sorted(pending[0]), disk=pending[1])
+
+    def _save_cpu(self) -> None:
+        """Journal the CPU charges since the last save (one ``usage.cpu`` row per tenant)."""
+        if self._audit is None:
+            return
+        for tenant, seconds in self._budgets.take_unsaved().items():
+            entry = AuditEntry(
+                bot="",
+                tenant=tenant,
+                scope="",
+                session=None,
+                handler=None,
+                user_id=None,
+                tool=CPU_TOOL,
+                target=f"{seconds:.3f} CPU-seconds",
+                exit_code=None,
+                status="ok",
+                duration=seconds,
+                bytes_in=0,
+                bytes_out=0,
+            )
+            try:
+                self._audit.append_audit(entry)
+            except Exception as error:
+                log.warning("tenant CPU charge not stored: %s", error)
+
+    async def _restore_cpu(self) -> None:
+        assert isinstance(self._audit, AuditSource)
+        since = self.context.system.clock.wall() - self.settings.tenant_cpu_window
+        sql = (
+            "SELECT tenant, at, duration FROM sandbox_audit WHERE tool = ? AND at >= ? AND tenant IS NOT NULL"
+        )
+        try:
+            rows = await self._audit.query(sql, (CPU_TOOL, since))
+        except Exception as error:
+            self.ref.tell(_CpuRestored([], f"{type(error).__name__}: {error}"))
+        else:
+            self.ref.tell(_CpuRestored(list(rows), None))
+
+    def _cpu_restored(self, message: _CpuRestored) -> None:
+        self._restored = True
+        if message.error is not None:
+            log.warning("tenants' CPU use before this start could not be read: %s", message.error)
+            self._error("", "", "budgets", "failed", message.error)
+        for tenant, at, seconds in sorted(message.rows, key=lambda row: float(row[1])):
+            self._budgets.charge(str(tenant), float(seconds), float(at), saved=True)
+        self._wake_waiters()
 
     def _audited(self, message: Audited) -> None:
         self._calls += 1
@@ -588,4 +809,21 @@ class SandboxManager(Actor):
             calls=self._calls,
             live=live,
             errors=tuple(self._errors),
+            workspaces=self._workspaces,
+            tenants=tuple(self._budgets.report(self._tenants(), self.context.system.clock.wall())),
+            tenant_sessions=self._tenant_sessions(),
+            tenant_max_sessions=dict(self.settings.tenant_max_sessions),
+            tenant_cpu_window=self.settings.tenant_cpu_window,
         )
+
+    def _tenants(self) -> set[str]:
+        return {e.tenant for e in self._sessions.values() if e.tenant is not None} | set(
+            self.settings.tenant_max_sessions
+        )
+
+    def _tenant_sessions(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for entry in self._sessions.values():
+            if entry.tenant is not None:
+                counts[entry.tenant] = counts.get(entry.tenant, 0) + 1
+        return counts

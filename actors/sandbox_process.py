@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import re
 import signal
 import threading
 from collections import deque
@@ -42,11 +43,12 @@ from typing import Any
 
 from callboard.engine.actor import Actor
 from callboard.engine.ref import ActorRef
-from callboard.engine.sandbox_api import SandboxBusy, SandboxError, SandboxUnavailable
+from callboard.engine.sandbox_api import ExecResult, SandboxBusy, SandboxError, SandboxUnavailable
 from callboard.engine.sandbox_processes import ProcessArgs, ProcessInfo, ProcessState
 from callboard.engine.supervision import Backoff, SupervisorStrategy
 from callboard.sandbox.agent_link import AgentGone
 from callboard.sandbox.process_link import ProcessLink
+from callboard.sandbox.tools import SKILL_INSTALL_TIMEOUT
 
 #: stop escalation: stdin closed, then TERM, then KILL (the process's whole group)
 STDIN_GRACE = 5.0
@@ -65,6 +67,8 @@ HEALTH_TIMEOUT = 10.0
 LINK_TIMEOUT = 60.0
 
 _incarnations = itertools.count(1)
+#: a process that may use a skill (``sandbox.tools.skills_used`` decides which, if any)
+_SKILLS = re.compile(r"\.skills/")
 
 
 def strategy_for(args: ProcessArgs) -> SupervisorStrategy:
@@ -211,6 +215,16 @@ class LinkRequest:
 
 
 @dataclass(frozen=True)
+class SkillsRequest:
+    """Asked of the session host for a process that names a skill: answered with its environment
+    with the skills' venvs on ``PATH`` (built on first use), or the failed build's ``ExecResult``."""
+
+    cwd: str
+    argv: tuple[str, ...]
+    env: dict[str, str]
+
+
+@dataclass(frozen=True)
 class HealthExec:
     """Asked of the session host: run a health command; answered with its exit code or None."""
 
@@ -284,7 +298,8 @@ class ProcessAttachment:
         return self._output.dropped - self._since
 
     def _wake(self) -> None:  # on the link's reader thread
-        self._loop.call_soon_threadsafe(self._arrived.set)
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is reading any more
+            self._loop.call_soon_threadsafe(self._arrived.set)
 
     async def write(self, data: bytes) -> None:
         if self._closed or self._ended:
@@ -341,6 +356,15 @@ class ManagedProcess(Actor):
         parent = self.context.parent
         assert parent is not None
         link: ProcessLink = await parent.ask(LinkRequest(), timeout=LINK_TIMEOUT)
+        env = self._env
+        if any(_SKILLS.search(part) for part in (self.args.cwd, *self.args.argv)):
+            request = SkillsRequest(self.args.cwd, tuple(self.args.argv), env)
+            prepared = await parent.ask(request, timeout=SKILL_INSTALL_TIMEOUT + LINK_TIMEOUT)
+            if isinstance(prepared, ExecResult):  # its packages could not be installed: as a failed start
+                record.error = prepared.stderr.strip()[-STDERR_PREVIEW:]
+                record.starts += 1
+                raise ProcessEnded(record.error)
+            env = prepared
         loop = asyncio.get_running_loop()
         me = self.context.ref
         output, wire_id = record.output, self._wire_id
@@ -354,7 +378,7 @@ class ManagedProcess(Actor):
 
         try:
             pid = await asyncio.to_thread(
-                link.start, self._wire_id, list(self.args.argv), self.args.cwd, self._env, listener
+                link.start, self._wire_id, list(self.args.argv), self.args.cwd, env, listener
             )
         except RuntimeError as error:  # the command itself cannot start: say so, retry by policy
             record.error = str(error)[:300]

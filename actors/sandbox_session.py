@@ -31,6 +31,7 @@ from callboard.actors.sandbox_process import (
     LinkRequest,
     ManagedProcess,
     ProcessRecord,
+    SkillsRequest,
     strategy_for,
 )
 from callboard.engine.ref import ActorRef
@@ -132,6 +133,8 @@ class SandboxSessionActor(ThreadedWorker):
             self._ensure()
             assert self._session is not None
             return self._session.process_link()
+        if isinstance(message, SkillsRequest):
+            return self._ensure().with_skills(message.cwd, message.argv, message.env)
         if not isinstance(message, SessionCall):
             raise TypeError(f"SandboxSessionActor cannot handle {type(message).__name__}")
         try:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from typing import Any
 
 from callboard.actors.deadline import RunDeadline
@@ -55,6 +56,9 @@ from callboard.handlers.base import Handler
 from callboard.handlers.context import HandlerContext, RunFailed
 
 log = logging.getLogger("callboard.session")
+
+#: seqs a session remembers having taken (a replay below its newest is checked against them)
+TAKEN_KEPT = 256
 
 
 class HandlerCrashLoop(RuntimeError):
@@ -111,6 +115,9 @@ class SessionActor(Actor):
         self.windows: dict[str, _Window] = {}
         self.generation = 0
         self.last_seq = 0
+        #: the latest seqs taken, so an event replayed from the journal below
+        #: ``last_seq`` is still taken once (see ``_fresh``)
+        self.taken: deque[int] = deque(maxlen=TAKEN_KEPT)
         self.failures = 0
         debounce = bot.config.session.debounce
         self.debounce = debounce if debounce.window > 0 else None
@@ -175,18 +182,28 @@ class SessionActor(Actor):
         else:
             raise TypeError(f"unexpected message {message!r}")
 
+    def _fresh(self, item: Inbound) -> bool:
+        """Whether ``item`` is new to this session; marks it taken. A live delivery at or
+        below ``last_seq`` was already taken from the journal after a restart. A replay
+        from the journal (pending there, not in flight on this node) may be below it: in
+        cluster mode, an event committed on a node that could not publish it is handed
+        on by the sweep after later events of its chat (docs/scale-out.md)."""
+        if item.seq <= self.last_seq and (not item.replayed or item.seq in self.taken):
+            return False
+        self.taken.append(item.seq)
+        self.last_seq = max(self.last_seq, item.seq)
+        return True
+
     async def _accept(self, item: Inbound | ReplayRun) -> None:
         if isinstance(item, ReplayRun):
-            inbounds = [i for i in item.inbounds if i.seq > self.last_seq]
+            inbounds = [i for i in item.inbounds if self._fresh(i)]
             if not inbounds:
                 return
-            self.last_seq = max(i.seq for i in inbounds)
             await self._flush_windows()
             await self._run(inbounds, run_id=item.run_id, replayed=True)
             return
-        if item.seq <= self.last_seq:
-            return  # already taken from the journal after a restart
-        self.last_seq = item.seq
+        if not self._fresh(item):
+            return
         event = item.event
         if item.replayed:
             await self._flush_windows()
@@ -260,7 +277,7 @@ class SessionActor(Actor):
             matches = bot.routes.match_all(events[-1])
         if not matches:
             bot.counters.unrouted += len(events)
-            bot.journal.mark_done(seqs, "unrouted")
+            await self._mark_unrouted(seqs)
             bot.in_flight.done(seqs)
             return
         run_id = run_id if run_id is not None else max(seqs)
@@ -278,6 +295,20 @@ class SessionActor(Actor):
         self.active_input = _Pending(inbounds, run_id, replayed, only)
         self.active = asyncio.ensure_future(execution)
         self.active.add_done_callback(lambda _: self.ref.tell(RunEnded(generation)))
+
+    async def _mark_unrouted(self, seqs: list[int]) -> None:
+        """A done mark that may share a transaction with others' stored output: again
+        once the journal writes, if that transaction failed."""
+        journal = self.bot.journal
+        while True:
+            committed = journal.mark_done(seqs, "unrouted")
+            if committed is None:
+                return
+            try:
+                await committed
+                return
+            except StorageUnavailable:
+                await journal.wait_writable()
 
     def _run_ended(self) -> bool:
         """Settle the background run; True when it failed."""
@@ -428,7 +459,11 @@ class SessionActor(Actor):
         if ctx.state_loaded is not None:
             await bot.journal.save_state(bot.bot_id, self.key, ctx.state_loaded)
         if not retry:
-            bot.journal.mark_done(seqs, status)
+            if bot.journal.storage_errors != storage_errors:
+                raise StorageUnavailable("the journal failed before the run's done mark")
+            committed = bot.journal.mark_done(seqs, status)
+            if committed is not None:  # one transaction with the run's stored replies
+                await committed
             bot.in_flight.done(seqs)
             counters.handled_events += len(events)
         counters.runs += 1

@@ -21,7 +21,6 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from callboard.engine.actor import Actor
 from callboard.engine.clock import Clock
 from callboard.engine.events import Event
-from callboard.engine.journal import StagedOutbox
 from callboard.engine.platform import (
     COMMON_APIS,
     Manifest,
@@ -97,13 +96,6 @@ class AdapterStore(Protocol):
         """Store one item for ``chat`` under the next per-chat sequence number (also
         written into ``payload["seq"]``). A repeated ``idempotency_key`` stores nothing
         and resolves to the earlier item. Resolves to (seq, stored payload, created)."""
-        ...
-
-    def append_outbox_staged(
-        self, chat: str, payload: dict[str, Any], idempotency_key: str | None = None
-    ) -> asyncio.Future[StagedOutbox]:
-        """``append_outbox`` resolved at commit; the item is durable (and may be
-        pushed) once the result's ``durable`` future resolves."""
         ...
 
     async def read_outbox(

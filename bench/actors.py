@@ -8,7 +8,6 @@ hold on a noisy shared machine even when the absolute figures move.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import functools
 import gc
@@ -20,9 +19,9 @@ import tracemalloc
 from collections.abc import Callable
 from typing import Any
 
-import orjson
 import pykka
 
+from callboard.bench.harness import print_report, report_parser, verdicts
 from callboard.engine import Actor, ActorSystem
 from callboard.engine.loop import run as run_loop
 
@@ -293,21 +292,14 @@ def render(result: dict[str, Any]) -> str:
         f"(stop: {result['stop_100k_seconds']:.2f} s; {result['spawn_stop_per_s']:,.0f} spawn+stop/s)",
         f"memory per idle actor:           {result['bytes_per_idle_actor']:,.0f} bytes (tracemalloc)",
         "",
-        "targets: " + ", ".join(f"{k}={'met' if v else 'MISSED'}" for k, v in result["targets"].items()),
+        verdicts("targets", result["targets"], "met", "MISSED"),
     ]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="callboard bench actors", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="smaller runs (under 30 s)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
-    args = parser.parse_args(argv)
-    result = measure(args.quick, quiet=args.json)
-    if args.json:
-        print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
-    else:
-        print(render(result))
+    args = report_parser("callboard bench actors", __doc__, "smaller runs (under 30 s)").parse_args(argv)
+    print_report(measure(args.quick, quiet=args.json), args.json, render)
     return 0
 
 

@@ -8,9 +8,12 @@ each next to one node *without* cluster mode on the same PostgreSQL backend
 PostgreSQL and nats-server are started here (Debian packages, 127.0.0.1) and
 stopped at the end. Web chat clients connect to the nodes round-robin and keep
 a window of unacknowledged messages each; throughput counts answers stored in
-the shared journal. Failover: kill -9 a random node of three, time until every
-partition is owned by the survivors and until a chat of a moved partition
-answers, start the node again, wait until it owns partitions, repeat.
+the shared journal. Failover: three nodes also run a Telegram bot polling a fake
+Bot API (its connection leased to one node); kill -9 the node that polls, time
+until every partition is owned by the survivors, until a chat of a moved
+partition answers, until another node polls and until a Telegram message sent
+after the kill is answered; start the node again, wait until it owns
+partitions, repeat.
 """
 
 from __future__ import annotations
@@ -19,11 +22,11 @@ import argparse
 import asyncio
 import contextlib
 import itertools
-import random
 import statistics
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +37,8 @@ import psycopg
 from callboard.actors.cluster import partition_of
 from callboard.bench.harness import free_port, wait_ready
 from callboard.engine.events import SessionKey
-from callboard.testing.cluster import Node, balanced, write_config
+from callboard.testing.cluster import Node, balanced, connection_owners, telegram_bot, write_config
+from callboard.testing.fake_telegram import TOKEN, FakeBotAPI, private_chat, user
 from callboard.testing.nats_server import NatsServer
 from callboard.testing.postgres import PostgresServer
 
@@ -44,6 +48,7 @@ WEB = (
     "rate_per_user: {per_second: 1000000, burst: 1000000}"
 )
 PARTITIONS = 16
+CONNECTION = "conn.tg.telegram"
 SINGLE = """
 name: single
 engine:
@@ -147,12 +152,14 @@ async def load(bases: list[str], url: str, users: int, per_user: int, window: in
             await c.close()
 
 
-def _nodes(tmp: Path, count: int, url: str, nats: str) -> list[Node]:
+def _nodes(tmp: Path, count: int, url: str, nats: str, bots: str = "") -> list[Node]:
     (tmp / "var").mkdir(parents=True, exist_ok=True)
     nodes = []
     for i in range(count):
         port = free_port()
-        config = write_config(tmp, f"n{i}", url=url, nats=nats, port=port, web=WEB, partitions=PARTITIONS)
+        config = write_config(
+            tmp, f"n{i}", url=url, nats=nats, port=port, web=WEB, partitions=PARTITIONS, bots=bots
+        )
         nodes.append(Node(f"n{i}", config, port, tmp / f"n{i}.log"))
     return nodes
 
@@ -189,19 +196,36 @@ async def _single_run(tmp: Path, pg: PostgresServer, args: argparse.Namespace) -
         node.stop()
 
 
+async def _poller(nodes: list[Node]) -> Node:
+    """The node running the Telegram bot's connection."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        held = await connection_owners(nodes, CONNECTION)
+        for node in nodes:
+            if held.get(node.name):
+                return node
+        await asyncio.sleep(0.1)
+    raise TimeoutError(f"no node polls {CONNECTION}")
+
+
 async def _failover(tmp: Path, pg: PostgresServer, nats: NatsServer, kills: int) -> dict[str, Any]:
     url = pg.create_database("failover")
-    nodes = _nodes(tmp / "failover", 3, url, nats.url)
+    api = await FakeBotAPI().start()
+    person = user(7000, "Kim")
+    api.add_chat(private_chat(person))
+    nodes = _nodes(tmp / "failover", 3, url, nats.url, telegram_bot("tg", TOKEN, api.base_url))
     owned_after: list[float] = []
     answered_after: list[float] = []
+    polled_after: list[float] = []
+    telegram_after: list[float] = []
     try:
         for node in nodes:
             node.start(ROOT)
         for node in nodes:
             await wait_ready(f"{node.base}/readyz", timeout=60)
         await balanced(nodes, PARTITIONS)
-        for _ in range(kills):
-            victim = random.choice(nodes)
+        for k in range(kills):
+            victim = await _poller(nodes)
             survivors = [n for n in nodes if n is not victim]
             moved = {int(p) for p in (await victim.cluster())["owned"]}
             client = await Client.connect(survivors[0].base)
@@ -212,6 +236,8 @@ async def _failover(tmp: Path, pg: PostgresServer, nats: NatsServer, kills: int)
             )
             killed = victim.kill()
             await client.say(chat, "after-kill")
+            text = f"after-kill-{k}"
+            api.push("message", api.message(private_chat(person), person, text))
             owned_at = answered_at = None
             async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
                 while time.monotonic() - killed < 30 and (owned_at is None or answered_at is None):
@@ -234,12 +260,21 @@ async def _failover(tmp: Path, pg: PostgresServer, nats: NatsServer, kills: int)
                 owned_after.append(owned_at - killed)
             if answered_at is not None:
                 answered_after.append(answered_at - killed)
+            with contextlib.suppress(TimeoutError):
+                await api.wait_calls("sendMessage", k + 1, 30)
+            replies = [c.at for c in api.answered("sendMessage") if c["text"] == text]
+            if replies:
+                telegram_after.append(replies[0] - killed)
+            polls = [c.at for c in api.calls_of("getUpdates") if c.at > killed]
+            if polls:
+                polled_after.append(polls[0] - killed)
             victim.start(ROOT)
             await wait_ready(f"{victim.base}/readyz", timeout=60)
             await balanced(nodes, PARTITIONS, timeout=60)
     finally:
         for node in nodes:
             node.stop()
+        await api.close()
 
     def dist(values: list[float]) -> dict[str, float]:
         if not values:
@@ -256,6 +291,13 @@ async def _failover(tmp: Path, pg: PostgresServer, nats: NatsServer, kills: int)
         "partitions_owned_again_s": dist(owned_after),
         "moved_chat_answers_s": dist(answered_after),
         "never_answered": kills - len(answered_after),
+        "polling_resumed_s": dist(polled_after),
+        "telegram_answers_s": dist(telegram_after),
+        "telegram_never_answered": kills - len(telegram_after),
+        "telegram_answered_twice": sum(
+            1 for count in Counter(c["text"] for c in api.answered("sendMessage")).values() if count > 1
+        ),
+        "polling_conflicts": api.conflicts,
     }
 
 
@@ -295,6 +337,12 @@ def render(report: dict[str, Any]) -> str:
     lines.append(
         f"  failover over {f['kills']} kills: partitions owned again {f['partitions_owned_again_s']} s, "
         f"a moved chat answering {f['moved_chat_answers_s']} s, never answered {f['never_answered']}"
+    )
+    lines.append(
+        f"  polling connection (the killed node polled): another node polling {f['polling_resumed_s']} s, "
+        f"a Telegram message sent after the kill answered {f['telegram_answers_s']} s, never answered "
+        f"{f['telegram_never_answered']}, twice {f['telegram_answered_twice']}, "
+        f"polling conflicts {f['polling_conflicts']}"
     )
     return "\n".join(lines)
 

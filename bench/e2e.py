@@ -27,11 +27,16 @@ import orjson
 from callboard.bench.harness import (
     Progress,
     cpu_seconds,
+    engine_argv,
     free_port,
     pin,
+    print_report,
     process,
+    report_parser,
     rss_kib,
+    running_engine,
     split_cpus,
+    verdicts,
     wait_ready,
 )
 from callboard.engine.loop import run as run_loop
@@ -289,10 +294,8 @@ async def web_baseline(
     port = free_port()
     config = tmp / "fleet-web.yaml"
     config.write_text(FLEET.format(journal=tmp / "journal-web.sqlite3", port=port, window="0s"))
-    argv = [sys.executable, "-m", "callboard.cli", "--log-level", "WARNING", "run", str(config)]
     results: dict[str, Any] = {}
-    with process(argv, cpu) as engine:
-        await wait_ready(f"http://127.0.0.1:{port}/readyz", engine)
+    async with running_engine(config, port, cpu) as engine:
         url = f"ws://127.0.0.1:{port}/web/bench/ws"
         for scenario in scenarios:
             name = scenario.name
@@ -338,7 +341,7 @@ def measure(quick: bool, quiet: bool = False) -> dict[str, Any]:
         "baseline": {},
     }
 
-    steps = Progress(2 * (len(scenarios) + 3) + len(debounced), quiet)
+    steps = Progress(2 * len(scenarios) + len(debounced) + 3, quiet)  # + paced, idle, bare paced
     say = steps.step
 
     with tempfile.TemporaryDirectory(prefix="callboard-bench-") as tmp:
@@ -347,8 +350,7 @@ def measure(quick: bool, quiet: bool = False) -> dict[str, Any]:
             config = Path(tmp) / f"fleet-{window}.yaml"
             journal = Path(tmp) / f"journal-{window}.sqlite3"
             config.write_text(FLEET.format(journal=journal, port=port, window=f"{window}s"))
-            argv = [sys.executable, "-m", "callboard.cli", "--log-level", "WARNING", "run", str(config)]
-            with process(argv, engine_cpu) as engine:
+            with process(engine_argv(config), engine_cpu) as engine:
                 run_loop(wait_ready(f"http://127.0.0.1:{port}/readyz", engine))
                 url = f"ws://127.0.0.1:{port}/web/bench/ws"
                 for name, load, w in scenarios if window == 0.0 else debounced:
@@ -370,8 +372,11 @@ def measure(quick: bool, quiet: bool = False) -> dict[str, Any]:
             for name, load, _ in scenarios:
                 say(f"baseline {name}")
                 report["baseline"][name] = vars(_timed(baseline.pid, drive(url, load, 0.0, tag=f"{name}-")))
+            say("baseline paced at 5,000 events/s")
+            bare_paced = _timed(baseline.pid, drive(url, paced, 0.0, tag="paced-"))
+            report["baseline"]["paced 5000/s"] = vars(bare_paced)
     ratios = {}
-    for name in report["baseline"]:
+    for name, _, _ in scenarios:
         base = report["baseline"][name]["handled_per_s"]
         ratios[name] = report["scenarios"][name]["handled_per_s"] / base if base else 0.0
     report["ratio_handled_vs_baseline"] = ratios
@@ -394,8 +399,7 @@ def _idle_sessions(tmp: Path, cpu: int | None, idle: Load, warmup: Load, say: An
     port = free_port()
     config = tmp / "fleet-idle.yaml"
     config.write_text(FLEET.format(journal=tmp / "journal-idle.sqlite3", port=port, window="0s"))
-    argv = [sys.executable, "-m", "callboard.cli", "--log-level", "WARNING", "run", str(config)]
-    with process(argv, cpu) as engine:
+    with process(engine_argv(config), cpu) as engine:
         run_loop(wait_ready(f"http://127.0.0.1:{port}/readyz", engine))
         url = f"ws://127.0.0.1:{port}/web/bench/ws"
         say(f"fresh engine: {warmup.sessions:,} warm-up sessions, then {idle.sessions:,} idle sessions")
@@ -450,26 +454,18 @@ def render(report: dict[str, Any]) -> str:
     lines.append(
         "CPU us/ev: the server process's CPU time (all threads) per event; steady when the machine is shared"
     )
-    lines.append(
-        "targets: " + ", ".join(f"{k}={'met' if v else 'MISSED'}" for k, v in report["targets"].items())
-    )
+    lines.append(verdicts("targets", report["targets"], "met", "MISSED"))
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="callboard bench e2e", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="fewer messages per scenario")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser = report_parser("callboard bench e2e", __doc__, "fewer messages per scenario")
     parser.add_argument("--serve-baseline", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve_baseline:
         serve_baseline(args.serve_baseline)
         return 0
-    report = measure(args.quick, quiet=args.json)
-    if args.json:
-        print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
-    else:
-        print(render(report))
+    print_report(measure(args.quick, quiet=args.json), args.json, render)
     return 0
 
 

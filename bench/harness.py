@@ -1,8 +1,9 @@
 """Process plumbing the benchmarks (and the tests that run a real engine) share:
-free ports, CPU pinning, child processes, readiness, RSS."""
+free ports, CPU pinning, child processes, readiness, RSS; and a benchmark's command line."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import os
@@ -10,10 +11,12 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import aiohttp
+import orjson
 
 
 def free_port() -> int:
@@ -58,6 +61,19 @@ def process(argv: list[str], cpu: int | None) -> Iterator[subprocess.Popen[bytes
             proc.wait()
 
 
+def engine_argv(config: Path, log_level: str = "WARNING") -> list[str]:
+    """``callboard run`` of a fleet file, in a child process of this interpreter."""
+    return [sys.executable, "-m", "callboard.cli", "--log-level", log_level, "run", str(config)]
+
+
+@contextlib.asynccontextmanager
+async def running_engine(config: Path, port: int, cpu: int | None) -> AsyncIterator[subprocess.Popen[bytes]]:
+    """An engine process on fleet file ``config`` (admin on ``port``), pinned to ``cpu``, once ready."""
+    with process(engine_argv(config), cpu) as engine:
+        await wait_ready(f"http://127.0.0.1:{port}/readyz", engine)
+        yield engine
+
+
 def cpu_seconds(pid: int) -> float:
     """CPU time (user + system, every thread) a process has used: per-event cost
     that, unlike throughput, does not move when other work shares the machine."""
@@ -88,6 +104,34 @@ async def wait_ready(url: str, proc: subprocess.Popen[bytes] | None = None, time
                         return
             await asyncio.sleep(0.05)
     raise TimeoutError(f"{url} did not answer")
+
+
+def narrator(quiet: bool) -> Callable[[str], None]:
+    """What a benchmark says on stderr while it runs (``say``); nothing when ``quiet`` (``--json``)."""
+
+    def say(text: str) -> None:
+        if not quiet:
+            print(f"  {text}", file=sys.stderr, flush=True)
+
+    return say
+
+
+def verdicts(label: str, results: Mapping[str, bool], good: str = "ok", bad: str = "FAILED") -> str:
+    """A report's closing line: each check or target by name, ``good`` or ``bad``."""
+    return f"{label}: " + ", ".join(f"{name}={good if passed else bad}" for name, passed in results.items())
+
+
+def report_parser(prog: str, doc: str | None, quick: str) -> argparse.ArgumentParser:
+    """A benchmark's command line: ``--quick`` (``quick`` says what it leaves out) and ``--json``."""
+    parser = argparse.ArgumentParser(prog=prog, description=doc)
+    parser.add_argument("--quick", action="store_true", help=quick)
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    return parser
+
+
+def print_report(report: dict[str, Any], as_json: bool, render: Callable[[dict[str, Any]], str]) -> None:
+    """The report as one JSON object (what ``callboard bench --report`` reads), else as text."""
+    print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() if as_json else render(report))
 
 
 class Progress:

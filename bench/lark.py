@@ -19,9 +19,6 @@ limits are off (Lark's 50/s per app would otherwise be the result).
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -30,35 +27,20 @@ from typing import Any
 
 import orjson
 
+from callboard.bench import platforms
 from callboard.bench.e2e import Scenario, web_baseline
-from callboard.bench.harness import cpu_seconds, free_port, pin, process, split_cpus, wait_ready
+from callboard.bench.harness import (
+    cpu_seconds,
+    free_port,
+    narrator,
+    pin,
+    print_report,
+    report_parser,
+    split_cpus,
+    verdicts,
+)
 from callboard.engine.loop import run as run_loop
-from callboard.testing.fake_lark import APP_ID, APP_SECRET, ENCRYPT_KEY, VERIFICATION_TOKEN, FakeLark
-
-LARK_FLEET = """
-name: bench-lark
-engine:
-  journal: {journal}
-  admin: {{port: {port}}}
-bots:
-  - id: bench
-    adapter:
-      type: lark
-      app_id: {app_id}
-      app_secret: "{app_secret}"
-      domain: {domain}
-      mode: {mode}
-      verification_token: "{token}"
-      encrypt_key: "{key}"
-      rate_limits: {{per_bot_per_second: 0, per_private_chat_per_second: 0, per_group_chat_per_minute: 0}}
-    session:
-      idle_ttl: 1h
-      debounce: {{window: 0s, max_wait: 10s, max_batch: 1000}}
-    handlers:
-      - event_type: message.received
-        handler_type: pipeline
-        handler_config: {{stages: [{{type: echo}}]}}
-"""
+from callboard.testing.fake_lark import ENCRYPT_KEY, FakeLark
 
 #: webhook deliveries in flight at once
 IN_FLIGHT = 64
@@ -105,33 +87,23 @@ async def _run_lark(
         statuses = await lark.deliver_concurrently(payloads, IN_FLIGHT)
         answered_at = time.monotonic()
         failed = sum(1 for status in statuses if status != 200)
-    deadline = start + timeout
-    while time.monotonic() < deadline:
-        if answered_at is None and not lark.queue:
-            answered_at = time.monotonic()
-        if lark.answered_count["send_message"] - answered_before >= scenario.events:
-            break
-        await asyncio.sleep(0.005)
-    end = time.monotonic()
+    answered_at, end = await platforms.wait_replies(
+        start + timeout,
+        lambda: not lark.queue,
+        lambda: lark.answered_count["send_message"] - answered_before >= scenario.events,
+        answered_at,
+    )
     replies = lark.sent[sends_before:]
     result = LarkResult(events=scenario.events, seconds=end - start)
     result.engine_busy = (cpu_seconds(pid) - cpu_before) / max(1e-9, end - start)
     result.load_busy = (time.process_time() - load_before) / max(1e-9, end - start)
     result.handled_per_s = len(replies) / max(1e-9, result.seconds)
     result.answered_per_s = scenario.events / max(1e-9, (answered_at or end) - start)
-    seen: set[str] = set()
-    next_index: dict[str, int] = {}
-    for reply in replies:
-        text = orjson.loads(reply["body"]["content"])["text"]
-        chat, _, i = text.partition(":")
-        if text in seen:
-            result.duplicates += 1
-        seen.add(text)
-        if next_index.get(chat, 0) != int(i):
-            result.out_of_order += 1
-        next_index[chat] = int(i) + 1
-    if len(seen) < scenario.events:
-        result.notes.append(f"only {len(seen)} of {scenario.events} events answered")
+    answered, result.duplicates, result.out_of_order = platforms.check_replies(
+        orjson.loads(reply["body"]["content"])["text"] for reply in replies
+    )
+    if answered < scenario.events:
+        result.notes.append(f"only {answered} of {scenario.events} events answered")
     if mode == "webhook" and failed:
         result.notes.append(f"{failed} deliveries were not answered 200")
     return result
@@ -143,61 +115,33 @@ async def _lark(tmp: Path, cpu: int | None, mode: str, scenarios: list[Scenario]
     port = free_port()
     config = tmp / f"fleet-lark-{mode}.yaml"
     config.write_text(
-        LARK_FLEET.format(
-            journal=tmp / f"journal-lark-{mode}.sqlite3",
-            port=port,
-            app_id=APP_ID,
-            app_secret=APP_SECRET,
-            domain=lark.base_url,
-            mode=mode,
-            token=VERIFICATION_TOKEN,
-            key=ENCRYPT_KEY,
-        )
+        platforms.fleet("lark", tmp / f"journal-lark-{mode}.sqlite3", port, lark.adapter_yaml(mode))
     )
     if mode == "webhook":
         lark.webhook_url = f"http://127.0.0.1:{port}/lark/bench/events"
-    argv = [sys.executable, "-m", "callboard.cli", "--log-level", "WARNING", "run", str(config)]
-    results: dict[str, Any] = {}
     try:
-        with process(argv, cpu) as engine:
-            await wait_ready(f"http://127.0.0.1:{port}/readyz", engine)
-            for index, scenario in enumerate(scenarios):
-                timeout = 120 + scenario.events / 200
-                result = await _run_lark(lark, mode, scenario, f"s{index}", say, timeout, engine.pid)
-                results[scenario.name] = vars(result)
+        return await platforms.run_scenarios(
+            config,
+            port,
+            cpu,
+            scenarios,
+            200,
+            lambda scenario, index, timeout, pid: _run_lark(
+                lark, mode, scenario, f"s{index}", say, timeout, pid
+            ),
+        )
     finally:
         await lark.close()
-    return results
 
 
 def measure(quick: bool, quiet: bool = False) -> dict[str, Any]:
     engine_cpu, load_cpu = split_cpus()
     pin(load_cpu)
-    scale = 0.2 if quick else 1.0
-
-    def n(value: int) -> int:
-        return max(1, int(value * scale))
-
-    scenarios = [
-        Scenario("S=1", chats=1, messages=n(3_000)),
-        Scenario("S=100", chats=100, messages=n(30)),
-        Scenario("S=1000", chats=1000, messages=max(2, n(3))),
-    ]
-
-    def say(text: str) -> None:
-        if not quiet:
-            print(f"  {text}", file=sys.stderr, flush=True)
-
+    loads = platforms.scenarios(quick, one=3_000, hundred=30, thousand=3)
+    say = narrator(quiet)
     with tempfile.TemporaryDirectory(prefix="callboard-bench-lark-") as tmp:
-        lark = {mode: run_loop(_lark(Path(tmp), engine_cpu, mode, scenarios, say)) for mode in MODES}
-        web = run_loop(web_baseline(Path(tmp), engine_cpu, scenarios, say))
-    ratios = {
-        mode: {
-            name: entry["handled_per_s"] / web[name]["handled_per_s"] if web[name]["handled_per_s"] else 0.0
-            for name, entry in lark[mode].items()
-        }
-        for mode in MODES
-    }
+        lark = {mode: run_loop(_lark(Path(tmp), engine_cpu, mode, loads, say)) for mode in MODES}
+        web = run_loop(web_baseline(Path(tmp), engine_cpu, loads, say))
     everything = [r for mode in MODES for r in lark[mode].values()]
     return {
         "quick": quick,
@@ -207,7 +151,7 @@ def measure(quick: bool, quiet: bool = False) -> dict[str, Any]:
         "webhook_in_flight": IN_FLIGHT,
         "lark": lark,
         "web": web,
-        "ratio_handled_lark_vs_web": ratios,
+        "ratio_handled_lark_vs_web": {mode: platforms.ratios(lark[mode], web) for mode in MODES},
         "checks": {
             "all_answered": all(not r["notes"] for r in everything),
             # a webhook's concurrent deliveries carry no order (Lark's neither); the long connection's do
@@ -243,22 +187,14 @@ def render(report: dict[str, Any]) -> str:
         "commit); handled/s: echo replies received by the open API; reordered: replies out of the "
         "order their events were sent in (a webhook's concurrent deliveries have none)"
     )
-    lines.append(
-        "checks: " + ", ".join(f"{k}={'ok' if v else 'FAILED'}" for k, v in report["checks"].items())
-    )
+    lines.append(verdicts("checks", report["checks"]))
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="callboard bench lark", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="a fifth of the events per scenario")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser = report_parser("callboard bench lark", __doc__, "a fifth of the events per scenario")
     args = parser.parse_args(argv)
-    report = measure(args.quick, quiet=args.json)
-    if args.json:
-        print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
-    else:
-        print(render(report))
+    print_report(measure(args.quick, quiet=args.json), args.json, render)
     return 0
 
 

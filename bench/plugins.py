@@ -15,17 +15,23 @@ scenario (nothing queues there); the bursts give the throughput ratio.
 
 from __future__ import annotations
 
-import argparse
 import statistics
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from callboard.bench.e2e import Load, drive
-from callboard.bench.harness import free_port, pin, process, split_cpus, wait_ready
+from callboard.bench.harness import (
+    engine_argv,
+    free_port,
+    narrator,
+    pin,
+    print_report,
+    process,
+    report_parser,
+    split_cpus,
+    wait_ready,
+)
 from callboard.engine.loop import run as run_loop
 
 # The load sends on acks, not replies: the backlog bounds and rate limits are lifted (as in
@@ -90,17 +96,12 @@ def measure(quick: bool, quiet: bool = False) -> dict[str, Any]:
     results: dict[str, dict[str, list[dict[str, Any]]]] = {
         name: {"pipe": [], "plug": []} for name in scenarios
     }
-
-    def say(text: str) -> None:
-        if not quiet:
-            print(f"  {text}", file=sys.stderr, flush=True)
-
+    say = narrator(quiet)
     with tempfile.TemporaryDirectory(prefix="callboard-bench-plugins-") as tmp:
         port = free_port()
         config = Path(tmp) / "fleet.yaml"
         config.write_text(fleet(Path(tmp) / "journal.sqlite3", port))
-        argv = [sys.executable, "-m", "callboard.cli", "--log-level", "WARNING", "run", str(config)]
-        with process(argv, engine_cpu) as engine:
+        with process(engine_argv(config), engine_cpu) as engine:
             run_loop(wait_ready(f"http://127.0.0.1:{port}/readyz", engine))
             for name, load in scenarios.items():
                 for round_ in range(ROUNDS):
@@ -166,15 +167,8 @@ def render(report: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="callboard bench plugins", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="fewer messages per scenario")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
-    args = parser.parse_args(argv)
-    report = measure(args.quick, quiet=args.json)
-    if args.json:
-        print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
-    else:
-        print(render(report))
+    args = report_parser("callboard bench plugins", __doc__, "fewer messages per scenario").parse_args(argv)
+    print_report(measure(args.quick, quiet=args.json), args.json, render)
     return 0
 
 

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 from callboard.bench.e2e import FLEET, Load, drive
-from callboard.bench.harness import cpu_seconds, free_port, pin, process, split_cpus, wait_ready
+from callboard.bench.harness import cpu_seconds, engine_argv, free_port, pin, process, split_cpus, wait_ready
 from callboard.engine.loop import run as run_loop
 
 #: (category, substrings of a frame name): a sample counts for the category of its innermost
@@ -103,8 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         port = free_port()
         config = Path(tmp) / "fleet.yaml"
         config.write_text(FLEET.format(journal=Path(tmp) / "journal.sqlite3", port=port, window="0s"))
-        argv_engine = [sys.executable, "-m", "callboard.cli", "--log-level", "WARNING", "run", str(config)]
-        with process(argv_engine, engine_cpu) as engine:
+        with process(engine_argv(config), engine_cpu) as engine:
             run_loop(wait_ready(f"http://127.0.0.1:{port}/readyz", engine))
             url = f"ws://127.0.0.1:{port}/web/bench/ws"
             run_loop(drive(url, Load(sessions=args.sessions, messages=2, connections=50), 0.0, tag="warm-"))

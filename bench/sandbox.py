@@ -37,7 +37,8 @@ from callboard.engine import ActorSystem
 from callboard.engine.loop import run as run_loop
 from callboard.engine.sandbox_api import ExecArgs, ReadArgs, SandboxError, WriteArgs
 from callboard.engine.sandbox_processes import ProcessArgs
-from callboard.handlers.agent.mcp import attached_stdio
+from callboard.handlers.agent.config import McpServerConfig
+from callboard.handlers.agent.mcp import McpConnection, McpPool, attached_stdio, process_id, stdio_opener
 from callboard.sandbox.backend import SessionSpec
 from callboard.sandbox.config import SandboxPolicy, SandboxSettings
 from callboard.sandbox.docker_backend import DockerBackend, DockerSession
@@ -177,7 +178,9 @@ async def actor_figures(
 
 async def _mcp_figures(tools: SessionTools, args: ExecArgs, samples: int) -> dict[str, Any]:
     """One ``tools/call`` of the test MCP server (a managed process in the same sandbox, over the
-    attached stdio, through the official client) against one warm exec, alternating order."""
+    attached stdio, through the official client) against one warm exec, alternating order; then
+    a run's first call with a fresh session (attach, ``initialize``, ``tools/list``, call, as every
+    run paid before sessions were pooled) against one on the pooled session, alternating."""
     await tools.start_process(ProcessArgs(process_id="mcp-bench", argv=["python3", "-c", MCP_SERVER]))
     attachment = await tools.attach("mcp-bench")
     async with attached_stdio(attachment) as streams, ClientSession(*streams) as session:
@@ -194,7 +197,41 @@ async def _mcp_figures(tools: SessionTools, args: ExecArgs, samples: int) -> dic
             for taken, call in pair if index % 2 else reversed(pair):
                 taken.append(await _timed(call))
     await tools.stop_process("mcp-bench")
-    return {"mcp_call": _summary(calls), "mcp_exec_alongside": _summary(execs)}
+    # two servers (one attacher each): mcp-fresh is attached anew per sample, mcp-pooled once
+    fresh_server = McpServerConfig(name="fresh", command=["python3", "-c", MCP_SERVER])
+    pooled_server = McpServerConfig(name="pooled", command=["python3", "-c", MCP_SERVER])
+    pool = McpPool()
+
+    async def fresh() -> None:
+        connection = await McpConnection.opened(fresh_server, stdio_opener(tools, fresh_server))
+        try:
+            await connection.call("add", {"a": 2, "b": 40})
+        finally:
+            await connection.close()
+
+    async def pooled() -> None:
+        opener = stdio_opener(tools, pooled_server)
+        connection = await pool.connect(("bench",), pooled_server, opener)
+        await connection.call("add", {"a": 2, "b": 40})
+
+    firsts: dict[str, list[float]] = {"fresh": [], "pooled": []}
+    try:
+        await fresh()  # both servers started and warm
+        await pooled()
+        for index in range(max(10, samples // 5)):
+            kinds = [("fresh", fresh), ("pooled", pooled)]
+            for kind, first in kinds if index % 2 else reversed(kinds):
+                firsts[kind].append(await _timed(first))
+    finally:
+        await pool.close()
+    for server in (fresh_server, pooled_server):
+        await tools.stop_process(process_id(server))
+    return {
+        "mcp_call": _summary(calls),
+        "mcp_exec_alongside": _summary(execs),
+        "mcp_first_call_fresh": _summary(firsts["fresh"]),
+        "mcp_first_call_pooled": _summary(firsts["pooled"]),
+    }
 
 
 def measure(endpoint: EngineEndpoint, settings: SandboxSettings, quick: bool, quiet: bool) -> dict[str, Any]:
@@ -228,6 +265,8 @@ def measure(endpoint: EngineEndpoint, settings: SandboxSettings, quick: bool, qu
         "actor_overhead_p50_ms": actors["warm_exec"]["p50_ms"] - actors["backend_exec"]["p50_ms"],
         "ratio_mcp_call_to_warm_exec_p50": mcp["p50_ms"] / alongside["p50_ms"],
         "ratio_mcp_call_to_warm_exec_p99": mcp["p99_ms"] / alongside["p99_ms"],
+        "ratio_mcp_first_call_fresh_to_pooled_p50": actors["mcp_first_call_fresh"]["p50_ms"]
+        / actors["mcp_first_call_pooled"]["p50_ms"],
     }
 
 
@@ -250,6 +289,8 @@ def render(result: dict[str, Any]) -> str:
         row("cold start + first exec (max)", result["cold_start"], "max_ms"),
         row("MCP tools/call (stdio, in sandbox)", result["mcp_call"]),
         row("warm exec, interleaved with it", result["mcp_exec_alongside"]),
+        row("1st MCP call of a run, fresh", result["mcp_first_call_fresh"]),
+        row("1st MCP call of a run, pooled", result["mcp_first_call_pooled"]),
         "",
         f"  {CONCURRENT} concurrent sessions, each `{result['command']}`:",
     ]
@@ -267,6 +308,8 @@ def render(result: dict[str, Any]) -> str:
         f"{result['actor_overhead_p50_ms']:.2f} ms",
         f"MCP tool call / warm exec: p50 {result['ratio_mcp_call_to_warm_exec_p50']:.2f}x, "
         f"p99 {result['ratio_mcp_call_to_warm_exec_p99']:.2f}x",
+        "a run's first MCP call, fresh session (attach, initialize, tools/list) / pooled (p50): "
+        f"{result['ratio_mcp_first_call_fresh_to_pooled_p50']:.1f}x",
     ]
     return "\n".join(lines)
 

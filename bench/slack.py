@@ -29,10 +29,7 @@ echo) is what the total has beyond them, next to the web adapter's total.
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import os
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -44,46 +41,28 @@ import orjson
 from callboard.adapters.slack.convert import Converter, Identity
 from callboard.adapters.slack.render import render
 from callboard.adapters.slack.request import SlackWeb
+from callboard.bench import platforms
 from callboard.bench.e2e import Scenario, web_baseline
-from callboard.bench.harness import cpu_seconds, free_port, pin, process, split_cpus, wait_ready
+from callboard.bench.harness import (
+    cpu_seconds,
+    free_port,
+    narrator,
+    pin,
+    print_report,
+    report_parser,
+    split_cpus,
+    verdicts,
+)
 from callboard.engine.clock import LoopClock
 from callboard.engine.entities import MessageChain
 from callboard.engine.loop import run as run_loop
 from callboard.testing.fake_slack import (
-    APP_TOKEN,
     BOT_ID,
     BOT_TOKEN,
     BOT_USER,
-    SIGNING_SECRET,
     TEAM,
     FakeSlack,
 )
-
-SLACK_FLEET = """
-name: bench-slack
-engine:
-  journal: {journal}
-  admin: {{port: {port}}}
-bots:
-  - id: bench
-    adapter:
-      type: slack
-      mode: {mode}
-      bot_token: "{bot_token}"
-      app_token: "{app_token}"
-      signing_secret: "{secret}"
-      base_url: {base_url}
-      rate_limits: {{per_bot_per_second: 0, per_private_chat_per_second: 0, per_group_chat_per_minute: 0}}
-      tier_limits: false
-    session:
-      idle_ttl: 1h
-      max_pending: 100000
-      debounce: {{window: 0s, max_wait: 10s, max_batch: 1000}}
-    handlers:
-      - event_type: message.received
-        handler_type: pipeline
-        handler_config: {{stages: [{{type: echo}}]}}
-"""
 
 MODES = ("socket", "http")
 #: Events API requests in flight per channel: Slack sends events concurrently, without order
@@ -121,15 +100,12 @@ async def _run_slack(
     for i in range(scenario.messages):
         for c in range(scenario.chats):
             slack.push(slack.message(dms[c], people[c], f"{c}:{i}"))
-    acked_at = None
     deadline = start + timeout
-    while time.monotonic() < deadline:
-        if acked_at is None and not slack.pending:
-            acked_at = time.monotonic()
-        if slack.answered_count["chat.postMessage"] - answered_before >= scenario.events:
-            break
-        await asyncio.sleep(0.005)
-    end = time.monotonic()
+    acked_at, end = await platforms.wait_replies(
+        deadline,
+        lambda: not slack.pending,
+        lambda: slack.answered_count["chat.postMessage"] - answered_before >= scenario.events,
+    )
     engine_cpu = cpu_seconds(pid) - cpu_before
     fake_cpu = time.process_time() - fake_before
     await slack.wait_acked(timeout=max(5.0, deadline - time.monotonic()))  # the echoes too
@@ -140,19 +116,11 @@ async def _run_slack(
     result.engine_cpu_us_per_event = engine_cpu / max(1, scenario.events) * 1e6
     result.engine_busy = engine_cpu / max(1e-9, end - start)
     result.fake_busy = fake_cpu / max(1e-9, end - start)
-    seen: set[str] = set()
-    next_index: dict[str, int] = {}
-    for call in replies:
-        text = str(call.get("text"))
-        chat, _, position = text.partition(":")
-        if text in seen:
-            result.duplicates += 1
-        seen.add(text)
-        if next_index.get(chat, 0) != int(position):
-            result.out_of_order += 1
-        next_index[chat] = int(position) + 1
-    if len(seen) < scenario.events:
-        result.notes.append(f"only {len(seen)} of {scenario.events} events answered")
+    answered, result.duplicates, result.out_of_order = platforms.check_replies(
+        str(call.get("text")) for call in replies
+    )
+    if answered < scenario.events:
+        result.notes.append(f"only {answered} of {scenario.events} events answered")
     return result
 
 
@@ -165,34 +133,28 @@ async def _slack(
     slack.redeliver_after = 5.0  # what a busy engine left unacknowledged comes again
     port = free_port()
     config = tmp / f"fleet-slack-{mode}.yaml"
-    config.write_text(
-        SLACK_FLEET.format(
-            journal=tmp / f"journal-slack-{mode}.sqlite3",
-            port=port,
-            mode=mode,
-            bot_token=BOT_TOKEN,
-            app_token=APP_TOKEN,
-            secret=SIGNING_SECRET,
-            base_url=slack.base_url,
-        )
-    )
-    argv = [sys.executable, "-m", "callboard.cli", "--log-level", "WARNING", "run", str(config)]
-    results: dict[str, Any] = {}
+    adapter = slack.adapter_yaml(mode) + "tier_limits: false\n"
+    journal = tmp / f"journal-slack-{mode}.sqlite3"
+    config.write_text(platforms.fleet("slack", journal, port, adapter, session="max_pending: 100000"))
+
+    async def ready() -> None:
+        if mode == "http":
+            slack.deliver_to(f"http://127.0.0.1:{port}/slack/bench/events")
+        else:
+            await slack.wait_socket()
+
     try:
-        with process(argv, cpu) as engine:
-            await wait_ready(f"http://127.0.0.1:{port}/readyz", engine)
-            if mode == "http":
-                slack.deliver_to(f"http://127.0.0.1:{port}/slack/bench/events")
-            else:
-                await slack.wait_socket()
-            for index, scenario in enumerate(scenarios):
-                timeout = 120 + scenario.events / 200
-                results[scenario.name] = vars(
-                    await _run_slack(slack, scenario, index, say, timeout, engine.pid, mode)
-                )
+        return await platforms.run_scenarios(
+            config,
+            port,
+            cpu,
+            scenarios,
+            200,
+            lambda scenario, index, timeout, pid: _run_slack(slack, scenario, index, say, timeout, pid, mode),
+            ready,
+        )
     finally:
         await slack.close()
-    return results
 
 
 def adapter_costs(n: int = 20_000) -> dict[str, float]:
@@ -274,34 +236,12 @@ async def _post_costs(n: int) -> tuple[float, float]:
 def measure(quick: bool, quiet: bool = False) -> dict[str, Any]:
     engine_cpu, load_cpu = split_cpus()
     pin(load_cpu)
-    scale = 0.2 if quick else 1.0
-
-    def n(value: int) -> int:
-        return max(1, int(value * scale))
-
-    scenarios = [
-        Scenario("S=1", chats=1, messages=n(3_000)),
-        Scenario("S=100", chats=100, messages=n(50)),
-        Scenario("S=1000", chats=1000, messages=max(2, n(5))),
-    ]
-
-    def say(text: str) -> None:
-        if not quiet:
-            print(f"  {text}", file=sys.stderr, flush=True)
-
+    loads = platforms.scenarios(quick, one=3_000, hundred=50, thousand=5)
+    say = narrator(quiet)
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="callboard-bench-slack-") as tmp:
-        slack = {mode: run_loop(_slack(Path(tmp), engine_cpu, scenarios, say, mode)) for mode in MODES}
-        web = run_loop(web_baseline(Path(tmp), engine_cpu, scenarios, say))
-    ratios = {
-        mode: {
-            name: slack[mode][name]["handled_per_s"] / web[name]["handled_per_s"]
-            if web[name]["handled_per_s"]
-            else 0.0
-            for name in slack[mode]
-        }
-        for mode in MODES
-    }
+        slack = {mode: run_loop(_slack(Path(tmp), engine_cpu, loads, say, mode)) for mode in MODES}
+        web = run_loop(web_baseline(Path(tmp), engine_cpu, loads, say))
     return {
         "quick": quick,
         "engine_cpu": engine_cpu,
@@ -310,7 +250,7 @@ def measure(quick: bool, quiet: bool = False) -> dict[str, Any]:
         "load_average": [load_before, os.getloadavg()[0]],
         "slack": slack,
         "web": web,
-        "ratio_handled_slack_vs_web": ratios,
+        "ratio_handled_slack_vs_web": {mode: platforms.ratios(slack[mode], web) for mode in MODES},
         "adapter_costs": adapter_costs(2_000 if quick else 20_000),
         "checks": {
             "all_answered": all(not r["notes"] for mode in MODES for r in slack[mode].values()),
@@ -361,21 +301,15 @@ def render_report(report: dict[str, Any]) -> str:
         "the rest of the engine's CPU per event is slack_sdk (websocket frames or the aiohttp route, "
         "AsyncWebClient's request and response handling), the journal, routing, the pipeline, and "
         "acknowledging and filtering the echo of each reply, against the web adapter's total in the same run",
-        "checks: " + ", ".join(f"{k}={'ok' if v else 'FAILED'}" for k, v in report["checks"].items()),
+        verdicts("checks", report["checks"]),
     ]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="callboard bench slack", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="a fifth of the events per scenario")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser = report_parser("callboard bench slack", __doc__, "a fifth of the events per scenario")
     args = parser.parse_args(argv)
-    report = measure(args.quick, quiet=args.json)
-    if args.json:
-        print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
-    else:
-        print(render_report(report))
+    print_report(measure(args.quick, quiet=args.json), args.json, render_report)
     return 0
 
 

@@ -17,44 +17,26 @@ limits are off in both (Telegram's 30/s per bot would otherwise be the result).
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import os
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import orjson
-
+from callboard.bench import platforms
 from callboard.bench.e2e import Scenario, web_baseline
-from callboard.bench.harness import free_port, pin, process, split_cpus, wait_ready
+from callboard.bench.harness import (
+    cpu_seconds,
+    free_port,
+    narrator,
+    pin,
+    print_report,
+    report_parser,
+    split_cpus,
+    verdicts,
+)
 from callboard.engine.loop import run as run_loop
 from callboard.testing.fake_telegram import FakeBotAPI, private_chat, user
-
-TELEGRAM_FLEET = """
-name: bench-telegram
-engine:
-  journal: {journal}
-  admin: {{port: {port}}}
-bots:
-  - id: bench
-    adapter:
-      type: telegram
-      token: "{token}"
-      base_url: {base_url}
-      poll_timeout: 1
-      rate_limits: {{per_bot_per_second: 0, per_private_chat_per_second: 0, per_group_chat_per_minute: 0}}
-    session:
-      idle_ttl: 1h
-      debounce: {{window: 0s, max_wait: 10s, max_batch: 1000}}
-    handlers:
-      - event_type: message.received
-        handler_type: pipeline
-        handler_config: {{stages: [{{type: echo}}]}}
-"""
 
 
 @dataclass
@@ -70,13 +52,6 @@ class TelegramResult:
     notes: list[str] = field(default_factory=list)
 
 
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 async def _run_telegram(
     api: FakeBotAPI, scenario: Scenario, index: int, say: Any, timeout: float, pid: int
 ) -> TelegramResult:
@@ -88,39 +63,26 @@ async def _run_telegram(
     polls_before = len(api.calls_of("getUpdates"))
     answered_before = api.answered_count["sendmessage"]
     say(f"telegram {scenario.name} ({scenario.events:,} updates)")
-    cpu_before = _cpu_seconds(pid)
+    cpu_before = cpu_seconds(pid)
     start = time.monotonic()  # the clock the fake server stamps calls with
     for i in range(scenario.messages):
         for c in range(scenario.chats):
             api.push("message", api.message(chats[c], people[c], f"{c}:{i}"))
-    confirmed_at = None
-    deadline = start + timeout
-    while time.monotonic() < deadline:
-        if confirmed_at is None and not api.pending:
-            confirmed_at = time.monotonic()
-        if api.answered_count["sendmessage"] - answered_before >= scenario.events:
-            break
-        await asyncio.sleep(0.005)
-    end = time.monotonic()
-    engine_cpu = _cpu_seconds(pid) - cpu_before
+    confirmed_at, end = await platforms.wait_replies(
+        start + timeout,
+        lambda: not api.pending,
+        lambda: api.answered_count["sendmessage"] - answered_before >= scenario.events,
+    )
+    engine_cpu = cpu_seconds(pid) - cpu_before
     replies = [c for c in api.calls_of("sendMessage")[sends_before:] if c.status == 200]
     result = TelegramResult(updates=scenario.events, seconds=(replies[-1].at if replies else end) - start)
     result.handled_per_s = len(replies) / max(1e-9, result.seconds)
     result.confirmed_per_s = scenario.events / max(1e-9, (confirmed_at or end) - start)
     result.engine_busy = engine_cpu / max(1e-9, end - start)
     result.batches = sum(1 for c in api.calls_of("getUpdates")[polls_before:] if c.status == 200)
-    seen: set[str] = set()
-    next_index: dict[str, int] = {}
-    for call in replies:
-        chat, _, i = call["text"].partition(":")
-        if call["text"] in seen:
-            result.duplicates += 1
-        seen.add(call["text"])
-        if next_index.get(chat, 0) != int(i):
-            result.out_of_order += 1
-        next_index[chat] = int(i) + 1
-    if len(seen) < scenario.events:
-        result.notes.append(f"only {len(seen)} of {scenario.events} updates answered")
+    answered, result.duplicates, result.out_of_order = platforms.check_replies(c["text"] for c in replies)
+    if answered < scenario.events:
+        result.notes.append(f"only {answered} of {scenario.events} updates answered")
     return result
 
 
@@ -128,53 +90,28 @@ async def _telegram(tmp: Path, cpu: int | None, scenarios: list[Scenario], say: 
     api = await FakeBotAPI().start()
     port = free_port()
     config = tmp / "fleet-telegram.yaml"
-    config.write_text(
-        TELEGRAM_FLEET.format(
-            journal=tmp / "journal-telegram.sqlite3", port=port, token=api.token, base_url=api.base_url
-        )
-    )
-    argv = [sys.executable, "-m", "callboard.cli", "--log-level", "WARNING", "run", str(config)]
-    results: dict[str, Any] = {}
+    config.write_text(platforms.fleet("telegram", tmp / "journal-telegram.sqlite3", port, api.adapter_yaml()))
     try:
-        with process(argv, cpu) as engine:
-            await wait_ready(f"http://127.0.0.1:{port}/readyz", engine)
-            for index, scenario in enumerate(scenarios):
-                timeout = 120 + scenario.events / 500
-                results[scenario.name] = vars(
-                    await _run_telegram(api, scenario, index, say, timeout, engine.pid)
-                )
+        return await platforms.run_scenarios(
+            config,
+            port,
+            cpu,
+            scenarios,
+            500,
+            lambda scenario, index, timeout, pid: _run_telegram(api, scenario, index, say, timeout, pid),
+        )
     finally:
         await api.close()
-    return results
 
 
 def measure(quick: bool, quiet: bool = False) -> dict[str, Any]:
     engine_cpu, load_cpu = split_cpus()
     pin(load_cpu)
-    scale = 0.2 if quick else 1.0
-
-    def n(value: int) -> int:
-        return max(1, int(value * scale))
-
-    scenarios = [
-        Scenario("S=1", chats=1, messages=n(5_000)),
-        Scenario("S=100", chats=100, messages=n(100)),
-        Scenario("S=1000", chats=1000, messages=max(2, n(10))),
-    ]
-
-    def say(text: str) -> None:
-        if not quiet:
-            print(f"  {text}", file=sys.stderr, flush=True)
-
+    loads = platforms.scenarios(quick, one=5_000, hundred=100, thousand=10)
+    say = narrator(quiet)
     with tempfile.TemporaryDirectory(prefix="callboard-bench-telegram-") as tmp:
-        telegram = run_loop(_telegram(Path(tmp), engine_cpu, scenarios, say))
-        web = run_loop(web_baseline(Path(tmp), engine_cpu, scenarios, say))
-    ratios = {
-        name: telegram[name]["handled_per_s"] / web[name]["handled_per_s"]
-        if web[name]["handled_per_s"]
-        else 0.0
-        for name in telegram
-    }
+        telegram = run_loop(_telegram(Path(tmp), engine_cpu, loads, say))
+        web = run_loop(web_baseline(Path(tmp), engine_cpu, loads, say))
     return {
         "quick": quick,
         "engine_cpu": engine_cpu,
@@ -182,7 +119,7 @@ def measure(quick: bool, quiet: bool = False) -> dict[str, Any]:
         "journal": "SQLite WAL, synchronous=FULL",
         "telegram": telegram,
         "web": web,
-        "ratio_handled_telegram_vs_web": ratios,
+        "ratio_handled_telegram_vs_web": platforms.ratios(telegram, web),
         "checks": {
             "all_answered": all(not r["notes"] for r in telegram.values()),
             "in_order": all(r["out_of_order"] == 0 for r in telegram.values()),
@@ -213,22 +150,15 @@ def render(report: dict[str, Any]) -> str:
         "confirmed/s: updates acknowledged to the Bot API (getUpdates offset past them, after the journal "
         "commit); handled/s: replies received by the Bot API"
     )
-    lines.append(
-        "checks: " + ", ".join(f"{k}={'ok' if v else 'FAILED'}" for k, v in report["checks"].items())
-    )
+    lines.append(verdicts("checks", report["checks"]))
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="callboard bench telegram", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="a fifth of the updates per scenario")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
-    args = parser.parse_args(argv)
-    report = measure(args.quick, quiet=args.json)
-    if args.json:
-        print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
-    else:
-        print(render(report))
+    args = report_parser(
+        "callboard bench telegram", __doc__, "a fifth of the updates per scenario"
+    ).parse_args(argv)
+    print_report(measure(args.quick, quiet=args.json), args.json, render)
     return 0
 
 

@@ -76,7 +76,7 @@ class Running:
 
 
 def make_journal(config: JournalConfig, clock: Clock | None = None) -> JournalStore:
-    """The SQLite journal, or the PostgreSQL one when ``url`` is set."""
+    """The SQLite journal, the PostgreSQL one when ``url`` is set, sharded when it is a list."""
     if config.url is None:
         return Journal(
             config.path,
@@ -87,11 +87,21 @@ def make_journal(config: JournalConfig, clock: Clock | None = None) -> JournalSt
         )
     try:
         from callboard.engine.journal_pg import PgJournal
+        from callboard.engine.journal_sharded import ShardedJournal
     except ImportError:
         raise SystemExit(
             "engine.journal: a postgresql:// journal needs the 'postgres' extra "
             "(pip install 'callboard[postgres]')"
         ) from None
+    if isinstance(config.url, list):
+        return ShardedJournal(
+            config.urls,
+            path=config.path,
+            retention_seconds=config.retention,
+            dedup_window_seconds=config.dedup_window,
+            clock=clock,
+            pool_size=config.pool_size,
+        )
     return PgJournal(
         config.url.get_secret_value(),
         path=config.path,

@@ -21,18 +21,15 @@ from typing import Any, Literal, TypeVar
 
 import orjson
 
-from callboard.engine.audit import AuditEntry
 from callboard.engine.clock import Clock, LoopClock, TimerHandle
-from callboard.engine.events import Event, SessionKey, decode_event, encode_event
+from callboard.engine.events import Event, SessionKey, decode_event
 from callboard.engine.journal_writer import (
     APPEND,
-    AUDIT,
     CALL,
     DONE,
     OUTBOX,
-    RECEIPT,
-    RUN,
     Op,
+    QueuedWrites,
     Syncer,
     Writer,
     is_storage_error,
@@ -79,21 +76,6 @@ class PendingEvent:
 
 
 @dataclass(frozen=True, slots=True)
-class StagedOutbox:
-    """An outbox item once committed: its seq and stored payload are final, but it is
-    durable only once ``durable`` resolves (it fails or is cancelled if it never is).
-
-    Lets a sender go on at commit and push the item only once it cannot be lost:
-    anything it queues afterwards (a done mark) commits after it, so a crash never
-    keeps the later write without this one."""
-
-    seq: int
-    payload: dict[str, Any]
-    created: bool
-    durable: asyncio.Future[Any]
-
-
-@dataclass(frozen=True, slots=True)
 class Receipt:
     key: str
     run_id: int
@@ -103,7 +85,7 @@ class Receipt:
     error: str | None
 
 
-class Journal:
+class Journal(QueuedWrites):
     """SQLite journal with group commit. ``await open()`` before use, ``await close()`` after."""
 
     def __init__(
@@ -128,8 +110,10 @@ class Journal:
         self._flush_scheduled = False
         self._generation = 0
         self._unsynced: list[tuple[int, list[tuple[asyncio.Future[Any], Any, BaseException | None]]]] = []
-        #: outbox writes whose caller hears at commit: durable future -> committed future
-        self._staged: dict[asyncio.Future[Any], asyncio.Future[StagedOutbox]] = {}
+        #: stored-output writes queued for the next batch (a done mark then shares its fate)
+        self._outbox_queued = 0
+        #: done marks whose callers hear at commit, not at fsync (see ``mark_done``)
+        self._at_commit: set[asyncio.Future[Any]] = set()
         self._failed: BaseException | None = None
         # storage health: while ``_storage_error`` is set, appends and outbox writes are
         # refused at once, background writes (done marks, runs, receipts) are held in
@@ -223,6 +207,8 @@ class Journal:
                 future.set_exception(self._unavailable())
                 return future
         self._pending.append(Op(kind, args, future))
+        if kind == OUTBOX:
+            self._outbox_queued += 1
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)
@@ -232,6 +218,7 @@ class Journal:
         """Apply everything queued since the last flush as one transaction."""
         self._flush_scheduled = False
         batch, self._pending = self._pending, []
+        self._outbox_queued = 0
         if not batch or self._conn is None:
             return
         conn = self._conn
@@ -242,14 +229,14 @@ class Journal:
             if is_storage_error(failure):
                 self._held[:0] = [op for op in batch if op.future is None]
                 results = self._storage_failed(failure, results)
-            self._settle_staged(results)
+            self._settle_at_commit(results)
             settle_all(results)
             return
         if any(error is not None and is_storage_error(error) for _, _, error in results):
             results = self._storage_failed(
                 next(e for _, _, e in results if e is not None and is_storage_error(e)), results
             )
-        self._settle_staged(results)
+        self._settle_at_commit(results)
         if conn.total_changes == before:
             settle_all(results)  # nothing written: nothing to make durable
             return
@@ -258,22 +245,15 @@ class Journal:
         assert self._syncer is not None
         self._syncer.request(self._generation)
 
-    def _settle_staged(self, results: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
-        """Tell staged outbox writers their commit's outcome now; a failed one's
-        ``durable`` is cancelled (its error went to the committed future)."""
-        if not self._staged:
+    def _settle_at_commit(self, results: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+        """Tell the callers of done marks that wait for their commit (not their fsync)
+        the batch's outcome now."""
+        if not self._at_commit:
             return
         for future, value, error in results:
-            committed = self._staged.pop(future, None)
-            if committed is None:
-                continue
-            if error is not None:
-                future.cancel()
-                if not committed.done():  # its writer may have been cancelled meanwhile
-                    committed.set_exception(error)
-            elif not committed.done():
-                seq, body, created = value
-                committed.set_result(StagedOutbox(seq, body, created, future))
+            if future in self._at_commit:
+                self._at_commit.discard(future)
+                settle_all([(future, value, error)])
 
     def _on_synced(self, generation: int) -> None:
         while self._unsynced and self._unsynced[0][0] <= generation:
@@ -406,22 +386,24 @@ class Journal:
 
     # ------------------------------------------------------------------ events
 
-    def append(self, event: Event, session: SessionKey) -> asyncio.Future[int | None]:
-        """Store ``event``; resolves to its sequence number once committed, or to
-        None if its dedup key was seen before. Keys are forgotten by ``prune``
-        once older than the dedup window, so the window is at least
-        ``dedup_window_seconds``."""
-        payload = encode_event(event)
-        return self._op(APPEND, (event.bot_id, event.dedup_key, session.name, event.type, payload), True)
+    def mark_done(self, seqs: Sequence[int], status: str = "done") -> asyncio.Future[None] | None:
+        """Record that these events were handled (durable with the next commit).
 
-    def mark_done(self, seqs: Sequence[int], status: str = "done") -> None:
-        """Record that these events were handled (durable with the next commit)."""
-        now = self.wall()
-        self._op(DONE, ([(now, status, seq) for seq in seqs],), False)
-
-    async def mark_done_now(self, seqs: Sequence[int], status: str = "done") -> None:
-        now = self.wall()
-        await self._op(DONE, ([(now, status, seq) for seq in seqs],), True)
+        It commits in the same transaction as the stored output queued before it in
+        this loop turn (a handler's pipelined web replies), so a crash keeps both or
+        neither. While such output is queued it returns a future that resolves at that
+        commit (not its fsync) and fails with ``StorageUnavailable`` when the
+        transaction did not commit: then neither was stored and the caller runs its
+        events again. Otherwise None: the mark is a background write (held and
+        retried while the storage fails)."""
+        rows = [(self.wall(), status, seq) for seq in seqs]
+        if not self._outbox_queued:
+            self._op(DONE, (rows,), False)
+            return None
+        future: asyncio.Future[None] = self._op(DONE, (rows,), True)
+        if not future.done():
+            self._at_commit.add(future)
+        return future
 
     async def pending(self, bot: str) -> list[PendingEvent]:
         """Events of ``bot`` not marked done, oldest first, for replay."""
@@ -464,39 +446,15 @@ class Journal:
 
     # ------------------------------------------------------------------ receipts
 
-    def record_run(self, run_id: int, seqs: Sequence[int]) -> None:
-        """Remember which events make up a handler run, before it sends anything.
-
-        Operations commit in the order they are queued, so by the time any send
-        of the run is durable, so is this: a replay rebuilds exactly this run and
-        its receipt keys match."""
-        self._op(RUN, ([(seq, run_id) for seq in seqs],), False)
-
-    def store_receipt(
-        self,
-        key: str,
-        bot: str,
-        run_id: int,
-        chat: str,
-        message_id: str | None,
-        status: str = "sent",
-        error: str | None = None,
-    ) -> None:
-        """Record an outbound send (or its final failure) under its receipt key.
-
-        Not awaited: it commits before anything queued after it, in particular
-        the run's done marks, and waiting would not shrink the window between
-        the platform accepting a send and the receipt being durable."""
-        self._op(RECEIPT, (key, bot, run_id, chat, message_id, status, error), False)
-
-    def append_audit(self, entry: AuditEntry) -> None:
-        """Record one sandbox call (not awaited; committed with the next batch)."""
-        self._op(AUDIT, entry.row(), False)
-
     async def receipt(self, key: str) -> Receipt | None:
+        writer = self._writer
+
         def op(conn: sqlite3.Connection) -> Receipt | None:
+            row_id = writer.receipt_row(key)  # the key's row, from memory (see Writer.receipt_keys)
+            if row_id is None:
+                return None
             row = conn.execute(
-                "SELECT key, run_id, chat, message_id, status, error FROM receipts WHERE key=?", (key,)
+                "SELECT key, run_id, chat, message_id, status, error FROM receipts WHERE id=?", (row_id,)
             ).fetchone()
             return Receipt(*row) if row else None
 
@@ -528,37 +486,11 @@ class Journal:
 
     # ------------------------------------------------------------------ stored bot output
 
-    def append_outbox(
-        self, bot: str, chat: str, payload: dict[str, Any], idempotency_key: str | None = None
-    ) -> asyncio.Future[tuple[int, dict[str, Any], bool]]:
-        """Store one outbound item for ``chat`` under the next per-chat sequence
-        number (written into ``payload["seq"]``). With an ``idempotency_key``
-        already stored, nothing is added and the earlier item comes back.
-        Resolves to (seq, stored payload, created)."""
-        return self._op(OUTBOX, (bot, chat, payload, idempotency_key), True)
-
-    def append_outbox_staged(
-        self, bot: str, chat: str, payload: dict[str, Any], idempotency_key: str | None = None
-    ) -> asyncio.Future[StagedOutbox]:
-        """``append_outbox`` that resolves at commit, not at fsync: the caller goes on
-        (a session takes its next event) while the fsync runs, and pushes the item
-        once ``durable`` resolves. Fsyncs complete in commit order, so pushes made
-        from ``durable`` keep the order of the writes."""
-        durable = self._op(OUTBOX, (bot, chat, payload, idempotency_key), True)
-        assert self._loop is not None
-        committed: asyncio.Future[StagedOutbox] = self._loop.create_future()
-        if durable.done():  # refused at once (storage failing)
-            error = durable.exception()
-            committed.set_exception(error if error is not None else JournalClosed(self.path))
-        else:
-            self._staged[durable] = committed
-        return committed
-
     async def read_outbox(
         self, bot: str, chat: str, since: int = 0, limit: int = 1000
     ) -> list[tuple[int, dict[str, Any]]]:
         """Items stored for ``chat`` after ``since``, returned once they are durable
-        (a staged item is committed, and so readable, before its fsync)."""
+        (an item is committed, and so readable, before its fsync)."""
 
         def op(conn: sqlite3.Connection) -> list[tuple[int, bytes]]:
             return conn.execute(
@@ -586,7 +518,9 @@ class Journal:
         writer = self._writer
         writer.forget_dedup(dedup_horizon)
         oldest = await self._submit(writer.oldest_pending)
-        writer.forget_outbox_keys(writer.outbox_key_horizon(oldest))
+        key_horizon = writer.outbox_key_horizon(oldest)
+        writer.forget_outbox_keys(key_horizon)
+        writer.forget_receipt_keys(key_horizon, horizon)
         statements: dict[str, tuple[str | None, float]] = {
             "events": (None, horizon),  # two tables: see _delete_done_events
             "dedup": (
@@ -594,7 +528,7 @@ class Journal:
                 dedup_horizon,
             ),
             "receipts": (
-                "DELETE FROM receipts WHERE key IN (SELECT key FROM receipts WHERE at < ? LIMIT ?)",
+                "DELETE FROM receipts WHERE id IN (SELECT id FROM receipts WHERE at < ? LIMIT ?)",
                 horizon,
             ),
             "sandbox_audit": (
@@ -622,6 +556,7 @@ class Journal:
                     break
                 await asyncio.sleep(0)
             counts[name] = total
+        await self._submit(writer.reload_kept_runs)
         return counts
 
     async def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:

@@ -14,6 +14,13 @@ What differs because several nodes share one database: sequence numbers come
 from a PostgreSQL sequence, dedup keys are claimed with ``INSERT .. ON
 CONFLICT DO NOTHING`` (two nodes receiving the same platform retry store it
 once), and stored-output counters live in a table (an upsert per item).
+Lookups stay in the database, not in memory as the SQLite journal's do
+(another node may have written the row: a partition taken over replays runs
+whose sends it never saw), so ``receipts`` keeps its primary key on ``key``,
+which also keeps one row per key across nodes. It is written only for
+non-idempotent platforms' sends, not per event, into PostgreSQL's shared buffer
+cache; the web chat's hot path (events, stored output, done marks) never
+touches it.
 """
 
 from __future__ import annotations
@@ -29,9 +36,8 @@ import orjson
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from callboard.engine.audit import AuditEntry
 from callboard.engine.clock import Clock, LoopClock, TimerHandle
-from callboard.engine.events import Event, SessionKey, decode_event, encode_event
+from callboard.engine.events import SessionKey, decode_event
 from callboard.engine.journal import (
     STORAGE_PROBE,
     JournalClosed,
@@ -50,6 +56,7 @@ from callboard.engine.journal_writer import (
     RECEIPT,
     RUN,
     Op,
+    QueuedWrites,
     settle_all,
 )
 
@@ -170,7 +177,7 @@ def redact(url: str) -> str:
     return parts._replace(netloc=f"{user}{host}{port}").geturl()
 
 
-class PgJournal:
+class PgJournal(QueuedWrites):
     """PostgreSQL journal with group commit. ``await open()`` before use, ``await close()`` after."""
 
     def __init__(
@@ -196,6 +203,9 @@ class PgJournal:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pending: list[Op] = []
         self._running: asyncio.Task[None] | None = None
+        #: stored-output writes queued for the next batch, and in the batch running now
+        self._outbox_queued = 0
+        self._outbox_running = 0
         self._commits = 0
         self._operations = 0
         self._storage_error: BaseException | None = None
@@ -294,6 +304,8 @@ class PgJournal:
                 future.set_exception(self._unavailable())
                 return future
         self._pending.append(Op(kind, args, future))
+        if kind == OUTBOX:
+            self._outbox_queued += 1
         if self._running is None:
             self._running = self._loop.create_task(self._drain())
         return future  # type: ignore[return-value]
@@ -304,11 +316,16 @@ class PgJournal:
             await asyncio.sleep(0)  # let the rest of this loop turn queue its operations
             while self._pending:
                 batch, self._pending = self._pending, []
-                await self._run_batch(batch)
+                self._outbox_running, self._outbox_queued = self._outbox_queued, 0
+                failure = await self._run_batch(batch)
+                if failure is not None and self._outbox_running:
+                    self._fail_dependents(failure)
+                self._outbox_running = 0
         finally:
             self._running = None
 
-    async def _run_batch(self, batch: list[Op]) -> None:
+    async def _run_batch(self, batch: list[Op]) -> BaseException | None:
+        """Apply one batch; why it rolled back, or None when it committed."""
         assert self._pool is not None
         try:
             async with self._pool.connection(timeout=self.connect_timeout) as conn:
@@ -322,13 +339,24 @@ class PgJournal:
             else:
                 log.exception("journal batch of %d operations failed; rolled back", len(batch))
             settle_all(results)
-            return
+            return exc
         self._commits += 1
         self._operations += len(batch)
         storage = next((e for _, _, e in results if e is not None and is_storage_error(e)), None)
         if storage is not None:
             results = self._storage_failed(storage, results)
         settle_all(results)
+        return None
+
+    def _fail_dependents(self, error: BaseException) -> None:
+        """A batch holding stored output rolled back: the done marks queued after it
+        for that output (``mark_done`` while it ran) must not commit without it."""
+        dependents = [op for op in self._pending if op.kind == DONE and len(op.args) > 1]
+        if not dependents:
+            return
+        self._pending = [op for op in self._pending if not (op.kind == DONE and len(op.args) > 1)]
+        results: list[Result] = [(op.future, None, error) for op in dependents if op.future is not None]
+        settle_all(self._storage_failed(error, results) if is_storage_error(error) else results)
 
     async def _drained(self) -> None:
         while self._running is not None:
@@ -601,17 +629,15 @@ class PgJournal:
 
     # ------------------------------------------------------------------ events
 
-    def append(self, event: Event, session: SessionKey) -> asyncio.Future[int | None]:
-        payload = encode_event(event)
-        return self._op(APPEND, (event.bot_id, event.dedup_key, session.name, event.type, payload), True)
-
-    def mark_done(self, seqs: Sequence[int], status: str = "done") -> None:
-        now = self.wall()
-        self._op(DONE, ([(now, status, seq) for seq in seqs],), False)
-
-    async def mark_done_now(self, seqs: Sequence[int], status: str = "done") -> None:
-        now = self.wall()
-        await self._op(DONE, ([(now, status, seq) for seq in seqs],), True)
+    def mark_done(self, seqs: Sequence[int], status: str = "done") -> asyncio.Future[None] | None:
+        """As the SQLite journal's: in one transaction with the stored output queued
+        before it; while that output's batch is already running, in the next one,
+        failed with it if it rolls back."""
+        rows = [(self.wall(), status, seq) for seq in seqs]
+        if not (self._outbox_queued or self._outbox_running):
+            self._op(DONE, (rows,), False)
+            return None
+        return self._op(DONE, (rows, "after output"), True)
 
     async def pending(self, bot: str) -> list[PendingEvent]:
         rows = await self._rows(
@@ -637,24 +663,6 @@ class PgJournal:
 
     # ------------------------------------------------------------------ receipts
 
-    def record_run(self, run_id: int, seqs: Sequence[int]) -> None:
-        self._op(RUN, ([(seq, run_id) for seq in seqs],), False)
-
-    def store_receipt(
-        self,
-        key: str,
-        bot: str,
-        run_id: int,
-        chat: str,
-        message_id: str | None,
-        status: str = "sent",
-        error: str | None = None,
-    ) -> None:
-        self._op(RECEIPT, (key, bot, run_id, chat, message_id, status, error), False)
-
-    def append_audit(self, entry: AuditEntry) -> None:
-        self._op(AUDIT, entry.row(), False)
-
     async def receipt(self, key: str) -> Receipt | None:
         rows = await self._rows(
             "SELECT key, run_id, chat, message_id, status, error FROM receipts WHERE key=%s", (key,)
@@ -679,11 +687,6 @@ class PgJournal:
         )
 
     # ------------------------------------------------------------------ stored bot output
-
-    def append_outbox(
-        self, bot: str, chat: str, payload: dict[str, Any], idempotency_key: str | None = None
-    ) -> asyncio.Future[tuple[int, dict[str, Any], bool]]:
-        return self._op(OUTBOX, (bot, chat, payload, idempotency_key), True)
 
     async def read_outbox(
         self, bot: str, chat: str, since: int = 0, limit: int = 1000

@@ -55,7 +55,12 @@ class JournalStore(Protocol):
 
     def append(self, event: Event, session: SessionKey) -> asyncio.Future[int | None]: ...
 
-    def mark_done(self, seqs: Sequence[int], status: str = "done") -> None: ...
+    def mark_done(self, seqs: Sequence[int], status: str = "done") -> asyncio.Future[None] | None:
+        """Record that these events were handled. Where the mark commits in one
+        transaction with stored output queued before it (a run's pipelined replies), a
+        future resolved at that commit, failing with ``StorageUnavailable`` when neither
+        was stored (run the events again); else None (a background write)."""
+        ...
 
     async def mark_done_now(self, seqs: Sequence[int], status: str = "done") -> None: ...
 

@@ -18,12 +18,16 @@ commit touches the tail of each B-tree and no randomly keyed index:
 by seq; ``events`` is a view joining the two, with the old ``done_at`` and
 ``status`` columns) and ``dedup`` (keys in arrival order). Stored bot output
 (``outbox``) is a rowid table too, with one index, (bot, chat, seq), for a
-reconnecting client's backlog. Which dedup keys were seen, which events are
-still pending and which outbox idempotency keys exist is kept in memory by
-``Writer`` (rebuilt from those tables on open: the dedup keys within the
-window, the outbox keys since the oldest pending event; a rolled-back batch's
-changes are undone), so no append, done mark or outbox write reads the
-database to decide. A journal of the earlier layout is migrated on open.
+reconnecting client's backlog, and so are ``receipts`` (no index: a new key
+appends a row, a key stored before is updated in its row, found by row id).
+Which dedup keys were seen, which events are still pending, which outbox
+idempotency keys and which receipt keys exist is kept in memory by ``Writer``
+(rebuilt from those tables on open: the dedup keys within the window, the
+outbox and receipt keys since the oldest pending event, plus the receipts of
+runs with a failure record, which an admin retry may ask for at any age; a
+rolled-back batch's changes are undone), so no append, done mark, outbox write
+or receipt reads the database to decide. A journal of an earlier layout is
+migrated on open.
 
 The hot operations (append, done marks, run records, receipts, stored output)
 are applied in bulk: one ``executemany`` per kind per batch. Anything else is
@@ -40,12 +44,13 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
 
-from callboard.engine.audit import AUDIT_COLUMNS
+from callboard.engine.audit import AUDIT_COLUMNS, AuditEntry
+from callboard.engine.events import Event, SessionKey, encode_event
 
 log = logging.getLogger("callboard.journal")
 
@@ -73,7 +78,8 @@ CREATE TABLE IF NOT EXISTS dedup (
     at REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS receipts (
-    key TEXT PRIMARY KEY,
+    id INTEGER PRIMARY KEY,
+    key TEXT NOT NULL,
     bot TEXT NOT NULL,
     run_id INTEGER NOT NULL,
     chat TEXT NOT NULL,
@@ -81,8 +87,7 @@ CREATE TABLE IF NOT EXISTS receipts (
     status TEXT NOT NULL,
     error TEXT,
     at REAL NOT NULL
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS receipts_at ON receipts(at);
+);
 CREATE TABLE IF NOT EXISTS run_members (
     seq INTEGER PRIMARY KEY,
     run_id INTEGER NOT NULL
@@ -155,6 +160,68 @@ class Op:
         self.future = future
 
 
+class QueuedWrites:
+    """The writes both journals (SQLite, PostgreSQL) queue the same way, each an
+    ``Op`` for the next batch; a journal supplies ``_op`` (queue it, and a future
+    when ``wait``) and ``wall`` (the time stored with it)."""
+
+    def wall(self) -> float:
+        raise NotImplementedError
+
+    def _op(self, kind: int, args: tuple[Any, ...], wait: bool) -> asyncio.Future[Any]:
+        raise NotImplementedError
+
+    def append(self, event: Event, session: SessionKey) -> asyncio.Future[int | None]:
+        """Store ``event``; resolves to its sequence number once committed, or to
+        None if its dedup key was seen before. Keys are forgotten by ``prune``
+        once older than the dedup window, so the window is at least
+        ``dedup_window_seconds``."""
+        payload = encode_event(event)
+        return self._op(APPEND, (event.bot_id, event.dedup_key, session.name, event.type, payload), True)
+
+    async def mark_done_now(self, seqs: Sequence[int], status: str = "done") -> None:
+        now = self.wall()
+        await self._op(DONE, ([(now, status, seq) for seq in seqs],), True)
+
+    def record_run(self, run_id: int, seqs: Sequence[int]) -> None:
+        """Remember which events make up a handler run, before it sends anything.
+
+        Operations commit in the order they are queued, so by the time any send
+        of the run is durable, so is this: a replay rebuilds exactly this run and
+        its receipt keys match."""
+        self._op(RUN, ([(seq, run_id) for seq in seqs],), False)
+
+    def store_receipt(
+        self,
+        key: str,
+        bot: str,
+        run_id: int,
+        chat: str,
+        message_id: str | None,
+        status: str = "sent",
+        error: str | None = None,
+    ) -> None:
+        """Record an outbound send (or its final failure) under its receipt key.
+
+        Not awaited: it commits before anything queued after it, in particular
+        the run's done marks, and waiting would not shrink the window between
+        the platform accepting a send and the receipt being durable."""
+        self._op(RECEIPT, (key, bot, run_id, chat, message_id, status, error), False)
+
+    def append_audit(self, entry: AuditEntry) -> None:
+        """Record one sandbox call (not awaited; committed with the next batch)."""
+        self._op(AUDIT, entry.row(), False)
+
+    def append_outbox(
+        self, bot: str, chat: str, payload: dict[str, Any], idempotency_key: str | None = None
+    ) -> asyncio.Future[tuple[int, dict[str, Any], bool]]:
+        """Store one outbound item for ``chat`` under the next per-chat sequence
+        number (written into ``payload["seq"]``). With an ``idempotency_key``
+        already stored, nothing is added and the earlier item comes back.
+        Resolves to (seq, stored payload, created)."""
+        return self._op(OUTBOX, (bot, chat, payload, idempotency_key), True)
+
+
 class Writer:
     """Applies batches of operations to the connection (on the loop's thread)."""
 
@@ -171,6 +238,16 @@ class Writer:
         #: repeat lookup, in memory; kept as long as an event that could repeat it is pending
         self.outbox_keys: dict[tuple[str, str], tuple[int, float]] = {}
         self._undo_outbox: list[tuple[str, str]] = []
+        self._next_receipt_id = 1
+        #: receipt key -> (row id, when first stored, run id), oldest first: the receipt
+        #: lookup, in memory, kept as long as a pending event's run could ask for it
+        self.receipt_keys: dict[str, tuple[int, float, int]] = {}
+        #: runs with a failure record (a failed send, a failed or retried run): an admin
+        #: retry may ask for their receipts at any age, so these stay until pruned
+        self.kept_runs: set[int] = set()
+        #: the receipts of those runs past the horizon: key -> (row id, when first stored)
+        self.kept_receipts: dict[str, tuple[int, float]] = {}
+        self._undo_receipts: list[str] = []
         #: how far back dedup keys are rebuilt into memory on open (the journal's window)
         self.dedup_window = 86400.0
         #: (bot, dedup key) -> when stored, oldest first: the dedup lookup, in memory
@@ -192,6 +269,7 @@ class Writer:
         conn.execute("PRAGMA wal_autocheckpoint=0")  # the Checkpointer does, off the loop
         _migrate(conn)
         _migrate_outbox(conn)
+        _migrate_receipts(conn)
         conn.executescript(SCHEMA)
         self._load_counters(conn)
         self._load_lookups(conn)
@@ -203,10 +281,11 @@ class Writer:
         self._next_seq = max(top, row[0] if row else 0) + 1
         self._outbox_seq.clear()
         self._next_outbox_id = (conn.execute("SELECT MAX(id) FROM outbox").fetchone()[0] or 0) + 1
+        self._next_receipt_id = (conn.execute("SELECT MAX(id) FROM receipts").fetchone()[0] or 0) + 1
 
     def _load_lookups(self, conn: sqlite3.Connection) -> None:
-        """The in-memory dedup keys (those within the window) and pending events, from
-        the tables, on open."""
+        """The in-memory dedup keys (those within the window), pending events, outbox
+        idempotency keys and receipt keys, from the tables, on open."""
         horizon = self.wall() - self.dedup_window
         self.dedup = {
             (bot, key): at
@@ -221,12 +300,26 @@ class Writer:
                 "WHERE NOT EXISTS (SELECT 1 FROM done_marks d WHERE d.seq = l.seq) ORDER BY seq"
             )
         }
+        key_horizon = self.outbox_key_horizon(self.oldest_pending(conn))
         self.outbox_keys = {
             (bot, ikey): (row_id, at)
             for row_id, bot, ikey, at in conn.execute(
                 "SELECT id, bot, ikey, at FROM outbox WHERE ikey IS NOT NULL AND at >= ? ORDER BY id",
-                (self.outbox_key_horizon(self.oldest_pending(conn)),),
+                (key_horizon,),
             )
+        }
+        self.reload_kept_runs(conn)
+        self.receipt_keys, self.kept_receipts = {}, {}
+        for row_id, key, run, at in conn.execute("SELECT id, key, run_id, at FROM receipts ORDER BY id"):
+            if at >= key_horizon:
+                self.receipt_keys[key] = (row_id, at, run)
+            elif run in self.kept_runs:
+                self.kept_receipts[key] = (row_id, at)
+
+    def reload_kept_runs(self, conn: sqlite3.Connection) -> None:
+        """Runs with a failure record among the receipts (on open, and after a prune)."""
+        self.kept_runs = {
+            run for (run,) in conn.execute("SELECT DISTINCT run_id FROM receipts WHERE status != 'sent'")
         }
 
     def oldest_pending(self, conn: sqlite3.Connection) -> float | None:
@@ -252,6 +345,33 @@ class Writer:
                 return
             del keys[key]
 
+    def forget_receipt_keys(self, horizon: float, retention_horizon: float) -> None:
+        """Drop in-memory receipt keys stored before ``horizon`` (the outbox keys'),
+        keeping those of runs with a failure record until retention prunes their rows."""
+        keys = self.receipt_keys
+        while keys:
+            key = next(iter(keys))
+            row_id, at, run = keys[key]
+            if at >= horizon:
+                break
+            del keys[key]
+            if run in self.kept_runs:
+                self.kept_receipts[key] = (row_id, at)
+        kept = self.kept_receipts
+        while kept:
+            key = next(iter(kept))
+            if kept[key][1] >= retention_horizon:
+                break
+            del kept[key]
+
+    def receipt_row(self, key: str) -> int | None:
+        """The row id of ``key``'s receipt, when one may be asked for (see ``receipt_keys``)."""
+        known = self.receipt_keys.get(key)
+        if known is not None:
+            return known[0]
+        kept = self.kept_receipts.get(key)
+        return kept[0] if kept is not None else None
+
     def forget_dedup(self, horizon: float) -> None:
         """Drop in-memory dedup keys stored before ``horizon`` (they are oldest first)."""
         dedup = self.dedup
@@ -269,6 +389,7 @@ class Writer:
         results: list[tuple[Future | None, Any, BaseException | None]] = []
         self.failure = None
         self._undo_keys, self._undo_opened, self._undo_closed, self._undo_outbox = [], [], [], []
+        self._undo_receipts = []
         try:
             self._begin(conn, batch)
             start = 0
@@ -309,6 +430,8 @@ class Writer:
             self.open_events[seq] = owner
         for pair in self._undo_outbox:
             self.outbox_keys.pop(pair, None)
+        for key in self._undo_receipts:
+            self.receipt_keys.pop(key, None)
 
     @staticmethod
     def _begin(conn: sqlite3.Connection, batch: list[Op]) -> None:
@@ -348,13 +471,9 @@ class Writer:
         outbox = [op for op in ops if op.kind == OUTBOX]
         if outbox:
             self._outbox(conn, outbox, now, results)
-        receipts = [(*op.args, now) for op in ops if op.kind == RECEIPT]
+        receipts = [op.args for op in ops if op.kind == RECEIPT]
         if receipts:
-            conn.executemany(
-                "INSERT OR REPLACE INTO receipts(key, bot, run_id, chat, message_id, status, error, at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                receipts,
-            )
+            self._receipts(conn, receipts, now)
         done = [row for op in ops if op.kind == DONE for row in op.args[0]]
         if done:
             conn.executemany("INSERT OR REPLACE INTO done_marks(at, status, seq) VALUES (?, ?, ?)", done)
@@ -403,6 +522,37 @@ class Writer:
             )
         if dedup:
             conn.executemany("INSERT INTO dedup(bot, key, at) VALUES (?, ?, ?)", dedup)
+
+    def _receipts(self, conn: sqlite3.Connection, rows: list[tuple[Any, ...]], now: float) -> None:
+        """Append new receipts; a key stored before is updated in its row (found in
+        memory, so one key keeps one row and no index on the key is needed)."""
+        inserts = []
+        updates = []
+        known = self.receipt_keys
+        for key, bot, run_id, chat, message_id, status, error in rows:
+            if status != "sent":
+                self.kept_runs.add(run_id)
+            row_id = self.receipt_row(key)
+            if row_id is not None:
+                updates.append((bot, run_id, chat, message_id, status, error, now, row_id))
+                continue
+            row_id = self._next_receipt_id
+            self._next_receipt_id += 1
+            known[key] = (row_id, now, run_id)
+            self._undo_receipts.append(key)
+            inserts.append((row_id, key, bot, run_id, chat, message_id, status, error, now))
+        if inserts:
+            conn.executemany(
+                "INSERT INTO receipts(id, key, bot, run_id, chat, message_id, status, error, at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                inserts,
+            )
+        if updates:
+            conn.executemany(
+                "UPDATE receipts SET bot=?, run_id=?, chat=?, message_id=?, status=?, error=?, at=? "
+                "WHERE id=?",
+                updates,
+            )
 
     def _outbox(
         self,
@@ -490,6 +640,32 @@ def _migrate_outbox(conn: sqlite3.Connection) -> None:
             "SELECT bot, chat, seq, payload, at, ikey FROM outbox_before ORDER BY at, bot, chat, seq"
         )
         conn.execute("DROP TABLE outbox_before")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+def _migrate_receipts(conn: sqlite3.Connection) -> None:
+    """The earlier receipts (keyed by ``key``, indexed by time) become a rowid table in
+    storage order without indexes (keys are found in memory, see ``Writer``)."""
+    columns = [row[1] for row in conn.execute("PRAGMA table_info(receipts)")]
+    if not columns or "id" in columns:
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute("ALTER TABLE receipts RENAME TO receipts_before")
+        conn.execute(
+            "CREATE TABLE receipts (id INTEGER PRIMARY KEY, key TEXT NOT NULL, bot TEXT NOT NULL, "
+            "run_id INTEGER NOT NULL, chat TEXT NOT NULL, message_id TEXT, status TEXT NOT NULL, "
+            "error TEXT, at REAL NOT NULL)"
+        )
+        conn.execute(
+            "INSERT INTO receipts(key, bot, run_id, chat, message_id, status, error, at) "
+            "SELECT key, bot, run_id, chat, message_id, status, error, at FROM receipts_before "
+            "ORDER BY at, key"
+        )
+        conn.execute("DROP TABLE receipts_before")  # and its index by time
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")

@@ -39,6 +39,8 @@ MAX_FRAME: Final = 16 * 1024 * 1024
 #: environment variables the host sets for a runner it spawns
 ENV_SOCKET: Final = "CALLBOARD_PLUGIN_SOCKET"
 ENV_TOKEN: Final = "CALLBOARD_PLUGIN_TOKEN"
+#: or, for a runner in a container, a file holding the token (not in the container's inspectable env)
+ENV_TOKEN_FILE: Final = "CALLBOARD_PLUGIN_TOKEN_FILE"
 ENV_RUNNER: Final = "CALLBOARD_PLUGIN_RUNNER"
 ENV_PARENT: Final = "CALLBOARD_PLUGIN_PARENT"
 ENV_MEMORY: Final = "CALLBOARD_PLUGIN_MEMORY"

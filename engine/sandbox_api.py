@@ -68,6 +68,12 @@ class SandboxPolicyError(SandboxError):
     code = "policy_denied"
 
 
+class SandboxQuotaExceeded(SandboxError):
+    """The bot's tenant is over a budget (CPU-seconds or disk); the message names which."""
+
+    code = "quota_exceeded"
+
+
 class SandboxPathError(SandboxError):
     """A path is empty, malformed, or leaves the workspace."""
 

@@ -95,6 +95,9 @@ class Attachment(Protocol):
 class SandboxProcesses(Protocol):
     """Managed processes of one scope's sandbox; errors are the ``SandboxError`` family."""
 
+    #: the sandbox's scope key: callers with the same key share its processes
+    key: str
+
     async def start_process(self, args: ProcessArgs) -> ProcessInfo:
         """Start it, or return the running one of the same id."""
         ...

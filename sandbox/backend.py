@@ -65,6 +65,8 @@ class SessionSpec:
     tenant: str | None = None
     #: the named volume behind /workspace (persistent workspaces), else a tmpfs
     workspace_volume: str | None = None
+    #: the directory of loop-mounted ext4 images (a new volume is one), when the engine can
+    workspace_images: str | None = None
 
     @property
     def container_name(self) -> str:
@@ -114,6 +116,25 @@ class ContainerRecord:
     session: str
     instance: str
     state: str
+    tenant: str | None = None
+
+
+@dataclass(frozen=True)
+class WorkspaceQuota:
+    """Which quota new persistent workspaces get (``sandbox.workspaces.QuotaKind``) and why."""
+
+    kind: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Meter:
+    """Tenant usage: cumulative CPU seconds of sessions' containers (by session name; a
+    container not created yet or gone is absent), and with ``disk`` bytes held by each tenant's
+    persistent workspaces (a tenant whose usage cannot be measured here is absent)."""
+
+    cpu: dict[str, float]
+    disk: dict[str, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -218,6 +239,15 @@ class SandboxBackend(ABC):
     @abstractmethod
     def list_containers(self, fleet: str | None = None) -> list[ContainerRecord]:
         """Sandbox containers of ``fleet`` (every fleet when None), running or not."""
+
+    def probe_workspaces(self, image: str, directory: str | None, fleet: str) -> WorkspaceQuota:
+        """Whether persistent workspaces can be loop-mounted ext4 images (a hard quota)."""
+        return WorkspaceQuota("measured", "this backend has no volumes")
+
+    def meter(self, fleet: str, sessions: list[str], disk: bool) -> Meter:
+        """CPU used so far by ``sessions``' containers, and (``disk``) the fleet's workspace
+        bytes per tenant. A backend that cannot tell reports nothing."""
+        return Meter({}, {} if disk else None)
 
     def prune_workspaces(self, fleet: str, older_than: float) -> list[str]:
         """Remove ``fleet``'s persistent workspaces older than ``older_than`` seconds that no

@@ -25,8 +25,8 @@ from callboard.engine.units import parse_duration
 from callboard.sandbox.config import DEFAULT_IMAGE, SandboxSettings
 from callboard.sandbox.docker_backend import DockerBackend
 from callboard.sandbox.engine import EngineEndpoint, off_reason, resolve_endpoint
-from callboard.sandbox.image import ImageBuildError, build_image, image_id
-from callboard.sandbox.workspaces import prune
+from callboard.sandbox.image import DEFAULT_PACKAGES, ImageBuildError, build_image, image_id
+from callboard.sandbox.workspaces import list_volumes, prune
 
 
 class CliError(Exception):
@@ -49,6 +49,13 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--rebuild", action="store_true", help="build even if the image exists")
     build.add_argument("--suite", help="Debian suite (default: this machine's, from /etc/os-release)")
     build.add_argument("--mirror", help="Debian mirror URL (default: this machine's apt sources)")
+    build.add_argument(
+        "--package",
+        action="append",
+        default=[],
+        help="a Debian package to add besides python3, from the same mirror (repeat it), e.g. "
+        "python3-pip so skills may install from the package index",
+    )
 
     status = sub.add_parser(
         "status",
@@ -163,6 +170,7 @@ def _status(settings: SandboxSettings) -> int:
     try:
         found = image_id(backend.client, settings.image)
         containers = backend.list_containers()
+        volumes = list_volumes(backend.client)
     except Exception as error:
         print(f"sandbox: unavailable - {error}")
         return 1
@@ -175,10 +183,20 @@ def _status(settings: SandboxSettings) -> int:
     print(f"              {info.product} {info.version}, API {info.api_version}")
     print(f"  image:      {settings.image} - " + (f"present ({found[:19]})" if found else "MISSING"))
     print(f"  containers: {len(containers)} labelled callboard.fleet ({fleets})")
+    kinds = Counter(volume.kind for volume in volumes)
+    quotas = ", ".join(f"{count} {_QUOTAS[kind]}" for kind, count in sorted(kinds.items())) or "none"
+    print(f"  workspaces: {len(volumes)} persistent ({quotas})")
     if not found:
         print("run `callboard sandbox build-image` to build it")
         return 1
     return 0
+
+
+_QUOTAS = {
+    "loop": "with a hard quota (ext4 image, loop-mounted)",
+    "driver": "with a hard quota (the volume driver's size)",
+    "measured": "with a measured quota",
+}
 
 
 def _live(admin: str, token: str | None) -> int:
@@ -200,6 +218,25 @@ def _live(admin: str, token: str | None) -> int:
         f"live: {admin} - engine {report['state']}, {len(sessions)} of {report['max_sessions']} sessions, "
         f"idle TTL {report['idle_ttl']:g}s, {report['calls']} calls"
     )
+    workspaces = report.get("workspaces")
+    if workspaces:
+        print(f"  workspaces: new ones get a {workspaces['kind']} quota ({workspaces['reason']})")
+    for tenant, usage in sorted((report.get("tenants") or {}).items()):
+        cpu = f"{usage['cpu_seconds']:g}" + (
+            f" of {usage['max_cpu_seconds']:g}" if usage["max_cpu_seconds"] is not None else ""
+        )
+        limit = usage["max_disk"]
+        if usage["disk"] is None:
+            disk = "not measured" + (f" (budget {limit} bytes)" if limit is not None else "")
+        else:
+            disk = f"{usage['disk']}" + (f" of {limit}" if limit is not None else "") + " bytes"
+        sessions_of = f"{usage['sessions']}" + (
+            f" of {usage['max_sessions']}" if usage["max_sessions"] is not None else ""
+        )
+        print(
+            f"  tenant {tenant}: {sessions_of} sessions, {cpu} CPU-seconds in {usage['cpu_window']:g}s, "
+            f"disk {disk}" + (" - REFUSED" if usage["refused"] else "")
+        )
     for session in sessions:
         reap = (
             "kept (busy or running processes)"
@@ -210,9 +247,11 @@ def _live(admin: str, token: str | None) -> int:
         print(f"  {session['scope']}: container {container}, idle {session['idle_for']:g}s, reaped in {reap}")
         for process in session["processes"]:
             env = ", ".join(process["env_keys"]) or "-"
+            dropped = process.get("output_dropped") or 0
+            lost = f", {dropped} output bytes dropped unread" if dropped else ""
             print(
                 f"    process {process['process_id']}: {process['state']} (pid {process['pid']}, "
-                f"{process['restarts']} restarts, exit {process['exit_code']}) env: {env}"
+                f"{process['restarts']} restarts, exit {process['exit_code']}{lost}) env: {env}"
             )
     errors = report.get("errors", [])
     print(f"  recent errors: {len(errors)}" + (" (newest last)" if errors else ""))
@@ -233,7 +272,8 @@ def _build(endpoint: EngineEndpoint, settings: SandboxSettings, args: argparse.N
             return 0
         started = time.monotonic()
         try:
-            built = build_image(backend.client, name, suite=args.suite, mirror=args.mirror)
+            packages = (*DEFAULT_PACKAGES, *args.package)
+            built = build_image(backend.client, name, suite=args.suite, mirror=args.mirror, packages=packages)
         except ImageBuildError as error:
             raise CliError(str(error)) from None
         print(f"built {name} ({built[:19]}) in {time.monotonic() - started:.1f} s")

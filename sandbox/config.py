@@ -198,9 +198,27 @@ class SandboxSettings(_Strict):
     workspace_max_age: Duration | None = Field(
         default=None, gt=0, description="persistent workspaces older than this are removed by the sweep"
     )
+    workspace_dir: str | None = Field(
+        default=None,
+        description="host directory of the ext4 images behind persistent workspaces (a hard quota); "
+        "unset: 'workspaces' next to the journal",
+    )
     tenant_max_sessions: dict[str, int] = Field(
         default_factory=dict,
         description="most sandbox containers at once per tenant id (bots[].sandbox.tenant)",
+    )
+    tenant_max_cpu_seconds: dict[str, Duration] = Field(
+        default_factory=dict,
+        description="tenant id -> CPU time its sandbox containers may use within tenant_cpu_window "
+        "(e.g. 30m); over it, its new sandbox calls are refused",
+    )
+    tenant_cpu_window: Duration = Field(
+        default=86400.0, gt=0, description="the sliding window of tenant_max_cpu_seconds"
+    )
+    tenant_max_disk: dict[str, ByteSize] = Field(
+        default_factory=dict,
+        description="tenant id -> bytes its persistent workspaces may hold together; over it, its "
+        "new sandbox calls are refused",
     )
     idle_ttl: Duration = Field(
         default=600.0, gt=0, description="an unused sandbox is removed after this long"
@@ -228,6 +246,13 @@ class SandboxSettings(_Strict):
     def _version(cls, value: str) -> str:
         if value != "auto" and not re.match(r"^1\.\d+$", value):
             raise ValueError("api_version must look like 1.41, or be 'auto'")
+        return value
+
+    @field_validator("workspace_dir")
+    @classmethod
+    def _absolute_dir(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("/"):
+            raise ValueError("workspace_dir must be an absolute path")
         return value
 
     @field_validator("allowed_mount_roots")

@@ -37,12 +37,15 @@ from callboard.sandbox.backend import (
     LABEL_FLEET,
     LABEL_INSTANCE,
     LABEL_SESSION,
+    LABEL_TENANT,
     ContainerRecord,
     EngineInfo,
     ExecRequest,
+    Meter,
     SandboxBackend,
     SandboxSession,
     SessionSpec,
+    WorkspaceQuota,
     helper_timeout,
 )
 from callboard.sandbox.config import SandboxSettings
@@ -51,7 +54,14 @@ from callboard.sandbox.mounts import MountRefused, check_source, engine_sockets,
 from callboard.sandbox.output import StreamCapture
 from callboard.sandbox.process_link import PROCESS_AGENT_SOURCE, ProcessLink
 from callboard.sandbox.stream import ExecStream, raw_socket
-from callboard.sandbox.workspaces import ensure_volume, prune
+from callboard.sandbox.workspaces import (
+    WorkspaceError,
+    ensure_volume,
+    list_volumes,
+    probe_loop,
+    prune,
+    usage,
+)
 
 log = logging.getLogger("callboard.sandbox")
 
@@ -172,12 +182,18 @@ class DockerBackend(SandboxBackend):
     def create_session(self, spec: SessionSpec) -> DockerSession:
         options = self.container_options(spec)
         pins = [(m["Source"], pin(m["Source"])) for m in options["mounts"] if m["Type"] == "bind"]
-        kernel_quota = True
-        if spec.workspace_volume is not None:
-            with self.errors(f"workspace volume {spec.workspace_volume}"):
-                size = spec.profile.workspace_size
-                kernel_quota = ensure_volume(
-                    self.client, spec.workspace_volume, spec.fleet, spec.tenant, size
+        quota = "tmpfs"
+        volume = spec.workspace_volume
+        if volume is not None:
+            with self.errors(f"workspace volume {volume}"), _image_errors(volume):
+                quota = ensure_volume(
+                    self.client,
+                    volume,
+                    spec.fleet,
+                    spec.tenant,
+                    spec.profile.workspace_size,
+                    spec.workspace_images,
+                    spec.profile.user if ":" in spec.profile.user else f"{spec.profile.user}:0",
                 )
         with self.errors(f"creating sandbox {spec.container_name}"):
             try:
@@ -200,7 +216,7 @@ class DockerBackend(SandboxBackend):
         self._verify_pins(pins, spec)
         log.debug("sandbox %s started (%s)", spec.container_name, container_id[:12])
         session = DockerSession(self, spec, container_id)
-        if not kernel_quota:
+        if quota == "measured":
             session.measured_quota = spec.profile.workspace_size
         return session
 
@@ -234,9 +250,45 @@ class DockerBackend(SandboxBackend):
                     session=labels.get(LABEL_SESSION, ""),
                     instance=labels.get(LABEL_INSTANCE, ""),
                     state=str(item.get("State", "")),
+                    tenant=labels.get(LABEL_TENANT),
                 )
             )
         return records
+
+    def probe_workspaces(self, image: str, directory: str | None, fleet: str) -> WorkspaceQuota:
+        fallback = "; workspaces get the volume driver's size where it enforces one, else a measured quota"
+        if directory is None:
+            return WorkspaceQuota("measured", "no sandbox.workspace_dir for images" + fallback)
+        if self.endpoint.unix_socket is None:
+            why = f"the engine {self.endpoint.display} is remote: it cannot mount an image of this machine"
+            return WorkspaceQuota("measured", why + fallback)
+        with self.errors("probing loop-mounted workspaces"):
+            refused = probe_loop(self.client, image, directory, fleet)
+        if refused is not None:
+            return WorkspaceQuota("measured", refused + fallback)
+        return WorkspaceQuota("loop", f"an ext4 image per workspace in {directory}, loop-mounted")
+
+    def meter(self, fleet: str, sessions: list[str], disk: bool) -> Meter:
+        cpu: dict[str, float] = {}
+        with self.errors("metering sandbox containers"):
+            for session in sessions:
+                try:
+                    stats = self.client.api.stats(f"callboard-{fleet}-{session}", stream=False, one_shot=True)
+                except docker.errors.NotFound:
+                    continue  # not created yet, or gone
+                total = ((stats.get("cpu_stats") or {}).get("cpu_usage") or {}).get("total_usage")
+                if isinstance(total, int | float):
+                    cpu[session] = total / 1e9
+            if not disk:
+                return Meter(cpu)
+            if self.endpoint.unix_socket is None:
+                return Meter(cpu, {})  # a remote engine's volumes cannot be measured from here
+            held: dict[str, int] = {}
+            for volume in list_volumes(self.client, fleet):
+                used = usage(volume) if volume.tenant is not None else None
+                if volume.tenant is not None and used is not None:
+                    held[volume.tenant] = held.get(volume.tenant, 0) + used
+        return Meter(cpu, held)
 
     def prune_workspaces(self, fleet: str, older_than: float) -> list[str]:
         with self.errors("pruning workspaces"):
@@ -463,6 +515,15 @@ class DockerSession(SandboxSession):
         self.backend.remove_container(self._id)
         self._removed = True
         log.debug("sandbox %s removed", self.spec.container_name)
+
+
+@contextlib.contextmanager
+def _image_errors(volume: str) -> Iterator[None]:
+    """A workspace image that cannot be made (disk full, no mkfs): unavailable, saying why."""
+    try:
+        yield
+    except WorkspaceError as error:
+        raise SandboxUnavailable(f"workspace volume {volume}: {error}") from None
 
 
 def _close_stream(handle: Any, sock: Any) -> None:

@@ -23,6 +23,8 @@ import docker
 import docker.errors
 
 DEFAULT_PACKAGES = ("python3",)
+#: what Debian allows in a package name (and nothing that could end debootstrap's --include list)
+_PACKAGE = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
 SANDBOX_UID = 1000
 _TRIM = ("var/cache/apt/archives", "var/lib/apt/lists", "usr/share/doc", "usr/share/man", "usr/share/locale")
 _CHANGES = [
@@ -93,6 +95,10 @@ def build_image(
     progress: Callable[[str], None] = print,
 ) -> str:
     """Build and tag ``name``; returns the new image id."""
+    packages = list(packages)
+    bad = [package for package in packages if not _PACKAGE.match(package)]
+    if bad:
+        raise ImageBuildError(f"not a Debian package name: {', '.join(map(repr, bad))}")
     if os.geteuid() != 0:
         raise ImageBuildError("building the image needs root (debootstrap creates device nodes and owners)")
     debootstrap = shutil.which("debootstrap")

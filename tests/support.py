@@ -1,25 +1,33 @@
-"""Helpers for tests that run a real fleet: config text, a started fleet, and a
-web-chat client speaking the websocket protocol."""
+"""Helpers for tests that run a real fleet: config text, a started fleet, what its
+journal stored, and a web-chat client speaking the websocket protocol."""
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import itertools
+import sqlite3
+import subprocess
 import textwrap
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import orjson
+import pytest
 
 from callboard.actors.config import FleetConfig
 from callboard.actors.config_file import parse_fleet
 from callboard.adapters.web.config import WebAdapterConfig
 from callboard.adapters.web.identity import Identity, Sessions
 from callboard.app import Running, start
+from callboard.bench.harness import engine_argv
 from callboard.engine.clock import Clock
+from callboard.engine.events import Event, SessionKey, decode_event
+
+ROOT = Path(__file__).resolve().parents[1]
 
 PIPELINE_ECHO = """
       - event_type: message.received
@@ -27,6 +35,11 @@ PIPELINE_ECHO = """
         handler_config: {stages: [{type: command}, {type: echo}]}
 """
 
+
+#: a platform adapter's outbound limits off, so tests that are not about throttling run at full speed
+RATE_LIMITS_OFF = (
+    "rate_limits: {per_bot_per_second: 0, per_private_chat_per_second: 0, per_group_chat_per_minute: 0}"
+)
 
 #: web adapter rate limits high enough for tests that are not about them
 UNLIMITED = (
@@ -88,13 +101,107 @@ def fleet_config(
     return parse_fleet(text, "test.yaml")
 
 
+def platform_fleet(
+    tmp_path: Path,
+    *,
+    bot: str,
+    adapter: str,
+    handlers: str,
+    port: int,
+    window: str,
+    session: str = "",
+    name: str,
+) -> FleetConfig:
+    """A fleet with one bot ``bot`` of a platform adapter, parsed as file ``name``: ``adapter``
+    is the YAML of its ``adapter:`` block, ``handlers`` of its handler list (empty: none),
+    ``session`` one more line of its ``session:`` block."""
+    adapter_lines = textwrap.indent(textwrap.dedent(adapter).strip() + "\n", " " * 6)
+    text = (
+        f"name: test\nengine:\n  journal: {tmp_path / 'journal.sqlite3'}\n"
+        f"  admin: {{host: 127.0.0.1, port: {port}}}\n  shutdown_timeout: 10s\n"
+        f"bots:\n  - id: {bot}\n    adapter:\n{adapter_lines}"
+        f"    session:\n      debounce: {{window: {window}, max_wait: 10s}}\n"
+        + (f"      {session}\n" if session else "")
+        + "    handlers:"
+        + ("\n" + textwrap.indent(textwrap.dedent(handlers).strip(), "      ") if handlers else " []")
+        + "\n"
+    )
+    return parse_fleet(text, name)
+
+
 @contextlib.asynccontextmanager
-async def running_fleet(config: FleetConfig, clock: Clock | None = None) -> AsyncIterator[Running]:
-    running = await start(config, port=0, clock=clock)
+async def running_fleet(
+    config: FleetConfig, clock: Clock | None = None, *, port: int | None = 0
+) -> AsyncIterator[Running]:
+    """The fleet, started and stopped; on any free port unless ``port`` says otherwise
+    (``None``: the one its file names, as a platform's webhook URL needs it up front)."""
+    running = await start(config, port=port, clock=clock)
     try:
         yield running
     finally:
         await running.stop()
+
+
+async def stored_events(fleet: Running, bot: str) -> list[Event]:
+    """Every event the journal stored for ``bot``, in order."""
+    rows = await fleet.journal.query("SELECT payload FROM events WHERE bot=? ORDER BY seq", (bot,))
+    return [decode_event(payload) for (payload,) in rows]
+
+
+def crash_fleet(journal: Path, port: int, bot: str, adapter: str) -> str:
+    """The fleet file of a kill -9 test: one bot ``bot`` whose ``adapter:`` block is
+    ``adapter`` (YAML) with the outbound rate limits off, echoing each message at once."""
+    adapter_lines = textwrap.indent(textwrap.dedent(adapter).strip(), " " * 6)
+    return (
+        f"name: crash\nengine:\n  journal: {journal}\n  admin: {{host: 127.0.0.1, port: {port}}}\n"
+        f"bots:\n  - id: {bot}\n    adapter:\n{adapter_lines}\n"
+        f"      {RATE_LIMITS_OFF}\n"
+        "    session:\n      debounce: {window: 0}\n"
+        "    handlers:\n"
+        "      - event_type: message.received\n"
+        "        handler_type: pipeline\n"
+        "        handler_config: {stages: [{type: echo}]}\n"
+    )
+
+
+def engine_process(config: Path, log: Path | None = None) -> subprocess.Popen[bytes]:
+    """``callboard run config`` as a child process a test may kill: its INFO log appended to
+    ``log``, else its output (WARNING and up) dropped."""
+    if log is None:
+        return subprocess.Popen(
+            engine_argv(config), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+    with log.open("ab") as out:
+        return subprocess.Popen(engine_argv(config, "INFO"), cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+
+
+def assert_stored_once(journal: Path, bot: str, key: Callable[[dict[str, Any]], object], count: int) -> None:
+    """The SQLite journal kept ``count`` events of ``bot``, each once (told apart by ``key``
+    of the stored payload), and every one was marked done."""
+    with sqlite3.connect(journal) as db:
+        rows = db.execute("SELECT payload, done_at FROM events WHERE bot=?", (bot,)).fetchall()
+    stored = collections.Counter(key(orjson.loads(payload)) for payload, _ in rows)
+    assert len(stored) == count and set(stored.values()) == {1}
+    assert all(done is not None for _, done in rows)
+
+
+def stall_appends(monkeypatch: pytest.MonkeyPatch, fleet: Running, *, seconds: float, count: int) -> None:
+    """Fault injection: the next ``count`` journal appends take ``seconds`` to become durable."""
+    loop = asyncio.get_running_loop()
+    real_append = fleet.journal.append
+    left = count
+
+    def stalled_append(event: Event, session: SessionKey) -> asyncio.Future[int | None]:
+        nonlocal left
+        inner = real_append(event, session)
+        if left == 0:
+            return inner
+        left -= 1
+        outer: asyncio.Future[int | None] = loop.create_future()
+        loop.call_later(seconds, inner.add_done_callback, lambda done: outer.set_result(done.result()))
+        return outer
+
+    monkeypatch.setattr(fleet.journal, "append", stalled_append)
 
 
 class ChatClient:

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from callboard.adapters.base import AdapterConfig
+from callboard.adapters.lark.sdk import sdk_version_problem
 from callboard.engine.platform import RateLimits
 from callboard.engine.units import Duration
 
@@ -80,6 +81,8 @@ class LarkAdapterConfig(AdapterConfig):
             raise ValueError("store (isv) apps receive events by webhook only: set mode: webhook")
         if self.mode == "webhook" and self.verification_token is None:
             raise ValueError("webhook mode needs verification_token (and encrypt_key if encryption is on)")
+        if self.mode == "ws" and (problem := sdk_version_problem()) is not None:
+            raise ValueError(problem)
         return self
 
     @property

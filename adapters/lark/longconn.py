@@ -51,6 +51,7 @@ from lark_oapi.ws.exception import ClientException
 from lark_oapi.ws.model import Response
 
 from callboard.adapters.lark.errors import BAD_CREDENTIALS, auth_error
+from callboard.adapters.lark.sdk import missing_internals
 from callboard.engine.threaded import ThreadedWorker
 
 log = logging.getLogger("callboard.lark")
@@ -71,8 +72,19 @@ class _ThreadLoops:
         return getattr(asyncio.get_event_loop(), name)
 
 
+class UnsupportedSdk(RuntimeError):
+    """This lark-oapi's ws client lacks what ``longconn`` drives (see ``adapters.lark.sdk``)."""
+
+
 def install() -> None:
     """Make lark-oapi's ws client safe to run on several threads at once (idempotent)."""
+    missing = missing_internals(ws_client.Client)
+    if missing or not hasattr(ws_client, "loop"):
+        raise UnsupportedSdk(
+            f"this lark-oapi's ws client lacks {', '.join(missing) or 'its module-level loop'}, which "
+            "the long connection drives: install a lark-oapi the adapter supports (see "
+            "callboard.adapters.lark.sdk.SUPPORTED) or use mode: webhook"
+        )
     if not isinstance(ws_client.loop, _ThreadLoops):
         ws_client.loop = _ThreadLoops()
 
@@ -176,12 +188,12 @@ class LongConnWorker(ThreadedWorker):
     def handle(self, message: Any) -> Any:
         if not isinstance(message, Run):
             raise TypeError(f"unexpected message {message!r}")
-        install()
         link = self.link
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
         error: BaseException | None = None
         try:
+            install()
             link._stop = asyncio.Event()
             link._loop = loop
             if not link.stopping:

@@ -8,6 +8,7 @@ to one socket. See docs/web-protocol.md.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any, ClassVar
 
 import msgspec
@@ -27,6 +28,12 @@ from callboard.engine.ids import new_id
 from callboard.engine.platform import MessageResult, PlatformAction
 
 SECRET_NAME = "web-sessions"
+
+
+def key_id(idempotency_key: str) -> str:
+    """A send's message id from its idempotency key: a replayed send (stored once, under
+    the first id) hands its handler the same id without waiting for the store."""
+    return hashlib.blake2b(idempotency_key.encode(), digest_size=16).hexdigest()
 
 
 class WebAdapter(Adapter):
@@ -60,6 +67,9 @@ class WebAdapter(Adapter):
     def links(self) -> dict[str, str]:
         return {"web chat": f"{self.base_path}/"}
 
+    def from_peer(self, data: bytes) -> None:
+        self.outbox.from_peer(data)
+
     def register_routes(self) -> None:
         for method, path, handler in [*self.page.routes(), *self.gateway.routes()]:
             self.host.add_route(method, path, handler)
@@ -91,10 +101,9 @@ class WebAdapter(Adapter):
     async def _send(
         self, chat_id: str, chain: MessageChain, reply_to: str | None, idempotency_key: str | None
     ) -> MessageResult:
-        stored = await self.outbox.publish(
-            chat_id, message(chat_id, "b" + new_id(), chain, reply_to), idempotency_key
-        )
-        return MessageResult(message_id=stored["message_id"], raw={"seq": stored["seq"]})
+        message_id = "b" + (new_id() if idempotency_key is None else key_id(idempotency_key))
+        await self.outbox.publish(chat_id, message(chat_id, message_id, chain, reply_to), idempotency_key)
+        return MessageResult(message_id=message_id)
 
     async def edit_message(
         self, chat_type: str, chat_id: str, message_id: str, new_content: MessageChain

@@ -23,6 +23,7 @@ class WebConnection(Actor):
     async def on_start(self) -> None:
         self.adapter.register_routes()
         self.adapter.gateway.start()
+        self.adapter.outbox.peers = self.adapter.host.peers()  # cluster mode: replies made elsewhere
         self.adapter.host.set_connected(True, f"serving {self.adapter.base_path}/ws")
 
     async def receive(self, message: Any) -> Any:

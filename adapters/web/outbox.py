@@ -3,12 +3,21 @@
 Storing before pushing is what lets a client that reconnects and subscribes with the
 last ``seq`` it saw receive every frame it missed. A repeated idempotency key (a send
 replayed after a crash) stores and pushes nothing new.
+
+In cluster mode the node that answers a chat (its partition's owner) may not be the
+one its sockets are connected to: each pushed frame is also handed to the bot's web
+adapter on the other nodes (``peers``), which push it to their own subscribers. The
+client's per-chat ``seq`` check drops a frame it already has; a frame lost on the
+way is read from the stored output on the next subscribe, as after any reconnect.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
+
+import orjson
 
 from callboard.adapters.base import AdapterStore
 from callboard.adapters.web.client import WebClient
@@ -48,28 +57,35 @@ class Outbox:
         self.subscribers: dict[str, set[WebClient]] = {}
         #: per chat, the last stored frame still waiting for its fsync
         self._tail: dict[str, asyncio.Future[Any]] = {}
+        #: cluster mode: hands a pushed frame to the other nodes (None on one node)
+        self.peers: Callable[[bytes], None] | None = None
 
     async def publish(
         self, chat_id: str, payload: dict[str, Any], idempotency_key: str | None = None
     ) -> dict[str, Any]:
-        """Store, then push to the chat's subscribers once durable; returns the stored
-        payload as soon as it is committed, so the sender (a session) goes on while the
-        fsync runs. Pushes happen in commit order, so a chat's frames stay in order."""
-        staged = await self.store.append_outbox_staged(chat_id, payload, idempotency_key)
-        data = encode(staged.payload) if staged.created else None
-        durable = staged.durable
-        if not durable.done():
-            self._tail[chat_id] = durable
-        durable.add_done_callback(lambda done: self._push(done, chat_id, staged.seq, data))
-        return staged.payload
+        """Store, then push to the chat's subscribers once durable. Returns at once,
+        before the commit: the sender (a session) goes on, and the done mark of a run
+        that only replied joins the reply's transaction. Pushes happen in commit order,
+        so a chat's frames stay in order."""
+        stored = self.store.append_outbox(chat_id, payload, idempotency_key)
+        if not stored.done():
+            self._tail[chat_id] = stored
+        stored.add_done_callback(lambda done: self._push(done, chat_id))
+        return payload
 
-    def _push(self, durable: asyncio.Future[Any], chat_id: str, seq: int, data: bytes | None) -> None:
-        if self._tail.get(chat_id) is durable:
+    def _push(self, stored: asyncio.Future[tuple[int, dict[str, Any], bool]], chat_id: str) -> None:
+        if self._tail.get(chat_id) is stored:
             del self._tail[chat_id]
-        if durable.cancelled() or durable.exception() is not None or data is None:
+        if stored.cancelled() or stored.exception() is not None:
             return  # never durable: never shown (a replay stores and pushes it again)
+        seq, body, created = stored.result()
+        if not created:
+            return  # stored and pushed before
+        data = encode(body)
         for client in list(self.subscribers.get(chat_id, ())):
             client.deliver(chat_id, seq, data)
+        if self.peers is not None:
+            self.peers(orjson.dumps([chat_id, seq]) + b"\n" + data)
 
     def typing(self, chat_id: str) -> None:
         """Not stored, but pushed after the chat's stored frames still waiting for their fsync."""
@@ -82,6 +98,18 @@ class Outbox:
     def _push_now(self, chat_id: str, data: bytes) -> None:
         for client in list(self.subscribers.get(chat_id, ())):
             client.push(data)
+        if self.peers is not None:
+            self.peers(orjson.dumps([chat_id, 0]) + b"\n" + data)
+
+    def from_peer(self, data: bytes) -> None:
+        """A frame another node pushed (``seq`` 0: not stored, such as typing)."""
+        head, _, frame = data.partition(b"\n")
+        chat_id, seq = orjson.loads(head)
+        for client in list(self.subscribers.get(chat_id, ())):
+            if seq:
+                client.deliver(chat_id, seq, frame)
+            else:
+                client.push(frame)
 
     def follow(self, client: WebClient, chat: str) -> None:
         """Live frames of ``chat`` go to ``client`` from now on."""

@@ -33,6 +33,7 @@ from callboard.engine.plugin_protocol import (
     ENV_RUNNER,
     ENV_SOCKET,
     ENV_TOKEN,
+    ENV_TOKEN_FILE,
     EXIT_OUT_OF_MEMORY,
     PROTOCOL_VERSION,
     Action,
@@ -365,10 +366,19 @@ def _forget_modules(package: str) -> None:
     importlib.invalidate_caches()
 
 
+def _token_file(path: str) -> str:
+    """The token a container runner finds in its socket directory (the host removes the file
+    once the handshake is done, so plugin code cannot read it)."""
+    if not path:
+        return ""
+    with open(path, encoding="ascii") as file:
+        return file.read().strip()
+
+
 def main() -> int:
     die_with_parent(int(os.environ.get(ENV_PARENT, "0")))
     limit_memory(int(os.environ.get(ENV_MEMORY, "0")))
-    token = os.environ.pop(ENV_TOKEN, "")
+    token = os.environ.pop(ENV_TOKEN, "") or _token_file(os.environ.pop(ENV_TOKEN_FILE, ""))
     runner = Runner(os.environ[ENV_SOCKET], token, os.environ.get(ENV_RUNNER, "runner"))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C is the engine's to handle
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import aiohttp
 FLEET = """
 name: cluster
 engine:
-  journal: {{url: "{url}", path: "{path}"}}
+  journal: {{url: {url}, path: "{path}"}}
   admin: {{port: {port}}}
   cluster: {{nats: "{nats}", node: {node}, partitions: {partitions}, lease: {lease}}}
 bots:
@@ -26,7 +27,27 @@ bots:
       - event_type: message.received
         handler_type: pipeline
         handler_config: {{stages: [{{type: echo}}]}}
+{bots}"""
+
+#: a Telegram bot polling ``base_url`` (callboard.testing.fake_telegram), echoing each
+#: message on its own, without Telegram's outbound limits
+TELEGRAM_BOT = """
+  - id: {id}
+    adapter: {{type: telegram, token: "{token}", base_url: "{base_url}", poll_timeout: 1,
+               request_timeout: 5, {mode}
+               rate_limits: {{per_bot_per_second: 0, per_private_chat_per_second: 0,
+                             per_group_chat_per_minute: 0}}}}
+    session: {{debounce: {{window: 0}}}}
+    handlers:
+      - event_type: message.received
+        handler_type: pipeline
+        handler_config: {{stages: [{{type: echo}}]}}
 """
+
+
+def telegram_bot(bot_id: str, token: str, base_url: str, mode: str = "") -> str:
+    """A bot for ``write_config``'s ``bots``; ``mode``: extra adapter keys (webhook mode)."""
+    return TELEGRAM_BOT.format(id=bot_id, token=token, base_url=base_url, mode=mode)
 
 
 class Node:
@@ -78,17 +99,20 @@ def write_config(
     directory: Path,
     name: str,
     *,
-    url: str,
+    url: str | list[str],
     nats: str,
     port: int,
     web: str,
     partitions: int = 16,
     lease: str = "2s",
+    bots: str = "",
 ) -> Path:
+    """A node's fleet file: the web chat bot ``demo`` and ``bots`` (YAML list items);
+    ``url``: the journal's database, or a list of them (shards)."""
     path = directory / f"{name}.yaml"
     path.write_text(
         FLEET.format(
-            url=url,
+            url=json.dumps(url),  # YAML reads JSON
             path=directory / "var" / "journal.sqlite3",  # the per-fleet secrets, shared by the nodes here
             port=port,
             nats=nats,
@@ -96,9 +120,24 @@ def write_config(
             partitions=partitions,
             lease=lease,
             web=web,
+            bots=bots,
         )
     )
     return path
+
+
+async def connection_owners(nodes: list[Node], key: str) -> dict[str, bool]:
+    """Which live nodes say they hold (and run) connection ``key`` now."""
+    held = {}
+    for node in nodes:
+        if node.process is None or node.process.poll() is not None:
+            continue
+        try:
+            state = (await node.cluster())["connections"].get(key, {})
+        except (aiohttp.ClientError, OSError):
+            continue
+        held[node.name] = bool(state.get("here"))
+    return held
 
 
 async def balanced(nodes: list[Node], partitions: int, timeout: float = 30.0) -> dict[str, int]:
@@ -116,3 +155,41 @@ async def balanced(nodes: list[Node], partitions: int, timeout: float = 30.0) ->
             return counts
         await asyncio.sleep(0.2)
     raise TimeoutError(f"partitions not spread over the nodes within {timeout}s: {counts}")
+
+
+class TcpProxy:
+    """TCP between a node and NATS that the test can cut (closes every connection and
+    refuses new ones, as a network partition does)."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = 0  # chosen at start
+        self.writers: list[asyncio.StreamWriter] = []
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = int(self.server.sockets[0].getsockname()[1])
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        self.writers += [writer, up_writer]
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    async def cut(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        for writer in self.writers:
+            writer.close()
+        self.writers.clear()

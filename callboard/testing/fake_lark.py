@@ -35,7 +35,7 @@ import itertools
 import os
 import secrets
 import time
-from collections import Counter, deque
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +44,8 @@ import orjson
 from aiohttp import web
 from Crypto.Cipher import AES
 from lark_oapi.ws.pb.pbbp2_pb2 import Frame
+
+from callboard.testing.server import FakePlatform
 
 APP_ID = "cli_callboard_test"
 APP_SECRET = "callboard-test-app-secret-0123456789"
@@ -157,7 +159,7 @@ def sign(timestamp: str, nonce: str, encrypt_key: str, body: bytes) -> str:
 # ---------------------------------------------------------------------- the server
 
 
-class FakeLark:
+class FakeLark(FakePlatform[Failure, Call]):
     """``await start()``; use ``base_url`` as the adapter's ``domain``; ``await close()``."""
 
     def __init__(
@@ -172,6 +174,7 @@ class FakeLark:
         ping_interval: int = 120,
         honour_uuid: bool = True,
     ) -> None:
+        super().__init__()
         self.app_id = app_id
         self.app_secret = app_secret
         self.verification_token = verification_token
@@ -186,10 +189,7 @@ class FakeLark:
         self.app_ticket = "ticket-" + secrets.token_hex(4)
         self.tokens: dict[str, tuple[str, float]] = {}  # token -> (kind, expires at)
         self.token_grants: Counter[str] = Counter()
-        self.calls: list[Call] = []
         self.answered_count: Counter[str] = Counter()  # successful calls by name
-        self.failures: dict[str, deque[Failure]] = {}
-        self.held: set[str] = set()
         self.waiting: Counter[str] = Counter()
         self.users: dict[str, dict[str, Any]] = {}
         self.chats: dict[str, dict[str, Any]] = {}
@@ -215,13 +215,10 @@ class FakeLark:
         self.webhook_statuses: list[int] = []
         self.webhook_retry = 0.2  # seconds before an event answered as failed is delivered again
         self._ids = itertools.count(1)
-        self._released = asyncio.Event()
         self._changed = asyncio.Event()
-        self._runner: web.AppRunner | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._client: aiohttp.ClientSession | None = None
         self._deliverer: asyncio.Task[None] | None = None
-        self.port = 0
         self.add_user(BOT_OPEN_ID, BOT_NAME)
 
     # ------------------------------------------------------------------ lifecycle
@@ -263,13 +260,7 @@ class FakeLark:
         for method, path, name, handler in routes:
             app.router.add_route(method, path, self._wrap(name, handler))
         app.router.add_get("/ws", self._ws)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        server = site._server
-        assert server is not None
-        self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+        await self.serve(app)
         return self
 
     async def close(self) -> None:
@@ -283,26 +274,22 @@ class FakeLark:
             await ws.close()
         if self._client is not None:
             await self._client.close()
-        if self._runner is not None:
-            await self._runner.cleanup()
+        await self.stop_serving()
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    def adapter_yaml(self, mode: str = "ws") -> str:
+        """The ``adapter:`` block (YAML) of a bot talking to this fake in ``mode`` with its
+        credentials, and its encrypt key when it has one; a test appends any other fields."""
+        text = (
+            f'type: lark\napp_id: {self.app_id}\napp_secret: "{self.app_secret}"\ndomain: {self.base_url}\n'
+            f'mode: {mode}\nverification_token: "{self.verification_token}"\n'
+        )
+        return text + (f'encrypt_key: "{self.encrypt_key}"\n' if self.encrypt_key else "")
+
     # ------------------------------------------------------------------ test controls
-
-    def fail(self, name: str, *failures: Failure) -> None:
-        """The next ``len(failures)`` calls named ``name`` get these answers."""
-        self.failures.setdefault(name, deque()).extend(failures)
-
-    def hold(self, *names: str) -> None:
-        self._released.clear()
-        self.held.update(names)
-
-    def release(self) -> None:
-        self.held.clear()
-        self._released.set()
 
     def expire_tokens(self) -> None:
         """Every token handed out so far stops working (as after its two hours)."""
@@ -373,21 +360,11 @@ class FakeLark:
     def answered(self, name: str) -> list[Call]:
         return [c for c in self.calls_of(name) if c.status == 200 and c.code == 0]
 
-    async def wait_calls(self, name: str, count: int, timeout: float = 15.0) -> list[Call]:
-        deadline = time.monotonic() + timeout
-        while len(self.answered(name)) < count:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{len(self.answered(name))} of {count} {name} calls answered")
-            await asyncio.sleep(0.01)
-        return self.answered(name)
-
     async def wait_acked(self, timeout: float = 15.0) -> None:
         """Until every event pushed so far was acknowledged (or answered 200 by the webhook)."""
-        deadline = time.monotonic() + timeout
-        while self.queue:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{len(self.queue)} events not acknowledged")
-            await asyncio.sleep(0.01)
+        await self.until(
+            lambda: not self.queue, timeout, lambda: f"{len(self.queue)} events not acknowledged"
+        )
 
     def texts_sent(self) -> list[str]:
         """The text of every text message the app sent or replied, in order."""
@@ -534,6 +511,12 @@ class FakeLark:
 
     def _wrap(self, name: str, handler: Any) -> Any:
         async def serve(request: web.Request) -> web.StreamResponse:
+            try:
+                return await answer(request)
+            finally:
+                self.call_done()
+
+        async def answer(request: web.Request) -> web.StreamResponse:
             body: Any = None
             if request.content_type.startswith("multipart/"):
                 body = await self._multipart(request)
@@ -552,8 +535,7 @@ class FakeLark:
                     self.waiting[name] -= 1
                 if request.transport is None or request.transport.is_closing():
                     return web.Response(status=499)  # the client went away: never carried out
-            queued = self.failures.get(name)
-            failure = queued.popleft() if queued else None
+            failure = self.next_failure(name)
             if failure is not None and failure.kind == "drop":
                 assert request.transport is not None
                 request.transport.close()

@@ -31,6 +31,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from callboard.testing.server import LocalServer
+
 
 @dataclass
 class Call:
@@ -68,7 +70,7 @@ def echo(body: dict[str, Any]) -> Reply:
     return Reply(text=f"echo: {last_user_text(body.get('messages') or [])}")
 
 
-class FakeOpenAI:
+class FakeOpenAI(LocalServer):
     """Start with ``await start()``; ``base_url`` then ends in ``/v1``."""
 
     def __init__(
@@ -79,6 +81,7 @@ class FakeOpenAI:
         default: Any = echo,
         gate: int = 0,
     ) -> None:
+        super().__init__()
         self.api_key = api_key
         self.latency = latency
         #: hold every request until this many are in flight at once (then each takes its latency)
@@ -92,8 +95,6 @@ class FakeOpenAI:
         self.max_in_flight = 0
         self._released = asyncio.Event()
         self._ids = itertools.count(1)
-        self._runner: web.AppRunner | None = None
-        self.port = 0
 
     @property
     def base_url(self) -> str:
@@ -109,18 +110,12 @@ class FakeOpenAI:
         app = web.Application(client_max_size=16 * 1024 * 1024)
         app.router.add_post("/v1/chat/completions", self._completions)
         app.router.add_get("/health", self._health)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", port, backlog=4096)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        await self.serve(app, port, backlog=4096)
         return self
 
     async def stop(self) -> None:
         self._released.set()
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        await self.stop_serving()
 
     async def _health(self, request: web.Request) -> web.StreamResponse:
         return web.json_response(
@@ -239,16 +234,15 @@ class FakeOpenAI:
         return response
 
 
-class FakeDify:
+class FakeDify(LocalServer):
     """Dify's chat-messages API: answers "dify: <query> (turn N)" per conversation."""
 
     def __init__(self, api_key: str = "app-test") -> None:
+        super().__init__()
         self.api_key = api_key
         self.conversations: dict[str, list[str]] = {}
         self.requests: list[dict[str, Any]] = []
         self._ids = itertools.count(1)
-        self._runner: web.AppRunner | None = None
-        self.port = 0
 
     @property
     def base_url(self) -> str:
@@ -257,17 +251,11 @@ class FakeDify:
     async def start(self) -> FakeDify:
         app = web.Application()
         app.router.add_post("/v1/chat-messages", self._chat)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        await self.serve(app)
         return self
 
     async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        await self.stop_serving()
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         if request.headers.get("Authorization") != f"Bearer {self.api_key}":

@@ -43,7 +43,7 @@ import hashlib
 import hmac
 import itertools
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,6 +52,8 @@ from urllib.parse import urlencode
 import aiohttp
 import orjson
 from aiohttp import web
+
+from callboard.testing.server import FakePlatform
 
 BOT_TOKEN = "xoxb-1111-2222-callboardtest"
 APP_TOKEN = "xapp-1-A0CALLAPP-3333-callboardtest"
@@ -154,7 +156,7 @@ class Socket:
 # ---------------------------------------------------------------------- the server
 
 
-class FakeSlack:
+class FakeSlack(FakePlatform[Failure, Call]):
     """``await start()``, point the adapter's base_url at ``base_url``, ``await close()``."""
 
     def __init__(
@@ -165,17 +167,13 @@ class FakeSlack:
         signing_secret: str = SIGNING_SECRET,
         echo: bool = True,
     ) -> None:
+        super().__init__()
         self.bot_token = bot_token
         self.app_token = app_token
         self.signing_secret = signing_secret
         self.echo = echo
         self.revoked: set[str] = set()
-        self.calls: list[Call] = []
         self.answered_count: Counter[str] = Counter()
-        self.failures: dict[str, deque[Failure]] = {}
-        self.held: set[str] = set()
-        self._released = asyncio.Event()
-        self._called = asyncio.Event()
         # state
         self.users: dict[str, dict[str, Any]] = {}
         self.channels: dict[str, dict[str, Any]] = {}
@@ -214,8 +212,6 @@ class FakeSlack:
         self._redeliverer: asyncio.Task[None] | None = None
         self._ts = itertools.count(int(time.time() * 1_000_000))
         self._ids = itertools.count(1)
-        self._runner: web.AppRunner | None = None
-        self.port = 0
         self.add_user(BOT_USER, "callboard", is_bot=True, bot_id=BOT_ID)
 
     # ------------------------------------------------------------------ lifecycle
@@ -226,11 +222,7 @@ class FakeSlack:
         app.router.add_post("/upload/{file_id}", self._upload)
         app.router.add_get("/files-pri/{file_id}/{name}", self._download)
         app.router.add_get("/link/", self._socket)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = int(self._runner.addresses[0][1])
+        await self.serve(app)
         self._redeliverer = asyncio.ensure_future(self._redeliver_loop())
         return self
 
@@ -246,8 +238,7 @@ class FakeSlack:
             await sock.ws.close()
         if self._http is not None:
             await self._http.close()
-        if self._runner is not None:
-            await self._runner.cleanup()
+        await self.stop_serving()
 
     @property
     def root(self) -> str:
@@ -257,19 +248,15 @@ class FakeSlack:
     def base_url(self) -> str:
         return f"{self.root}/api/"
 
+    def adapter_yaml(self, mode: str = "socket") -> str:
+        """The ``adapter:`` block (YAML) of a Slack bot talking to this fake in ``mode``
+        with its tokens; a test appends any other fields."""
+        return (
+            f'type: slack\nmode: {mode}\nbot_token: "{self.bot_token}"\napp_token: "{self.app_token}"\n'
+            f'signing_secret: "{self.signing_secret}"\nbase_url: {self.base_url}\n'
+        )
+
     # ------------------------------------------------------------------ test controls
-
-    def fail(self, method: str, *failures: Failure) -> None:
-        """The next ``len(failures)`` calls of ``method`` get these answers."""
-        self.failures.setdefault(method, deque()).extend(failures)
-
-    def hold(self, *methods: str) -> None:
-        self._released.clear()
-        self.held.update(methods)
-
-    def release(self) -> None:
-        self.held.clear()
-        self._released.set()
 
     def revoke(self, token: str) -> None:
         """Calls with ``token`` answer ``token_revoked`` from now on."""
@@ -281,35 +268,19 @@ class FakeSlack:
     def answered(self, method: str) -> list[Call]:
         return [c for c in self.calls_of(method) if c.ok]
 
-    async def wait_calls(self, method: str, count: int, timeout: float = 15.0) -> list[Call]:
-        """Until ``count`` calls of ``method`` were answered ``ok``; returns them."""
-        deadline = time.monotonic() + timeout
-        while True:
-            calls = self.answered(method)
-            if len(calls) >= count:
-                return calls
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError(f"{len(calls)} {method} calls of {count}; last calls: {self.calls[-5:]}")
-            called = self._called
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(called.wait(), min(remaining, 0.5))
-
     async def wait_acked(self, timeout: float = 15.0) -> None:
         """Until every delivery was acknowledged."""
-        deadline = time.monotonic() + timeout
-        while self.pending:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{len(self.pending)} deliveries still unacknowledged")
-            await asyncio.sleep(0.02)
+        await self.until(
+            lambda: not self.pending, timeout, lambda: f"{len(self.pending)} deliveries still unacknowledged"
+        )
 
     async def wait_socket(self, count: int = 1, timeout: float = 15.0) -> None:
         """Until at least ``count`` Socket Mode connections were opened in all."""
-        deadline = time.monotonic() + timeout
-        while self.opened < count or not self.sockets:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{self.opened} Socket Mode connections opened, waiting for {count}")
-            await asyncio.sleep(0.02)
+        await self.until(
+            lambda: self.opened >= count and bool(self.sockets),
+            timeout,
+            lambda: f"{self.opened} Socket Mode connections opened, waiting for {count}",
+        )
 
     # ------------------------------------------------------------------ workspace
 
@@ -833,8 +804,7 @@ class FakeSlack:
                 call.ok = False
             return response
         finally:
-            self._called.set()
-            self._called = asyncio.Event()
+            self.call_done()
 
     async def _answer(
         self, request: web.Request, method: str, params: dict[str, Any], call: Call
@@ -843,8 +813,7 @@ class FakeSlack:
             await self._released.wait()
         if _gone(request):
             return web.Response(status=499)  # the client left while the call waited: never carried out
-        queue = self.failures.get(method)
-        failure = queue.popleft() if queue else None
+        failure = self.next_failure(method)
         if failure is not None and failure.kind == "drop":
             assert request.transport is not None
             request.transport.close()

@@ -23,11 +23,10 @@ answer status, time).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import copy
 import itertools
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,6 +34,8 @@ from typing import Any
 import aiohttp
 import orjson
 from aiohttp import web
+
+from callboard.testing.server import FakePlatform
 
 TOKEN = "123456:TEST-callboard-token_0123456789"
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
@@ -249,10 +250,11 @@ class Webhook:
     statuses: list[int] = field(default_factory=list)
 
 
-class FakeBotAPI:
+class FakeBotAPI(FakePlatform[Failure, Call]):
     """The server. ``await start()``, use ``base_url`` as the adapter's base_url, ``await close()``."""
 
     def __init__(self, token: str = TOKEN, *, username: str = "callboard_test_bot") -> None:
+        super().__init__()
         self.token = token
         self.me: dict[str, Any] = {
             "id": int(token.split(":", 1)[0]),
@@ -265,13 +267,10 @@ class FakeBotAPI:
             "can_connect_to_business": False,
             "has_main_web_app": False,
         }
-        self.calls: list[Call] = []
         self.answered_count: Counter[str] = Counter()  # 2xx answers by lower-case method
         self.pending: list[dict[str, Any]] = []
         self.served: Counter[int] = Counter()
         self.conflicts = 0
-        self.failures: dict[str, deque[Failure]] = {}
-        self.held: set[str] = set()
         self.waiting: Counter[str] = Counter()  # calls waiting on a hold, by lower-case method
         self.chats: dict[int, dict[str, Any]] = {}
         self.chat_info: dict[int, dict[str, Any]] = {}
@@ -291,11 +290,7 @@ class FakeBotAPI:
         self._file_ids = itertools.count(1)
         self._poll: tuple[asyncio.Future[None], web.Request] | None = None
         self._changed = asyncio.Event()
-        self._called = asyncio.Event()
-        self._released = asyncio.Event()
         self._deliverer: asyncio.Task[None] | None = None
-        self._runner: web.AppRunner | None = None
-        self.port = 0
         self._methods = {name.lower(): handler for name, handler in self._handlers().items()}
 
     # ------------------------------------------------------------------ lifecycle
@@ -304,11 +299,7 @@ class FakeBotAPI:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", "/bot{token}/{method}", self._api)
         app.router.add_get("/file/bot{token}/{path:.*}", self._download)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = int(self._runner.addresses[0][1])
+        await self.serve(app)
         return self
 
     async def close(self) -> None:
@@ -316,12 +307,16 @@ class FakeBotAPI:
         if self._deliverer is not None:
             self._deliverer.cancel()
             await asyncio.gather(self._deliverer, return_exceptions=True)
-        if self._runner is not None:
-            await self._runner.cleanup()
+        await self.stop_serving()
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/bot"
+
+    def adapter_yaml(self, token: str | None = None) -> str:
+        """The ``adapter:`` block (YAML) of a bot polling this fake (1 s long polls) with
+        ``token`` (by default the fake's); a test appends any other fields."""
+        return f'type: telegram\ntoken: "{token or self.token}"\nbase_url: {self.base_url}\npoll_timeout: 1\n'
 
     @property
     def base_file_url(self) -> str:
@@ -329,18 +324,8 @@ class FakeBotAPI:
 
     # ------------------------------------------------------------------ test controls
 
-    def fail(self, method: str, *failures: Failure) -> None:
-        """The next ``len(failures)`` calls of ``method`` get these answers."""
-        self.failures.setdefault(method.lower(), deque()).extend(failures)
-
-    def hold(self, *methods: str) -> None:
-        """Calls of these methods wait until ``release()``."""
-        self._released.clear()
-        self.held.update(m.lower() for m in methods)
-
-    def release(self) -> None:
-        self.held.clear()
-        self._released.set()
+    def call_key(self, name: str) -> str:
+        return name.lower()  # the Bot API's method names are case-insensitive
 
     def add_chat(
         self,
@@ -413,26 +398,11 @@ class FakeBotAPI:
     def answered(self, method: str) -> list[Call]:
         return [c for c in self.calls_of(method) if 200 <= c.status < 300]
 
-    async def wait_calls(self, method: str, count: int, timeout: float = 15.0) -> list[Call]:
-        """Wait until ``count`` calls of ``method`` were answered 2xx; returns them."""
-        deadline = time.monotonic() + timeout
-        while True:
-            calls = self.answered(method)
-            if len(calls) >= count:
-                return calls
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError(f"{len(calls)} {method} calls of {count}; last calls: {self.calls[-5:]}")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._called.wait(), remaining)
-
     async def wait_confirmed(self, timeout: float = 15.0) -> None:
         """Wait until every queued update was confirmed (or delivered to the webhook)."""
-        deadline = time.monotonic() + timeout
-        while self.pending:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{len(self.pending)} updates still unconfirmed")
-            await asyncio.sleep(0.02)
+        await self.until(
+            lambda: not self.pending, timeout, lambda: f"{len(self.pending)} updates still unconfirmed"
+        )
 
     # ------------------------------------------------------------------ the wire
 
@@ -448,8 +418,7 @@ class FakeBotAPI:
                 self.answered_count[method.lower()] += 1
             return response
         finally:
-            self._called.set()
-            self._called = asyncio.Event()
+            self.call_done()
 
     async def _answer(
         self, request: web.Request, method: str, params: dict[str, Any], files: dict[str, tuple[str, bytes]]
@@ -468,8 +437,7 @@ class FakeBotAPI:
         handler = self._methods.get(key)
         if handler is None:
             return _error(404, "Not Found")
-        queue = self.failures.get(key)
-        failure = queue.popleft() if queue else None
+        failure = self.next_failure(key)
         if failure is not None and failure.kind == "status":
             return _error(failure.status, failure.description, failure.retry_after)
         if failure is not None and failure.kind == "drop":

@@ -19,6 +19,8 @@ import aiohttp
 import orjson
 from aiohttp import web
 
+from callboard.testing.server import LocalServer
+
 
 def verify_signature(secret: str, body: bytes, header: str, tolerance: float = 300.0) -> bool:
     """The receiver-side check, as docs/webhook.md shows it."""
@@ -51,15 +53,14 @@ class Delivery:
     at: float = field(default_factory=time.time)
 
 
-class WebhookReceiver:
+class WebhookReceiver(LocalServer):
     def __init__(self, secret: str | None = None) -> None:
+        super().__init__()
         self.secret = secret
         self.answers: deque[Answer] = deque()
         self.default = Answer()
         self.deliveries: list[Delivery] = []
         self._arrived = asyncio.Condition()
-        self._runner: web.AppRunner | None = None
-        self.port = 0
 
     @property
     def url(self) -> str:
@@ -71,17 +72,11 @@ class WebhookReceiver:
     async def start(self) -> WebhookReceiver:
         app = web.Application()
         app.router.add_post("/hook", self._hook)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        await self.serve(app)
         return self
 
     async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        await self.stop_serving()
 
     async def _hook(self, request: web.Request) -> web.StreamResponse:
         raw = await request.read()

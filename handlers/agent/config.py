@@ -77,6 +77,11 @@ class ToolsConfig(_Strict):
     mcp: list[McpServerConfig] = Field(
         default_factory=list, description="MCP servers whose tools are offered (needs callboard[mcp])"
     )
+    skills: bool = Field(
+        default=False,
+        description="offer list_skills: the sandbox's skills with the first line of each SKILL.md "
+        "(needs the glob and read sandbox tools)",
+    )
     max_rounds: int = Field(default=16, ge=1, le=128, description="tool rounds per run")
     result_limit: int = Field(default=4000, ge=100, description="characters of a tool result the model sees")
 
@@ -125,9 +130,10 @@ class AgentConfig(_Strict):
         from callboard.handlers.agent.runners import RUNNERS
 
         runner = RUNNERS[self.runner]
-        if (self.tools.sandbox or self.tools.platform or self.tools.mcp) and not runner.supports_tools:
+        tools = self.tools
+        if (tools.sandbox or tools.platform or tools.mcp or tools.skills) and not runner.supports_tools:
             raise ValueError(
-                f"runner {self.runner!r} brings its own tools; remove tools.sandbox/platform/mcp"
+                f"runner {self.runner!r} brings its own tools; remove tools.sandbox/platform/mcp/skills"
             )
         if self.tools.mcp and importlib.util.find_spec("mcp") is None:
             raise ValueError("tools.mcp needs the MCP client: pip install 'callboard[mcp]'")

@@ -12,8 +12,7 @@ within ``deadline``; a final failure tells the user ``failure_message``
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from callboard.engine.clock import sleep
 from callboard.engine.supervision import Backoff
@@ -25,6 +24,9 @@ from callboard.handlers.agent.runners import RUNNERS
 from callboard.handlers.agent.stream import ReplyStream
 from callboard.handlers.agent.tools import Toolbox
 from callboard.handlers.context import HandlerContext, RunFailed
+
+if TYPE_CHECKING:
+    from callboard.handlers.agent.mcp import McpPool
 
 SUMMARY_PROMPT = (
     "Summarise the conversation below in at most 120 words for your own later reference: "
@@ -44,9 +46,13 @@ class AgentHandler:
         #: the fields this rule's templates use, and the burst's text (the user turn)
         self.fields = prompt.placeholders(config.prompt) | prompt.placeholders(config.event_prompt) | {"text"}
         self.runner: Runner = RUNNERS[config.runner](config.runner_config)
+        #: MCP client sessions kept across runs (created on first use: needs callboard[mcp])
+        self.mcp: McpPool | None = None
 
     async def close(self) -> None:
         await self.runner.close()
+        if self.mcp is not None:
+            await self.mcp.close()
 
     async def handle(self, ctx: HandlerContext) -> None:
         config = self.config
@@ -126,12 +132,13 @@ class AgentHandler:
         ctx.api.resume_after(int(run.get("calls") or 0))  # what the recorded rounds sent stays sent
         reply.resume(run.get("message_id"))
         toolbox = Toolbox(ctx, config.tools)
-        async with contextlib.AsyncExitStack() as servers:
-            if config.tools.mcp:
-                from callboard.handlers.agent.mcp import McpTools
+        if config.tools.mcp:
+            from callboard.handlers.agent.mcp import McpPool, McpTools
 
-                await servers.enter_async_context(McpTools(ctx, config.tools.mcp, toolbox))
-            return await self._tool_loop(ctx, memory, system, user_turn, reply, errors, toolbox, run)
+            if self.mcp is None:
+                self.mcp = McpPool()
+            await McpTools(ctx, config.tools.mcp, toolbox, self.mcp).add()
+        return await self._tool_loop(ctx, memory, system, user_turn, reply, errors, toolbox, run)
 
     async def _tool_loop(
         self,

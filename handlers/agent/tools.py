@@ -68,6 +68,14 @@ PLATFORM_TOOLS: dict[str, tuple[str, dict[str, Any], list[str]]] = {
 }
 GROUP_TOOLS = {"kick_member", "mute_member", "unmute_member", "get_group_member_list"}
 
+#: where the sandbox mounts skills (relative to the workspace)
+SKILLS = ".skills"
+SKILLS_DESCRIPTION = "list the skills (folders of instructions and scripts) in your sandbox"
+SKILLS_HOW = (
+    "read <folder>/SKILL.md for instructions; run its scripts with exec (cwd <folder>, or a path "
+    "in it): their Python packages are installed on first use"
+)
+
 ToolFn = Callable[[dict[str, Any]], Awaitable[Any]]
 
 
@@ -84,6 +92,9 @@ class Toolbox:
         for name in config.sandbox:
             if name in allowed:
                 self._add_sandbox(name)
+        if config.skills and {"glob", "read"} <= allowed:
+            self.specs.append(_spec("list_skills", SKILLS_DESCRIPTION, {"type": "object", "properties": {}}))
+            self.calls["list_skills"] = self._skills
         in_group = ctx.session.chat_type == "group"
         for platform_tool in config.platform:
             if (platform_tool not in GROUP_TOOLS or in_group) and ctx.api.supports(platform_tool):
@@ -108,6 +119,21 @@ class Toolbox:
             return result.model_dump(mode="json")
 
         self.calls[name] = run
+
+    async def _skills(self, arguments: dict[str, Any]) -> Any:
+        """Each skill's name, folder and the first line of its SKILL.md (read in the sandbox)."""
+        sandbox = self.ctx.sandbox
+        assert sandbox is not None
+        found = await sandbox.glob(GlobArgs(pattern=f"{SKILLS}/*/SKILL.md", limit=200))
+        skills = []
+        for path in found.paths:
+            name = path.split("/")[1]
+            text = (await sandbox.read(ReadArgs(path=path, limit=30))).content
+            lines = [line.strip() for line in text.splitlines() if line.strip()]
+            prose = [line for line in lines if not line.startswith("#")]
+            description = (prose or [line.lstrip("# ") for line in lines] or [""])[0][:300]
+            skills.append({"name": name, "folder": f"{SKILLS}/{name}", "description": description})
+        return {"skills": skills, "how": SKILLS_HOW}
 
     def add_tool(self, name: str, description: str, parameters: dict[str, Any], call: ToolFn) -> None:
         """Offer one more tool (an MCP server's): its result is limited like the others'."""

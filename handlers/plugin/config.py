@@ -19,6 +19,7 @@ the ``plugins:`` list (what to load, with each plugin's config values) and
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any, Literal
 
@@ -67,6 +68,16 @@ class PluginSpec(_Strict):
     )
     memory_limit: int | None = Field(
         default=None, description="address-space limit of the runner (e.g. 512MiB); default plugin_runtime's"
+    )
+    isolation: Literal["process", "container"] = Field(
+        default="process",
+        description="process: the runner is a process of the engine's machine; container: it runs in a "
+        "sandbox container (the fleet's sandbox block), reaching the engine only through its socket",
+    )
+    sandbox_profile: str = Field(
+        default="default",
+        description="with isolation: container, the sandbox profile whose limits and image the "
+        "runner's container gets",
     )
     _manifest: PluginManifest | None = PrivateAttr(default=None)
     _root: Path | None = PrivateAttr(default=None)
@@ -164,14 +175,35 @@ class PluginRuntimeConfig(_Strict):
         return self
 
 
-def check_plugins(plugins: list[PluginSpec], filters: list[tuple[str, list[str]]]) -> None:
-    """Plugin names are unique and every ``plugin_filter`` names a configured plugin;
-    ``filters`` is (where, names) per plugin rule."""
+def check_plugins(
+    plugins: list[PluginSpec],
+    filters: list[tuple[str, list[str]]],
+    sandbox_profiles: Collection[str] | None = None,
+) -> None:
+    """Plugin names are unique, every ``plugin_filter`` names a configured plugin, and
+    container runners have a sandbox to run in; ``filters`` is (where, names) per
+    plugin rule, ``sandbox_profiles`` the fleet's profiles (None: sandboxes are off)."""
     seen: set[str] = set()
-    for spec in plugins:
+    runners: dict[str, tuple[str, str]] = {}
+    for index, spec in enumerate(plugins):
         if spec.name in seen:
             raise ValueError(f"plugin {spec.name!r} is listed twice")
         seen.add(spec.name)
+        where = f"plugins[{index}] ({spec.name})"
+        if spec.isolation == "container" and spec.enabled:
+            if sandbox_profiles is None:
+                raise ValueError(
+                    f"{where}: isolation: container needs the fleet's sandbox block, enabled "
+                    "(the runner's container is made like a sandbox session's)"
+                )
+            if spec.sandbox_profile not in sandbox_profiles:
+                raise ValueError(f"{where}: sandbox_profile is not one of the sandbox.profiles")
+        kind = (spec.isolation, spec.sandbox_profile if spec.isolation == "container" else "")
+        if runners.setdefault(spec.runner_name, kind) != kind:
+            raise ValueError(
+                f"{where}: plugins sharing runner {spec.runner_name!r} must have the same "
+                "isolation and sandbox_profile"
+            )
     for where, names in filters:
         unknown = sorted(set(names) - seen)
         if unknown:

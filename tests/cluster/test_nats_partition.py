@@ -16,7 +16,7 @@ import psycopg
 import pytest
 
 from callboard.bench.harness import free_port, wait_ready
-from callboard.testing.cluster import Node, balanced, write_config
+from callboard.testing.cluster import Node, TcpProxy, balanced, write_config
 from callboard.testing.nats_server import NatsServer
 from callboard.testing.postgres import PostgresServer
 from tests.support import WEB, ChatClient
@@ -27,49 +27,12 @@ PARTITIONS = 8
 CHATS = [f"c{i}" for i in range(6)]
 
 
-class Proxy:
-    """TCP between a node and NATS that the test can cut (closes every connection and
-    refuses new ones, as a network partition does)."""
-
-    def __init__(self, target_port: int) -> None:
-        self.target_port = target_port
-        self.port = free_port()
-        self.writers: list[asyncio.StreamWriter] = []
-        self.server: asyncio.Server | None = None
-
-    async def start(self) -> None:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
-        self.writers += [writer, up_writer]
-
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            try:
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-            except (ConnectionError, OSError):
-                pass
-            finally:
-                dst.close()
-
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
-
-    async def cut(self) -> None:
-        assert self.server is not None
-        self.server.close()
-        for writer in self.writers:
-            writer.close()
-        self.writers.clear()
-
-
 async def test_a_node_cut_off_from_nats_fences_itself_before_takeover(
     tmp_path: Path, postgres: PostgresServer, nats_server: NatsServer
 ) -> None:
     url = postgres.create_database("partition")
     (tmp_path / "var").mkdir()
-    proxy = Proxy(nats_server.port)
+    proxy = TcpProxy(nats_server.port)
     await proxy.start()
     nodes = []
     for i in range(3):

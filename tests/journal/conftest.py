@@ -1,7 +1,8 @@
-"""The journal suite runs on both backends: ``make_journal`` builds a SQLite
-journal in the test's directory, or a PostgreSQL one on a fresh database of a
+"""The journal suite runs on every backend: ``make_journal`` builds a SQLite
+journal in the test's directory, a PostgreSQL one on a fresh database of a
 server this session starts (Debian's ``postgresql``, initdb into a temp dir,
-127.0.0.1 only, unprivileged user), stopped at the end."""
+127.0.0.1 only, unprivileged user), stopped at the end, or a journal sharded
+over two fresh databases of that server."""
 
 from __future__ import annotations
 
@@ -33,14 +34,19 @@ def postgres() -> Iterator[PostgresServer]:
         server.stop()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+#: shards of the "sharded" backend
+SHARDS = 2
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "sharded"])
 def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
 @pytest.fixture
 def journal_target(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Callable[[str], str]:
-    """Where journal ``name`` lives: a file path, or a database URL (the same for the same name)."""
+    """Where journal ``name`` lives: a file path, a database URL, or the shards' URLs
+    separated by spaces (the same for the same name)."""
     urls: dict[str, str] = {}
 
     def target(name: str) -> str:
@@ -48,7 +54,8 @@ def journal_target(backend: str, tmp_path: Path, request: pytest.FixtureRequest)
             return str(tmp_path / f"{name}.sqlite3")
         if name not in urls:
             server: PostgresServer = request.getfixturevalue("postgres")
-            urls[name] = server.create_database()
+            shards = SHARDS if backend == "sharded" else 1
+            urls[name] = " ".join(server.create_database() for _ in range(shards))
         return urls[name]
 
     return target
@@ -58,10 +65,15 @@ def journal_target(backend: str, tmp_path: Path, request: pytest.FixtureRequest)
 def make_journal(journal_target: Callable[[str], str], tmp_path: Path) -> MakeJournal:
     def make(name: str = "j", **kwargs: Any) -> JournalStore:
         where = journal_target(name)
+        path = str(tmp_path / f"{name}.sqlite3")
+        if " " in where:
+            from callboard.engine.journal_sharded import ShardedJournal
+
+            return ShardedJournal(where.split(), path=path, **kwargs)
         if where.startswith("postgresql://"):
             from callboard.engine.journal_pg import PgJournal
 
-            return PgJournal(where, path=str(tmp_path / f"{name}.sqlite3"), **kwargs)
+            return PgJournal(where, path=path, **kwargs)
         return Journal(where, **kwargs)
 
     return make

@@ -1,6 +1,7 @@
-"""The durable journal on real SQLite and real PostgreSQL (every test runs on
-both, see conftest.py): dedup, group commit, replay, receipts, state, stored
-output, retention, and survival of kill -9."""
+"""The durable journal on real SQLite, real PostgreSQL and PostgreSQL sharded
+over two databases (every test runs on each, see conftest.py): dedup, group
+commit, replay, receipts, state, stored output, retention, and survival of
+kill -9."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from callboard.engine.clock import ManualClock
 from callboard.engine.entities import MessageChain, User
 from callboard.engine.events import MessageReceived, SessionKey
 from callboard.engine.journal import Journal, JournalClosed, JournalUnusable
+from callboard.engine.journal_sharded import ShardedJournal
 from callboard.engine.journal_store import JournalStore
 from tests.journal.conftest import MakeJournal
 
@@ -182,17 +184,23 @@ WRITER = """
 import asyncio, sys
 from callboard.engine.journal import Journal
 from callboard.engine.journal_pg import PgJournal
+from callboard.engine.journal_sharded import ShardedJournal
 from callboard.engine.entities import MessageChain, User
 from callboard.engine.events import MessageReceived
 from callboard.engine.loop import run
 
 async def main():
     where = sys.argv[1]
-    journal = PgJournal(where, path="unused") if where.startswith("postgresql://") else Journal(where)
+    if " " in where:
+        journal = ShardedJournal(where.split(), path="unused")
+    elif where.startswith("postgresql://"):
+        journal = PgJournal(where, path="unused")
+    else:
+        journal = Journal(where)
     await journal.open()
     n = 0
     while True:
-        event = MessageReceived(bot_id="b", adapter="web", chat_type="private", chat_id="c",
+        event = MessageReceived(bot_id="b", adapter="web", chat_type="private", chat_id=f"c{n % 10}",
             message_id=str(n), message_chain=MessageChain.of(str(n)), sender=User(id="u"), dedup_key=str(n))
         seq = await journal.append(event, event.session_key())
         print(f"acked {n} {seq}", flush=True)
@@ -235,7 +243,8 @@ async def test_acknowledged_appends_survive_kill_9(
 async def test_prune_works_in_chunks(make_journal: MakeJournal, monkeypatch: pytest.MonkeyPatch) -> None:
     clock = ManualClock()
     journal = make_journal("p", retention_seconds=0.0, dedup_window_seconds=0.0, clock=clock)
-    monkeypatch.setattr(type(journal), "PRUNE_CHUNK", 7)
+    chunked = journal.shards[0] if isinstance(journal, ShardedJournal) else journal
+    monkeypatch.setattr(type(chunked), "PRUNE_CHUNK", 7)
     await journal.open()
     try:
         seqs = [await journal.append(message(i), message(i).session_key()) for i in range(50)]
@@ -244,7 +253,7 @@ async def test_prune_works_in_chunks(make_journal: MakeJournal, monkeypatch: pyt
         await clock.advance(0.01)
         counts = await journal.prune()
         assert counts["events"] == 50 and counts["dedup"] == 50 and counts["run_members"] == 50
-        assert await journal.query("SELECT COUNT(*) FROM events") == [(0,)]
+        assert all(n == 0 for (n,) in await journal.query("SELECT COUNT(*) FROM events"))  # every shard
     finally:
         await journal.close()
 
@@ -268,7 +277,7 @@ async def test_two_journals_on_one_database_store_a_retried_event_once(
 ) -> None:
     """Two cluster nodes share the PostgreSQL journal: a platform retry that reaches
     the other node is a duplicate there too."""
-    if backend != "postgresql":
+    if backend == "sqlite":
         pytest.skip("one SQLite file is never shared by two engines")
     a, b = make_journal("shared"), make_journal("shared")
     await a.open()

@@ -1,7 +1,7 @@
 """The SQLite journal's append-only layout: no secondary indexes on the hot tables,
 dedup and pending lookups kept in memory (rebuilt on open, undone when a batch
-rolls back), the earlier layout migrated on open, and staged outbox writes that
-resolve at commit while their ``durable`` future waits for the fsync."""
+rolls back), the earlier layout migrated on open, and stored output that is
+read and pushed only once its fsync has returned."""
 
 from __future__ import annotations
 
@@ -42,6 +42,11 @@ CREATE TABLE outbox (
 ) WITHOUT ROWID;
 CREATE INDEX outbox_at ON outbox(at);
 CREATE UNIQUE INDEX outbox_by_key ON outbox(bot, ikey);
+CREATE TABLE receipts (
+    key TEXT PRIMARY KEY, bot TEXT NOT NULL, run_id INTEGER NOT NULL, chat TEXT NOT NULL, message_id TEXT,
+    status TEXT NOT NULL, error TEXT, at REAL NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX receipts_at ON receipts(at);
 """
 
 
@@ -51,7 +56,7 @@ async def test_hot_tables_have_no_secondary_indexes(tmp_path: Path) -> None:
     try:
         rows = await journal.query(
             "SELECT name FROM sqlite_master WHERE type='index' "
-            "AND tbl_name IN ('event_log', 'done_marks', 'dedup')"
+            "AND tbl_name IN ('event_log', 'done_marks', 'dedup', 'receipts')"
         )
         assert rows == []
     finally:
@@ -104,6 +109,53 @@ async def test_outbox_keys_are_kept_while_an_older_event_is_pending(tmp_path: Pa
         await clock.advance(100.0)
         await journal.prune()  # nothing pending any more: keys past the margin are forgotten
         assert ("b", "run-1") not in journal._writer.outbox_keys
+    finally:
+        await journal.close()
+
+
+async def test_receipts_are_found_from_memory_one_row_per_key(tmp_path: Path) -> None:
+    clock = ManualClock()
+    path = str(tmp_path / "j.sqlite3")
+
+    def make() -> Journal:
+        return Journal(path, clock=clock, dedup_window_seconds=10.0, retention_seconds=1000.0)
+
+    journal = make()
+    await journal.open()
+    journal.store_receipt("b:5:0:1", "b", 5, "private:c", "m1")
+    journal.store_receipt("b:6:0:1", "b", 6, "private:c", None, status="failed", error="timeout")
+    journal.store_receipt("failed:b:6:0", "b", 6, "private:c", None, status="failed", error="x")
+    await journal.flush()
+    journal.store_receipt("b:6:0:1", "b", 6, "private:c", "m2")  # a retry sent it after all
+    await journal.flush()
+    assert await journal.query("SELECT key, status FROM receipts ORDER BY id") == [
+        ("b:5:0:1", "sent"),
+        ("b:6:0:1", "sent"),  # updated in its row, not a second row
+        ("failed:b:6:0", "failed"),
+    ]
+    await journal.close()
+
+    journal = make()
+    await journal.open()  # rebuilt from the table
+    try:
+        found = await journal.receipt("b:6:0:1")
+        assert found is not None and (found.status, found.message_id) == ("sent", "m2")
+        assert await journal.receipt("b:7:0:1") is None
+        await clock.advance(100.0)  # nothing pending: no replay can ask for the plain sends any more
+        await journal.prune()
+        assert await journal.receipt("b:5:0:1") is None
+        # a failed run's receipts stay findable (an admin retry skips what it already sent)
+        assert (await journal.receipt("b:6:0:1")) == found
+        assert (await journal.receipt("failed:b:6:0")) is not None
+    finally:
+        await journal.close()
+    journal = make()
+    await journal.open()
+    try:
+        assert (await journal.receipt("b:6:0:1")) == found
+        await clock.advance(1000.0)  # past retention: the rows and their keys go
+        assert (await journal.prune())["receipts"] == 3
+        assert await journal.receipt("b:6:0:1") is None
     finally:
         await journal.close()
 
@@ -178,6 +230,9 @@ async def test_old_layout_is_migrated_on_open(tmp_path: Path) -> None:
         "INSERT INTO outbox(bot, chat, seq, payload, at, ikey) VALUES ('b', 'c', ?, ?, ?, ?)",
         [(1, b'{"text": "a", "seq": 1}', now, "r1"), (2, b'{"text": "b", "seq": 2}', now, None)],
     )
+    conn.execute(
+        "INSERT INTO receipts VALUES ('b:2:0:1', 'b', 2, 'private:c1', 'm1', 'sent', NULL, ?)", (now,)
+    )
     conn.commit()
     conn.close()
 
@@ -192,9 +247,11 @@ async def test_old_layout_is_migrated_on_open(tmp_path: Path) -> None:
         assert await journal.append(message(3), message(3).session_key()) == 3
         indexes = await journal.query(
             "SELECT name FROM sqlite_master WHERE type='index' "
-            "AND tbl_name IN ('event_log', 'done_marks', 'dedup', 'outbox')"
+            "AND tbl_name IN ('event_log', 'done_marks', 'dedup', 'outbox', 'receipts')"
         )
         assert indexes == [("outbox_by_chat",)]
+        receipt = await journal.receipt("b:2:0:1")  # a pending event's run asks for its send
+        assert receipt is not None and (receipt.run_id, receipt.message_id) == (2, "m1")
         assert await journal.append_outbox("b", "c", {"text": "a"}, "r1") == (
             1,
             {"text": "a", "seq": 1},
@@ -221,43 +278,27 @@ def fsync_gate(monkeypatch: pytest.MonkeyPatch) -> Iterator[threading.Event]:
     gate.set()
 
 
-async def test_staged_outbox_resolves_at_commit_and_is_durable_after_the_fsync(
+async def test_stored_output_is_readable_and_pushed_only_once_durable(
     tmp_path: Path, fsync_gate: threading.Event
 ) -> None:
     journal = Journal(str(tmp_path / "j.sqlite3"))
     await journal.open()
     try:
-        first = await asyncio.wait_for(journal.append_outbox_staged("b", "c", {"text": "one"}, "r1"), 5)
-        second = await asyncio.wait_for(journal.append_outbox_staged("b", "c", {"text": "two"}, "r2"), 5)
-        assert (first.seq, second.seq) == (1, 2) and first.created
-        assert not first.durable.done() and not second.durable.done()  # the fsync has not returned
+        first = journal.append_outbox("b", "c", {"text": "one"}, "r1")
+        second = journal.append_outbox("b", "c", {"text": "two"}, "r2")
         order: list[int] = []
-        first.durable.add_done_callback(lambda _: order.append(1))
-        second.durable.add_done_callback(lambda _: order.append(2))
+        first.add_done_callback(lambda _: order.append(1))
+        second.add_done_callback(lambda _: order.append(2))
         reading = asyncio.ensure_future(journal.read_outbox("b", "c"))
         await asyncio.sleep(0.05)
+        assert not first.done() and not second.done()  # committed, the fsync has not returned
         assert not reading.done()  # a subscriber never reads a frame before it is durable
         fsync_gate.set()
-        await asyncio.wait_for(second.durable, 10)
+        assert (await asyncio.wait_for(second, 10))[0] == 2
         await asyncio.sleep(0)
-        assert order == [1, 2]
+        assert order == [1, 2]  # pushes keep the commit order
         assert [seq for seq, _ in await asyncio.wait_for(reading, 10)] == [1, 2]
-        again = await journal.append_outbox_staged("b", "c", {"text": "one"}, "r1")
-        assert (again.seq, again.created) == (1, False)
+        assert (await journal.append_outbox("b", "c", {"text": "one"}, "r1"))[::2] == (1, False)
     finally:
         fsync_gate.set()
-        await journal.close()
-
-
-async def test_a_cancelled_staged_writer_does_not_stop_the_batch(tmp_path: Path) -> None:
-    journal = Journal(str(tmp_path / "j.sqlite3"))
-    await journal.open()
-    try:
-        cancelled = journal.append_outbox_staged("b", "c", {"text": "one"}, "r1")
-        other = journal.append_outbox_staged("b", "c", {"text": "two"}, "r2")
-        cancelled.cancel()  # e.g. the handler's deadline passed while it waited
-        staged = await asyncio.wait_for(other, 5)
-        await asyncio.wait_for(staged.durable, 10)
-        assert staged.seq == 2
-    finally:
         await journal.close()

@@ -7,7 +7,8 @@ makes every write fail with SQLITE_READONLY, as a read-only remount does, and
 runs without root (tests/reliability/test_full_disk.py fills a real tmpfs).
 On PostgreSQL the database is made read-only and the journal's sessions are
 cut (what a failover to a read-only standby looks like): the pool reconnects
-and every write fails with SQLSTATE 25006 until it is healed."""
+and every write fails with SQLSTATE 25006 until it is healed. A sharded
+journal has every shard broken (each probes on its own)."""
 
 from __future__ import annotations
 
@@ -29,11 +30,13 @@ pytestmark = pytest.mark.timeout(60)
 class Storage:
     """Breaks and heals the storage under one journal, as its backend allows."""
 
-    def __init__(self, journal: JournalStore, url: str | None) -> None:
+    def __init__(self, journal: JournalStore, urls: list[str]) -> None:
         self.journal = journal
-        self.url = url
+        self.urls = urls
         #: what the storage problem says
-        self.word = "readonly" if url is None else "read-only"
+        self.word = "readonly" if not urls else "read-only"
+        #: probes that run while it is broken (one per database)
+        self.probes = max(1, len(urls))
 
     def _conn(self) -> sqlite3.Connection:
         assert isinstance(self.journal, Journal)
@@ -42,22 +45,24 @@ class Storage:
         return conn
 
     def _pg(self, value: str) -> None:
-        """The database read-only (or not) for new sessions, and the journal's
+        """The databases read-only (or not) for new sessions, and the journal's
         sessions cut, as a failover to a read-only standby does."""
-        assert self.url is not None
-        name = self.url.rsplit("/", 1)[1]
-        with psycopg.connect(self.url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as conn:
-            conn.execute(f'ALTER DATABASE "{name}" SET default_transaction_read_only = {value}'.encode())
-            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
+        for url in self.urls:
+            name = url.rsplit("/", 1)[1]
+            with psycopg.connect(url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as conn:
+                conn.execute(f'ALTER DATABASE "{name}" SET default_transaction_read_only = {value}'.encode())
+                conn.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
+                )
 
     def fail(self) -> None:
-        if self.url is None:
+        if not self.urls:
             self._conn().execute("PRAGMA query_only=1")
         else:
             self._pg("on")
 
     def heal(self) -> None:
-        if self.url is None:
+        if not self.urls:
             self._conn().execute("PRAGMA query_only=0")
         else:
             self._pg("off")
@@ -78,7 +83,7 @@ async def journal(
     j = make_journal(clock=clock)
     await j.open()
     target = journal_target("j")
-    yield j, clock, Storage(j, target if target.startswith("postgresql://") else None)
+    yield j, clock, Storage(j, target.split() if target.startswith("postgresql://") else [])
     await j.close()
 
 
@@ -109,16 +114,17 @@ async def test_failing_storage_refuses_holds_and_recovers(
 
     # the probe backs off on the engine clock while the storage stays full
     due = clock.pending()
-    assert len(due) == 1
-    await clock.advance(due[0] - clock.now())
+    assert len(due) == storage.probes
+    await clock.advance(max(due) - clock.now())
     await storage.settled()
     assert j.storage_problem is not None
     later = clock.pending()
-    assert len(later) == 1 and later[0] - clock.now() > due[0] * 0.9  # the next wait is not shorter
+    assert len(later) == storage.probes
+    assert min(later) - clock.now() > max(due) * 0.9  # the next wait is not shorter
 
     # the storage heals: the next probe writes the held marks and new work is accepted
     storage.heal()
-    await clock.advance(later[0] - clock.now())
+    await clock.advance(max(later) - clock.now())
     await storage.settled()
     assert j.storage_problem is None
     await j.wait_writable()

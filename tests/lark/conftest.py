@@ -11,23 +11,14 @@ from pathlib import Path
 import pytest
 
 from callboard.actors.config import FleetConfig
-from callboard.actors.config_file import parse_fleet
-from callboard.app import Running, start
-from callboard.engine.events import Event, decode_event
+from callboard.app import Running
+from callboard.engine.events import Event
 from callboard.testing.fake_lark import APP_ID, APP_SECRET, ENCRYPT_KEY, VERIFICATION_TOKEN, FakeLark
+from tests import support
+from tests.support import PIPELINE_ECHO as ECHO
+from tests.support import RATE_LIMITS_OFF as UNLIMITED
 
 BOT = "lk"
-
-ECHO = """
-- event_type: message.received
-  handler_type: pipeline
-  handler_config: {stages: [{type: command}, {type: echo}]}
-"""
-
-#: Lark's limits off, so tests that are not about throttling run at full speed
-UNLIMITED = (
-    "rate_limits: {per_bot_per_second: 0, per_private_chat_per_second: 0, per_group_chat_per_minute: 0}"
-)
 
 
 def lark_fleet(
@@ -47,7 +38,7 @@ def lark_fleet(
         if mode == "webhook"
         else ""
     )
-    adapter_lines = textwrap.indent(
+    adapter_block = (
         textwrap.dedent(
             f"""\
             type: lark
@@ -61,29 +52,22 @@ def lark_fleet(
         + webhook
         + UNLIMITED
         + "\n"
-        + textwrap.dedent(adapter).strip()
-        + "\n",
-        " " * 6,
+        + textwrap.dedent(adapter)
     )
-    text = (
-        f"name: test\nengine:\n  journal: {tmp_path / 'journal.sqlite3'}\n"
-        f"  admin: {{host: 127.0.0.1, port: {port}}}\n  shutdown_timeout: 10s\n"
-        f"bots:\n  - id: {BOT}\n    adapter:\n{adapter_lines}"
-        f"    session:\n      debounce: {{window: {window}, max_wait: 10s}}\n"
-        "    handlers:"
-        + ("\n" + textwrap.indent(textwrap.dedent(handlers).strip(), "      ") if handlers else " []")
-        + "\n"
+    return support.platform_fleet(
+        tmp_path,
+        bot=BOT,
+        adapter=adapter_block,
+        handlers=handlers,
+        port=port,
+        window=window,
+        name="lark-test.yaml",
     )
-    return parse_fleet(text, "lark-test.yaml")
 
 
-@contextlib.asynccontextmanager
-async def running(config: FleetConfig) -> AsyncIterator[Running]:
-    fleet = await start(config)
-    try:
-        yield fleet
-    finally:
-        await fleet.stop()
+def running(config: FleetConfig) -> contextlib.AbstractAsyncContextManager[Running]:
+    """The fleet on the port its file names (a webhook URL needs it up front)."""
+    return support.running_fleet(config, port=None)
 
 
 @pytest.fixture
@@ -105,8 +89,7 @@ async def lark_encrypted() -> AsyncIterator[FakeLark]:
 
 
 async def stored_events(fleet: Running) -> list[Event]:
-    rows = await fleet.journal.query("SELECT payload FROM events WHERE bot=? ORDER BY seq", (BOT,))
-    return [decode_event(payload) for (payload,) in rows]
+    return await support.stored_events(fleet, BOT)
 
 
 ANN = "ou_ann"

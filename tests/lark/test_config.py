@@ -70,3 +70,38 @@ def test_the_example_fleet_loads(monkeypatch: pytest.MonkeyPatch) -> None:
     assert (
         isinstance(adapter, LarkAdapterConfig) and adapter.app_id == "cli_example" and adapter.stream_replies
     )
+
+
+def test_ws_mode_refused_for_an_sdk_outside_the_tested_range(monkeypatch: pytest.MonkeyPatch) -> None:
+    """longconn drives private parts of lark-oapi's ws client: another release is refused when
+    the file is read, with what to install; webhook mode does not care."""
+    from callboard.adapters.lark import sdk
+
+    monkeypatch.setattr(sdk.metadata, "version", lambda _name: "1.9.2")
+    with pytest.raises(ConfigError) as caught:
+        parse_fleet(config("      type: lark\n      app_id: cli_1\n      app_secret: s3cret\n"), "f.yaml")
+    text = str(caught.value)
+    assert "f.yaml" in text and "lark-oapi 1.9.2 is installed" in text and "lark-oapi>=1.4,<1.8" in text
+    assert "s3cret" not in text
+    webhook = "      type: lark\n      app_id: cli_1\n      app_secret: s\n      mode: webhook\n"
+    parse_fleet(config(webhook + "      verification_token: v\n"), "f.yaml")
+
+
+def test_sdk_versions_and_driven_internals() -> None:
+    import lark_oapi.ws.client as ws_client
+
+    from callboard.adapters.lark.sdk import missing_internals, sdk_version_problem
+
+    assert sdk_version_problem() is None  # the installed one is in range
+    assert sdk_version_problem("1.7.5") is None and sdk_version_problem("1.4.0") is None
+    assert sdk_version_problem("1.8.0") is not None and sdk_version_problem("1.3.6") is not None
+    assert sdk_version_problem("2.0.0rc1") is not None
+    assert missing_internals(ws_client.Client) == []  # the installed SDK has all we drive
+    assert missing_internals(object) == [
+        "_connect",
+        "_disconnect",
+        "_ping_loop",
+        "_handle_message",
+        "_combine",
+        "_write_message",
+    ]

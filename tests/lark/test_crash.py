@@ -8,56 +8,18 @@ from __future__ import annotations
 import asyncio
 import collections
 import signal
-import sqlite3
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-import orjson
 import pytest
 
 from callboard.bench.harness import free_port, wait_ready
-from callboard.testing.fake_lark import APP_ID, APP_SECRET, ENCRYPT_KEY, VERIFICATION_TOKEN, FakeLark
+from callboard.testing.fake_lark import ENCRYPT_KEY, FakeLark
+from tests.support import assert_stored_once, crash_fleet, engine_process
 
 pytestmark = pytest.mark.timeout(180)
-ROOT = Path(__file__).resolve().parents[2]
-
-FLEET = """
-name: crash
-engine:
-  journal: {journal}
-  admin: {{host: 127.0.0.1, port: {port}}}
-bots:
-  - id: lk
-    adapter:
-      type: lark
-      app_id: {app_id}
-      app_secret: "{app_secret}"
-      domain: {domain}
-      mode: {mode}
-      verification_token: "{token}"
-      encrypt_key: "{key}"
-      rate_limits: {{per_bot_per_second: 0, per_private_chat_per_second: 0, per_group_chat_per_minute: 0}}
-    session:
-      debounce: {{window: 0}}
-    handlers:
-      - event_type: message.received
-        handler_type: pipeline
-        handler_config: {{stages: [{{type: echo}}]}}
-"""
 
 TOTAL = 300
-
-
-def _engine(config: Path) -> subprocess.Popen[bytes]:
-    log = (config.parent / "engine.log").open("ab")
-    return subprocess.Popen(
-        [sys.executable, "-m", "callboard.cli", "--log-level", "INFO", "run", str(config)],
-        cwd=ROOT,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
 
 
 @pytest.mark.parametrize("mode", ["ws", "webhook"])
@@ -67,18 +29,7 @@ async def test_kill_9_mid_stream_answers_every_event_exactly_once(tmp_path: Path
     base = f"http://127.0.0.1:{port}"
     journal = tmp_path / "journal.sqlite3"
     config = tmp_path / "fleet.yaml"
-    config.write_text(
-        FLEET.format(
-            journal=journal,
-            port=port,
-            app_id=APP_ID,
-            app_secret=APP_SECRET,
-            domain=lark.base_url,
-            mode=mode,
-            token=VERIFICATION_TOKEN,
-            key=ENCRYPT_KEY,
-        )
-    )
+    config.write_text(crash_fleet(journal, port, "lk", lark.adapter_yaml(mode)))
     if mode == "webhook":
         lark.webhook_url = f"{base}/lark/lk/events"
         lark.webhook_retry = 0.05
@@ -95,7 +46,7 @@ async def test_kill_9_mid_stream_answers_every_event_exactly_once(tmp_path: Path
             event_ids.append(lark.push(lark.message_event(chats[i % 10], people[i % 10], text)))
             await asyncio.sleep(0.004)
 
-    engine = _engine(config)
+    engine = engine_process(config, tmp_path / "engine.log")
     feeding = asyncio.ensure_future(pusher())
     try:
         await wait_ready(f"{base}/readyz", engine)
@@ -123,7 +74,7 @@ async def test_kill_9_mid_stream_answers_every_event_exactly_once(tmp_path: Path
         if engine.poll() is None:
             engine.kill()
 
-    engine = _engine(config)
+    engine = engine_process(config, tmp_path / "engine.log")
     try:
         await wait_ready(f"{base}/readyz", engine)
         await feeding
@@ -153,8 +104,4 @@ async def test_kill_9_mid_stream_answers_every_event_exactly_once(tmp_path: Path
     assert not not_once, f"answered 200 other than once: {not_once}"
     assert all(lark.served(e) >= 2 for e in unanswered_at_kill)  # really delivered again
     assert lark.overlaps == 0, "a new connection opened while an old one was still open"
-    with sqlite3.connect(journal) as db:
-        rows = db.execute("SELECT payload, done_at FROM events WHERE bot='lk'").fetchall()
-    stored = collections.Counter(orjson.loads(payload)["dedup_key"] for payload, _ in rows)
-    assert len(stored) == len(texts) and set(stored.values()) == {1}
-    assert all(done is not None for _, done in rows)
+    assert_stored_once(journal, "lk", lambda event: event["dedup_key"], len(texts))

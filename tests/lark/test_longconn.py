@@ -14,8 +14,7 @@ from callboard.app import Running
 from callboard.engine.events import MessageReceived
 from callboard.testing.fake_lark import APP_SECRET, Failure, FakeLark
 from tests.lark.conftest import ANN, BOT, lark_fleet, running, stored_events
-from tests.support import eventually
-from tests.telegram.conftest import stall_appends
+from tests.support import eventually, stall_appends
 
 pytestmark = pytest.mark.timeout(60)
 

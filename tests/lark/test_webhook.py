@@ -16,8 +16,7 @@ from callboard.engine.events import FeedbackReceived, MessageReceived
 from callboard.testing.fake_lark import ENCRYPT_KEY, VERIFICATION_TOKEN, FakeLark
 from callboard.testing.fake_lark import encrypt as platform_encrypt
 from tests.lark.conftest import ANN, BOT, lark_fleet, running, stored_events
-from tests.support import eventually
-from tests.telegram.conftest import stall_appends
+from tests.support import eventually, stall_appends
 
 pytestmark = pytest.mark.timeout(60)
 

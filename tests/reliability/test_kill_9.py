@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import json
 import signal
 import subprocess
 import sys
@@ -50,13 +51,14 @@ async def test_kill_9_mid_burst_loses_nothing_and_duplicates_nothing(tmp_path: P
     await kill_9_mid_burst(tmp_path, window, str(tmp_path / "j.sqlite3"))
 
 
-async def kill_9_mid_burst(tmp_path: Path, window: str, journal: str) -> None:
-    """The scenario on any journal (a SQLite path or a postgresql:// URL)."""
+async def kill_9_mid_burst(tmp_path: Path, window: str, journal: str | list[str]) -> None:
+    """The scenario on any journal (a SQLite path, a postgresql:// URL or a list of them: shards)."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     config = tmp_path / "fleet.yaml"
-    if journal.startswith("postgresql://"):  # secrets and the admin token stay in the test's folder
-        journal = f"{{url: '{journal}', path: {tmp_path / 'state.sqlite3'}}}"
+    if isinstance(journal, list) or journal.startswith("postgresql://"):
+        # secrets and the admin token stay in the test's folder
+        journal = f"{{url: {json.dumps(journal)}, path: {tmp_path / 'state.sqlite3'}}}"
     config.write_text(FLEET.format(journal=journal, port=port, window=window, limits=UNLIMITED))
     chats = [f"c{i}" for i in range(20)]
 
@@ -67,7 +69,9 @@ async def kill_9_mid_burst(tmp_path: Path, window: str, journal: str) -> None:
         sent: dict[str, str] = {}  # client_msg_id -> text
         pause = 0.3 if window != "0" else 0.02  # long enough for bursts to close between rounds
         i = 0
+        loading = time.monotonic() + 90
         while len(client.of("ack")) < 600:
+            assert time.monotonic() < loading, f"{len(client.of('ack'))} acks in 90 s: the engine stalled"
             for _ in range(3):  # a round: three messages to every chat
                 for chat in chats:
                     text = f"m{i}"

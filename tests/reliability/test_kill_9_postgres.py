@@ -1,6 +1,7 @@
-"""kill -9 mid-burst with the PostgreSQL journal: after a restart every
-acknowledged message gets its reply, and none gets two (the scenario of
-test_kill_9.py, on a PostgreSQL server this test starts and stops)."""
+"""kill -9 mid-burst with the PostgreSQL journal, one database or sharded over
+two: after a restart every acknowledged message gets its reply, and none gets
+two (the scenario of test_kill_9.py, on a PostgreSQL server this test starts
+and stops)."""
 
 from __future__ import annotations
 
@@ -30,3 +31,8 @@ def postgres() -> Iterator[PostgresServer]:
 
 async def test_kill_9_mid_burst_on_postgres(tmp_path: Path, postgres: PostgresServer) -> None:
     await kill_9_mid_burst(tmp_path, "200ms", postgres.create_database("crash"))
+
+
+async def test_kill_9_mid_burst_on_two_shards(tmp_path: Path, postgres: PostgresServer) -> None:
+    """The twenty chats spread over both shards; replay merges them."""
+    await kill_9_mid_burst(tmp_path, "200ms", [postgres.create_database("shard") for _ in range(2)])

@@ -1,7 +1,8 @@
 """An agent calls an MCP server's tools, end to end over the web chat: the fake OpenAI server
 scripts the tool calls, the stdio MCP server (``callboard.testing.stdio_mcp_server``, standard
 library only) runs as a managed process in the session's real container, and the official
-``mcp`` client talks to it over the attached stdin/stdout."""
+``mcp`` client talks to it over the attached stdin/stdout. The initialised client session is
+kept across runs, and reconnected after the server was killed inside the container."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from callboard.sandbox import cli
 from callboard.testing import stdio_mcp_server
 from callboard.testing.fake_openai import Call, FakeOpenAI, Reply
 from tests.sandbox.conftest import Engine
+from tests.sandbox.helpers import eventually
 from tests.support import chat_client, fleet_config, running_fleet
 
 pytestmark = pytest.mark.timeout(180)
@@ -44,6 +46,8 @@ async def test_agent_calls_a_stdio_mcp_server_running_in_the_sandbox(
         Reply(text="2 + 40 = 42"),
         Reply(calls=[Call("mcp_calc_shout", {"text": "hey", "times": 400})]),
         Reply(text="shouted"),
+        Reply(calls=[Call("mcp_calc_add", {"a": 1, "b": 1})]),
+        Reply(text="two"),
     )
     command = json.dumps(["python3", "-c", SERVER])
     handlers = f"""
@@ -78,6 +82,22 @@ async def test_agent_calls_a_stdio_mcp_server_running_in_the_sandbox(
         async with aiohttp.ClientSession() as http:
             async with http.get(f"{running.base_url}/api/sandbox") as response:
                 status = await response.json()
+
+            # Killed inside the container: restarted by its policy, and the next run reconnects.
+            pid = status["sessions"][0]["processes"][0]["pid"]
+            killer = engine.client.api.exec_create(
+                containers[0].id, ["sh", "-c", f"kill -9 {pid}"], user="1000"
+            )
+            engine.client.api.exec_start(killer["Id"])
+
+            async def restarted() -> bool:
+                async with http.get(f"{running.base_url}/api/sandbox") as response:
+                    (process,) = (await response.json())["sessions"][0]["processes"]
+                return bool(process["state"] == "running" and process["restarts"] == 1)
+
+            await eventually(restarted, what="the MCP server restarted")
+            await client.say("1 + 1?")
+            await client.wait_for(lambda f: f["op"] == "message" and f["text"] == "two", timeout=60)
             async with http.get(f"{running.base_url}/api/sandbox/audit?format=jsonl") as response:
                 assert response.content_type == "application/x-ndjson"
                 audit = [json.loads(line) for line in (await response.text()).splitlines()]
@@ -98,7 +118,8 @@ async def test_agent_calls_a_stdio_mcp_server_running_in_the_sandbox(
     assert where["hostname"] != socket.gethostname()  # it ran in the container, not on this host
     assert len(containers) == 1 and where["hostname"] == "sandbox"  # the name every sandbox gets
 
-    # The server kept running between the two runs (one start, two attaches), and says so.
+    # The server kept running between the two runs, and the second run reused the first's
+    # initialised session (no new start, attach or initialize); after the kill, one reconnect.
     (session,) = status["sessions"]
     (server,) = session["processes"]
     assert server["process_id"] == "mcp-calc" and server["state"] == "running" and server["restarts"] == 0
@@ -109,12 +130,19 @@ async def test_agent_calls_a_stdio_mcp_server_running_in_the_sandbox(
         "process.attach",
         "process.call",
         "process.call",
+        "process.call",
         "process.start",
         "process.attach",
         "process.call",
     ]
     calls = [row for row in rows if row["tool"] == "process.call"]
-    assert [row["target"] for row in calls] == ["mcp-calc: add", "mcp-calc: whoami", "mcp-calc: shout"]
+    assert [row["target"] for row in calls] == [
+        "mcp-calc: add",
+        "mcp-calc: whoami",
+        "mcp-calc: shout",
+        "mcp-calc: add",
+    ]
+    assert json.loads(model.requests[5]["messages"][-1]["content"]) == {"content": "2"}
     assert calls[0]["bytes_in"] == len('{"a":2,"b":40}') and calls[2]["bytes_out"] > 1000
     assert "hey" not in json.dumps(audit).lower()  # arguments and answers are not stored
     assert all(row["bot"] == "demo" and row["handler"] == "agent" and row["status"] == "ok" for row in audit)

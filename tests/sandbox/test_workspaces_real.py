@@ -1,7 +1,7 @@
 """Persistent workspaces on real containers: files survive eviction and an engine restart (a
 new manager and actor system, same fleet), other scopes do not see them, the quota refuses
-writes while the workspace is over it, and ``callboard sandbox prune`` removes them (but not
-one a container still uses)."""
+writes while the workspace is over it (the measured quota: no ``workspace_dir`` for images),
+and ``callboard sandbox prune`` removes them (but not one a container still uses)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 import pytest
 
+from callboard.actors.sandbox_admin import sandbox_report
 from callboard.engine import ActorSystem
 from callboard.engine.sandbox_api import ExecArgs, ReadArgs, SandboxFileError, WriteArgs
 from callboard.sandbox import cli
@@ -42,6 +43,8 @@ async def test_files_survive_eviction_and_restart_and_prune_removes_them(
             lambda: container.id not in [c.id for c in engine.containers(fleet)], what="eviction"
         )
         assert (await alice.read(ReadArgs(path="notes/plan.md"))).content == "step 1"  # a new container
+        quota = (await sandbox_report(manager))["workspaces"]
+        assert quota["kind"] == "measured" and "no sandbox.workspace_dir" in quota["reason"]
     finally:
         await first.shutdown(timeout=30)
     await eventually(lambda: not engine.containers(fleet), what="containers removed at shutdown")

@@ -3,7 +3,6 @@ to it (Socket Mode or the Events API), and readers of what the engine stored."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import textwrap
 from collections.abc import AsyncIterator
@@ -12,27 +11,20 @@ from pathlib import Path
 import pytest
 
 from callboard.actors.config import FleetConfig
-from callboard.actors.config_file import parse_fleet
-from callboard.app import Running, start
-from callboard.engine.events import Event, SessionKey, decode_event
-from callboard.testing.fake_slack import APP_TOKEN, BOT_TOKEN, SIGNING_SECRET, FakeSlack
+from callboard.app import Running
+from callboard.engine.events import Event
+from callboard.testing.fake_slack import FakeSlack
+from tests import support
+from tests.support import PIPELINE_ECHO as ECHO
+from tests.support import RATE_LIMITS_OFF
 
 BOT = "sl"
 ANN, BOB = "U0ANN", "U0BOB"
 GENERAL = "C0GENERAL"
 SECRET_ROOM = "G0SECRET"
 
-ECHO = """
-- event_type: message.received
-  handler_type: pipeline
-  handler_config: {stages: [{type: command}, {type: echo}]}
-"""
-
-#: Slack's limits off, so tests that are not about throttling run at full speed
-UNLIMITED = """\
-rate_limits: {per_bot_per_second: 0, per_private_chat_per_second: 0, per_group_chat_per_minute: 0}
-tier_limits: false
-"""
+#: Slack's limits (outbound and method tiers) off, so tests that are not about throttling run at full speed
+UNLIMITED = f"{RATE_LIMITS_OFF}\ntier_limits: false\n"
 
 
 def slack_fleet(
@@ -48,62 +40,26 @@ def slack_fleet(
     request_timeout: str = "5",
 ) -> FleetConfig:
     """A fleet with one Slack bot ``sl`` on ``slack`` (half-second pings)."""
-    adapter_lines = textwrap.indent(
-        textwrap.dedent(
-            f"""\
-            type: slack
-            mode: {mode}
-            bot_token: "{BOT_TOKEN}"
-            app_token: "{APP_TOKEN}"
-            signing_secret: "{SIGNING_SECRET}"
-            base_url: {slack.base_url}
-            ping_interval: 0.5
-            request_timeout: {request_timeout}
-            """
-        )
-        + textwrap.dedent(adapter).strip()
-        + "\n",
-        " " * 6,
+    adapter_block = (
+        slack.adapter_yaml(mode)
+        + f"ping_interval: 0.5\nrequest_timeout: {request_timeout}\n"
+        + textwrap.dedent(adapter)
     )
-    text = (
-        f"name: test\nengine:\n  journal: {tmp_path / 'journal.sqlite3'}\n"
-        f"  admin: {{host: 127.0.0.1, port: {port}}}\n  shutdown_timeout: 10s\n"
-        f"bots:\n  - id: {BOT}\n    adapter:\n{adapter_lines}"
-        f"    session:\n      debounce: {{window: {window}, max_wait: 10s}}\n"
-        + (f"      {session}\n" if session else "")
-        + "    handlers:"
-        + ("\n" + textwrap.indent(textwrap.dedent(handlers).strip(), "      ") if handlers else " []")
-        + "\n"
+    return support.platform_fleet(
+        tmp_path,
+        bot=BOT,
+        adapter=adapter_block,
+        handlers=handlers,
+        port=port,
+        window=window,
+        session=session,
+        name="slack-test.yaml",
     )
-    return parse_fleet(text, "slack-test.yaml")
 
 
-@contextlib.asynccontextmanager
-async def running(config: FleetConfig) -> AsyncIterator[Running]:
-    fleet = await start(config)
-    try:
-        yield fleet
-    finally:
-        await fleet.stop()
-
-
-def stall_appends(monkeypatch: pytest.MonkeyPatch, fleet: Running, *, seconds: float, count: int) -> None:
-    """Fault injection: the next ``count`` journal appends take ``seconds`` to become durable."""
-    loop = asyncio.get_running_loop()
-    real_append = fleet.journal.append
-    left = count
-
-    def stalled_append(event: Event, session: SessionKey) -> asyncio.Future[int | None]:
-        nonlocal left
-        inner = real_append(event, session)
-        if left == 0:
-            return inner
-        left -= 1
-        outer: asyncio.Future[int | None] = loop.create_future()
-        loop.call_later(seconds, inner.add_done_callback, lambda done: outer.set_result(done.result()))
-        return outer
-
-    monkeypatch.setattr(fleet.journal, "append", stalled_append)
+def running(config: FleetConfig) -> contextlib.AbstractAsyncContextManager[Running]:
+    """The fleet on the port its file names (a webhook URL needs it up front)."""
+    return support.running_fleet(config, port=None)
 
 
 def workspace(slack: FakeSlack) -> FakeSlack:
@@ -128,8 +84,7 @@ async def slack() -> AsyncIterator[FakeSlack]:
 
 
 async def stored_events(fleet: Running) -> list[Event]:
-    rows = await fleet.journal.query("SELECT payload FROM events WHERE bot=? ORDER BY seq", (BOT,))
-    return [decode_event(payload) for (payload,) in rows]
+    return await support.stored_events(fleet, BOT)
 
 
 def texts(slack: FakeSlack) -> list[str]:

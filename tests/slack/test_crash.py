@@ -9,57 +9,19 @@ from __future__ import annotations
 import asyncio
 import collections
 import signal
-import sqlite3
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-import orjson
 import pytest
 
 from callboard.bench.harness import free_port, wait_ready
-from callboard.testing.fake_slack import APP_TOKEN, BOT_TOKEN, SIGNING_SECRET, FakeSlack
+from callboard.testing.fake_slack import FakeSlack
 from tests.slack.conftest import workspace
+from tests.support import assert_stored_once, crash_fleet, engine_process
 
 pytestmark = pytest.mark.timeout(180)
-ROOT = Path(__file__).resolve().parents[2]
-
-FLEET = """
-name: crash
-engine:
-  journal: {journal}
-  admin: {{host: 127.0.0.1, port: {port}}}
-bots:
-  - id: sl
-    adapter:
-      type: slack
-      mode: {mode}
-      bot_token: "{bot_token}"
-      app_token: "{app_token}"
-      signing_secret: "{secret}"
-      base_url: {base_url}
-      ping_interval: 0.5
-      rate_limits: {{per_bot_per_second: 0, per_private_chat_per_second: 0, per_group_chat_per_minute: 0}}
-      tier_limits: false
-    session:
-      debounce: {{window: 0}}
-    handlers:
-      - event_type: message.received
-        handler_type: pipeline
-        handler_config: {{stages: [{{type: echo}}]}}
-"""
 
 TOTAL = 400
-
-
-def _engine(config: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "callboard.cli", "--log-level", "WARNING", "run", str(config)],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
 
 
 def _answered(slack: FakeSlack) -> collections.Counter[str]:
@@ -74,17 +36,8 @@ async def test_kill_9_mid_stream_answers_every_event_exactly_once(tmp_path: Path
     base = f"http://127.0.0.1:{port}"
     journal = tmp_path / "journal.sqlite3"
     config = tmp_path / "fleet.yaml"
-    config.write_text(
-        FLEET.format(
-            journal=journal,
-            port=port,
-            mode=mode,
-            bot_token=BOT_TOKEN,
-            app_token=APP_TOKEN,
-            secret=SIGNING_SECRET,
-            base_url=slack.base_url,
-        )
-    )
+    adapter = slack.adapter_yaml(mode) + "ping_interval: 0.5\ntier_limits: false\n"
+    config.write_text(crash_fleet(journal, port, "sl", adapter))
     people = [f"U1{i:04d}" for i in range(10)]
     for person in people:
         slack.add_user(person, person.lower())
@@ -99,7 +52,7 @@ async def test_kill_9_mid_stream_answers_every_event_exactly_once(tmp_path: Path
             slack.push(slack.message(dms[i % 10], people[i % 10], text))
             await asyncio.sleep(0.004)
 
-    engine = _engine(config)
+    engine = engine_process(config)
     feeding = asyncio.ensure_future(pusher())
     try:
         await wait_ready(f"{base}/readyz", engine)
@@ -121,7 +74,7 @@ async def test_kill_9_mid_stream_answers_every_event_exactly_once(tmp_path: Path
     if mode == "socket":
         assert lost > 0, "the kill should land with acknowledged-but-lost envelopes"
 
-    engine = _engine(config)
+    engine = engine_process(config)
     try:
         await wait_ready(f"{base}/readyz", engine)
         await feeding
@@ -145,8 +98,4 @@ async def test_kill_9_mid_stream_answers_every_event_exactly_once(tmp_path: Path
     assert not twice, dict(list(twice.items())[:10])
     assert redelivered > 0  # the journal really had copies to drop
     assert slack.max_open <= 1  # never two sockets at once
-    with sqlite3.connect(journal) as db:
-        rows = db.execute("SELECT payload, done_at FROM events WHERE bot='sl'").fetchall()
-    stored = collections.Counter(orjson.loads(payload)["message_id"] for payload, _ in rows)
-    assert len(stored) == TOTAL and set(stored.values()) == {1}  # the journal kept each message once
-    assert all(done is not None for _, done in rows)
+    assert_stored_once(journal, "sl", lambda event: event["message_id"], TOTAL)

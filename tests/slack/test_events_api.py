@@ -22,11 +22,10 @@ from tests.slack.conftest import (
     UNLIMITED,
     running,
     slack_fleet,
-    stall_appends,
     stored_events,
     texts,
 )
-from tests.support import eventually
+from tests.support import eventually, stall_appends
 
 pytestmark = pytest.mark.timeout(60)
 

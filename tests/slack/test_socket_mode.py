@@ -18,8 +18,8 @@ from callboard.adapters.slack.adapter import SlackAdapter
 from callboard.engine.entities import Image
 from callboard.engine.events import FeedbackReceived, MessageReceived, PlatformSpecific
 from callboard.testing.fake_slack import APP_TOKEN, BOT_TOKEN, BOT_USER, Failure, FakeSlack
-from tests.slack.conftest import ANN, BOT, GENERAL, running, slack_fleet, stall_appends, stored_events, texts
-from tests.support import eventually
+from tests.slack.conftest import ANN, BOT, GENERAL, running, slack_fleet, stored_events, texts
+from tests.support import eventually, stall_appends
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -3,7 +3,6 @@ talks to it, and readers of what the engine stored."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import textwrap
 from collections.abc import AsyncIterator
@@ -14,23 +13,14 @@ import pytest
 import telegram as tg
 
 from callboard.actors.config import FleetConfig
-from callboard.actors.config_file import parse_fleet
-from callboard.app import Running, start
-from callboard.engine.events import Event, SessionKey, decode_event
+from callboard.app import Running
+from callboard.engine.events import Event
 from callboard.testing.fake_telegram import TOKEN, FakeBotAPI, user
+from tests import support
+from tests.support import PIPELINE_ECHO as ECHO
+from tests.support import RATE_LIMITS_OFF as UNLIMITED
 
 BOT = "tg"
-
-ECHO = """
-- event_type: message.received
-  handler_type: pipeline
-  handler_config: {stages: [{type: command}, {type: echo}]}
-"""
-
-#: Telegram's limits off, so tests that are not about throttling run at full speed
-UNLIMITED = (
-    "rate_limits: {per_bot_per_second: 0, per_private_chat_per_second: 0, per_group_chat_per_minute: 0}"
-)
 
 
 def telegram_fleet(
@@ -44,59 +34,21 @@ def telegram_fleet(
     window: str = "0",
 ) -> FleetConfig:
     """A fleet with one Telegram bot ``tg`` polling ``api`` (1 s long polls)."""
-    adapter_lines = textwrap.indent(
-        textwrap.dedent(
-            f"""\
-            type: telegram
-            token: "{token}"
-            base_url: {api.base_url}
-            poll_timeout: 1
-            request_timeout: 2
-            """
-        )
-        + textwrap.dedent(adapter).strip()
-        + "\n",
-        " " * 6,
+    adapter_block = api.adapter_yaml(token) + "request_timeout: 2\n" + textwrap.dedent(adapter)
+    return support.platform_fleet(
+        tmp_path,
+        bot=BOT,
+        adapter=adapter_block,
+        handlers=handlers,
+        port=port,
+        window=window,
+        name="telegram-test.yaml",
     )
-    text = (
-        f"name: test\nengine:\n  journal: {tmp_path / 'journal.sqlite3'}\n"
-        f"  admin: {{host: 127.0.0.1, port: {port}}}\n  shutdown_timeout: 10s\n"
-        f"bots:\n  - id: {BOT}\n    adapter:\n{adapter_lines}"
-        f"    session:\n      debounce: {{window: {window}, max_wait: 10s}}\n"
-        "    handlers:"
-        + ("\n" + textwrap.indent(textwrap.dedent(handlers).strip(), "      ") if handlers else " []")
-        + "\n"
-    )
-    return parse_fleet(text, "telegram-test.yaml")
 
 
-@contextlib.asynccontextmanager
-async def running(config: FleetConfig) -> AsyncIterator[Running]:
+def running(config: FleetConfig) -> contextlib.AbstractAsyncContextManager[Running]:
     """The fleet on the port its file names (a webhook URL needs it up front)."""
-    fleet = await start(config)
-    try:
-        yield fleet
-    finally:
-        await fleet.stop()
-
-
-def stall_appends(monkeypatch: pytest.MonkeyPatch, fleet: Running, *, seconds: float, count: int) -> None:
-    """Fault injection: the next ``count`` journal appends take ``seconds`` to become durable."""
-    loop = asyncio.get_running_loop()
-    real_append = fleet.journal.append
-    left = count
-
-    def stalled_append(event: Event, session: SessionKey) -> asyncio.Future[int | None]:
-        nonlocal left
-        inner = real_append(event, session)
-        if left == 0:
-            return inner
-        left -= 1
-        outer: asyncio.Future[int | None] = loop.create_future()
-        loop.call_later(seconds, inner.add_done_callback, lambda done: outer.set_result(done.result()))
-        return outer
-
-    monkeypatch.setattr(fleet.journal, "append", stalled_append)
+    return support.running_fleet(config, port=None)
 
 
 @pytest.fixture
@@ -109,8 +61,7 @@ async def api() -> AsyncIterator[FakeBotAPI]:
 
 
 async def stored_events(fleet: Running) -> list[Event]:
-    rows = await fleet.journal.query("SELECT payload FROM events WHERE bot=? ORDER BY seq", (BOT,))
-    return [decode_event(payload) for (payload,) in rows]
+    return await support.stored_events(fleet, BOT)
 
 
 def me() -> tg.User:

@@ -7,53 +7,18 @@ from __future__ import annotations
 import asyncio
 import collections
 import signal
-import sqlite3
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-import orjson
 import pytest
 
 from callboard.bench.harness import free_port, wait_ready
 from callboard.testing.fake_telegram import FakeBotAPI, private_chat, user
+from tests.support import assert_stored_once, crash_fleet, engine_process
 
 pytestmark = pytest.mark.timeout(180)
-ROOT = Path(__file__).resolve().parents[2]
-
-FLEET = """
-name: crash
-engine:
-  journal: {journal}
-  admin: {{host: 127.0.0.1, port: {port}}}
-bots:
-  - id: tg
-    adapter:
-      type: telegram
-      token: "{token}"
-      base_url: {base_url}
-      poll_timeout: 1
-      request_timeout: 2
-      rate_limits: {{per_bot_per_second: 0, per_private_chat_per_second: 0, per_group_chat_per_minute: 0}}
-    session:
-      debounce: {{window: 0}}
-    handlers:
-      - event_type: message.received
-        handler_type: pipeline
-        handler_config: {{stages: [{{type: echo}}]}}
-"""
 
 TOTAL = 400
-
-
-def _engine(config: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "callboard.cli", "--log-level", "WARNING", "run", str(config)],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
 
 
 def _answered(api: FakeBotAPI) -> collections.Counter[str]:
@@ -65,7 +30,7 @@ async def test_kill_9_mid_polling_answers_every_update_exactly_once(tmp_path: Pa
     base = f"http://127.0.0.1:{port}"
     journal = tmp_path / "journal.sqlite3"
     config = tmp_path / "fleet.yaml"
-    config.write_text(FLEET.format(journal=journal, port=port, token=api.token, base_url=api.base_url))
+    config.write_text(crash_fleet(journal, port, "tg", api.adapter_yaml() + "request_timeout: 2\n"))
     people = [user(2000 + i, f"U{i}") for i in range(10)]
     chats = [api.add_chat(private_chat(person)) for person in people]
     texts = [f"m{i}" for i in range(TOTAL)]
@@ -79,7 +44,7 @@ async def test_kill_9_mid_polling_answers_every_update_exactly_once(tmp_path: Pa
             api.push("message", api.message(chats[i % 10], people[i % 10], text))
             await asyncio.sleep(0.004)
 
-    engine = _engine(config)
+    engine = engine_process(config)
     feeding = asyncio.ensure_future(pusher())
     try:
         await wait_ready(f"{base}/readyz", engine)
@@ -98,7 +63,7 @@ async def test_kill_9_mid_polling_answers_every_update_exactly_once(tmp_path: Pa
             engine.kill()
     assert unconfirmed_at_kill, "the kill should land with a delivered batch not yet confirmed"
 
-    engine = _engine(config)
+    engine = engine_process(config)
     try:
         await wait_ready(f"{base}/readyz", engine)
         await feeding
@@ -120,8 +85,4 @@ async def test_kill_9_mid_polling_answers_every_update_exactly_once(tmp_path: Pa
     assert not twice, dict(list(twice.items())[:10])
     assert all(api.served[u] >= 2 for u in unconfirmed_at_kill)  # really read again
     assert api.conflicts == 0  # never two pollers at once
-    with sqlite3.connect(journal) as db:
-        rows = db.execute("SELECT payload, done_at FROM events WHERE bot='tg'").fetchall()
-    stored = collections.Counter(orjson.loads(payload)["raw"]["update_id"] for payload, _ in rows)
-    assert len(stored) == TOTAL and set(stored.values()) == {1}  # the journal kept each update once
-    assert all(done is not None for _, done in rows)
+    assert_stored_once(journal, "tg", lambda event: event["raw"]["update_id"], TOTAL)

@@ -15,14 +15,13 @@ import pytest
 from callboard.app import Running
 from callboard.engine.events import MessageReceived, PlatformSpecific
 from callboard.testing.fake_telegram import Failure, FakeBotAPI, group_chat, private_chat
-from tests.support import eventually
+from tests.support import eventually, stall_appends
 from tests.telegram.conftest import (
     BOT,
     ECHO,
     UNLIMITED,
     people,
     running,
-    stall_appends,
     stored_events,
     telegram_fleet,
 )

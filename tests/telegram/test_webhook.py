@@ -15,13 +15,12 @@ from callboard.actors.config import FleetConfig
 from callboard.app import Running
 from callboard.bench.harness import free_port
 from callboard.testing.fake_telegram import SECRET_HEADER, FakeBotAPI, private_chat
-from tests.support import eventually
+from tests.support import eventually, stall_appends
 from tests.telegram.conftest import (
     BOT,
     UNLIMITED,
     people,
     running,
-    stall_appends,
     stored_events,
     telegram_fleet,
 )

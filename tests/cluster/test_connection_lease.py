@@ -1,0 +1,310 @@
+"""Telegram bots in long-polling mode on several engine nodes: each one's connection
+is leased (``conn.<bot>.telegram``), so exactly one node polls it, and the
+connections spread over the nodes. Kill -9 of a polling node
+moves polling to a survivor (time measured); a polling node cut off from NATS
+stops polling before another starts. Every message sent to the chats is answered
+exactly once (an unconfirmed batch read again by the new owner is dropped by the
+shared journal's dedup)."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from callboard.bench.harness import free_port, wait_ready
+from callboard.testing.cluster import Node, TcpProxy, connection_owners, telegram_bot, write_config
+from callboard.testing.fake_slack import APP_TOKEN, BOT_TOKEN, FakeSlack
+from callboard.testing.fake_telegram import TOKEN, FakeBotAPI, private_chat, user
+from callboard.testing.nats_server import NatsServer
+from callboard.testing.postgres import PostgresServer
+from tests.support import WEB
+
+pytestmark = pytest.mark.timeout(120)
+ROOT = Path(__file__).resolve().parents[2]
+KEY = "conn.tg.telegram"
+PEOPLE = [user(5000 + i, f"P{i}") for i in range(8)]
+
+
+TOKEN2 = "654321:TEST-callboard-second_bot"
+
+
+async def _sole_owner(nodes: list[Node], key: str = KEY, timeout: float = 30.0) -> Node:
+    deadline = time.monotonic() + timeout
+    held: dict[str, bool] = {}
+    while time.monotonic() < deadline:
+        held = await connection_owners(nodes, key)
+        owners = [name for name, here in held.items() if here]
+        if len(owners) == 1:
+            return next(node for node in nodes if node.name == owners[0])
+        await asyncio.sleep(0.1)
+    raise TimeoutError(f"no single owner of {key} within {timeout}s: {held}")
+
+
+async def test_one_node_polls_and_a_survivor_takes_over_after_kill_9(
+    tmp_path: Path, postgres: PostgresServer, nats_server: NatsServer
+) -> None:
+    """Two polling bots: their connections run on two different nodes; the node
+    polling ``tg`` is killed, ``tg2`` goes on where it was."""
+    apis = {"tg": await FakeBotAPI().start(), "tg2": await FakeBotAPI(TOKEN2, username="second").start()}
+    for api in apis.values():
+        for person in PEOPLE:
+            api.add_chat(private_chat(person))
+    url = postgres.create_database("conn_lease")
+    (tmp_path / "var").mkdir()
+    bots = telegram_bot("tg", TOKEN, apis["tg"].base_url) + telegram_bot("tg2", TOKEN2, apis["tg2"].base_url)
+    nodes = []
+    for i in range(3):
+        port = free_port()
+        config = write_config(
+            tmp_path, f"n{i}", url=url, nats=nats_server.url, port=port, web=WEB, partitions=8, bots=bots
+        )
+        nodes.append(Node(f"n{i}", config, port, tmp_path / f"n{i}.log"))
+    sent: list[str] = []
+    n = 0
+
+    def say(count: int) -> None:
+        nonlocal n
+        for _ in range(count):
+            for bot, api in apis.items():
+                person = PEOPLE[n % len(PEOPLE)]
+                text = f"{bot}-m{n}"
+                api.push("message", api.message(private_chat(person), person, text))
+                sent.append(text)
+            n += 1
+
+    def answered() -> collections.Counter[str]:
+        return collections.Counter(c["text"] for api in apis.values() for c in api.answered("sendMessage"))
+
+    api = apis["tg"]
+    try:
+        for node in nodes:
+            node.start(ROOT)
+        for node in nodes:
+            await wait_ready(f"{node.base}/readyz", timeout=60)
+        owner = await _sole_owner(nodes)
+        other_owner = await _sole_owner(nodes, "conn.tg2.telegram")
+        for _ in range(10):  # traffic while one node polls each bot
+            say(2)
+            await asyncio.sleep(0.1)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and set(sent) - set(answered()):
+            await asyncio.sleep(0.1)
+        assert not set(sent) - set(answered()), "not all answered before the kill"
+        held = await connection_owners(nodes, KEY)
+        assert sorted(held.values()) == [False, False, True], held
+        assert other_owner is not owner, "both connections on one node"
+        assert all(a.conflicts == 0 for a in apis.values()), "two nodes polled at once"
+
+        killed_at = owner.kill()
+        survivors = [node for node in nodes if node is not owner]
+        first_after = ""
+        while time.monotonic() - killed_at < 6.0:  # keep talking through the takeover
+            say(1)
+            first_after = first_after or sent[-2]  # tg's first message sent after the kill
+            await asyncio.sleep(0.1)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and set(sent) - set(answered()):
+            await asyncio.sleep(0.1)
+        polls_after = [c for c in api.calls_of("getUpdates") if c.at > killed_at]
+        assert polls_after, "nobody polled after the kill"
+        takeover = polls_after[0].at - killed_at
+        first_answer = next((c.at for c in api.answered("sendMessage") if c["text"] == first_after), 0.0)
+        answered_after = first_answer - killed_at if first_answer else float("nan")
+        counts = answered()
+        missing = [t for t in sent if t not in counts]
+        doubled = {t: c for t, c in counts.items() if c > 1}
+        new_owner = await _sole_owner(survivors)
+        state = await new_owner.cluster()
+        print(
+            f"\nconnections on {owner.name} (tg) and {other_owner.name} (tg2); {owner.name} killed; "
+            f"{new_owner.name} polled tg {takeover:.2f}s after the kill; tg's first message sent after "
+            f"the kill answered {answered_after:.2f}s after it; "
+            f"sent {len(sent)}, answered {len(counts)}, missing {len(missing)}, "
+            f"answered twice {len(doubled)}, polling conflicts {[a.conflicts for a in apis.values()]}; "
+            f"lease {state['connections'][KEY]}, handovers {state['connection_handovers']}"
+        )
+        assert not missing, f"never answered: {missing[:10]}"
+        assert not doubled, f"answered more than once: {doubled}"
+        assert all(a.conflicts == 0 for a in apis.values()), "two nodes polled at once"
+        assert state["connection_handovers"]["takeovers"] >= 1
+        assert takeover < 5.0, f"polling resumed {takeover:.2f}s after the kill"
+        async with aiohttp.ClientSession() as http, http.get(f"{new_owner.base}/metrics") as response:
+            metrics = await response.text()
+        epoch = float(state["connections"][KEY]["epoch"])
+        assert f'callboard_cluster_connection_held{{connection="{KEY}"}} 1.0' in metrics
+        assert f'callboard_cluster_connection_epoch{{connection="{KEY}"}} {epoch}' in metrics
+        assert 'callboard_cluster_connection_handovers_total{kind="takeovers"}' in metrics
+    finally:
+        for node in nodes:
+            node.stop()
+        for api in apis.values():
+            await api.close()
+
+
+async def test_a_polling_node_cut_off_from_nats_stops_before_another_polls(
+    tmp_path: Path, postgres: PostgresServer, nats_server: NatsServer
+) -> None:
+    api = await FakeBotAPI().start()
+    for person in PEOPLE:
+        api.add_chat(private_chat(person))
+    url = postgres.create_database("conn_cut")
+    (tmp_path / "var").mkdir()
+    proxy = TcpProxy(nats_server.port)
+    await proxy.start()
+    bots = telegram_bot("tg", TOKEN, api.base_url)
+    nodes = []
+    for i, nats in enumerate([f"nats://127.0.0.1:{proxy.port}", nats_server.url]):
+        port = free_port()
+        config = write_config(
+            tmp_path, f"n{i}", url=url, nats=nats, port=port, web=WEB, partitions=8, bots=bots
+        )
+        nodes.append(Node(f"n{i}", config, port, tmp_path / f"n{i}.log"))
+    cut_off, other = nodes
+    sent: list[str] = []
+    n = 0
+
+    def say(count: int) -> None:
+        nonlocal n
+        for _ in range(count):
+            person = PEOPLE[n % len(PEOPLE)]
+            api.push("message", api.message(private_chat(person), person, f"m{n}"))
+            sent.append(f"m{n}")
+            n += 1
+
+    try:
+        cut_off.start(ROOT)  # first, so it takes the connection
+        await wait_ready(f"{cut_off.base}/readyz", timeout=60)
+        assert await _sole_owner([cut_off]) is cut_off
+        other.start(ROOT)
+        await wait_ready(f"{other.base}/readyz", timeout=60)
+        for _ in range(5):
+            say(4)
+            await asyncio.sleep(0.1)
+        await proxy.cut()
+        cut_at = time.monotonic()
+        stopped_at = taken_at = None
+        while time.monotonic() - cut_at < 15 and (stopped_at is None or taken_at is None):
+            say(1)
+            held = await connection_owners(nodes, KEY)
+            if stopped_at is None and not held.get(cut_off.name):
+                stopped_at = time.monotonic() - cut_at
+            if taken_at is None and held.get(other.name):
+                taken_at = time.monotonic() - cut_at
+            await asyncio.sleep(0.05)
+        for _ in range(5):
+            say(4)
+            await asyncio.sleep(0.1)
+        deadline = time.monotonic() + 30
+        counts: collections.Counter[str] = collections.Counter()
+        while time.monotonic() < deadline:
+            counts = collections.Counter(c["text"] for c in api.answered("sendMessage"))
+            if set(sent) <= set(counts):
+                break
+            await asyncio.sleep(0.1)
+        missing = [t for t in sent if t not in counts]
+        doubled = {t: c for t, c in counts.items() if c > 1}
+        print(
+            f"\npolling node cut off from NATS: stopped polling {stopped_at}s after the cut, "
+            f"the other node polling {taken_at}s after it; sent {len(sent)}, missing {len(missing)}, "
+            f"answered twice {len(doubled)}, polling conflicts {api.conflicts}"
+        )
+        assert stopped_at is not None and taken_at is not None
+        assert stopped_at < taken_at, "the cut-off node still polled when the other took over"
+        assert api.conflicts == 0, "two nodes polled at once"
+        assert not missing, f"never answered: {missing[:10]}"
+        assert not doubled, f"answered more than once: {doubled}"
+    finally:
+        for node in nodes:
+            node.stop()
+        await proxy.cut()
+        await api.close()
+
+
+SLACK_SOCKET_BOT = """
+  - id: sl
+    adapter: {{type: slack, mode: socket, bot_token: "{bot_token}", app_token: "{app_token}",
+               base_url: "{base_url}", request_timeout: 5, ping_interval: 0.5, tier_limits: false,
+               rate_limits: {{per_bot_per_second: 0, per_private_chat_per_second: 0,
+                             per_group_chat_per_minute: 0}}}}
+    session: {{debounce: {{window: 0}}}}
+    handlers:
+      - event_type: message.received
+        handler_type: pipeline
+        handler_config: {{stages: [{{type: echo}}]}}
+"""
+
+
+async def test_slack_socket_mode_runs_on_one_node_and_moves_on_kill_9(
+    tmp_path: Path, postgres: PostgresServer, nats_server: NatsServer
+) -> None:
+    """Slack's Socket Mode under the same lease: one socket open across the nodes
+    (the fake counts the most open at once); after kill -9 of its node, another
+    opens one and Slack's unacknowledged envelopes come again there."""
+    slack = await FakeSlack(echo=False).start()
+    people = [f"U0P{i}" for i in range(4)]
+    dms = []
+    for person in people:
+        slack.add_user(person, person.lower())
+        dms.append(slack.im(person))
+    url = postgres.create_database("conn_slack")
+    (tmp_path / "var").mkdir()
+    bots = SLACK_SOCKET_BOT.format(bot_token=BOT_TOKEN, app_token=APP_TOKEN, base_url=slack.base_url)
+    nodes = []
+    for i in range(2):
+        port = free_port()
+        config = write_config(
+            tmp_path, f"n{i}", url=url, nats=nats_server.url, port=port, web=WEB, partitions=8, bots=bots
+        )
+        nodes.append(Node(f"n{i}", config, port, tmp_path / f"n{i}.log"))
+    sent: list[str] = []
+
+    def say(count: int) -> None:
+        for _ in range(count):
+            k = len(sent)
+            slack.push(slack.message(dms[k % len(dms)], people[k % len(people)], f"s{k}"))
+            sent.append(f"s{k}")
+
+    def answered() -> collections.Counter[str]:
+        return collections.Counter(str(c["text"]) for c in slack.answered("chat.postMessage"))
+
+    try:
+        for node in nodes:
+            node.start(ROOT)
+        for node in nodes:
+            await wait_ready(f"{node.base}/readyz", timeout=60)
+        owner = await _sole_owner(nodes, "conn.sl.slack")
+        await slack.wait_socket(1)
+        for _ in range(5):
+            say(4)
+            await asyncio.sleep(0.1)
+        await slack.wait_acked()
+        killed_at = owner.kill()
+        while time.monotonic() - killed_at < 5.0:
+            say(2)
+            await asyncio.sleep(0.1)
+        await slack.wait_acked(timeout=30)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and set(sent) - set(answered()):
+            await asyncio.sleep(0.1)
+        counts = answered()
+        missing = [t for t in sent if t not in counts]
+        doubled = {t: c for t, c in counts.items() if c > 1}
+        survivor = next(node for node in nodes if node is not owner)
+        print(
+            f"\nSlack Socket Mode: sockets opened {slack.opened}, most open at once {slack.max_open}; "
+            f"{owner.name} killed, {survivor.name} took over; sent {len(sent)}, missing {len(missing)}, "
+            f"answered twice {len(doubled)}"
+        )
+        assert await _sole_owner([survivor], "conn.sl.slack") is survivor
+        assert slack.max_open == 1, "two nodes had a socket open at once"
+        assert not missing, f"never answered: {missing[:10]}"
+        assert not doubled, f"answered more than once: {doubled}"
+    finally:
+        for node in nodes:
+            node.stop()
+        await slack.close()
