@@ -102,6 +102,10 @@ class RunnerProcess(Protocol):
     async def release(self) -> None:
         """After it exited: free what it held (a container is removed)."""
 
+    def abandon(self) -> None:
+        """Unless it was released: kill it and free what it held without waiting (a
+        stop that is cut short must not leave it running)."""
+
     def exit_reason(self, code: int) -> str: ...
 
 
@@ -133,6 +137,11 @@ class HostProcess:
 
     async def release(self) -> None:
         pass
+
+    def abandon(self) -> None:
+        if self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.kill()
 
     def exit_reason(self, code: int) -> str:
         return exit_reason(code)
@@ -385,15 +394,18 @@ class ContainerProcess:
             return
         self._released = True
         self.handshaken()
-        backend = self._backend
-        if backend is None:
+        if self._backend is not None:
+            await asyncio.shield(asyncio.to_thread(_remove, self._backend, self.container_id or self.name))
+
+    def abandon(self) -> None:
+        if self._released:
             return
-        try:
-            await asyncio.to_thread(backend.remove_container, self.container_id or self.name)
-        except SandboxError as error:
-            log.warning("plugin container %s: not removed: %s", self.name, error)
-        finally:
-            backend.close()
+        self._released = True
+        self.handshaken()
+        backend = self._backend
+        if backend is not None:
+            ref = self.container_id or self.name
+            threading.Thread(target=_remove, args=(backend, ref), daemon=True).start()
 
     def exit_reason(self, code: int) -> str:
         if code == EXIT_PYTHON_MISMATCH:
@@ -403,6 +415,15 @@ class ContainerProcess:
         if self._oom:
             return "out of memory: its container's memory limit was reached"
         return exit_reason(code)
+
+
+def _remove(backend: DockerBackend, ref: str) -> None:
+    try:
+        backend.remove_container(ref)
+    except SandboxError as error:
+        log.warning("plugin container %s: not removed: %s", ref, error)
+    finally:
+        backend.close()
 
 
 def _soon(loop: asyncio.AbstractEventLoop, callback: Any, *args: Any) -> None:

@@ -309,9 +309,13 @@ class RunnerHost(Actor):
         self.stopping = True
         self.hub.detach(self.runner, self.link, reason="stopped")
         proc = self.proc
-        if proc is not None and proc.returncode is None:
-            await self._stop_in_stages(proc)
-        await self._kill()
+        try:
+            if proc is not None and proc.returncode is None:
+                await self._stop_in_stages(proc)
+            await self._kill()
+        finally:
+            if proc is not None:  # the stop was cut short (cancelled): kill and remove, not waiting
+                proc.abandon()
         for task in self.tasks:
             task.cancel()
         if self.link is not None:

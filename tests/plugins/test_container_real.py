@@ -22,7 +22,17 @@ import pytest
 from callboard.actors.config_file import parse_fleet
 from callboard.actors.plugin_container import LABEL_FLEET, LABEL_OWNER, LABEL_RUNNER
 from callboard.bench.harness import free_port, wait_ready
-from tests.plugins.support import FIXTURES, ROOT, fleet_plugins, fleet_text, groups, say, soon, texts
+from tests.plugins.support import (
+    FAST_RUNTIME,
+    FIXTURES,
+    ROOT,
+    fleet_plugins,
+    fleet_text,
+    groups,
+    say,
+    soon,
+    texts,
+)
 from tests.sandbox.conftest import FLEET_PREFIX, Engine, engine  # noqa: F401  (the Podman service, the image)
 from tests.support import chat_client, running_fleet
 
@@ -195,4 +205,32 @@ async def test_stopping_while_the_container_starts_leaves_none_behind(
     async with running_fleet(parse_fleet(text, "test.yaml")):
         pass  # stop at once: the container is being created or its runner is on its handshake
     await asyncio.sleep(1.0)  # a creation that was under way when the stop came has finished by now
+    assert plugin_containers(engine, name) == []
+
+
+async def test_a_stuck_container_runner_is_stopped_by_sigterm_and_removed(
+    tmp_path: Path,
+    engine: Engine,  # noqa: F811
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    rule = PROBER_RULE.replace("prober", "hanger")
+    runtime = (  # no restart; a short event deadline, and stages that fit the engine's stop budget
+        FAST_RUNTIME.replace("health_interval: 500ms", "health_interval: 60s")
+        .replace("event_timeout: 5s", "event_timeout: 1s")
+        .replace("stop_timeout: 2s", "stop_timeout: 1s")
+    )
+    name, text = container_fleet(
+        tmp_path, engine, f"- path: {FIXTURES / 'hanger'}\n  isolation: container\n", rule, runtime=runtime
+    )
+    async with running_fleet(parse_fleet(text, "test.yaml")) as fleet, chat_client(fleet.base_url) as client:
+        await groups(client, "c")
+        await say(client, "c", "hi")
+        await soon(lambda: texts(client, "c") == ["hanger: hi"])
+        ref = fleet.system.lookup("/fleet/plugins/hanger")
+        assert ref is not None
+        proc = ref._cell.actor.proc  # type: ignore[attr-defined]
+        await say(client, "c", "hang")  # blocks the runner's event loop: drain and shutdown go unanswered
+        await soon(lambda: any("did not answer in time" in r.getMessage() for r in caplog.records))
+    assert proc.returncode == -signal.SIGTERM  # the SIGTERM stage ended it (PID 1 handles TERM)
+    assert any("did not stop; sending SIGTERM" in r.getMessage() for r in caplog.records)
     assert plugin_containers(engine, name) == []
