@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import shutil
 import signal
 import statistics
 import subprocess
@@ -233,4 +234,26 @@ async def test_a_stuck_container_runner_is_stopped_by_sigterm_and_removed(
         await soon(lambda: any("did not answer in time" in r.getMessage() for r in caplog.records))
     assert proc.returncode == -signal.SIGTERM  # the SIGTERM stage ended it (PID 1 handles TERM)
     assert any("did not stop; sending SIGTERM" in r.getMessage() for r in caplog.records)
+    assert plugin_containers(engine, name) == []
+
+
+async def test_a_new_folder_restarts_the_container_runner_with_it_mounted(
+    tmp_path: Path,
+    engine: Engine,  # noqa: F811
+) -> None:
+    copy = tmp_path / "prober_copy"
+    shutil.copytree(FIXTURES / "prober", copy)
+    code = (copy / "plugin.py").read_text()
+    (copy / "plugin.py").write_text(code.replace('f"prober: {ctx.text}"', 'f"copy: {ctx.text}"'))
+    plugin = "- path: {}\n  isolation: container\n"
+    name, text = container_fleet(tmp_path, engine, plugin.format(FIXTURES / "prober"), PROBER_RULE)
+    async with running_fleet(parse_fleet(text, "test.yaml")) as fleet, chat_client(fleet.base_url) as client:
+        await groups(client, "c")
+        await say(client, "c", "one")
+        await soon(lambda: texts(client, "c") == ["prober: one"])
+        before = info(fleet, "prober")["pid"]
+        await fleet.reload(parse_fleet(text.replace(str(FIXTURES / "prober"), str(copy)), "test.yaml"))
+        await soon(lambda: info(fleet, "prober")["pid"] not in (None, before))  # a new container
+        await say(client, "c", "two")
+        await soon(lambda: texts(client, "c") == ["prober: one", "copy: two"])
     assert plugin_containers(engine, name) == []
