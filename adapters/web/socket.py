@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable
 from typing import Any
 
 import msgspec
@@ -30,10 +31,13 @@ from callboard.adapters.web.outbox import Outbox
 from callboard.adapters.web.protocol import (
     Ack,
     Duplicate,
+    EditOp,
     EventOp,
     FrameError,
     Hello,
+    JoinOp,
     LeaveOp,
+    SendOp,
     SubscribeOp,
     encode,
     error,
@@ -196,6 +200,9 @@ class Gateway:
             return
         try:
             op = parse_op(data)
+            loading = self._load_group(client, op)
+            if loading is not None:
+                await self._loaded(loading, op)
             self._admit(client, op)
         except FrameError as exc:
             client.push(exc.frame())
@@ -211,7 +218,10 @@ class Gateway:
         elif op.chat_id not in client.chats:
             self.outbox.follow(client, op.chat_id)
         future = self.host.ingest([event])
-        await in_flight.put((future, event, op.client_msg_id))
+        acked = future
+        if isinstance(op, JoinOp | LeaveOp):  # acknowledged once the directory stored it too
+            acked = asyncio.ensure_future(_both(future, self.directory.writing(op.chat_id)))
+        await in_flight.put((acked, event, op.client_msg_id))
         await self._hold_off(future)
 
     async def _hold_off(self, future: asyncio.Future[list[int | None]]) -> None:
@@ -230,6 +240,20 @@ class Gateway:
         await asyncio.wait((timer, stopping), return_when=asyncio.FIRST_COMPLETED)
         for task in (timer, stopping):
             task.cancel()
+
+    def _load_group(self, client: WebClient, op: EventOp | SubscribeOp) -> Awaitable[None] | None:
+        """What to await so the directory holds the frame's group (None: nothing)."""
+        if ":" in op.chat_id or (not isinstance(op, SubscribeOp) and op.chat_type != "group"):
+            return None
+        return self.directory.ensure(op.chat_id, client.identity.user_id, isinstance(op, SendOp | EditOp))
+
+    async def _loaded(self, loading: Awaitable[None], op: EventOp | SubscribeOp) -> None:
+        try:
+            await loading
+        except Exception as exc:
+            log.error("web %s: reading group %s failed: %r", self.host.bot_id, op.chat_id, exc)
+            cid = None if isinstance(op, SubscribeOp) else op.client_msg_id
+            raise FrameError("unavailable", "could not read the group; retry", cid) from None
 
     def _admit(self, client: WebClient, op: EventOp | SubscribeOp) -> None:
         """Refuse (``FrameError``) what this user may not do, or may not do now."""
@@ -275,6 +299,12 @@ class Gateway:
                     )
                 )
             )
+
+
+async def _both(ingested: asyncio.Future[list[int | None]], stored: Awaitable[None]) -> list[int | None]:
+    seqs = await ingested
+    await stored
+    return seqs
 
 
 async def _json_body(request: web.Request) -> dict[str, Any] | None:
