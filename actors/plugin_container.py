@@ -229,6 +229,7 @@ class ContainerProcess:
         self._pid = 0
         self._returncode: int | None = None
         self._oom = False
+        self._sent: set[int] = set()  # the signals the engine sent it
         self._exited: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._endpoint = containers.endpoint()
         self._backend: DockerBackend | None = None
@@ -381,6 +382,7 @@ class ContainerProcess:
         backend = self._backend
         if backend is None or self._returncode is not None:
             return
+        self._sent.add(int(sig))
         with contextlib.suppress(docker.errors.DockerException, requests.RequestException, OSError):
             await asyncio.to_thread(backend.client.api.kill, self.container_id, int(sig))
 
@@ -414,6 +416,8 @@ class ContainerProcess:
             return "its image has no python3"
         if self._oom:
             return "out of memory: its container's memory limit was reached"
+        if code == -signal.SIGKILL and signal.SIGKILL not in self._sent:  # Podman may not say OOMKilled
+            return "killed by SIGKILL, not by the engine: most likely out of memory (its container's limit)"
         return exit_reason(code)
 
 

@@ -66,6 +66,8 @@ from callboard.handlers.plugin.hub import PluginHub
 log = logging.getLogger("callboard.plugins")
 
 RUNNER_MODULE = "callboard.plugin.runner"
+#: how long a closed link waits for the runner's exit status (a container's comes through its engine)
+_EXIT_GRACE = 2.0
 
 
 class RunnerDown(Exception):
@@ -229,6 +231,8 @@ class RunnerHost(Actor):
         assert self.link_task is not None
         waiters: set[asyncio.Future[Any]] = {exited, self.link_task}
         done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        if exited not in done:  # a dying runner's socket closes first: its exit says why
+            done, _ = await asyncio.wait({exited}, timeout=_EXIT_GRACE)
         if exited in done:
             reason = f"runner {self.runner} exited ({self._exit_reason(exited.result())})"
         else:
@@ -258,7 +262,11 @@ class RunnerHost(Actor):
             if link is None:
                 raise LinkClosed("no link")
             await link.call(Action.HEALTH, {}, timeout=self.settings.health_timeout)
-        except (TimeoutError, LinkClosed, RemoteError) as exc:
+        except LinkClosed:
+            if link is None:
+                await self._fail(f"runner {self.runner} failed its health check: no link")
+            return  # the watcher reports a closed link, with the runner's exit status
+        except (TimeoutError, RemoteError) as exc:
             await self._fail(f"runner {self.runner} failed its health check: {type(exc).__name__}: {exc}")
         self._arm_health()
 

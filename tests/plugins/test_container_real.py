@@ -58,14 +58,13 @@ RULES = (
 
 
 def container_fleet(
-    tmp_path: Path, podman: Engine, plugins: str, rules: str = RULES, **options: Any
+    tmp_path: Path, podman: Engine, plugins: str, rules: str = RULES, sandbox: str = "", **options: Any
 ) -> tuple[str, str]:
     """(fleet name, fleet file text) with the test engine as the fleet's sandbox."""
     name = f"{FLEET_PREFIX}-plug{next(_names)}"
-    text = fleet_text(tmp_path, plugins, rules, **options).replace(
-        "name: test\n", f"name: {name}\nsandbox: {{engine_url: '{podman.url}', image: '{podman.image}'}}\n", 1
-    )
-    return name, text
+    block = f"sandbox: {{engine_url: '{podman.url}', image: '{podman.image}'{sandbox}}}\n"
+    text = fleet_text(tmp_path, plugins, rules, **options)
+    return name, text.replace("name: test\n", f"name: {name}\n{block}", 1)
 
 
 def plugin_containers(podman: Engine, fleet: str) -> list[dict[str, Any]]:
@@ -256,4 +255,30 @@ async def test_a_new_folder_restarts_the_container_runner_with_it_mounted(
         await soon(lambda: info(fleet, "prober")["pid"] not in (None, before))  # a new container
         await say(client, "c", "two")
         await soon(lambda: texts(client, "c") == ["prober: one", "copy: two"])
+    assert plugin_containers(engine, name) == []
+
+
+async def test_a_leak_past_the_container_memory_limit_is_reported_and_restarted(
+    tmp_path: Path,
+    engine: Engine,  # noqa: F811
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    plugin = f"- path: {FIXTURES / 'leaker'}\n  isolation: container\n  sandbox_profile: small\n"
+    runtime = FAST_RUNTIME.replace("health_timeout: 1s", "health_timeout: 30s")  # the limit ends it
+    name, text = container_fleet(
+        tmp_path,
+        engine,
+        plugin,
+        PROBER_RULE.replace("prober", "leaker"),
+        sandbox=", profiles: {small: {memory: 96m}}",
+        runtime=runtime,
+    )
+    async with running_fleet(parse_fleet(text, "test.yaml")) as fleet, chat_client(fleet.base_url) as client:
+        await groups(client, "c")
+        await say(client, "c", "leak")
+        await say(client, "c", "after")
+        await soon(lambda: texts(client, "c") == ["leaker: after"], timeout=120)
+        assert info(fleet, "leaker")["restarts"] == 1
+    reasons = [r.getMessage() for r in caplog.records if "exited" in r.getMessage()]
+    assert any("out of memory" in m and "its container's" in m for m in reasons), reasons
     assert plugin_containers(engine, name) == []
