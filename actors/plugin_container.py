@@ -49,7 +49,7 @@ import docker.errors
 import docker.types
 import requests
 
-from callboard.engine.plugin_protocol import EXIT_OUT_OF_MEMORY
+from callboard.engine.plugin_protocol import ENV_TOKEN_FILE, EXIT_OUT_OF_MEMORY
 from callboard.engine.sandbox_api import WORKSPACE, SandboxError, SandboxUnavailable
 from callboard.handlers.plugin.config import PluginSpec
 from callboard.sandbox.backend import SessionSpec
@@ -246,7 +246,8 @@ class ContainerProcess:
         token: str,
     ) -> ContainerProcess:
         """Create and start the runner's container (``SandboxUnavailable``/``SandboxError``
-        say why not: no engine, no image, a bad profile)."""
+        say why not: no engine, no image, a bad profile). ``token`` goes in a file of the
+        socket's directory, handed to the container's user with the socket."""
         directory = os.path.dirname(socket_path)
         self = cls(containers, runner, directory)
         creating = asyncio.ensure_future(asyncio.to_thread(self._create, specs, env, socket_path, token))
@@ -290,6 +291,7 @@ class ContainerProcess:
             working_dir=WORKSPACE,
             environment={
                 **env,
+                ENV_TOKEN_FILE: os.path.join(self.directory, TOKEN_FILE),
                 "PYTHONPATH": python_path(specs),
                 "PYTHONDONTWRITEBYTECODE": "1",
                 "HOME": WORKSPACE,

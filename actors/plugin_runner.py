@@ -52,7 +52,6 @@ from callboard.engine.plugin_protocol import (
     ENV_RUNNER,
     ENV_SOCKET,
     ENV_TOKEN,
-    ENV_TOKEN_FILE,
     Action,
     Link,
     LinkClosed,
@@ -184,7 +183,6 @@ class RunnerHost(Actor):
             )
         # no parent check: the engine is not its parent; its socket closing ends it
         env = {ENV_SOCKET: path, ENV_RUNNER: self.runner, ENV_PARENT: "0", ENV_MEMORY: memory}
-        env[ENV_TOKEN_FILE] = os.path.join(os.path.dirname(path), "token")
         try:
             return await ContainerProcess.start(self.containers, self.runner, specs, env, path, token)
         except SandboxError as exc:
