@@ -64,8 +64,14 @@ class _ConnectionLease:
         self.owned = owned
 
 
+#: the chat type of the state rows kept for the adapter (no session has it, so their
+#: names, ``adapter:<key>``, never meet a session's; the key routes a sharded journal)
+ADAPTER_STATE = "adapter"
+
+
 class BotStore:
-    """``AdapterStore`` for one bot: its slice of the journal's stored output."""
+    """``AdapterStore`` for one bot: its slice of the journal's stored output, and its
+    adapter's records in the journal's state table under reserved session keys."""
 
     def __init__(self, bot_id: str, journal: JournalStore) -> None:
         self._bot_id = bot_id
@@ -80,6 +86,12 @@ class BotStore:
         self, chat: str, since: int = 0, limit: int = 1000
     ) -> list[tuple[int, dict[str, Any]]]:
         return await self._journal.read_outbox(self._bot_id, chat, since, limit)
+
+    async def load_adapter_state(self, key: str) -> dict[str, Any] | None:
+        return await self._journal.load_state(self._bot_id, SessionKey(self._bot_id, ADAPTER_STATE, key))
+
+    async def save_adapter_state(self, key: str, value: dict[str, Any]) -> None:
+        await self._journal.save_state(self._bot_id, SessionKey(self._bot_id, ADAPTER_STATE, key), value)
 
 
 class _Batch:

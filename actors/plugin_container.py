@@ -49,7 +49,7 @@ import docker.errors
 import docker.types
 import requests
 
-from callboard.engine.plugin_protocol import EXIT_OUT_OF_MEMORY
+from callboard.engine.plugin_protocol import ENV_TOKEN_FILE, EXIT_OUT_OF_MEMORY
 from callboard.engine.sandbox_api import WORKSPACE, SandboxError, SandboxUnavailable
 from callboard.handlers.plugin.config import PluginSpec
 from callboard.sandbox.backend import SessionSpec
@@ -102,6 +102,10 @@ class RunnerProcess(Protocol):
     async def release(self) -> None:
         """After it exited: free what it held (a container is removed)."""
 
+    def abandon(self) -> None:
+        """Unless it was released: kill it and free what it held without waiting (a
+        stop that is cut short must not leave it running)."""
+
     def exit_reason(self, code: int) -> str: ...
 
 
@@ -133,6 +137,11 @@ class HostProcess:
 
     async def release(self) -> None:
         pass
+
+    def abandon(self) -> None:
+        if self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.kill()
 
     def exit_reason(self, code: int) -> str:
         return exit_reason(code)
@@ -220,6 +229,7 @@ class ContainerProcess:
         self._pid = 0
         self._returncode: int | None = None
         self._oom = False
+        self._sent: set[int] = set()  # the signals the engine sent it
         self._exited: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._endpoint = containers.endpoint()
         self._backend: DockerBackend | None = None
@@ -236,7 +246,8 @@ class ContainerProcess:
         token: str,
     ) -> ContainerProcess:
         """Create and start the runner's container (``SandboxUnavailable``/``SandboxError``
-        say why not: no engine, no image, a bad profile)."""
+        say why not: no engine, no image, a bad profile). ``token`` goes in a file of the
+        socket's directory, handed to the container's user with the socket."""
         directory = os.path.dirname(socket_path)
         self = cls(containers, runner, directory)
         creating = asyncio.ensure_future(asyncio.to_thread(self._create, specs, env, socket_path, token))
@@ -280,6 +291,7 @@ class ContainerProcess:
             working_dir=WORKSPACE,
             environment={
                 **env,
+                ENV_TOKEN_FILE: os.path.join(self.directory, TOKEN_FILE),
                 "PYTHONPATH": python_path(specs),
                 "PYTHONDONTWRITEBYTECODE": "1",
                 "HOME": WORKSPACE,
@@ -372,6 +384,7 @@ class ContainerProcess:
         backend = self._backend
         if backend is None or self._returncode is not None:
             return
+        self._sent.add(int(sig))
         with contextlib.suppress(docker.errors.DockerException, requests.RequestException, OSError):
             await asyncio.to_thread(backend.client.api.kill, self.container_id, int(sig))
 
@@ -385,15 +398,18 @@ class ContainerProcess:
             return
         self._released = True
         self.handshaken()
-        backend = self._backend
-        if backend is None:
+        if self._backend is not None:
+            await asyncio.shield(asyncio.to_thread(_remove, self._backend, self.container_id or self.name))
+
+    def abandon(self) -> None:
+        if self._released:
             return
-        try:
-            await asyncio.to_thread(backend.remove_container, self.container_id or self.name)
-        except SandboxError as error:
-            log.warning("plugin container %s: not removed: %s", self.name, error)
-        finally:
-            backend.close()
+        self._released = True
+        self.handshaken()
+        backend = self._backend
+        if backend is not None:
+            ref = self.container_id or self.name
+            threading.Thread(target=_remove, args=(backend, ref), daemon=True).start()
 
     def exit_reason(self, code: int) -> str:
         if code == EXIT_PYTHON_MISMATCH:
@@ -402,7 +418,18 @@ class ContainerProcess:
             return "its image has no python3"
         if self._oom:
             return "out of memory: its container's memory limit was reached"
+        if code == -signal.SIGKILL and signal.SIGKILL not in self._sent:  # Podman may not say OOMKilled
+            return "killed by SIGKILL, not by the engine: most likely out of memory (its container's limit)"
         return exit_reason(code)
+
+
+def _remove(backend: DockerBackend, ref: str) -> None:
+    try:
+        backend.remove_container(ref)
+    except SandboxError as error:
+        log.warning("plugin container %s: not removed: %s", ref, error)
+    finally:
+        backend.close()
 
 
 def _soon(loop: asyncio.AbstractEventLoop, callback: Any, *args: Any) -> None:

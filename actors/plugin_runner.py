@@ -52,7 +52,6 @@ from callboard.engine.plugin_protocol import (
     ENV_RUNNER,
     ENV_SOCKET,
     ENV_TOKEN,
-    ENV_TOKEN_FILE,
     Action,
     Link,
     LinkClosed,
@@ -66,6 +65,8 @@ from callboard.handlers.plugin.hub import PluginHub
 log = logging.getLogger("callboard.plugins")
 
 RUNNER_MODULE = "callboard.plugin.runner"
+#: how long a closed link waits for the runner's exit status (a container's comes through its engine)
+_EXIT_GRACE = 2.0
 
 
 class RunnerDown(Exception):
@@ -182,7 +183,6 @@ class RunnerHost(Actor):
             )
         # no parent check: the engine is not its parent; its socket closing ends it
         env = {ENV_SOCKET: path, ENV_RUNNER: self.runner, ENV_PARENT: "0", ENV_MEMORY: memory}
-        env[ENV_TOKEN_FILE] = os.path.join(os.path.dirname(path), "token")
         try:
             return await ContainerProcess.start(self.containers, self.runner, specs, env, path, token)
         except SandboxError as exc:
@@ -229,6 +229,8 @@ class RunnerHost(Actor):
         assert self.link_task is not None
         waiters: set[asyncio.Future[Any]] = {exited, self.link_task}
         done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        if exited not in done:  # a dying runner's socket closes first: its exit says why
+            done, _ = await asyncio.wait({exited}, timeout=_EXIT_GRACE)
         if exited in done:
             reason = f"runner {self.runner} exited ({self._exit_reason(exited.result())})"
         else:
@@ -258,7 +260,11 @@ class RunnerHost(Actor):
             if link is None:
                 raise LinkClosed("no link")
             await link.call(Action.HEALTH, {}, timeout=self.settings.health_timeout)
-        except (TimeoutError, LinkClosed, RemoteError) as exc:
+        except LinkClosed:
+            if link is None:
+                await self._fail(f"runner {self.runner} failed its health check: no link")
+            return  # the watcher reports a closed link, with the runner's exit status
+        except (TimeoutError, RemoteError) as exc:
             await self._fail(f"runner {self.runner} failed its health check: {type(exc).__name__}: {exc}")
         self._arm_health()
 
@@ -309,9 +315,13 @@ class RunnerHost(Actor):
         self.stopping = True
         self.hub.detach(self.runner, self.link, reason="stopped")
         proc = self.proc
-        if proc is not None and proc.returncode is None:
-            await self._stop_in_stages(proc)
-        await self._kill()
+        try:
+            if proc is not None and proc.returncode is None:
+                await self._stop_in_stages(proc)
+            await self._kill()
+        finally:
+            if proc is not None:  # the stop was cut short (cancelled): kill and remove, not waiting
+                proc.abandon()
         for task in self.tasks:
             task.cancel()
         if self.link is not None:

@@ -176,12 +176,7 @@ class PluginSupervisor(Actor):
             "config": [],
             "unchanged": [],
         }
-        moved = {
-            n
-            for n in old.keys() & new.keys()
-            if (old[n].runner_name, old[n].memory_limit, old[n].isolation, old[n].sandbox_profile)
-            != (new[n].runner_name, new[n].memory_limit, new[n].isolation, new[n].sandbox_profile)
-        }
+        moved = {n for n in old.keys() & new.keys() if _runner_key(old[n]) != _runner_key(new[n])}
         changed_runners = {old[n].runner_name for n in old.keys() - new.keys() | moved}
         changed_runners |= {new[n].runner_name for n in new.keys() - old.keys() | moved}
         self.specs = tuple(specs)
@@ -244,3 +239,10 @@ class PluginSupervisor(Actor):
 
         self.http.add("GET", "/api/plugins", listing, owner=OWNER)
         self.http.add("POST", "/api/plugins/reload", reload, owner=OWNER)
+
+
+def _runner_key(spec: PluginSpec) -> tuple[object, ...]:
+    """What a plugin's runner is started with: a change restarts the runner. A container
+    runner mounts its plugins' folders at start, so for it the folder counts too."""
+    key: tuple[object, ...] = (spec.runner_name, spec.memory_limit, spec.isolation, spec.sandbox_profile)
+    return (*key, spec.path, spec.package) if spec.isolation == "container" else key

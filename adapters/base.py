@@ -88,7 +88,9 @@ class AdapterBusy(Exception):
 class AdapterStore(Protocol):
     """The slice of durable storage an adapter may use: its own bot's stored output
     (per-chat sequence numbers, for platforms such as the web chat that replay what a
-    reconnecting client missed). Nothing else of the journal is reachable."""
+    reconnecting client missed), and small records of its own state by key (such as the
+    web chat's groups and members), kept across restarts and shared by the nodes of a
+    cluster. Nothing else of the journal is reachable."""
 
     def append_outbox(
         self, chat: str, payload: dict[str, Any], idempotency_key: str | None = None
@@ -102,6 +104,18 @@ class AdapterStore(Protocol):
         self, chat: str, since: int = 0, limit: int = 1000
     ) -> list[tuple[int, dict[str, Any]]]:
         """Items stored for ``chat`` after ``since``, oldest first, once durable."""
+        ...
+
+    async def load_adapter_state(self, key: str) -> dict[str, Any] | None:
+        """The record last saved under ``key`` (None: never saved). Not cached: each call
+        reads the journal, so a record another node saved is seen."""
+        ...
+
+    async def save_adapter_state(self, key: str, value: dict[str, Any]) -> None:
+        """Replace the record under ``key`` (JSON-serialisable); returns once committed.
+        The last save wins, with no compare-and-set: changes made from several nodes at
+        once are ordered elsewhere (the web chat appends them to its stored output, per
+        chat in order, and saves here only checkpoints of what it replayed)."""
         ...
 
 

@@ -55,7 +55,7 @@ class WebAdapter(Adapter):
     def __init__(self, host: AdapterHost, config: WebAdapterConfig) -> None:
         super().__init__(host, config)
         self.base_path = f"/web/{host.bot_id}"
-        self.directory = Directory()
+        self.directory = Directory(host.store)
         self.outbox = Outbox(host.store)
         sessions = Sessions(host.bot_id, config, lambda: host.secret(SECRET_NAME))
         self.gateway = Gateway(host, config, self.base_path, sessions, self.directory, self.outbox)
@@ -68,7 +68,8 @@ class WebAdapter(Adapter):
         return {"web chat": f"{self.base_path}/"}
 
     def from_peer(self, data: bytes) -> None:
-        self.outbox.from_peer(data)
+        if not self.directory.from_peer(data):
+            self.outbox.from_peer(data)
 
     def register_routes(self) -> None:
         for method, path, handler in [*self.page.routes(), *self.gateway.routes()]:
@@ -129,13 +130,14 @@ class WebAdapter(Adapter):
 
     async def mute_member(self, group_id: str, user_id: str, duration: int = 0) -> None:
         """The user's sends and edits in the group are refused (``muted``) for ``duration``
-        seconds (0: until unmuted); members see a ``muted`` frame."""
-        self.directory.mute(group_id, user_id, duration)
+        seconds (0: until unmuted); members see a ``muted`` frame. Stored before it
+        returns, so it holds across a restart and on every node."""
+        await self.directory.mute(group_id, user_id, duration)
         frame = {"op": "muted", "chat_id": group_id, "user_id": user_id, "duration": duration}
         await self.outbox.publish(group_id, frame)
 
     async def unmute_member(self, group_id: str, user_id: str) -> None:
-        self.directory.unmute(group_id, user_id)
+        await self.directory.unmute(group_id, user_id)
         await self.outbox.publish(group_id, {"op": "unmuted", "chat_id": group_id, "user_id": user_id})
 
     async def platform_action(self, action: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -147,23 +149,29 @@ class WebAdapter(Adapter):
 
     # ------------------------------------------------------------------ queries
 
+    # Read from the journal's copy when not cached here; in cluster mode a cached group
+    # may lag a change made on another node by up to directory.STALE_AFTER seconds.
+
     async def get_group_info(self, group_id: str) -> Group:
-        group = self.directory.groups.get(group_id)
-        if group is None:
+        record = await self.directory.record(group_id)
+        if not record["members"] and group_id not in await self.directory.all_groups():
             raise LookupError(f"web group {group_id!r} has not been seen")
-        return msgspec.structs.replace(group, member_count=len(self.directory.members.get(group_id, {})))
+        group = self.directory.group(group_id)
+        return msgspec.structs.replace(group, member_count=len(record["members"]))
 
     async def get_group_list(self) -> list[Group]:
-        return list(self.directory.groups.values())
+        return [Group(id=gid, name=name) for gid, name in sorted((await self.directory.all_groups()).items())]
 
     async def get_group_member_list(self, group_id: str) -> list[GroupMember]:
-        return list(self.directory.members.get(group_id, {}).values())
+        await self.directory.record(group_id)
+        return self.directory.members(group_id)
 
     async def get_group_member_info(self, group_id: str, user_id: str) -> GroupMember:
-        member = self.directory.members.get(group_id, {}).get(user_id)
-        if member is None:
-            raise LookupError(f"user {user_id!r} is not a known member of web group {group_id!r}")
-        return member
+        await self.directory.record(group_id)
+        for member in self.directory.members(group_id):
+            if member.user.id == user_id:
+                return member
+        raise LookupError(f"user {user_id!r} is not a known member of web group {group_id!r}")
 
     async def get_user_info(self, user_id: str) -> User:
         user = self.directory.users.get(user_id)

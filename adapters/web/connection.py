@@ -23,7 +23,8 @@ class WebConnection(Actor):
     async def on_start(self) -> None:
         self.adapter.register_routes()
         self.adapter.gateway.start()
-        self.adapter.outbox.peers = self.adapter.host.peers()  # cluster mode: replies made elsewhere
+        peers = self.adapter.host.peers()  # cluster mode: replies and group changes made elsewhere
+        self.adapter.outbox.peers = self.adapter.directory.peers = peers
         self.adapter.host.set_connected(True, f"serving {self.adapter.base_path}/ws")
 
     async def receive(self, message: Any) -> Any:

@@ -32,10 +32,13 @@ from callboard.adapters.web.outbox import Outbox
 from callboard.adapters.web.protocol import (
     Ack,
     Duplicate,
+    EditOp,
     EventOp,
     FrameError,
     Hello,
+    JoinOp,
     LeaveOp,
+    SendOp,
     SubscribeOp,
     encode,
     error,
@@ -255,9 +258,10 @@ class Gateway:
         return ws
 
     def _on_frame(self, client: WebClient, data: str | bytes, acks: Acks) -> Awaitable[None] | None:
-        """Take one frame. Returns what to await before reading the next one (a subscribe's
-        backlog, a pause after ``busy``, room among the frames in flight), or None: most frames
-        need no wait, and a coroutine per frame was a measurable part of the hot path."""
+        """Take one frame. Returns what to await before reading the next one (a group to
+        load, a subscribe's backlog, a pause after ``busy``, room among the frames in
+        flight), or None: most frames need no wait, and a coroutine per frame was a
+        measurable part of the hot path."""
         limit = self.config.max_frame_bytes
         if len(data) * 4 > limit:  # a character is at most 4 bytes: only a long frame is measured
             size = len(data.encode() if isinstance(data, str) else data)
@@ -266,10 +270,35 @@ class Gateway:
                 return None
         try:
             op = parse_op(data)
+            loading = self._load_group(client, op)
+            if loading is None:
+                self._admit(client, op)
+        except FrameError as exc:
+            return self._refused(client, exc)
+        if loading is not None:
+            return self._load_then_take(client, op, loading, acks)
+        return self._take(client, op, acks)
+
+    async def _load_then_take(
+        self, client: WebClient, op: EventOp | SubscribeOp, loading: Awaitable[None], acks: Acks
+    ) -> None:
+        """A group frame: the directory reads the group first, then the frame is admitted."""
+        try:
+            await self._loaded(loading, op)
             self._admit(client, op)
         except FrameError as exc:
-            client.push(exc.frame())
-            return None if exc.retry_after is None else self._pause(exc.retry_after)  # see _hold_off
+            waiting = self._refused(client, exc)
+        else:
+            waiting = self._take(client, op, acks)
+        if waiting is not None:
+            await waiting
+
+    def _refused(self, client: WebClient, exc: FrameError) -> Awaitable[None] | None:
+        client.push(exc.frame())
+        return None if exc.retry_after is None else self._pause(exc.retry_after)  # see _hold_off
+
+    def _take(self, client: WebClient, op: EventOp | SubscribeOp, acks: Acks) -> Awaitable[None] | None:
+        """An admitted frame: a subscribe, or an event to ingest (answered in order by ``acks``)."""
         if isinstance(op, SubscribeOp):
             return self.outbox.subscribe(client, op.chat_id, op.since)
         event = to_event(self.host.bot_id, op, client.identity, self.directory)
@@ -278,7 +307,10 @@ class Gateway:
         elif op.chat_id not in client.chats:
             self.outbox.follow(client, op.chat_id)
         future = self.host.ingest([event])
-        acks.add(future, event, op.client_msg_id)
+        acked = future
+        if isinstance(op, JoinOp | LeaveOp):  # acknowledged once the directory stored it too
+            acked = asyncio.ensure_future(_both(future, self.directory.writing(op.chat_id)))
+        acks.add(acked, event, op.client_msg_id)
         return self._hold_off(future) if not acks.full() else self._room_then_hold_off(acks, future)
 
     async def _room_then_hold_off(self, acks: Acks, future: asyncio.Future[list[int | None]]) -> None:
@@ -305,6 +337,20 @@ class Gateway:
         for task in (timer, stopping):
             task.cancel()
 
+    def _load_group(self, client: WebClient, op: EventOp | SubscribeOp) -> Awaitable[None] | None:
+        """What to await so the directory holds the frame's group (None: nothing)."""
+        if ":" in op.chat_id or (not isinstance(op, SubscribeOp) and op.chat_type != "group"):
+            return None
+        return self.directory.ensure(op.chat_id, client.identity.user_id, isinstance(op, SendOp | EditOp))
+
+    async def _loaded(self, loading: Awaitable[None], op: EventOp | SubscribeOp) -> None:
+        try:
+            await loading
+        except Exception as exc:
+            log.error("web %s: reading group %s failed: %r", self.host.bot_id, op.chat_id, exc)
+            cid = None if isinstance(op, SubscribeOp) else op.client_msg_id
+            raise FrameError("unavailable", "could not read the group; retry", cid) from None
+
     def _admit(self, client: WebClient, op: EventOp | SubscribeOp) -> None:
         """Refuse (``FrameError``) what this user may not do, or may not do now."""
         identity = client.identity
@@ -320,6 +366,12 @@ class Gateway:
         wait = admit(client.rate, client.user_rate)
         if wait > 0:
             raise FrameError("busy", "rate limit reached; retry later", cid, retry_after=wait)
+
+
+async def _both(ingested: asyncio.Future[list[int | None]], stored: Awaitable[None]) -> list[int | None]:
+    seqs = await ingested
+    await stored
+    return seqs
 
 
 async def _json_body(request: web.Request) -> dict[str, Any] | None:

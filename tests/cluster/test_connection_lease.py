@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import textwrap
 import time
 from pathlib import Path
 
@@ -18,11 +19,12 @@ import pytest
 
 from callboard.bench.harness import free_port, wait_ready
 from callboard.testing.cluster import Node, TcpProxy, connection_owners, telegram_bot, write_config
+from callboard.testing.fake_lark import FakeLark
 from callboard.testing.fake_slack import APP_TOKEN, BOT_TOKEN, FakeSlack
 from callboard.testing.fake_telegram import TOKEN, FakeBotAPI, private_chat, user
 from callboard.testing.nats_server import NatsServer
 from callboard.testing.postgres import PostgresServer
-from tests.support import WEB
+from tests.support import RATE_LIMITS_OFF, WEB
 
 pytestmark = pytest.mark.timeout(120)
 ROOT = Path(__file__).resolve().parents[2]
@@ -308,3 +310,92 @@ async def test_slack_socket_mode_runs_on_one_node_and_moves_on_kill_9(
         for node in nodes:
             node.stop()
         await slack.close()
+
+
+async def test_lark_long_connection_runs_on_one_node_and_moves_on_kill_9(
+    tmp_path: Path, postgres: PostgresServer, nats_server: NatsServer
+) -> None:
+    """Lark's long connection under the same lease: at most one connection open
+    across the nodes (sampled every 20 ms); after kill -9 of its node another node
+    connects and Lark sends what was never acknowledged again."""
+    lark = await FakeLark().start()
+    people = [f"ou_p{i}" for i in range(4)]
+    for person in people:
+        lark.add_user(person, person)
+    adapter = textwrap.indent(lark.adapter_yaml("ws") + RATE_LIMITS_OFF + "\nrequest_timeout: 5\n", " " * 6)
+    bots = f"""
+  - id: lk
+    adapter:
+{adapter}
+    session: {{debounce: {{window: 0}}}}
+    handlers:
+      - event_type: message.received
+        handler_type: pipeline
+        handler_config: {{stages: [{{type: echo}}]}}
+"""
+    url = postgres.create_database("conn_lark")
+    (tmp_path / "var").mkdir()
+    nodes = []
+    for i in range(2):
+        port = free_port()
+        config = write_config(
+            tmp_path, f"n{i}", url=url, nats=nats_server.url, port=port, web=WEB, partitions=8, bots=bots
+        )
+        nodes.append(Node(f"n{i}", config, port, tmp_path / f"n{i}.log"))
+    sent: list[str] = []
+    most_open = 0
+
+    async def sample() -> None:
+        nonlocal most_open
+        while True:
+            most_open = max(most_open, len(lark.connections))
+            await asyncio.sleep(0.02)
+
+    def say(count: int) -> None:
+        for _ in range(count):
+            k = len(sent)
+            person = people[k % len(people)]
+            lark.push(lark.message_event(lark.p2p(person), person, f"l{k}"))
+            sent.append(f"l{k}")
+
+    sampler = asyncio.ensure_future(sample())
+    try:
+        for node in nodes:
+            node.start(ROOT)
+        for node in nodes:
+            await wait_ready(f"{node.base}/readyz", timeout=60)
+        owner = await _sole_owner(nodes, "conn.lk.lark")
+        for _ in range(5):
+            say(4)
+            await asyncio.sleep(0.1)
+        await lark.wait_acked()
+        killed_at = owner.kill()
+        while time.monotonic() - killed_at < 5.0:
+            say(2)
+            await asyncio.sleep(0.1)
+        await lark.wait_acked(timeout=30)
+        deadline = time.monotonic() + 30
+        counts: collections.Counter[str] = collections.Counter()
+        while time.monotonic() < deadline:
+            counts = collections.Counter(lark.texts_sent())
+            if set(sent) <= set(counts):
+                break
+            await asyncio.sleep(0.1)
+        missing = [t for t in sent if t not in counts]
+        doubled = {t: c for t, c in counts.items() if c > 1}
+        survivor = next(node for node in nodes if node is not owner)
+        print(
+            f"\nLark long connection: most open at once {most_open}; {owner.name} killed, "
+            f"{survivor.name} took over; sent {len(sent)}, missing {len(missing)}, "
+            f"answered twice {len(doubled)}"
+        )
+        assert await _sole_owner([survivor], "conn.lk.lark") is survivor
+        assert most_open == 1, "two nodes had a long connection open at once"
+        assert not missing, f"never answered: {missing[:10]}"
+        assert not doubled, f"answered more than once: {doubled}"
+    finally:
+        sampler.cancel()
+        await asyncio.gather(sampler, return_exceptions=True)
+        for node in nodes:
+            node.stop()
+        await lark.close()

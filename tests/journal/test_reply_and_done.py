@@ -17,13 +17,17 @@ import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import psycopg
 import pytest
 
 from callboard.engine import journal_writer
 from callboard.engine.clock import ManualClock
 from callboard.engine.journal import Journal, StorageUnavailable
+from callboard.engine.journal_pg import PgJournal
 from callboard.engine.journal_store import JournalStore
+from callboard.engine.journal_writer import OUTBOX, Op
 from tests.journal.conftest import MakeJournal
 from tests.journal.test_journal import message
 from tests.journal.test_storage_failure import Storage
@@ -207,5 +211,48 @@ async def test_kill_9_at_the_commit_keeps_both_or_neither(tmp_path: Path, when: 
         stored = await journal.append_outbox("b", "c1", {"text": "hi"}, "b:1:0:0")
         assert stored[0] == 1
         assert await _outbox(journal) == [(1, "hi")]
+    finally:
+        await journal.close()
+
+
+async def test_postgres_a_mark_queued_while_its_reply_commits_fails_with_it(
+    make_journal: MakeJournal, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if backend != "postgresql":
+        pytest.skip("PostgreSQL's batches run while the next one is queued")
+    clock = ManualClock()
+    journal = make_journal(clock=clock)
+    assert isinstance(journal, PgJournal)
+    await journal.open()
+    apply = PgJournal._apply
+
+    async def reply_batch_fails(self: PgJournal, conn: Any, batch: list[Op], probe: bool = False) -> Any:
+        if any(op.kind == OUTBOX for op in batch):  # the connection drops under this batch only
+            raise psycopg.OperationalError("server closed the connection unexpectedly")
+        return await apply(self, conn, batch, probe)
+
+    try:
+        seq = await journal.append(message(1), message(1).session_key())
+        assert seq is not None
+        monkeypatch.setattr(PgJournal, "_apply", reply_batch_fails)
+        reply = journal.append_outbox("b", "c1", {"text": "hi"}, "b:1:0:0")
+        for _ in range(100):  # until the reply's batch is on its way to the server
+            if journal._outbox_running:
+                break
+            await asyncio.sleep(0)
+        assert journal._outbox_running
+        committed = journal.mark_done([seq])  # the next batch, tied to the running one
+        assert committed is not None
+        with pytest.raises(StorageUnavailable):
+            await asyncio.wait_for(reply, 10)
+        with pytest.raises(StorageUnavailable):  # though its own batch could have committed
+            await asyncio.wait_for(committed, 10)
+        monkeypatch.setattr(PgJournal, "_apply", apply)
+        await clock.advance(60)  # the probe finds the server writable again
+        await journal.settled()
+        await journal.wait_writable()
+        await journal.flush()
+        assert await journal.event_status(seq) == "pending"  # replayed, its reply stored then
+        assert await _outbox(journal) == []
     finally:
         await journal.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import shutil
 import signal
 import statistics
 import subprocess
@@ -22,7 +23,17 @@ import pytest
 from callboard.actors.config_file import parse_fleet
 from callboard.actors.plugin_container import LABEL_FLEET, LABEL_OWNER, LABEL_RUNNER
 from callboard.bench.harness import free_port, wait_ready
-from tests.plugins.support import FIXTURES, ROOT, fleet_plugins, fleet_text, groups, say, soon, texts
+from tests.plugins.support import (
+    FAST_RUNTIME,
+    FIXTURES,
+    ROOT,
+    fleet_plugins,
+    fleet_text,
+    groups,
+    say,
+    soon,
+    texts,
+)
 from tests.sandbox.conftest import FLEET_PREFIX, Engine, engine  # noqa: F401  (the Podman service, the image)
 from tests.support import chat_client, running_fleet
 
@@ -47,14 +58,13 @@ RULES = (
 
 
 def container_fleet(
-    tmp_path: Path, podman: Engine, plugins: str, rules: str = RULES, **options: Any
+    tmp_path: Path, podman: Engine, plugins: str, rules: str = RULES, sandbox: str = "", **options: Any
 ) -> tuple[str, str]:
     """(fleet name, fleet file text) with the test engine as the fleet's sandbox."""
     name = f"{FLEET_PREFIX}-plug{next(_names)}"
-    text = fleet_text(tmp_path, plugins, rules, **options).replace(
-        "name: test\n", f"name: {name}\nsandbox: {{engine_url: '{podman.url}', image: '{podman.image}'}}\n", 1
-    )
-    return name, text
+    block = f"sandbox: {{engine_url: '{podman.url}', image: '{podman.image}'{sandbox}}}\n"
+    text = fleet_text(tmp_path, plugins, rules, **options)
+    return name, text.replace("name: test\n", f"name: {name}\n{block}", 1)
 
 
 def plugin_containers(podman: Engine, fleet: str) -> list[dict[str, Any]]:
@@ -195,4 +205,80 @@ async def test_stopping_while_the_container_starts_leaves_none_behind(
     async with running_fleet(parse_fleet(text, "test.yaml")):
         pass  # stop at once: the container is being created or its runner is on its handshake
     await asyncio.sleep(1.0)  # a creation that was under way when the stop came has finished by now
+    assert plugin_containers(engine, name) == []
+
+
+async def test_a_stuck_container_runner_is_stopped_by_sigterm_and_removed(
+    tmp_path: Path,
+    engine: Engine,  # noqa: F811
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    rule = PROBER_RULE.replace("prober", "hanger")
+    runtime = (  # no restart; a short event deadline, and stages that fit the engine's stop budget
+        FAST_RUNTIME.replace("health_interval: 500ms", "health_interval: 60s")
+        .replace("event_timeout: 5s", "event_timeout: 1s")
+        .replace("stop_timeout: 2s", "stop_timeout: 1s")
+    )
+    name, text = container_fleet(
+        tmp_path, engine, f"- path: {FIXTURES / 'hanger'}\n  isolation: container\n", rule, runtime=runtime
+    )
+    async with running_fleet(parse_fleet(text, "test.yaml")) as fleet, chat_client(fleet.base_url) as client:
+        await groups(client, "c")
+        await say(client, "c", "hi")
+        await soon(lambda: texts(client, "c") == ["hanger: hi"])
+        ref = fleet.system.lookup("/fleet/plugins/hanger")
+        assert ref is not None
+        proc = ref._cell.actor.proc  # type: ignore[attr-defined]
+        await say(client, "c", "hang")  # blocks the runner's event loop: drain and shutdown go unanswered
+        await soon(lambda: any("did not answer in time" in r.getMessage() for r in caplog.records))
+    assert proc.returncode == -signal.SIGTERM  # the SIGTERM stage ended it (PID 1 handles TERM)
+    assert any("did not stop; sending SIGTERM" in r.getMessage() for r in caplog.records)
+    assert plugin_containers(engine, name) == []
+
+
+async def test_a_new_folder_restarts_the_container_runner_with_it_mounted(
+    tmp_path: Path,
+    engine: Engine,  # noqa: F811
+) -> None:
+    copy = tmp_path / "prober_copy"
+    shutil.copytree(FIXTURES / "prober", copy)
+    code = (copy / "plugin.py").read_text()
+    (copy / "plugin.py").write_text(code.replace('f"prober: {ctx.text}"', 'f"copy: {ctx.text}"'))
+    plugin = "- path: {}\n  isolation: container\n"
+    name, text = container_fleet(tmp_path, engine, plugin.format(FIXTURES / "prober"), PROBER_RULE)
+    async with running_fleet(parse_fleet(text, "test.yaml")) as fleet, chat_client(fleet.base_url) as client:
+        await groups(client, "c")
+        await say(client, "c", "one")
+        await soon(lambda: texts(client, "c") == ["prober: one"])
+        before = info(fleet, "prober")["pid"]
+        await fleet.reload(parse_fleet(text.replace(str(FIXTURES / "prober"), str(copy)), "test.yaml"))
+        await soon(lambda: info(fleet, "prober")["pid"] not in (None, before))  # a new container
+        await say(client, "c", "two")
+        await soon(lambda: texts(client, "c") == ["prober: one", "copy: two"])
+    assert plugin_containers(engine, name) == []
+
+
+async def test_a_leak_past_the_container_memory_limit_is_reported_and_restarted(
+    tmp_path: Path,
+    engine: Engine,  # noqa: F811
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    plugin = f"- path: {FIXTURES / 'leaker'}\n  isolation: container\n  sandbox_profile: small\n"
+    runtime = FAST_RUNTIME.replace("health_timeout: 1s", "health_timeout: 30s")  # the limit ends it
+    name, text = container_fleet(
+        tmp_path,
+        engine,
+        plugin,
+        PROBER_RULE.replace("prober", "leaker"),
+        sandbox=", profiles: {small: {memory: 96m}}",
+        runtime=runtime,
+    )
+    async with running_fleet(parse_fleet(text, "test.yaml")) as fleet, chat_client(fleet.base_url) as client:
+        await groups(client, "c")
+        await say(client, "c", "leak")
+        await say(client, "c", "after")
+        await soon(lambda: texts(client, "c") == ["leaker: after"], timeout=120)
+        assert info(fleet, "leaker")["restarts"] == 1
+    reasons = [r.getMessage() for r in caplog.records if "exited" in r.getMessage()]
+    assert any("out of memory" in m and "its container's" in m for m in reasons), reasons
     assert plugin_containers(engine, name) == []
