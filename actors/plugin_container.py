@@ -8,7 +8,7 @@ size-limited tmpfs at /workspace and /tmp, a non-root user, every capability
 dropped, no-new-privileges, memory/CPU/pids limits) and reaches the engine only
 through its runner socket, whose directory is bind-mounted with the one-time
 token in a file (not in the container's environment, which ``inspect`` shows;
-the host deletes the file once the handshake is done).
+the host deletes the file when the runner connects, having read it).
 
 The code it runs is bind-mounted read-only at the same paths as on this machine,
 so paths need no translation: the callboard package with the rooms the runner
@@ -96,9 +96,6 @@ class RunnerProcess(Protocol):
     async def signal(self, sig: signal.Signals) -> None:
         """Deliver ``sig`` unless it is gone already."""
 
-    def handshaken(self) -> None:
-        """The runner said hello: what it needed only for that can go."""
-
     async def release(self) -> None:
         """After it exited: free what it held (a container is removed)."""
 
@@ -131,9 +128,6 @@ class HostProcess:
     async def signal(self, sig: signal.Signals) -> None:
         with contextlib.suppress(ProcessLookupError):
             self.proc.send_signal(sig)
-
-    def handshaken(self) -> None:
-        pass
 
     async def release(self) -> None:
         pass
@@ -388,16 +382,11 @@ class ContainerProcess:
         with contextlib.suppress(docker.errors.DockerException, requests.RequestException, OSError):
             await asyncio.to_thread(backend.client.api.kill, self.container_id, int(sig))
 
-    def handshaken(self) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(os.path.join(self.directory, TOKEN_FILE))
-
     async def release(self) -> None:
         """Remove the container (its follower then ends); idempotent."""
         if self._released:
             return
         self._released = True
-        self.handshaken()
         if self._backend is not None:
             await asyncio.shield(asyncio.to_thread(_remove, self._backend, self.container_id or self.name))
 
@@ -405,7 +394,6 @@ class ContainerProcess:
         if self._released:
             return
         self._released = True
-        self.handshaken()
         backend = self._backend
         if backend is not None:
             ref = self.container_id or self.name

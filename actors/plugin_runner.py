@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from callboard.actors.plugin_container import (
+    TOKEN_FILE,
     ContainerProcess,
     HostProcess,
     PluginContainers,
@@ -129,6 +130,8 @@ class RunnerHost(Actor):
         level = logging.getLogger(f"callboard.plugin.{self.runner}").getEffectiveLevel()
         self.conn = conn = RunnerConnection(self.hub, self.runner, token, specs, level)
         # mode 0700, and short: a Unix socket path has at most 107 bytes
+        if self.directory is not None:  # a restart: the previous runner's directory goes
+            shutil.rmtree(self.directory, ignore_errors=True)
         self.directory = tempfile.mkdtemp(prefix="cb-plugin-")
         path = os.path.join(self.directory, "sock")
         self.server = await asyncio.start_unix_server(self._accept, path)
@@ -143,7 +146,6 @@ class RunnerHost(Actor):
         self.tasks.append(exited)
         self.tasks.append(asyncio.ensure_future(self._drain(proc.stdout)))
         pid = await self._before_exit(conn.hello, exited, "say hello")
-        proc.handshaken()
         registrations = await self._before_exit(conn.ready, exited, "load its plugins")
         assert self.link is not None
         if isinstance(proc, ContainerProcess):
@@ -212,6 +214,9 @@ class RunnerHost(Actor):
         if self.link is not None or self.conn is None:
             writer.close()  # one connection per runner; later ones are strangers
             return
+        if self.directory is not None:  # a container runner has read its token file by now
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(self.directory, TOKEN_FILE))
         self.link = Link(reader, writer, self.conn.on_request)
         self.link_task = asyncio.ensure_future(self.link.run())
         if self.server is not None:

@@ -191,7 +191,11 @@ class Directory:
         return _track(self._reading, chat_id, self._queue(chat_id, lambda: self._read(chat_id)))
 
     async def _read(self, chat_id: str) -> None:
-        record = await self._replay(GROUP_KEY + chat_id, LOG + chat_id, _empty(chat_id), apply)
+        try:
+            record = await self._replay(GROUP_KEY + chat_id, LOG + chat_id, _empty(chat_id), apply)
+        except BaseException:
+            self._forget(chat_id)  # unsure now: read again before the next check
+            raise
         self._cache(chat_id, record)
 
     async def _replay(
@@ -305,11 +309,7 @@ class Directory:
         self._written(chat_id, change)
         if self.peers is not None:
             self.peers(PEER_NOTICE + chat_id.encode())
-        try:
-            await self._read(chat_id)  # what other nodes changed meanwhile, and a checkpoint
-        except Exception as exc:  # the change is stored: only the copy here is unsure
-            log.warning("web directory: group %s could not be read back: %r", chat_id, exc)
-            self._forget(chat_id)
+        self.refresh(chat_id)  # what other nodes changed meanwhile, and a checkpoint
 
     def _written(self, chat_id: str, change: Change) -> None:
         unwritten = self._unwritten[chat_id]

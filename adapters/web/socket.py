@@ -345,7 +345,7 @@ class Gateway:
 
     async def _loaded(self, loading: Awaitable[None], op: EventOp | SubscribeOp) -> None:
         try:
-            await loading
+            await asyncio.shield(loading)  # shared with other frames: a closing socket must not cancel it
         except Exception as exc:
             log.error("web %s: reading group %s failed: %r", self.host.bot_id, op.chat_id, exc)
             cid = None if isinstance(op, SubscribeOp) else op.client_msg_id
@@ -370,7 +370,7 @@ class Gateway:
 
 async def _both(ingested: asyncio.Future[list[int | None]], stored: Awaitable[None]) -> list[int | None]:
     seqs = await ingested
-    await stored
+    await asyncio.shield(stored)  # the directory's write, never cancelled from here
     return seqs
 
 

@@ -368,7 +368,7 @@ def _forget_modules(package: str) -> None:
 
 def _token_file(path: str) -> str:
     """The token a container runner finds in its socket directory (the host removes the file
-    once the handshake is done, so plugin code cannot read it)."""
+    when this runner connects, before any plugin code runs, so plugin code cannot read it)."""
     if not path:
         return ""
     with open(path, encoding="ascii") as file:

@@ -114,7 +114,7 @@ async def test_a_container_runner_answers_is_contained_restarts_and_is_removed(
         assert info(fleet, "prober")["pid"] == inspected["State"]["Pid"]
 
         port = int(fleet.base_url.rstrip("/").rsplit(":", 1)[1])  # the engine's own HTTP port
-        await say(client, "c", f"probe {port}")
+        await say(client, "c", f"probe {port} {tmp_path / 'journal.sqlite3'}")
         await soon(lambda: len(texts(client, "c")) == 2)
         report = json.loads(texts(client, "c")[1].removeprefix("prober: "))
         assert report["uid"] == 1000, report  # the sandbox profile's user, not root
@@ -123,6 +123,7 @@ async def test_a_container_runner_answers_is_contained_restarts_and_is_removed(
         assert report["root"] in ("OSError", "PermissionError"), report
         assert report["workspace"] == "written" and report["tmp"] == "written", report
         assert report["token_env"] == [] and report["token_file"] is False, report
+        assert report["journal"] == "FileNotFoundError", report  # the engine's files are not there
         assert not (FIXTURES / "prober" / "written.txt").exists()
 
         await say(client, "c", "crash")
