@@ -35,9 +35,16 @@ import orjson
 import psycopg
 
 from callboard.actors.cluster import partition_of
-from callboard.bench.harness import free_port, wait_ready
+from callboard.bench.harness import free_port
 from callboard.engine.events import SessionKey
-from callboard.testing.cluster import Node, balanced, connection_owners, telegram_bot, write_config
+from callboard.testing.cluster import (
+    Node,
+    balanced,
+    connection_owners,
+    make_nodes,
+    start_all,
+    telegram_bot,
+)
 from callboard.testing.fake_telegram import TOKEN, FakeBotAPI, private_chat, user
 from callboard.testing.nats_server import NatsServer
 from callboard.testing.postgres import PostgresServer
@@ -152,28 +159,13 @@ async def load(bases: list[str], url: str, users: int, per_user: int, window: in
             await c.close()
 
 
-def _nodes(tmp: Path, count: int, url: str, nats: str, bots: str = "") -> list[Node]:
-    (tmp / "var").mkdir(parents=True, exist_ok=True)
-    nodes = []
-    for i in range(count):
-        port = free_port()
-        config = write_config(
-            tmp, f"n{i}", url=url, nats=nats, port=port, web=WEB, partitions=PARTITIONS, bots=bots
-        )
-        nodes.append(Node(f"n{i}", config, port, tmp / f"n{i}.log"))
-    return nodes
-
-
 async def _cluster_run(
     tmp: Path, pg: PostgresServer, nats: NatsServer, count: int, args: argparse.Namespace
 ) -> dict[str, Any]:
     url = pg.create_database(f"n{count}_")
-    nodes = _nodes(tmp / f"c{count}", count, url, nats.url)
+    nodes = make_nodes(tmp / f"c{count}", count, url=url, nats=nats.url, web=WEB, partitions=PARTITIONS)
     try:
-        for node in nodes:
-            node.start(ROOT)
-        for node in nodes:
-            await wait_ready(f"{node.base}/readyz", timeout=60)
+        await start_all(nodes, ROOT)
         await balanced(nodes, PARTITIONS)
         return await load([n.base for n in nodes], url, args.users, args.per_user, args.window)
     finally:
@@ -190,7 +182,7 @@ async def _single_run(tmp: Path, pg: PostgresServer, args: argparse.Namespace) -
     node = Node("single", config, port, tmp / "single" / "log")
     node.start(ROOT)
     try:
-        await wait_ready(f"{node.base}/readyz", timeout=60)
+        await node.ready()
         return await load([node.base], url, args.users, args.per_user, args.window)
     finally:
         node.stop()
@@ -213,16 +205,14 @@ async def _failover(tmp: Path, pg: PostgresServer, nats: NatsServer, kills: int)
     api = await FakeBotAPI().start()
     person = user(7000, "Kim")
     api.add_chat(private_chat(person))
-    nodes = _nodes(tmp / "failover", 3, url, nats.url, telegram_bot("tg", TOKEN, api.base_url))
+    bots = telegram_bot("tg", TOKEN, api.base_url)
+    nodes = make_nodes(tmp / "failover", 3, url=url, nats=nats.url, web=WEB, partitions=PARTITIONS, bots=bots)
     owned_after: list[float] = []
     answered_after: list[float] = []
     polled_after: list[float] = []
     telegram_after: list[float] = []
     try:
-        for node in nodes:
-            node.start(ROOT)
-        for node in nodes:
-            await wait_ready(f"{node.base}/readyz", timeout=60)
+        await start_all(nodes, ROOT)
         await balanced(nodes, PARTITIONS)
         for k in range(kills):
             victim = await _poller(nodes)
@@ -269,7 +259,7 @@ async def _failover(tmp: Path, pg: PostgresServer, nats: NatsServer, kills: int)
             if polls:
                 polled_after.append(polls[0] - killed)
             victim.start(ROOT)
-            await wait_ready(f"{victim.base}/readyz", timeout=60)
+            await victim.ready()
             await balanced(nodes, PARTITIONS, timeout=60)
     finally:
         for node in nodes:

@@ -13,6 +13,8 @@ from typing import Any
 
 import aiohttp
 
+from callboard.bench.harness import free_port, wait_ready
+
 FLEET = """
 name: cluster
 engine:
@@ -72,6 +74,10 @@ class Node:
             stderr=open(self.log, "ab"),  # noqa: SIM115 - the node writes to it while it runs
         )
 
+    async def ready(self, timeout: float = 60) -> None:
+        """Until the node answers ``/readyz``."""
+        await wait_ready(f"{self.base}/readyz", timeout=timeout)
+
     def kill(self) -> float:
         assert self.process is not None
         self.process.send_signal(signal.SIGKILL)
@@ -124,6 +130,40 @@ def write_config(
         )
     )
     return path
+
+
+def make_nodes(
+    directory: Path,
+    count: int,
+    *,
+    url: str | list[str],
+    nats: str | list[str],
+    web: str,
+    partitions: int = 16,
+    bots: str = "",
+) -> list[Node]:
+    """``count`` nodes ``n0``, ``n1``… on free ports, their fleet files (``write_config``)
+    and logs in ``directory``; ``nats``: one URL for all, or one a node (one behind a
+    ``TcpProxy``)."""
+    (directory / "var").mkdir(parents=True, exist_ok=True)
+    urls = [nats] * count if isinstance(nats, str) else nats
+    assert len(urls) == count, "one NATS URL a node"
+    nodes = []
+    for i, nats_url in enumerate(urls):
+        port = free_port()
+        config = write_config(
+            directory, f"n{i}", url=url, nats=nats_url, port=port, web=web, partitions=partitions, bots=bots
+        )
+        nodes.append(Node(f"n{i}", config, port, directory / f"n{i}.log"))
+    return nodes
+
+
+async def start_all(nodes: list[Node], root: Path) -> None:
+    """Start every node, then wait until each is ready (they boot side by side)."""
+    for node in nodes:
+        node.start(root)
+    for node in nodes:
+        await node.ready()
 
 
 async def connection_owners(nodes: list[Node], key: str) -> dict[str, bool]:

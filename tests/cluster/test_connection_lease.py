@@ -12,13 +12,20 @@ import asyncio
 import collections
 import textwrap
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
 import pytest
 
-from callboard.bench.harness import free_port, wait_ready
-from callboard.testing.cluster import Node, TcpProxy, connection_owners, telegram_bot, write_config
+from callboard.testing.cluster import (
+    Node,
+    TcpProxy,
+    connection_owners,
+    make_nodes,
+    start_all,
+    telegram_bot,
+)
 from callboard.testing.fake_lark import FakeLark
 from callboard.testing.fake_slack import APP_TOKEN, BOT_TOKEN, FakeSlack
 from callboard.testing.fake_telegram import TOKEN, FakeBotAPI, private_chat, user
@@ -47,6 +54,34 @@ async def _sole_owner(nodes: list[Node], key: str = KEY, timeout: float = 30.0) 
     raise TimeoutError(f"no single owner of {key} within {timeout}s: {held}")
 
 
+async def _tally(
+    sent: list[str], answered: Callable[[], collections.Counter[str]], timeout: float = 30.0
+) -> tuple[collections.Counter[str], list[str], dict[str, int]]:
+    """Wait until every text sent is answered (or ``timeout``): the answers' counts,
+    the texts never answered, those answered more than once."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and set(sent) - set(answered()):
+        await asyncio.sleep(0.1)
+    counts = answered()
+    return counts, [t for t in sent if t not in counts], {t: c for t, c in counts.items() if c > 1}
+
+
+async def _kill_mid_stream(
+    owner: Node, say: Callable[[int], None], wait_acked: Callable[..., Awaitable[None]]
+) -> None:
+    """Traffic until the platform has its acknowledgements, kill -9 of ``owner``,
+    5 s more traffic through the takeover, until that is acknowledged too."""
+    for _ in range(5):
+        say(4)
+        await asyncio.sleep(0.1)
+    await wait_acked()
+    killed_at = owner.kill()
+    while time.monotonic() - killed_at < 5.0:
+        say(2)
+        await asyncio.sleep(0.1)
+    await wait_acked(timeout=30)
+
+
 async def test_one_node_polls_and_a_survivor_takes_over_after_kill_9(
     tmp_path: Path, postgres: PostgresServer, nats_server: NatsServer
 ) -> None:
@@ -57,15 +92,8 @@ async def test_one_node_polls_and_a_survivor_takes_over_after_kill_9(
         for person in PEOPLE:
             api.add_chat(private_chat(person))
     url = postgres.create_database("conn_lease")
-    (tmp_path / "var").mkdir()
     bots = telegram_bot("tg", TOKEN, apis["tg"].base_url) + telegram_bot("tg2", TOKEN2, apis["tg2"].base_url)
-    nodes = []
-    for i in range(3):
-        port = free_port()
-        config = write_config(
-            tmp_path, f"n{i}", url=url, nats=nats_server.url, port=port, web=WEB, partitions=8, bots=bots
-        )
-        nodes.append(Node(f"n{i}", config, port, tmp_path / f"n{i}.log"))
+    nodes = make_nodes(tmp_path, 3, url=url, nats=nats_server.url, web=WEB, partitions=8, bots=bots)
     sent: list[str] = []
     n = 0
 
@@ -84,10 +112,7 @@ async def test_one_node_polls_and_a_survivor_takes_over_after_kill_9(
 
     api = apis["tg"]
     try:
-        for node in nodes:
-            node.start(ROOT)
-        for node in nodes:
-            await wait_ready(f"{node.base}/readyz", timeout=60)
+        await start_all(nodes, ROOT)
         owner = await _sole_owner(nodes)
         other_owner = await _sole_owner(nodes, "conn.tg2.telegram")
         for _ in range(10):  # traffic while one node polls each bot
@@ -109,17 +134,12 @@ async def test_one_node_polls_and_a_survivor_takes_over_after_kill_9(
             say(1)
             first_after = first_after or sent[-2]  # tg's first message sent after the kill
             await asyncio.sleep(0.1)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and set(sent) - set(answered()):
-            await asyncio.sleep(0.1)
+        counts, missing, doubled = await _tally(sent, answered)
         polls_after = [c for c in api.calls_of("getUpdates") if c.at > killed_at]
         assert polls_after, "nobody polled after the kill"
         takeover = polls_after[0].at - killed_at
         first_answer = next((c.at for c in api.answered("sendMessage") if c["text"] == first_after), 0.0)
         answered_after = first_answer - killed_at if first_answer else float("nan")
-        counts = answered()
-        missing = [t for t in sent if t not in counts]
-        doubled = {t: c for t, c in counts.items() if c > 1}
         new_owner = await _sole_owner(survivors)
         state = await new_owner.cluster()
         print(
@@ -155,17 +175,11 @@ async def test_a_polling_node_cut_off_from_nats_stops_before_another_polls(
     for person in PEOPLE:
         api.add_chat(private_chat(person))
     url = postgres.create_database("conn_cut")
-    (tmp_path / "var").mkdir()
     proxy = TcpProxy(nats_server.port)
     await proxy.start()
     bots = telegram_bot("tg", TOKEN, api.base_url)
-    nodes = []
-    for i, nats in enumerate([f"nats://127.0.0.1:{proxy.port}", nats_server.url]):
-        port = free_port()
-        config = write_config(
-            tmp_path, f"n{i}", url=url, nats=nats, port=port, web=WEB, partitions=8, bots=bots
-        )
-        nodes.append(Node(f"n{i}", config, port, tmp_path / f"n{i}.log"))
+    nats = [f"nats://127.0.0.1:{proxy.port}", nats_server.url]
+    nodes = make_nodes(tmp_path, 2, url=url, nats=nats, web=WEB, partitions=8, bots=bots)
     cut_off, other = nodes
     sent: list[str] = []
     n = 0
@@ -180,10 +194,10 @@ async def test_a_polling_node_cut_off_from_nats_stops_before_another_polls(
 
     try:
         cut_off.start(ROOT)  # first, so it takes the connection
-        await wait_ready(f"{cut_off.base}/readyz", timeout=60)
+        await cut_off.ready()
         assert await _sole_owner([cut_off]) is cut_off
         other.start(ROOT)
-        await wait_ready(f"{other.base}/readyz", timeout=60)
+        await other.ready()
         for _ in range(5):
             say(4)
             await asyncio.sleep(0.1)
@@ -201,15 +215,9 @@ async def test_a_polling_node_cut_off_from_nats_stops_before_another_polls(
         for _ in range(5):
             say(4)
             await asyncio.sleep(0.1)
-        deadline = time.monotonic() + 30
-        counts: collections.Counter[str] = collections.Counter()
-        while time.monotonic() < deadline:
-            counts = collections.Counter(c["text"] for c in api.answered("sendMessage"))
-            if set(sent) <= set(counts):
-                break
-            await asyncio.sleep(0.1)
-        missing = [t for t in sent if t not in counts]
-        doubled = {t: c for t, c in counts.items() if c > 1}
+        _, missing, doubled = await _tally(
+            sent, lambda: collections.Counter(c["text"] for c in api.answered("sendMessage"))
+        )
         print(
             f"\npolling node cut off from NATS: stopped polling {stopped_at}s after the cut, "
             f"the other node polling {taken_at}s after it; sent {len(sent)}, missing {len(missing)}, "
@@ -254,15 +262,8 @@ async def test_slack_socket_mode_runs_on_one_node_and_moves_on_kill_9(
         slack.add_user(person, person.lower())
         dms.append(slack.im(person))
     url = postgres.create_database("conn_slack")
-    (tmp_path / "var").mkdir()
     bots = SLACK_SOCKET_BOT.format(bot_token=BOT_TOKEN, app_token=APP_TOKEN, base_url=slack.base_url)
-    nodes = []
-    for i in range(2):
-        port = free_port()
-        config = write_config(
-            tmp_path, f"n{i}", url=url, nats=nats_server.url, port=port, web=WEB, partitions=8, bots=bots
-        )
-        nodes.append(Node(f"n{i}", config, port, tmp_path / f"n{i}.log"))
+    nodes = make_nodes(tmp_path, 2, url=url, nats=nats_server.url, web=WEB, partitions=8, bots=bots)
     sent: list[str] = []
 
     def say(count: int) -> None:
@@ -275,27 +276,11 @@ async def test_slack_socket_mode_runs_on_one_node_and_moves_on_kill_9(
         return collections.Counter(str(c["text"]) for c in slack.answered("chat.postMessage"))
 
     try:
-        for node in nodes:
-            node.start(ROOT)
-        for node in nodes:
-            await wait_ready(f"{node.base}/readyz", timeout=60)
+        await start_all(nodes, ROOT)
         owner = await _sole_owner(nodes, "conn.sl.slack")
         await slack.wait_socket(1)
-        for _ in range(5):
-            say(4)
-            await asyncio.sleep(0.1)
-        await slack.wait_acked()
-        killed_at = owner.kill()
-        while time.monotonic() - killed_at < 5.0:
-            say(2)
-            await asyncio.sleep(0.1)
-        await slack.wait_acked(timeout=30)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and set(sent) - set(answered()):
-            await asyncio.sleep(0.1)
-        counts = answered()
-        missing = [t for t in sent if t not in counts]
-        doubled = {t: c for t, c in counts.items() if c > 1}
+        await _kill_mid_stream(owner, say, slack.wait_acked)
+        _, missing, doubled = await _tally(sent, answered)
         survivor = next(node for node in nodes if node is not owner)
         print(
             f"\nSlack Socket Mode: sockets opened {slack.opened}, most open at once {slack.max_open}; "
@@ -334,14 +319,7 @@ async def test_lark_long_connection_runs_on_one_node_and_moves_on_kill_9(
         handler_config: {{stages: [{{type: echo}}]}}
 """
     url = postgres.create_database("conn_lark")
-    (tmp_path / "var").mkdir()
-    nodes = []
-    for i in range(2):
-        port = free_port()
-        config = write_config(
-            tmp_path, f"n{i}", url=url, nats=nats_server.url, port=port, web=WEB, partitions=8, bots=bots
-        )
-        nodes.append(Node(f"n{i}", config, port, tmp_path / f"n{i}.log"))
+    nodes = make_nodes(tmp_path, 2, url=url, nats=nats_server.url, web=WEB, partitions=8, bots=bots)
     sent: list[str] = []
     most_open = 0
 
@@ -360,29 +338,10 @@ async def test_lark_long_connection_runs_on_one_node_and_moves_on_kill_9(
 
     sampler = asyncio.ensure_future(sample())
     try:
-        for node in nodes:
-            node.start(ROOT)
-        for node in nodes:
-            await wait_ready(f"{node.base}/readyz", timeout=60)
+        await start_all(nodes, ROOT)
         owner = await _sole_owner(nodes, "conn.lk.lark")
-        for _ in range(5):
-            say(4)
-            await asyncio.sleep(0.1)
-        await lark.wait_acked()
-        killed_at = owner.kill()
-        while time.monotonic() - killed_at < 5.0:
-            say(2)
-            await asyncio.sleep(0.1)
-        await lark.wait_acked(timeout=30)
-        deadline = time.monotonic() + 30
-        counts: collections.Counter[str] = collections.Counter()
-        while time.monotonic() < deadline:
-            counts = collections.Counter(lark.texts_sent())
-            if set(sent) <= set(counts):
-                break
-            await asyncio.sleep(0.1)
-        missing = [t for t in sent if t not in counts]
-        doubled = {t: c for t, c in counts.items() if c > 1}
+        await _kill_mid_stream(owner, say, lark.wait_acked)
+        _, missing, doubled = await _tally(sent, lambda: collections.Counter(lark.texts_sent()))
         survivor = next(node for node in nodes if node is not owner)
         print(
             f"\nLark long connection: most open at once {most_open}; {owner.name} killed, "

@@ -17,9 +17,8 @@ import psycopg
 import pytest
 
 from callboard.actors.cluster import partition_of
-from callboard.bench.harness import free_port, wait_ready
 from callboard.engine.events import SessionKey
-from callboard.testing.cluster import Node, balanced, write_config
+from callboard.testing.cluster import balanced, make_nodes, start_all
 from callboard.testing.nats_server import NatsServer
 from callboard.testing.postgres import PostgresServer
 from tests.support import WEB, ChatClient
@@ -55,20 +54,10 @@ async def test_kill_9_of_one_node_of_three(
     tmp_path: Path, postgres: PostgresServer, nats_server: NatsServer
 ) -> None:
     url = postgres.create_database("cluster")
-    (tmp_path / "var").mkdir()
-    nodes = []
-    for i in range(3):
-        port = free_port()
-        config = write_config(
-            tmp_path, f"n{i}", url=url, nats=nats_server.url, port=port, web=WEB, partitions=PARTITIONS
-        )
-        nodes.append(Node(f"n{i}", config, port, tmp_path / f"n{i}.log"))
+    nodes = make_nodes(tmp_path, 3, url=url, nats=nats_server.url, web=WEB, partitions=PARTITIONS)
     clients: dict[str, ChatClient] = {}
     try:
-        for node in nodes:
-            node.start(ROOT)
-        for node in nodes:
-            await wait_ready(f"{node.base}/readyz", timeout=60)
+        await start_all(nodes, ROOT)
         print("\nbalanced:", await balanced(nodes, PARTITIONS))
         async with aiohttp.ClientSession() as http, http.get(f"{nodes[0].base}/metrics") as response:
             metrics = await response.text()
@@ -189,7 +178,7 @@ async def test_kill_9_of_one_node_of_three(
 
         # the killed node comes back and gets partitions again
         victim.start(ROOT)
-        await wait_ready(f"{victim.base}/readyz", timeout=60)
+        await victim.ready()
         counts = await balanced(nodes, PARTITIONS, timeout=60)
         print("after rejoin:", counts)
         assert counts[victim.name] >= 1

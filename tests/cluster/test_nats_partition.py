@@ -15,8 +15,7 @@ import orjson
 import psycopg
 import pytest
 
-from callboard.bench.harness import free_port, wait_ready
-from callboard.testing.cluster import Node, TcpProxy, balanced, write_config
+from callboard.testing.cluster import TcpProxy, balanced, make_nodes, start_all
 from callboard.testing.nats_server import NatsServer
 from callboard.testing.postgres import PostgresServer
 from tests.support import WEB, ChatClient
@@ -31,24 +30,14 @@ async def test_a_node_cut_off_from_nats_fences_itself_before_takeover(
     tmp_path: Path, postgres: PostgresServer, nats_server: NatsServer
 ) -> None:
     url = postgres.create_database("partition")
-    (tmp_path / "var").mkdir()
     proxy = TcpProxy(nats_server.port)
     await proxy.start()
-    nodes = []
-    for i in range(3):
-        port = free_port()
-        nats = f"nats://127.0.0.1:{proxy.port}" if i == 2 else nats_server.url
-        config = write_config(
-            tmp_path, f"n{i}", url=url, nats=nats, port=port, web=WEB, partitions=PARTITIONS
-        )
-        nodes.append(Node(f"n{i}", config, port, tmp_path / f"n{i}.log"))
+    nats = [nats_server.url, nats_server.url, f"nats://127.0.0.1:{proxy.port}"]
+    nodes = make_nodes(tmp_path, 3, url=url, nats=nats, web=WEB, partitions=PARTITIONS)
     cut_off = nodes[2]
     clients: list[ChatClient] = []
     try:
-        for node in nodes:
-            node.start(ROOT)
-        for node in nodes:
-            await wait_ready(f"{node.base}/readyz", timeout=60)
+        await start_all(nodes, ROOT)
         await balanced(nodes, PARTITIONS)
         users = {"a": nodes[0], "b": nodes[1], "c": cut_off}
         by_user = {u: await ChatClient.connect(n.base, user=u) for u, n in users.items()}

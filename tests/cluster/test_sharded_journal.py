@@ -13,9 +13,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from callboard.bench.harness import free_port, wait_ready
 from callboard.engine.journal_sharded import chat_hash
-from callboard.testing.cluster import Node, balanced, write_config
+from callboard.testing.cluster import balanced, make_nodes, start_all
 from callboard.testing.nats_server import NatsServer
 from callboard.testing.postgres import PostgresServer
 from tests.cluster.test_failover import CHATS, _answers
@@ -43,20 +42,10 @@ async def test_two_nodes_over_two_shards_survive_kill_9(
     tmp_path: Path, postgres: PostgresServer, nats_server: NatsServer
 ) -> None:
     urls = [postgres.create_database("shard") for _ in range(2)]
-    (tmp_path / "var").mkdir()
-    nodes = []
-    for i in range(2):
-        port = free_port()
-        config = write_config(
-            tmp_path, f"n{i}", url=urls, nats=nats_server.url, port=port, web=WEB, partitions=PARTITIONS
-        )
-        nodes.append(Node(f"n{i}", config, port, tmp_path / f"n{i}.log"))
+    nodes = make_nodes(tmp_path, 2, url=urls, nats=nats_server.url, web=WEB, partitions=PARTITIONS)
     clients: dict[str, ChatClient] = {}
     try:
-        for node in nodes:
-            node.start(ROOT)
-        for node in nodes:
-            await wait_ready(f"{node.base}/readyz", timeout=60)
+        await start_all(nodes, ROOT)
         print("\nbalanced:", await balanced(nodes, PARTITIONS))
         survivor, victim = nodes
         users = {f"u{n}{k}": nodes[n] for n in range(2) for k in range(2)}

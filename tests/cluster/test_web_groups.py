@@ -10,9 +10,8 @@ from pathlib import Path
 import pytest
 
 from callboard.actors.cluster import partition_of
-from callboard.bench.harness import free_port, wait_ready
 from callboard.engine.events import SessionKey
-from callboard.testing.cluster import Node, balanced, write_config
+from callboard.testing.cluster import Node, balanced, make_nodes, start_all
 from callboard.testing.nats_server import NatsServer
 from callboard.testing.postgres import PostgresServer
 from callboard.testing.webhook_receiver import Answer, WebhookReceiver
@@ -32,7 +31,6 @@ async def test_group_membership_and_mutes_hold_across_nodes(
     tmp_path: Path, postgres: PostgresServer, nats_server: NatsServer
 ) -> None:
     url = postgres.create_database("web_groups")
-    (tmp_path / "var").mkdir()
     receiver = await WebhookReceiver().start()
     receiver.default = Answer(body={"actions": []})
     # joins also go to a webhook, whose answer may mute someone (a handler's mute_member)
@@ -40,16 +38,11 @@ async def test_group_membership_and_mutes_hold_across_nodes(
         "      - event_type: group.member_joined\n        handler_type: webhook\n"
         f'        handler_config: {{url: "{receiver.url}", response_actions: true}}\n'
     )
-    nodes = []
-    for i in range(2):
-        port = free_port()
-        config = write_config(
-            tmp_path, f"n{i}", url=url, nats=nats_server.url, port=port, web=WEB, partitions=PARTITIONS
-        )
-        text = config.read_text()
+    nodes = make_nodes(tmp_path, 2, url=url, nats=nats_server.url, web=WEB, partitions=PARTITIONS)
+    for node in nodes:
+        text = node.config.read_text()
         assert ECHO in text
-        config.write_text(text.replace(ECHO, ECHO + joined_hook))
-        nodes.append(Node(f"n{i}", config, port, tmp_path / f"n{i}.log"))
+        node.config.write_text(text.replace(ECHO, ECHO + joined_hook))
     clients: list[ChatClient] = []
 
     async def connect(node: Node, user: str) -> ChatClient:
@@ -58,10 +51,7 @@ async def test_group_membership_and_mutes_hold_across_nodes(
         return client
 
     try:
-        for node in nodes:
-            node.start(ROOT)
-        for node in nodes:
-            await wait_ready(f"{node.base}/readyz", timeout=60)
+        await start_all(nodes, ROOT)
         await balanced(nodes, PARTITIONS)
         partition = partition_of(SessionKey("demo", "group", "g1"), PARTITIONS)
         owners = [n for n in nodes if partition in {int(p) for p in (await n.cluster())["owned"]}]
@@ -103,7 +93,7 @@ async def test_group_membership_and_mutes_hold_across_nodes(
         # and a restart of the away node keeps it (read back from PostgreSQL)
         away.stop()
         away.start(ROOT)
-        await wait_ready(f"{away.base}/readyz", timeout=60)
+        await away.ready()
         bob_again = await connect(away, "bob")
         reply = await answer(bob_again, await bob_again.say("after restart", chat_id="g1", chat_type="group"))
         assert reply["op"] == "error" and reply["code"] == "muted"

@@ -13,9 +13,8 @@ from pathlib import Path
 import pytest
 
 from callboard.actors.cluster import partition_of
-from callboard.bench.harness import free_port, wait_ready
 from callboard.engine.events import SessionKey
-from callboard.testing.cluster import Node, balanced, write_config
+from callboard.testing.cluster import balanced, make_nodes, start_all
 from callboard.testing.nats_server import NatsServer
 from callboard.testing.postgres import PostgresServer
 from tests.support import WEB, ChatClient
@@ -31,20 +30,10 @@ async def test_replies_made_on_another_node_are_pushed_live(
     tmp_path: Path, postgres: PostgresServer, nats_server: NatsServer
 ) -> None:
     url = postgres.create_database("web_peers")
-    (tmp_path / "var").mkdir()
-    nodes = []
-    for i in range(2):
-        port = free_port()
-        config = write_config(
-            tmp_path, f"n{i}", url=url, nats=nats_server.url, port=port, web=WEB, partitions=PARTITIONS
-        )
-        nodes.append(Node(f"n{i}", config, port, tmp_path / f"n{i}.log"))
+    nodes = make_nodes(tmp_path, 2, url=url, nats=nats_server.url, web=WEB, partitions=PARTITIONS)
     clients: dict[str, ChatClient] = {}
     try:
-        for node in nodes:
-            node.start(ROOT)
-        for node in nodes:
-            await wait_ready(f"{node.base}/readyz", timeout=60)
+        await start_all(nodes, ROOT)
         await balanced(nodes, PARTITIONS)
         owned = {node.name: {int(p) for p in (await node.cluster())["owned"]} for node in nodes}
         homes = {"u0": nodes[0], "u1": nodes[1]}

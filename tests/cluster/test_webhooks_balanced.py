@@ -14,9 +14,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from callboard.bench.harness import free_port, wait_ready
 from callboard.testing.balancer import RoundRobinProxy
-from callboard.testing.cluster import Node, balanced, write_config
+from callboard.testing.cluster import balanced, make_nodes, start_all
 from callboard.testing.fake_slack import BOT_TOKEN, SIGNING_SECRET, FakeSlack
 from callboard.testing.nats_server import NatsServer
 from callboard.testing.postgres import PostgresServer
@@ -51,22 +50,8 @@ async def test_signed_webhooks_through_a_balancer_are_answered_once(
         slack.add_user(person, person.lower())
         dms.append(slack.im(person))
     url = postgres.create_database("balanced")
-    (tmp_path / "var").mkdir()
     bots = SLACK_BOT.format(token=BOT_TOKEN, secret=SIGNING_SECRET, base_url=slack.base_url)
-    nodes = []
-    for i in range(3):
-        port = free_port()
-        config = write_config(
-            tmp_path,
-            f"n{i}",
-            url=url,
-            nats=nats_server.url,
-            port=port,
-            web=WEB,
-            partitions=PARTITIONS,
-            bots=bots,
-        )
-        nodes.append(Node(f"n{i}", config, port, tmp_path / f"n{i}.log"))
+    nodes = make_nodes(tmp_path, 3, url=url, nats=nats_server.url, web=WEB, partitions=PARTITIONS, bots=bots)
     balancer = await RoundRobinProxy([node.base for node in nodes]).start()
     sent: list[str] = []
     payloads: dict[str, dict[str, object]] = {}
@@ -94,10 +79,7 @@ async def test_signed_webhooks_through_a_balancer_are_answered_once(
         return status
 
     try:
-        for node in nodes:
-            node.start(ROOT)
-        for node in nodes:
-            await wait_ready(f"{node.base}/readyz", timeout=60)
+        await start_all(nodes, ROOT)
         await balanced(nodes, PARTITIONS)
         slack.deliver_to(balancer.url + PATH)
         retried = 0
