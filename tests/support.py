@@ -6,13 +6,14 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import itertools
 import sqlite3
 import subprocess
 import textwrap
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import aiohttp
 import orjson
@@ -101,32 +102,56 @@ def fleet_config(
     return parse_fleet(text, "test.yaml")
 
 
-def platform_fleet(
-    tmp_path: Path,
-    *,
-    bot: str,
-    adapter: str,
-    handlers: str,
-    port: int,
-    window: str,
-    session: str = "",
-    name: str,
-) -> FleetConfig:
-    """A fleet with one bot ``bot`` of a platform adapter, parsed as file ``name``: ``adapter``
-    is the YAML of its ``adapter:`` block, ``handlers`` of its handler list (empty: none),
-    ``session`` one more line of its ``session:`` block."""
-    adapter_lines = textwrap.indent(textwrap.dedent(adapter).strip() + "\n", " " * 6)
-    text = (
-        f"name: test\nengine:\n  journal: {tmp_path / 'journal.sqlite3'}\n"
-        f"  admin: {{host: 127.0.0.1, port: {port}}}\n  shutdown_timeout: 10s\n"
-        f"bots:\n  - id: {bot}\n    adapter:\n{adapter_lines}"
-        f"    session:\n      debounce: {{window: {window}, max_wait: 10s}}\n"
-        + (f"      {session}\n" if session else "")
-        + "    handlers:"
-        + ("\n" + textwrap.indent(textwrap.dedent(handlers).strip(), "      ") if handlers else " []")
-        + "\n"
-    )
-    return parse_fleet(text, name)
+@dataclasses.dataclass(frozen=True)
+class PlatformBot:
+    """The one bot ``bot`` of a platform adapter's tests, in fleet files parsed as ``file``."""
+
+    bot: str
+    file: str
+
+    def fleet(
+        self, tmp_path: Path, adapter: str, *, handlers: str, port: int, window: str, session: str = ""
+    ) -> FleetConfig:
+        """A fleet with the bot alone: ``adapter`` is the YAML of its ``adapter:`` block,
+        ``handlers`` of its handler list (empty: none), ``session`` one more line of its
+        ``session:`` block."""
+        adapter_lines = textwrap.indent(textwrap.dedent(adapter).strip() + "\n", " " * 6)
+        text = (
+            f"name: test\nengine:\n  journal: {tmp_path / 'journal.sqlite3'}\n"
+            f"  admin: {{host: 127.0.0.1, port: {port}}}\n  shutdown_timeout: 10s\n"
+            f"bots:\n  - id: {self.bot}\n    adapter:\n{adapter_lines}"
+            f"    session:\n      debounce: {{window: {window}, max_wait: 10s}}\n"
+            + (f"      {session}\n" if session else "")
+            + "    handlers:"
+            + ("\n" + textwrap.indent(textwrap.dedent(handlers).strip(), "      ") if handlers else " []")
+            + "\n"
+        )
+        return parse_fleet(text, self.file)
+
+    @staticmethod
+    def running(config: FleetConfig) -> contextlib.AbstractAsyncContextManager[Running]:
+        """The fleet on the port its file names (a webhook URL needs it up front)."""
+        return running_fleet(config, port=None)
+
+    async def stored_events(self, fleet: Running) -> list[Event]:
+        return await stored_events(fleet, self.bot)
+
+
+class _Fake(Protocol):
+    async def close(self) -> None: ...
+
+
+_F = TypeVar("_F", bound=_Fake)
+
+
+@contextlib.asynccontextmanager
+async def serving(started: Awaitable[_F]) -> AsyncIterator[_F]:
+    """A fake platform, once ``started``, until the block ends (then closed)."""
+    server = await started
+    try:
+        yield server
+    finally:
+        await server.close()
 
 
 @contextlib.asynccontextmanager

@@ -3,7 +3,6 @@ talks to it, and readers of what the engine stored."""
 
 from __future__ import annotations
 
-import contextlib
 import textwrap
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -11,14 +10,15 @@ from pathlib import Path
 import pytest
 
 from callboard.actors.config import FleetConfig
-from callboard.app import Running
-from callboard.engine.events import Event
 from callboard.testing.fake_lark import APP_ID, APP_SECRET, ENCRYPT_KEY, VERIFICATION_TOKEN, FakeLark
 from tests import support
 from tests.support import PIPELINE_ECHO as ECHO
 from tests.support import RATE_LIMITS_OFF as UNLIMITED
 
-BOT = "lk"
+LARK = support.PlatformBot(bot="lk", file="lark-test.yaml")
+BOT = LARK.bot
+running = LARK.running
+stored_events = LARK.stored_events
 
 
 def lark_fleet(
@@ -54,42 +54,19 @@ def lark_fleet(
         + "\n"
         + textwrap.dedent(adapter)
     )
-    return support.platform_fleet(
-        tmp_path,
-        bot=BOT,
-        adapter=adapter_block,
-        handlers=handlers,
-        port=port,
-        window=window,
-        name="lark-test.yaml",
-    )
-
-
-def running(config: FleetConfig) -> contextlib.AbstractAsyncContextManager[Running]:
-    """The fleet on the port its file names (a webhook URL needs it up front)."""
-    return support.running_fleet(config, port=None)
+    return LARK.fleet(tmp_path, adapter_block, handlers=handlers, port=port, window=window)
 
 
 @pytest.fixture
 async def lark() -> AsyncIterator[FakeLark]:
-    server = await FakeLark().start()
-    try:
+    async with support.serving(FakeLark().start()) as server:
         yield server
-    finally:
-        await server.close()
 
 
 @pytest.fixture
 async def lark_encrypted() -> AsyncIterator[FakeLark]:
-    server = await FakeLark(encrypt_key=ENCRYPT_KEY).start()
-    try:
+    async with support.serving(FakeLark(encrypt_key=ENCRYPT_KEY).start()) as server:
         yield server
-    finally:
-        await server.close()
-
-
-async def stored_events(fleet: Running) -> list[Event]:
-    return await support.stored_events(fleet, BOT)
 
 
 ANN = "ou_ann"

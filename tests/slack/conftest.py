@@ -3,7 +3,6 @@ to it (Socket Mode or the Events API), and readers of what the engine stored."""
 
 from __future__ import annotations
 
-import contextlib
 import textwrap
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -11,14 +10,15 @@ from pathlib import Path
 import pytest
 
 from callboard.actors.config import FleetConfig
-from callboard.app import Running
-from callboard.engine.events import Event
 from callboard.testing.fake_slack import FakeSlack
 from tests import support
 from tests.support import PIPELINE_ECHO as ECHO
 from tests.support import RATE_LIMITS_OFF
 
-BOT = "sl"
+SLACK = support.PlatformBot(bot="sl", file="slack-test.yaml")
+BOT = SLACK.bot
+running = SLACK.running
+stored_events = SLACK.stored_events
 ANN, BOB = "U0ANN", "U0BOB"
 GENERAL = "C0GENERAL"
 SECRET_ROOM = "G0SECRET"
@@ -45,21 +45,7 @@ def slack_fleet(
         + f"ping_interval: 0.5\nrequest_timeout: {request_timeout}\n"
         + textwrap.dedent(adapter)
     )
-    return support.platform_fleet(
-        tmp_path,
-        bot=BOT,
-        adapter=adapter_block,
-        handlers=handlers,
-        port=port,
-        window=window,
-        session=session,
-        name="slack-test.yaml",
-    )
-
-
-def running(config: FleetConfig) -> contextlib.AbstractAsyncContextManager[Running]:
-    """The fleet on the port its file names (a webhook URL needs it up front)."""
-    return support.running_fleet(config, port=None)
+    return SLACK.fleet(tmp_path, adapter_block, handlers=handlers, port=port, window=window, session=session)
 
 
 def workspace(slack: FakeSlack) -> FakeSlack:
@@ -75,16 +61,8 @@ def workspace(slack: FakeSlack) -> FakeSlack:
 
 @pytest.fixture
 async def slack() -> AsyncIterator[FakeSlack]:
-    server = await FakeSlack().start()
-    workspace(server)
-    try:
-        yield server
-    finally:
-        await server.close()
-
-
-async def stored_events(fleet: Running) -> list[Event]:
-    return await support.stored_events(fleet, BOT)
+    async with support.serving(FakeSlack().start()) as server:
+        yield workspace(server)
 
 
 def texts(slack: FakeSlack) -> list[str]:

@@ -3,7 +3,6 @@ talks to it, and readers of what the engine stored."""
 
 from __future__ import annotations
 
-import contextlib
 import textwrap
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,14 +12,15 @@ import pytest
 import telegram as tg
 
 from callboard.actors.config import FleetConfig
-from callboard.app import Running
-from callboard.engine.events import Event
 from callboard.testing.fake_telegram import TOKEN, FakeBotAPI, user
 from tests import support
 from tests.support import PIPELINE_ECHO as ECHO
 from tests.support import RATE_LIMITS_OFF as UNLIMITED
 
-BOT = "tg"
+TELEGRAM = support.PlatformBot(bot="tg", file="telegram-test.yaml")
+BOT = TELEGRAM.bot
+running = TELEGRAM.running
+stored_events = TELEGRAM.stored_events
 
 
 def telegram_fleet(
@@ -35,33 +35,13 @@ def telegram_fleet(
 ) -> FleetConfig:
     """A fleet with one Telegram bot ``tg`` polling ``api`` (1 s long polls)."""
     adapter_block = api.adapter_yaml(token) + "request_timeout: 2\n" + textwrap.dedent(adapter)
-    return support.platform_fleet(
-        tmp_path,
-        bot=BOT,
-        adapter=adapter_block,
-        handlers=handlers,
-        port=port,
-        window=window,
-        name="telegram-test.yaml",
-    )
-
-
-def running(config: FleetConfig) -> contextlib.AbstractAsyncContextManager[Running]:
-    """The fleet on the port its file names (a webhook URL needs it up front)."""
-    return support.running_fleet(config, port=None)
+    return TELEGRAM.fleet(tmp_path, adapter_block, handlers=handlers, port=port, window=window)
 
 
 @pytest.fixture
 async def api() -> AsyncIterator[FakeBotAPI]:
-    server = await FakeBotAPI().start()
-    try:
+    async with support.serving(FakeBotAPI().start()) as server:
         yield server
-    finally:
-        await server.close()
-
-
-async def stored_events(fleet: Running) -> list[Event]:
-    return await support.stored_events(fleet, BOT)
 
 
 def me() -> tg.User:
