@@ -19,7 +19,6 @@ limits are off (Lark's 50/s per app would otherwise be the result).
 
 from __future__ import annotations
 
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,17 +27,8 @@ from typing import Any
 import orjson
 
 from callboard.bench import platforms
-from callboard.bench.e2e import Scenario, web_baseline
-from callboard.bench.harness import (
-    cpu_seconds,
-    free_port,
-    narrator,
-    pin,
-    print_report,
-    report_parser,
-    split_cpus,
-    verdicts,
-)
+from callboard.bench.e2e import Scenario
+from callboard.bench.harness import cpu_seconds, free_port, print_report, report_parser, verdicts
 from callboard.engine.loop import run as run_loop
 from callboard.testing.fake_lark import ENCRYPT_KEY, FakeLark
 
@@ -135,19 +125,17 @@ async def _lark(tmp: Path, cpu: int | None, mode: str, scenarios: list[Scenario]
 
 
 def measure(quick: bool, quiet: bool = False) -> dict[str, Any]:
-    engine_cpu, load_cpu = split_cpus()
-    pin(load_cpu)
     loads = platforms.scenarios(quick, one=3_000, hundred=30, thousand=3)
-    say = narrator(quiet)
-    with tempfile.TemporaryDirectory(prefix="callboard-bench-lark-") as tmp:
-        lark = {mode: run_loop(_lark(Path(tmp), engine_cpu, mode, loads, say)) for mode in MODES}
-        web = run_loop(web_baseline(Path(tmp), engine_cpu, loads, say))
+    lark, web, head = platforms.against_web(
+        "lark",
+        quick,
+        quiet,
+        loads,
+        lambda tmp, cpu, say: {mode: run_loop(_lark(tmp, cpu, mode, loads, say)) for mode in MODES},
+    )
     everything = [r for mode in MODES for r in lark[mode].values()]
     return {
-        "quick": quick,
-        "engine_cpu": engine_cpu,
-        "load_cpu": load_cpu,
-        "journal": "SQLite WAL, synchronous=FULL",
+        **head,
         "webhook_in_flight": IN_FLIGHT,
         "lark": lark,
         "web": web,

@@ -5,14 +5,18 @@ and the ratio to the web chat's baseline measured in the same run."""
 from __future__ import annotations
 
 import asyncio
+import tempfile
 import textwrap
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from callboard.bench.e2e import Scenario
-from callboard.bench.harness import running_engine
+from callboard.bench.e2e import Scenario, web_baseline
+from callboard.bench.harness import narrator, pin, running_engine, split_cpus
+from callboard.engine.loop import run as run_loop
+
+T = TypeVar("T")
 
 
 def fleet(name: str, journal: Path, port: int, adapter: str, *, session: str = "") -> str:
@@ -118,3 +122,28 @@ def ratios(platform: dict[str, Any], web: dict[str, Any]) -> dict[str, float]:
         name: entry["handled_per_s"] / web[name]["handled_per_s"] if web[name]["handled_per_s"] else 0.0
         for name, entry in platform.items()
     }
+
+
+def against_web(
+    name: str,
+    quick: bool,
+    quiet: bool,
+    loads: list[Scenario],
+    run: Callable[[Path, int | None, Callable[[str], None]], T],
+) -> tuple[T, dict[str, Any], dict[str, Any]]:
+    """This process pinned to the load's core, ``run(tmp, engine_cpu, say)`` of the platform's
+    scenarios, then the web chat's baseline on the same ``loads`` and core: the platform's
+    results, the web's, and the fields every platform report starts with."""
+    engine_cpu, load_cpu = split_cpus()
+    pin(load_cpu)
+    say = narrator(quiet)
+    with tempfile.TemporaryDirectory(prefix=f"callboard-bench-{name}-") as tmp:
+        platform = run(Path(tmp), engine_cpu, say)
+        web = run_loop(web_baseline(Path(tmp), engine_cpu, loads, say))
+    head = {
+        "quick": quick,
+        "engine_cpu": engine_cpu,
+        "load_cpu": load_cpu,
+        "journal": "SQLite WAL, synchronous=FULL",
+    }
+    return platform, web, head

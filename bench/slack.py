@@ -30,7 +30,6 @@ echo) is what the total has beyond them, next to the web adapter's total.
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,17 +41,8 @@ from callboard.adapters.slack.convert import Converter, Identity
 from callboard.adapters.slack.render import render
 from callboard.adapters.slack.request import SlackWeb
 from callboard.bench import platforms
-from callboard.bench.e2e import Scenario, web_baseline
-from callboard.bench.harness import (
-    cpu_seconds,
-    free_port,
-    narrator,
-    pin,
-    print_report,
-    report_parser,
-    split_cpus,
-    verdicts,
-)
+from callboard.bench.e2e import Scenario
+from callboard.bench.harness import cpu_seconds, free_port, print_report, report_parser, verdicts
 from callboard.engine.clock import LoopClock
 from callboard.engine.entities import MessageChain
 from callboard.engine.loop import run as run_loop
@@ -234,19 +224,17 @@ async def _post_costs(n: int) -> tuple[float, float]:
 
 
 def measure(quick: bool, quiet: bool = False) -> dict[str, Any]:
-    engine_cpu, load_cpu = split_cpus()
-    pin(load_cpu)
     loads = platforms.scenarios(quick, one=3_000, hundred=50, thousand=5)
-    say = narrator(quiet)
     load_before = os.getloadavg()[0]
-    with tempfile.TemporaryDirectory(prefix="callboard-bench-slack-") as tmp:
-        slack = {mode: run_loop(_slack(Path(tmp), engine_cpu, loads, say, mode)) for mode in MODES}
-        web = run_loop(web_baseline(Path(tmp), engine_cpu, loads, say))
+    slack, web, head = platforms.against_web(
+        "slack",
+        quick,
+        quiet,
+        loads,
+        lambda tmp, cpu, say: {mode: run_loop(_slack(tmp, cpu, loads, say, mode)) for mode in MODES},
+    )
     return {
-        "quick": quick,
-        "engine_cpu": engine_cpu,
-        "load_cpu": load_cpu,
-        "journal": "SQLite WAL, synchronous=FULL",
+        **head,
         "load_average": [load_before, os.getloadavg()[0]],
         "slack": slack,
         "web": web,

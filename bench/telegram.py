@@ -17,24 +17,14 @@ limits are off in both (Telegram's 30/s per bot would otherwise be the result).
 
 from __future__ import annotations
 
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from callboard.bench import platforms
-from callboard.bench.e2e import Scenario, web_baseline
-from callboard.bench.harness import (
-    cpu_seconds,
-    free_port,
-    narrator,
-    pin,
-    print_report,
-    report_parser,
-    split_cpus,
-    verdicts,
-)
+from callboard.bench.e2e import Scenario
+from callboard.bench.harness import cpu_seconds, free_port, print_report, report_parser, verdicts
 from callboard.engine.loop import run as run_loop
 from callboard.testing.fake_telegram import FakeBotAPI, private_chat, user
 
@@ -105,18 +95,12 @@ async def _telegram(tmp: Path, cpu: int | None, scenarios: list[Scenario], say: 
 
 
 def measure(quick: bool, quiet: bool = False) -> dict[str, Any]:
-    engine_cpu, load_cpu = split_cpus()
-    pin(load_cpu)
     loads = platforms.scenarios(quick, one=5_000, hundred=100, thousand=10)
-    say = narrator(quiet)
-    with tempfile.TemporaryDirectory(prefix="callboard-bench-telegram-") as tmp:
-        telegram = run_loop(_telegram(Path(tmp), engine_cpu, loads, say))
-        web = run_loop(web_baseline(Path(tmp), engine_cpu, loads, say))
+    telegram, web, head = platforms.against_web(
+        "telegram", quick, quiet, loads, lambda tmp, cpu, say: run_loop(_telegram(tmp, cpu, loads, say))
+    )
     return {
-        "quick": quick,
-        "engine_cpu": engine_cpu,
-        "load_cpu": load_cpu,
-        "journal": "SQLite WAL, synchronous=FULL",
+        **head,
         "telegram": telegram,
         "web": web,
         "ratio_handled_telegram_vs_web": platforms.ratios(telegram, web),
