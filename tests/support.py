@@ -49,6 +49,8 @@ UNLIMITED = (
 )
 #: the session secret of test fleets' web bots, so a test can sign in as a user it names
 SESSION_SECRET = "test-session-secret-0123456789"
+#: the key of the fake OpenAI-compatible server (``model``), in the agents' runner_config
+API_KEY = "sk-test-0123456789abcdef"
 WEB = f"{UNLIMITED}, session_secret: {SESSION_SECRET}"
 
 

@@ -1,23 +1,8 @@
-"""Fixtures for agent tests: a fake OpenAI-compatible server and fleet rules using it."""
+"""Fleet rules for agent tests, using the fake OpenAI-compatible server (``model``, tests/conftest.py)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-import pytest
-
-from callboard.testing.fake_openai import FakeOpenAI
-
-API_KEY = "sk-test-0123456789abcdef"
-
-
-@pytest.fixture
-async def model() -> AsyncIterator[FakeOpenAI]:
-    server = await FakeOpenAI(api_key=API_KEY).start()
-    try:
-        yield server
-    finally:
-        await server.stop()
+from tests.support import API_KEY
 
 
 def agent_rule(base_url: str, extra: str = "", event_type: str = "message.received") -> str:

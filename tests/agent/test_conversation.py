@@ -9,8 +9,8 @@ import aiohttp
 import pytest
 
 from callboard.testing.fake_openai import FakeOpenAI, Reply
-from tests.agent.conftest import API_KEY, agent_rule
-from tests.support import chat_client, eventually, fleet_config, running_fleet
+from tests.agent.conftest import agent_rule
+from tests.support import API_KEY, chat_client, eventually, fleet_config, running_fleet
 
 pytestmark = pytest.mark.timeout(60)
 

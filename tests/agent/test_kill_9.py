@@ -6,15 +6,13 @@ import asyncio
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from callboard.bench.harness import free_port, wait_ready
 from callboard.testing.fake_openai import Call, FakeOpenAI, Reply
-from tests.agent.conftest import API_KEY
-from tests.support import ChatClient, eventually
+from tests.support import API_KEY, ChatClient, eventually
 
 pytestmark = pytest.mark.timeout(120)
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,15 +34,6 @@ bots:
           runner_config: {{base_url: "{base_url}", api_key: "{api_key}", model: fake}}
           stream: false
 """
-
-
-@pytest.fixture
-async def model() -> AsyncIterator[FakeOpenAI]:
-    server = await FakeOpenAI(api_key=API_KEY).start()
-    try:
-        yield server
-    finally:
-        await server.stop()
 
 
 def _engine(config: Path) -> subprocess.Popen[bytes]:

@@ -15,7 +15,7 @@ from callboard.handlers.agent.handler import AgentHandler
 from callboard.handlers.agent.memory import Memory
 from callboard.handlers.context import HandlerContext
 from callboard.testing.fake_openai import FakeOpenAI, Reply
-from tests.agent.conftest import API_KEY
+from tests.support import API_KEY
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -14,8 +14,7 @@ import pytest
 from callboard.testing.fake_openai import FakeOpenAI, Reply
 from callboard.testing.fake_telegram import Failure, FakeBotAPI, private_chat, user
 from callboard.testing.webhook_receiver import Answer, WebhookReceiver
-from tests.agent.conftest import API_KEY
-from tests.support import eventually
+from tests.support import API_KEY, eventually
 from tests.telegram.conftest import BOT, running, telegram_fleet
 
 pytestmark = pytest.mark.timeout(60)

@@ -17,8 +17,8 @@ from callboard.handlers.agent.config import AgentConfig
 from callboard.handlers.agent.handler import AgentHandler
 from callboard.handlers.context import HandlerContext
 from callboard.testing.fake_openai import Call, FakeOpenAI, Reply
-from tests.agent.conftest import API_KEY, agent_rule
-from tests.support import chat_client, fleet_config, running_fleet
+from tests.agent.conftest import agent_rule
+from tests.support import API_KEY, chat_client, fleet_config, running_fleet
 
 pytestmark = pytest.mark.timeout(60)
 

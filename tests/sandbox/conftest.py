@@ -33,10 +33,25 @@ from callboard.sandbox import cli
 from callboard.sandbox.config import SandboxSettings
 from callboard.sandbox.image import image_id
 from callboard.sandbox.podman_service import PodmanService, PodmanUnavailable
+from tests.support import API_KEY
 
 IMAGE = "localhost/callboard-sandbox:latest"
 FLEET_PREFIX = f"t{os.getpid()}"
 _fleets = itertools.count(1)
+
+
+def sandbox_agent_rule(base_url: str, tools: str) -> str:
+    """A routing rule (YAML) with a non-streaming openai agent on the fake model at
+    ``base_url``; ``tools``: its ``tools:`` value (flow YAML, or a block indented 6)."""
+    return f"""
+- event_type: message.received
+  handler_type: agent
+  handler_config:
+    runner: openai
+    runner_config: {{base_url: "{base_url}", api_key: "{API_KEY}", model: fake}}
+    stream: false
+    tools: {tools}
+"""
 
 
 @dataclass

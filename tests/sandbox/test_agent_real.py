@@ -2,26 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from callboard.testing.fake_openai import Call, FakeOpenAI, Reply
-from tests.sandbox.conftest import Engine
+from tests.sandbox.conftest import Engine, sandbox_agent_rule
 from tests.support import chat_client, fleet_config, running_fleet
 
 pytestmark = pytest.mark.timeout(180)
-API_KEY = "sk-sandbox-test"
-
-
-@pytest.fixture
-async def model() -> AsyncIterator[FakeOpenAI]:
-    server = await FakeOpenAI(api_key=API_KEY).start()
-    try:
-        yield server
-    finally:
-        await server.stop()
 
 
 async def test_agent_runs_python_in_the_sessions_container(
@@ -29,15 +18,7 @@ async def test_agent_runs_python_in_the_sessions_container(
 ) -> None:
     code = "import platform; print(sum(range(10)), platform.system())"
     model.script(Reply(calls=[Call("exec", {"argv": ["python3", "-c", code]})]), Reply(text="the sum is 45"))
-    handlers = f"""
-- event_type: message.received
-  handler_type: agent
-  handler_config:
-    runner: openai
-    runner_config: {{base_url: "{model.base_url}", api_key: "{API_KEY}", model: fake}}
-    stream: false
-    tools: {{sandbox: [exec]}}
-"""
+    handlers = sandbox_agent_rule(model.base_url, "{sandbox: [exec]}")
     config = fleet_config(
         tmp_path,
         handlers=handlers,

@@ -11,7 +11,6 @@ import contextlib
 import io
 import json
 import socket
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -20,22 +19,12 @@ import pytest
 from callboard.sandbox import cli
 from callboard.testing import stdio_mcp_server
 from callboard.testing.fake_openai import Call, FakeOpenAI, Reply
-from tests.sandbox.conftest import Engine
+from tests.sandbox.conftest import Engine, sandbox_agent_rule
 from tests.sandbox.helpers import eventually
 from tests.support import chat_client, fleet_config, running_fleet
 
 pytestmark = pytest.mark.timeout(180)
-API_KEY = "sk-mcp-test"
 SERVER = Path(stdio_mcp_server.__file__).read_text()
-
-
-@pytest.fixture
-async def model() -> AsyncIterator[FakeOpenAI]:
-    server = await FakeOpenAI(api_key=API_KEY).start()
-    try:
-        yield server
-    finally:
-        await server.stop()
 
 
 async def test_agent_calls_a_stdio_mcp_server_running_in_the_sandbox(
@@ -50,21 +39,14 @@ async def test_agent_calls_a_stdio_mcp_server_running_in_the_sandbox(
         Reply(text="two"),
     )
     command = json.dumps(["python3", "-c", SERVER])
-    handlers = f"""
-- event_type: message.received
-  handler_type: agent
-  handler_config:
-    runner: openai
-    runner_config: {{base_url: "{model.base_url}", api_key: "{API_KEY}", model: fake}}
-    stream: false
-    tools:
+    tools = f"""
       result_limit: 200
       mcp:
         - name: calc
           command: {command}
           env: {{CALC_TOKEN: not-for-logs}}
-          tools: [add, whoami, shout]
-"""
+          tools: [add, whoami, shout]"""
+    handlers = sandbox_agent_rule(model.base_url, tools)
     config = fleet_config(
         tmp_path,
         handlers=handlers,

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -22,24 +21,14 @@ from callboard.engine.sandbox_api import SandboxError
 from callboard.engine.sandbox_processes import ProcessArgs
 from callboard.sandbox.config import SandboxSettings
 from callboard.testing.fake_openai import Call, FakeOpenAI, Reply
-from tests.sandbox.conftest import Engine
+from tests.sandbox.conftest import Engine, sandbox_agent_rule
 from tests.sandbox.helpers import chat_tools, spawn_manager
 from tests.sandbox.skill_wheels import write_wheel
 from tests.support import chat_client, fleet_config, running_fleet
 
 pytestmark = pytest.mark.timeout(180)
-API_KEY = "sk-skill-test"
 GREET = "def greet(name):\n    return 'hello, ' + name + ' from a vendored wheel'\n"
 RUN = "import sys\nimport tinygreet\nprint(tinygreet.greet(sys.argv[1]))\nprint(sys.prefix)\n"
-
-
-@pytest.fixture
-async def model() -> AsyncIterator[FakeOpenAI]:
-    server = await FakeOpenAI(api_key=API_KEY).start()
-    try:
-        yield server
-    finally:
-        await server.stop()
 
 
 def skill_folder(root: Path, name: str, requirements: str) -> Path:
@@ -68,15 +57,7 @@ async def test_a_skill_script_imports_its_vendored_package(
         Reply(calls=[Call("exec", {"argv": ["python3", ".skills/broken/run.py", "x"]})]),
         Reply(text="greeted"),
     )
-    handlers = f"""
-- event_type: message.received
-  handler_type: agent
-  handler_config:
-    runner: openai
-    runner_config: {{base_url: "{model.base_url}", api_key: "{API_KEY}", model: fake}}
-    stream: false
-    tools: {{sandbox: [exec], skills: true}}
-"""
+    handlers = sandbox_agent_rule(model.base_url, "{sandbox: [exec], skills: true}")
     sandbox = f"""sandbox:
   engine_url: {engine.url}
   image: {engine.image}

@@ -5,7 +5,6 @@ message_changed echoes never come back as events."""
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -13,19 +12,10 @@ import pytest
 from callboard.engine.events import MessageEdited, MessageReceived
 from callboard.testing.fake_openai import FakeOpenAI, Reply
 from callboard.testing.fake_slack import FakeSlack
-from tests.agent.conftest import API_KEY, agent_rule
+from tests.agent.conftest import agent_rule
 from tests.slack.conftest import ANN, running, slack_fleet, stored_events
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture
-async def model() -> AsyncIterator[FakeOpenAI]:
-    server = await FakeOpenAI(api_key=API_KEY).start()
-    try:
-        yield server
-    finally:
-        await server.stop()
 
 
 async def test_a_streamed_answer_edits_one_message(
