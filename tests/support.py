@@ -27,6 +27,7 @@ from callboard.app import Running, start
 from callboard.bench.harness import engine_argv
 from callboard.engine.clock import Clock
 from callboard.engine.events import Event, SessionKey, decode_event
+from callboard.testing.cluster import RATE_LIMITS_OFF as RATE_LIMITS_OFF
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,11 +37,6 @@ PIPELINE_ECHO = """
         handler_config: {stages: [{type: command}, {type: echo}]}
 """
 
-
-#: a platform adapter's outbound limits off, so tests that are not about throttling run at full speed
-RATE_LIMITS_OFF = (
-    "rate_limits: {per_bot_per_second: 0, per_private_chat_per_second: 0, per_group_chat_per_minute: 0}"
-)
 
 #: web adapter rate limits high enough for tests that are not about them
 UNLIMITED = (

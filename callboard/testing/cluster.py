@@ -7,6 +7,7 @@ import json
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 from typing import Any
@@ -31,14 +32,20 @@ bots:
         handler_config: {{stages: [{{type: echo}}]}}
 {bots}"""
 
-#: a Telegram bot polling ``base_url`` (callboard.testing.fake_telegram), echoing each
-#: message on its own, without Telegram's outbound limits
-TELEGRAM_BOT = """
-  - id: {id}
-    adapter: {{type: telegram, token: "{token}", base_url: "{base_url}", poll_timeout: 1,
-               request_timeout: 5, {mode}
-               rate_limits: {{per_bot_per_second: 0, per_private_chat_per_second: 0,
-                             per_group_chat_per_minute: 0}}}}
+#: a platform adapter's outbound limits off, so what is not about throttling runs at full speed
+RATE_LIMITS_OFF = (
+    "rate_limits: {per_bot_per_second: 0, per_private_chat_per_second: 0, per_group_chat_per_minute: 0}"
+)
+
+
+def echo_bot(bot_id: str, adapter: str) -> str:
+    """A bot for ``write_config``'s ``bots`` echoing each message on its own, at once;
+    ``adapter``: the YAML of its ``adapter:`` block."""
+    lines = textwrap.indent(textwrap.dedent(adapter).strip(), " " * 6)
+    return f"""
+  - id: {bot_id}
+    adapter:
+{lines}
     session: {{debounce: {{window: 0}}}}
     handlers:
       - event_type: message.received
@@ -47,9 +54,13 @@ TELEGRAM_BOT = """
 """
 
 
-def telegram_bot(bot_id: str, token: str, base_url: str, mode: str = "") -> str:
-    """A bot for ``write_config``'s ``bots``; ``mode``: extra adapter keys (webhook mode)."""
-    return TELEGRAM_BOT.format(id=bot_id, token=token, base_url=base_url, mode=mode)
+def telegram_bot(bot_id: str, token: str, base_url: str) -> str:
+    """An ``echo_bot`` polling ``base_url`` (callboard.testing.fake_telegram), without
+    Telegram's outbound limits."""
+    adapter = (
+        f'type: telegram\ntoken: "{token}"\nbase_url: "{base_url}"\npoll_timeout: 1\nrequest_timeout: 5\n'
+    )
+    return echo_bot(bot_id, adapter + RATE_LIMITS_OFF)
 
 
 class Node:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import textwrap
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -19,9 +18,11 @@ import aiohttp
 import pytest
 
 from callboard.testing.cluster import (
+    RATE_LIMITS_OFF,
     Node,
     TcpProxy,
     connection_owners,
+    echo_bot,
     make_nodes,
     start_all,
     telegram_bot,
@@ -31,7 +32,7 @@ from callboard.testing.fake_slack import APP_TOKEN, BOT_TOKEN, FakeSlack
 from callboard.testing.fake_telegram import TOKEN, FakeBotAPI, private_chat, user
 from callboard.testing.nats_server import NatsServer
 from callboard.testing.postgres import PostgresServer
-from tests.support import RATE_LIMITS_OFF, WEB
+from tests.support import WEB
 
 pytestmark = pytest.mark.timeout(120)
 ROOT = Path(__file__).resolve().parents[2]
@@ -235,17 +236,15 @@ async def test_a_polling_node_cut_off_from_nats_stops_before_another_polls(
         await api.close()
 
 
-SLACK_SOCKET_BOT = """
-  - id: sl
-    adapter: {{type: slack, mode: socket, bot_token: "{bot_token}", app_token: "{app_token}",
-               base_url: "{base_url}", request_timeout: 5, ping_interval: 0.5, tier_limits: false,
-               rate_limits: {{per_bot_per_second: 0, per_private_chat_per_second: 0,
-                             per_group_chat_per_minute: 0}}}}
-    session: {{debounce: {{window: 0}}}}
-    handlers:
-      - event_type: message.received
-        handler_type: pipeline
-        handler_config: {{stages: [{{type: echo}}]}}
+SLACK_SOCKET = """
+type: slack
+mode: socket
+bot_token: "{bot_token}"
+app_token: "{app_token}"
+base_url: "{base_url}"
+request_timeout: 5
+ping_interval: 0.5
+tier_limits: false
 """
 
 
@@ -262,7 +261,8 @@ async def test_slack_socket_mode_runs_on_one_node_and_moves_on_kill_9(
         slack.add_user(person, person.lower())
         dms.append(slack.im(person))
     url = postgres.create_database("conn_slack")
-    bots = SLACK_SOCKET_BOT.format(bot_token=BOT_TOKEN, app_token=APP_TOKEN, base_url=slack.base_url)
+    adapter = SLACK_SOCKET.format(bot_token=BOT_TOKEN, app_token=APP_TOKEN, base_url=slack.base_url)
+    bots = echo_bot("sl", adapter + RATE_LIMITS_OFF)
     nodes = make_nodes(tmp_path, 2, url=url, nats=nats_server.url, web=WEB, partitions=8, bots=bots)
     sent: list[str] = []
 
@@ -307,17 +307,7 @@ async def test_lark_long_connection_runs_on_one_node_and_moves_on_kill_9(
     people = [f"ou_p{i}" for i in range(4)]
     for person in people:
         lark.add_user(person, person)
-    adapter = textwrap.indent(lark.adapter_yaml("ws") + RATE_LIMITS_OFF + "\nrequest_timeout: 5\n", " " * 6)
-    bots = f"""
-  - id: lk
-    adapter:
-{adapter}
-    session: {{debounce: {{window: 0}}}}
-    handlers:
-      - event_type: message.received
-        handler_type: pipeline
-        handler_config: {{stages: [{{type: echo}}]}}
-"""
+    bots = echo_bot("lk", lark.adapter_yaml("ws") + RATE_LIMITS_OFF + "\nrequest_timeout: 5\n")
     url = postgres.create_database("conn_lark")
     nodes = make_nodes(tmp_path, 2, url=url, nats=nats_server.url, web=WEB, partitions=8, bots=bots)
     sent: list[str] = []

@@ -15,7 +15,7 @@ import orjson
 import pytest
 
 from callboard.testing.balancer import RoundRobinProxy
-from callboard.testing.cluster import balanced, make_nodes, start_all
+from callboard.testing.cluster import RATE_LIMITS_OFF, balanced, echo_bot, make_nodes, start_all
 from callboard.testing.fake_slack import BOT_TOKEN, SIGNING_SECRET, FakeSlack
 from callboard.testing.nats_server import NatsServer
 from callboard.testing.postgres import PostgresServer
@@ -25,17 +25,14 @@ pytestmark = pytest.mark.timeout(150)
 ROOT = Path(__file__).resolve().parents[2]
 PARTITIONS = 8
 PATH = "/slack/sl/events"
-SLACK_BOT = """
-  - id: sl
-    adapter: {{type: slack, mode: http, bot_token: "{token}", signing_secret: "{secret}",
-               base_url: "{base_url}", request_timeout: 5, tier_limits: false,
-               rate_limits: {{per_bot_per_second: 0, per_private_chat_per_second: 0,
-                             per_group_chat_per_minute: 0}}}}
-    session: {{debounce: {{window: 0}}}}
-    handlers:
-      - event_type: message.received
-        handler_type: pipeline
-        handler_config: {{stages: [{{type: echo}}]}}
+SLACK_HTTP = """
+type: slack
+mode: http
+bot_token: "{token}"
+signing_secret: "{secret}"
+base_url: "{base_url}"
+request_timeout: 5
+tier_limits: false
 """
 
 
@@ -50,7 +47,8 @@ async def test_signed_webhooks_through_a_balancer_are_answered_once(
         slack.add_user(person, person.lower())
         dms.append(slack.im(person))
     url = postgres.create_database("balanced")
-    bots = SLACK_BOT.format(token=BOT_TOKEN, secret=SIGNING_SECRET, base_url=slack.base_url)
+    adapter = SLACK_HTTP.format(token=BOT_TOKEN, secret=SIGNING_SECRET, base_url=slack.base_url)
+    bots = echo_bot("sl", adapter + RATE_LIMITS_OFF)
     nodes = make_nodes(tmp_path, 3, url=url, nats=nats_server.url, web=WEB, partitions=PARTITIONS, bots=bots)
     balancer = await RoundRobinProxy([node.base for node in nodes]).start()
     sent: list[str] = []
