@@ -50,6 +50,29 @@ async def _answers(base: str, users: list[str]) -> dict[tuple[str, str], list[st
     return out
 
 
+class Talk:
+    """Web chat users saying numbered messages (``m0``, ``m1``…) in each of ``CHATS``:
+    what each chat was sent, in order, and which texts were acknowledged."""
+
+    def __init__(self, clients: dict[str, ChatClient]) -> None:
+        self.clients = clients  # by user; a user whose node is killed is taken out
+        self.sent: dict[tuple[str, str], list[str]] = collections.defaultdict(list)
+        self.texts: dict[str, str] = {}  # client_msg_id -> text
+        self.n = 0
+
+    async def round_of(self, who: list[str]) -> None:
+        """One message from each of ``who`` in each chat."""
+        for user in who:
+            for chat in CHATS:
+                text = f"m{self.n}"
+                self.n += 1
+                self.texts[await self.clients[user].say(text, chat_id=chat)] = text
+                self.sent[(user, chat)].append(text)
+
+    def acked(self) -> set[str]:
+        return {self.texts[f["client_msg_id"]] for c in self.clients.values() for f in c.of("ack")}
+
+
 async def test_kill_9_of_one_node_of_three(
     tmp_path: Path, postgres: PostgresServer, nats_server: NatsServer
 ) -> None:
@@ -68,25 +91,10 @@ async def test_kill_9_of_one_node_of_three(
         users = {f"u{n}{k}": nodes[n] for n in range(3) for k in range(2)}  # two users on each node
         for user, node in users.items():
             clients[user] = await ChatClient.connect(node.base, user=user)
-        sent: dict[tuple[str, str], list[str]] = collections.defaultdict(list)
-        texts: dict[str, tuple[str, str, str]] = {}  # client_msg_id -> (user, chat, text)
-        n = 0
-
-        async def round_of(who: list[str]) -> None:
-            nonlocal n
-            for user in who:
-                for chat in CHATS:
-                    text = f"m{n}"
-                    n += 1
-                    cid = await clients[user].say(text, chat_id=chat)
-                    texts[cid] = (user, chat, text)
-                    sent[(user, chat)].append(text)
-
-        def acked() -> set[str]:
-            return {texts[f["client_msg_id"]][2] for c in clients.values() for f in c.of("ack")}
-
-        while len(acked()) < 150:  # a load this shared 2-core machine keeps up with
-            await round_of(list(users))
+        talk = Talk(clients)
+        sent = talk.sent
+        while len(talk.acked()) < 150:  # a load this shared 2-core machine keeps up with
+            await talk.round_of(list(users))
             await asyncio.sleep(0.2)
         moved = {int(p) for p in (await victim.cluster())["owned"]}
         killed_at = victim.kill()
@@ -118,7 +126,7 @@ async def test_kill_9_of_one_node_of_three(
         watcher = asyncio.ensure_future(watch())
         try:
             while time.monotonic() - killed_at < 6.0:
-                await round_of(survivors)
+                await talk.round_of(survivors)
                 for user in survivors:
                     for chat in CHATS:
                         after_kill.setdefault((user, chat), sent[(user, chat)][-1])
@@ -145,7 +153,7 @@ async def test_kill_9_of_one_node_of_three(
             "others:",
             sorted(round(answered_at[c] - killed_at, 2) for c in answered_at if c not in on_victim),
         )
-        ok = set(acked())
+        ok = talk.acked()
         # wait until every acknowledged message has its answer (or give up and report)
         answers: dict[tuple[str, str], list[str]] = {}
         deadline = time.monotonic() + 30

@@ -17,7 +17,7 @@ from callboard.engine.journal_sharded import chat_hash
 from callboard.testing.cluster import balanced, make_nodes, start_all
 from callboard.testing.nats_server import NatsServer
 from callboard.testing.postgres import PostgresServer
-from tests.cluster.test_failover import CHATS, _answers
+from tests.cluster.test_failover import Talk, _answers
 from tests.support import WEB, ChatClient
 
 pytestmark = pytest.mark.timeout(240)
@@ -51,24 +51,10 @@ async def test_two_nodes_over_two_shards_survive_kill_9(
         users = {f"u{n}{k}": nodes[n] for n in range(2) for k in range(2)}
         for user, node in users.items():
             clients[user] = await ChatClient.connect(node.base, user=user)
-        sent: dict[tuple[str, str], list[str]] = collections.defaultdict(list)
-        texts: dict[str, str] = {}  # client_msg_id -> text
-        n = 0
-
-        async def round_of(who: list[str]) -> None:
-            nonlocal n
-            for user in who:
-                for chat in CHATS:
-                    text = f"m{n}"
-                    n += 1
-                    texts[await clients[user].say(text, chat_id=chat)] = text
-                    sent[(user, chat)].append(text)
-
-        def acked() -> set[str]:
-            return {texts[f["client_msg_id"]] for c in clients.values() for f in c.of("ack")}
-
-        while len(acked()) < 100:
-            await round_of(list(users))
+        talk = Talk(clients)
+        sent = talk.sent
+        while len(talk.acked()) < 100:
+            await talk.round_of(list(users))
             await asyncio.sleep(0.2)
         victim.kill()
         on_survivor = [u for u, node in users.items() if node is survivor]
@@ -76,9 +62,9 @@ async def test_two_nodes_over_two_shards_survive_kill_9(
             await clients.pop(user).close()
         killed_at = time.monotonic()
         while time.monotonic() - killed_at < 4.0:  # through the takeover of the victim's partitions
-            await round_of(on_survivor)
+            await talk.round_of(on_survivor)
             await asyncio.sleep(0.3)
-        ok = acked()
+        ok = talk.acked()
         answers: dict[tuple[str, str], list[str]] = {}
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
