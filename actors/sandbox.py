@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel
@@ -117,6 +118,7 @@ PROCESS_STOP_TIMEOUT = 20.0
 MANAGER_STRATEGY = SupervisorStrategy(max_restarts=None, backoff=Backoff(min=0.5, max=30.0))
 
 R = TypeVar("R", bound=BaseModel)
+T = TypeVar("T")
 
 
 def spawn_sandbox_manager(
@@ -222,14 +224,7 @@ class SessionTools:
     # ------------------------------------------------------------------ managed processes
 
     async def start_process(self, args: ProcessArgs) -> ProcessInfo:
-        started = time.monotonic()
-        try:
-            result = await self._start_process(args)
-        except Exception as error:
-            self._audit("process.start", args, None, started, error)
-            raise
-        self._audit("process.start", args, None, started, None)
-        return result
+        return await self._audited("process.start", args, self._start_process(args))
 
     async def _start_process(self, args: ProcessArgs) -> ProcessInfo:
         """Start a managed process (a command, so the ``exec`` policy applies), or find it running."""
@@ -248,14 +243,7 @@ class SessionTools:
         return handle.record.info()
 
     async def stop_process(self, process_id: str = "default") -> ProcessInfo:
-        started = time.monotonic()
-        try:
-            result = await self._stop_process(process_id)
-        except Exception as error:
-            self._audit("process.stop", process_id, None, started, error)
-            raise
-        self._audit("process.stop", process_id, None, started, None)
-        return result
+        return await self._audited("process.stop", process_id, self._stop_process(process_id))
 
     async def _stop_process(self, process_id: str = "default") -> ProcessInfo:
         handle = await self._process(process_id, None)
@@ -273,14 +261,7 @@ class SessionTools:
         return info
 
     async def attach(self, process_id: str = "default") -> Attachment:
-        started = time.monotonic()
-        try:
-            result = await self._attach(process_id)
-        except Exception as error:
-            self._audit("process.attach", process_id, None, started, error)
-            raise
-        self._audit("process.attach", process_id, None, started, None)
-        return result
+        return await self._audited("process.attach", process_id, self._attach(process_id))
 
     async def _attach(self, process_id: str = "default") -> Attachment:
         handle = await self._process(process_id, None)
@@ -351,6 +332,17 @@ class SessionTools:
             raise
         self._audit(tool, args, value, started, None)
         return value
+
+    async def _audited(self, kind: str, args: BaseModel | str, call: Awaitable[T]) -> T:
+        """Await a managed-process call and audit it (its arguments, never its output)."""
+        started = time.monotonic()
+        try:
+            result = await call
+        except Exception as error:
+            self._audit(kind, args, None, started, error)
+            raise
+        self._audit(kind, args, None, started, None)
+        return result
 
     def _audit(
         self,
