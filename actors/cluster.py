@@ -64,6 +64,12 @@ log = logging.getLogger("callboard.cluster")
 LEASE_MARGIN = 0.25
 #: how often each owned partition's consumer lag is read from JetStream (seconds)
 LAG_INTERVAL = 2.0
+#: longest a rebalancing handover waits for this node's sessions to finish what they took (the
+#: lease is renewed meanwhile). A run still going then is fenced: its events replay on the new
+#: owner, and a send it already made may repeat, as after a kill. Half a lease time (what a stop
+#: still allows, its renewals being over) was too short on a loaded machine: a run's send and its
+#: fencing straddled the release.
+DRAIN_LIMIT = 30.0
 PUBLISH_RETRY = Backoff(min=0.1, max=5.0, factor=2.0, jitter=0.2)
 
 
@@ -198,7 +204,7 @@ class ClusterNode:
         await self._drain_outgoing()
         await asyncio.gather(
             self.connections.release_all(self._kv),
-            *(self._release(lease) for lease in list(self.leases.values())),
+            *(self._release(lease, drain=self.ttl / 2) for lease in list(self.leases.values())),
         )
         for task in (self._publisher, self._peer_task, self._fence_task):
             if task is not None:
@@ -422,13 +428,14 @@ class ClusterNode:
             lease = max(self.leases.values(), key=lambda item: item.partition)
             await self._release(lease)
 
-    async def _release(self, lease: Lease) -> None:
-        """Clean handover: stop consuming, let what was taken be handled, then delete the lease."""
+    async def _release(self, lease: Lease, drain: float = DRAIN_LIMIT) -> None:
+        """Clean handover: stop consuming, let what was taken be handled (for ``drain``
+        seconds at most), then delete the lease."""
         if lease.task is not None:
             lease.task.cancel()
             await asyncio.gather(lease.task, return_exceptions=True)
         waited = 0.0
-        while waited < self.ttl / 2 and any(
+        while waited < drain and any(
             sink.busy(lambda key: partition_of(key, self.partitions) == lease.partition)
             for sink in self.sinks.values()
         ):
