@@ -264,7 +264,7 @@ async def drive(url: str, load: Load, window: float, tag: str = "") -> Result:
 # ---------------------------------------------------------------------- the run
 
 
-def _timed(pid: int, load: Coroutine[Any, Any, Result]) -> Result:
+def timed_load(pid: int, load: Coroutine[Any, Any, Result]) -> Result:
     """Run one load and charge the server's CPU time for it to each event."""
     before = cpu_seconds(pid)
     result = run_loop(load)
@@ -355,12 +355,12 @@ def measure(quick: bool, quiet: bool = False) -> dict[str, Any]:
                 url = f"ws://127.0.0.1:{port}/web/bench/ws"
                 for name, load, w in scenarios if window == 0.0 else debounced:
                     say(f"engine {name} ({load.sessions * load.messages:,} events)")
-                    result = _timed(engine.pid, drive(url, load, w, tag=f"{name.replace(' ', '')}-"))
+                    result = timed_load(engine.pid, drive(url, load, w, tag=f"{name.replace(' ', '')}-"))
                     report["scenarios"][name] = vars(result)
                 if window == 0.0:
                     say("engine paced at 5,000 events/s")
                     report["scenarios"]["paced 5000/s"] = vars(
-                        _timed(engine.pid, drive(url, paced, 0.0, tag="paced-"))
+                        timed_load(engine.pid, drive(url, paced, 0.0, tag="paced-"))
                     )
 
         report["idle_sessions"] = _idle_sessions(Path(tmp), engine_cpu, idle, warmup, say)
@@ -371,9 +371,10 @@ def measure(quick: bool, quiet: bool = False) -> dict[str, Any]:
             url = f"ws://127.0.0.1:{port}/web/bench/ws"
             for name, load, _ in scenarios:
                 say(f"baseline {name}")
-                report["baseline"][name] = vars(_timed(baseline.pid, drive(url, load, 0.0, tag=f"{name}-")))
+                bare = timed_load(baseline.pid, drive(url, load, 0.0, tag=f"{name}-"))
+                report["baseline"][name] = vars(bare)
             say("baseline paced at 5,000 events/s")
-            bare_paced = _timed(baseline.pid, drive(url, paced, 0.0, tag="paced-"))
+            bare_paced = timed_load(baseline.pid, drive(url, paced, 0.0, tag="paced-"))
             report["baseline"]["paced 5000/s"] = vars(bare_paced)
     ratios = {}
     for name, _, _ in scenarios:

@@ -16,6 +16,7 @@ BENCHMARKS: dict[str, str] = {
     "actors": "callboard.bench.actors",
     "agent": "callboard.bench.agent",
     "chaos": "callboard.bench.chaos",
+    "compare": "callboard.bench.compare",
     "cluster": "callboard.bench.cluster",
     "e2e": "callboard.bench.e2e",
     "flood": "callboard.bench.flood",
