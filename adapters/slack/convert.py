@@ -300,12 +300,15 @@ class Converter:
             )
         return PlatformSpecific(action=action, data=data, **common)
 
-    def _in_chat(self, channel: str, channel_type: str | None, thread_ts: str | None) -> dict[str, Any]:
+    def _in_chat(self, channel: str, channel_type: str | None, thread_ts: Any) -> dict[str, Any]:
+        """Where an event happened. ``thread_ts`` comes from the payload as it is: anything but
+        a string (Slack's ts always are) is no thread, never part of a session key."""
         kind = kind_of(channel, channel_type)
+        threaded = self.thread_sessions and isinstance(thread_ts, str) and thread_ts
         return {
             "chat_type": chat_type_of(kind),
             "chat_id": channel,
-            "thread_id": thread_ts if self.thread_sessions and thread_ts else None,
+            "thread_id": thread_ts if threaded else None,
             "group": Group(id=channel, raw={"channel_type": kind}) if kind != "im" else None,
         }
 

@@ -314,3 +314,26 @@ def test_an_odd_payload_is_kept_not_lost() -> None:
     broken = wrap({"type": "message", "channel": GENERAL, "files": "not-a-list", "text": 5, "user": ANN})
     events = converter(channel_messages="all").event_callback(broken)
     assert len(events) == 1 and events[0].dedup_key
+
+
+@pytest.mark.parametrize("thread_ts", [[None], {"a": 1}, 12, ""])
+def test_a_thread_ts_that_is_not_a_string_is_no_thread(thread_ts: Any) -> None:
+    """Found by the long fuzz: a signed event whose ``thread_ts`` was a list reached the
+    backlog as a session key holding it (unhashable: HTTP 500). Slack's ts are strings."""
+    payload = {
+        "token": "",
+        "type": "event_callback",
+        "event": {
+            "subtype": "message_changed",
+            "message": None,
+            "type": "app_mention",
+            "files": None,
+            "thread_ts": thread_ts,
+        },
+    }
+    events = converter().event_callback(payload)
+    assert events
+    for event in events:
+        key = event.session_key()
+        hash(key)
+        assert key.thread in (None, "")
