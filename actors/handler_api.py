@@ -11,12 +11,14 @@ them.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from callboard.actors.messages import SendRequest
 from callboard.actors.runtime import BotRuntime
 from callboard.engine.entities import MessageChain
 from callboard.engine.events import MessageReceived, SessionKey
+from callboard.engine.journal import StorageUnavailable
 from callboard.engine.platform import MessageResult, NotSupportedError
 from callboard.handlers.api import CALLABLE_APIS, CHAT_APIS, RECEIPTED_APIS
 
@@ -27,13 +29,30 @@ class RunAPI:
     it), so a rule retried alone, or an async webhook's callback (scope
     ``cb<rule>``), numbers its calls as it did the first time."""
 
-    def __init__(self, bot: BotRuntime, session: SessionKey, run_id: int, replayed: bool) -> None:
+    def __init__(
+        self,
+        bot: BotRuntime,
+        session: SessionKey,
+        run_id: int,
+        replayed: bool,
+        earlier_lost: Callable[[], bool] | None = None,
+    ) -> None:
         self._bot = bot
         self._session = session
         self._run_id = run_id
         self._replayed = replayed
+        self._earlier_lost = earlier_lost
         self._counts: dict[str, int] = {}
         self.scope = "0"
+        #: a call was refused because an earlier run's output was not stored
+        self.held_back = False
+
+    def _keep_order(self) -> None:
+        """Nothing goes out while an earlier run of this session, whose output was not
+        stored after all, waits to run again: its output comes first."""
+        if self._earlier_lost is not None and self._earlier_lost():
+            self.held_back = True
+            raise StorageUnavailable("an earlier run's replies were not stored; they are sent again first")
 
     @property
     def replayed(self) -> bool:
@@ -66,6 +85,7 @@ class RunAPI:
         reply_to: MessageReceived | None = None,
         thread_id: str | None = None,
     ) -> MessageResult:
+        self._keep_order()
         bot = self._bot
         request = SendRequest(
             chat_type=chat_type,
@@ -86,6 +106,7 @@ class RunAPI:
     async def call(self, api: str, **params: Any) -> Any:
         if api not in CALLABLE_APIS:
             raise ValueError(f"{api!r} is not a platform API a handler may call; use send() to send")
+        self._keep_order()
         bot = self._bot
         adapter = bot.api
         if not adapter.supports(api):

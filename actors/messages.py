@@ -70,6 +70,12 @@ class RunEnded:
     generation: int
 
 
+@dataclass(slots=True, frozen=True)
+class CommitLost:
+    """The transaction holding a run's done mark (and its stored replies) did not
+    commit: the session runs that run again, before anything after it."""
+
+
 @dataclass(slots=True)
 class Add:
     """Session -> debounce window: one more message for the burst."""

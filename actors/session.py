@@ -24,6 +24,12 @@ A storage failure is not a handler failure: when the journal could not write
 during a run (disk full, I/O error), the run is not recorded at all; its
 events stay pending, the session waits until the journal writes again and
 runs them once more as a replay (receipts skip what was already sent).
+
+A run's done mark shares a transaction with the replies it stored (the web chat's
+outbox), and the session does not wait for that commit: it takes its next event at
+once, so one commit carries many runs. Runs whose commit is still open are kept
+(``unsettled``); if it fails, neither their replies nor their marks were stored, and
+they run again, in order, before this session sends anything else.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from functools import partial
 from typing import Any
 
 from callboard.actors.deadline import RunDeadline
@@ -39,6 +46,7 @@ from callboard.actors.handler_api import RunAPI
 from callboard.actors.messages import (
     Add,
     Callback,
+    CommitLost,
     Due,
     Inbound,
     ReplayRun,
@@ -96,6 +104,28 @@ class _Pending:
         return self.run_id is None and not self.replayed and self.only is None
 
 
+class _Unsettled:
+    """A finished run whose done mark (with its stored replies) has not committed yet."""
+
+    __slots__ = ("committed", "inbounds", "matches", "run_id")
+
+    def __init__(
+        self,
+        committed: asyncio.Future[None],
+        inbounds: list[Inbound],
+        run_id: int,
+        matches: list[tuple[int, Handler]],
+    ) -> None:
+        self.committed = committed
+        self.inbounds = inbounds
+        self.run_id = run_id
+        self.matches = matches
+
+
+def _failed(future: asyncio.Future[None]) -> bool:
+    return future.cancelled() or future.exception() is not None
+
+
 class _Window:
     __slots__ = ("generation", "ref")
 
@@ -128,6 +158,8 @@ class SessionActor(Actor):
         self.interrupted: list[Inbound] = []
         self.backlog: list[_Pending] = []
         self.inline = False  # stopping: every run is awaited where it starts
+        #: finished runs whose done marks have not committed yet, oldest first
+        self.unsettled: deque[_Unsettled] = deque()
         self.deadline = RunDeadline(bot.clock)
 
     async def on_start(self) -> None:
@@ -154,6 +186,10 @@ class SessionActor(Actor):
             self._run_ended()
         await self._drain_backlog()
         await self._flush_windows()
+        while self.unsettled:  # every run's mark committed, or its run made again
+            await asyncio.wait([run.committed for run in self.unsettled])
+            if self._lost():
+                await self._rerun_lost()
 
     async def on_receive_timeout(self) -> None:
         if not self.windows and self.active is None and not self.backlog:
@@ -172,7 +208,10 @@ class SessionActor(Actor):
             if self.active is not None and message.generation == self.run_generation and self.active.done():
                 failed = self._run_ended()
                 await self._drain_backlog()
+                await self._recover()
                 self._check_crash_loop(failed)
+        elif isinstance(message, CommitLost):
+            await self._recover()
         elif isinstance(message, Due):
             window = self.windows.get(message.window)
             if window is not None and window.generation == message.generation:
@@ -267,6 +306,8 @@ class SessionActor(Actor):
             if self.active_policy == "interrupt" and pending.mergeable and not self.active.done():
                 self.active.cancel()  # its input joins the next run
             return
+        if self.unsettled and self._lost():
+            await self._rerun_lost()
         bot = self.bot
         events = [i.event for i in inbounds]
         seqs = [i.seq for i in inbounds]
@@ -412,6 +453,8 @@ class SessionActor(Actor):
                         exc,
                     )
                 await self.bot.journal.wait_writable()
+                if self.unsettled and self._lost():  # earlier runs' replies first
+                    await self._rerun_lost()
                 replayed = True
 
     async def _execute(
@@ -427,7 +470,7 @@ class SessionActor(Actor):
         counters = bot.counters
         events = [i.event for i in inbounds]
         seqs = [i.seq for i in inbounds]
-        api = RunAPI(bot, self.key, run_id, replayed)
+        api = RunAPI(bot, self.key, run_id, replayed, self._lost)
         ctx = self._context(events, run_id, api)
         sandbox = bot.sandbox
         user_id = _user_id(events) if sandbox is not None else ""
@@ -442,7 +485,7 @@ class SessionActor(Actor):
             outcome = await self._handle(ctx, handler, run_id, events)
             if bot.cluster is not None and not bot.cluster.owns(self.key):  # fenced: write nothing
                 raise Fenced(f"lost the lease of {self.name}'s partition during the run")
-            if bot.journal.storage_errors != storage_errors:  # what it wrote may be lost: not its fault
+            if bot.journal.storage_errors != storage_errors or api.held_back:  # not its fault
                 raise StorageUnavailable(f"the journal failed during the {handler.kind} handler")
             if outcome is not None:
                 status = "timeout" if outcome.startswith("missed") and status == "done" else "failed"
@@ -462,12 +505,56 @@ class SessionActor(Actor):
             if bot.journal.storage_errors != storage_errors:
                 raise StorageUnavailable("the journal failed before the run's done mark")
             committed = bot.journal.mark_done(seqs, status)
-            if committed is not None:  # one transaction with the run's stored replies
-                await committed
-            bot.in_flight.done(seqs)
+            if committed is None:
+                bot.in_flight.done(seqs)
+            else:  # one transaction with the run's stored replies: not waited for
+                self.unsettled.append(_Unsettled(committed, inbounds, run_id, matches))
+                committed.add_done_callback(partial(self._settled, seqs))
             counters.handled_events += len(events)
         counters.runs += 1
         return status == "done"
+
+    def _settled(self, seqs: list[int], committed: asyncio.Future[None]) -> None:
+        """A pipelined done mark's commit ended (a loop callback: only tells the actor)."""
+        if _failed(committed):
+            self.ref.tell(CommitLost())
+        else:
+            self.bot.in_flight.done(seqs)
+
+    def _lost(self) -> bool:
+        """Whether a run's done mark did not commit (nothing may be sent before that run
+        is made again); forgets the runs whose marks committed."""
+        unsettled = self.unsettled
+        while unsettled:
+            committed = unsettled[0].committed
+            if not committed.done():
+                return False
+            if _failed(committed):
+                return True
+            unsettled.popleft()
+        return False
+
+    async def _recover(self) -> None:
+        if self.active is None and self.unsettled and self._lost():
+            await self._rerun_lost()
+
+    async def _rerun_lost(self) -> None:
+        """Run again, in order and as replays, the runs whose done marks did not commit
+        (nor did their replies: one transaction), once the journal writes. A commit that
+        failed for another reason than the storage crashes the session: its supervisor
+        restarts it, and the fresh instance replays what the journal holds unfinished."""
+        runs, self.unsettled = list(self.unsettled), deque()
+        await asyncio.wait([run.committed for run in runs])
+        lost = [run for run in runs if _failed(run.committed)]
+        for run in lost:
+            error = None if run.committed.cancelled() else run.committed.exception()
+            if error is not None and not isinstance(error, StorageUnavailable):
+                raise error
+        log.warning("%s: %d runs' replies were not stored; running them again", self.key, len(lost))
+        await self.bot.journal.wait_writable()
+        for run in lost:
+            self.bot.counters.handled_events -= len(run.inbounds)
+            await self._execute_stored(run.inbounds, run.run_id, True, run.matches)
 
     def _record(self, run_id: int, handler_index: int, status: str, error: str | None = None) -> None:
         """A rule's run that did not simply succeed, as a receipt (see ``actors.failures``)."""
@@ -489,6 +576,8 @@ class SessionActor(Actor):
                 await handler.handle(ctx)
             finally:
                 expired = deadline.end()
+        except StorageUnavailable:  # not the handler's failure: the run is made again
+            raise
         except asyncio.CancelledError:
             if not expired:
                 raise
@@ -525,7 +614,7 @@ class SessionActor(Actor):
         if run_actions is None:
             log.warning("%s: callback for rule %d, which is not a webhook", self.key, message.handler_index)
             return
-        api = RunAPI(self.bot, self.key, message.run_id, replayed=True)
+        api = RunAPI(self.bot, self.key, message.run_id, True, self._lost)
         api.scope = f"cb{message.handler_index}"  # the callback's sends never collide with the run's
         ctx = self._context(message.events, message.run_id, api)
         ctx.handler_index = message.handler_index

@@ -177,6 +177,11 @@ def redact(url: str) -> str:
     return parts._replace(netloc=f"{user}{host}{port}").geturl()
 
 
+def _after_output(op: Op) -> bool:
+    """Stored output, or a done mark that commits with stored output."""
+    return op.kind == OUTBOX or (op.kind == DONE and len(op.args) > 1)
+
+
 class PgJournal(QueuedWrites):
     """PostgreSQL journal with group commit. ``await open()`` before use, ``await close()`` after."""
 
@@ -350,11 +355,14 @@ class PgJournal(QueuedWrites):
 
     def _fail_dependents(self, error: BaseException) -> None:
         """A batch holding stored output rolled back: the done marks queued after it
-        for that output (``mark_done`` while it ran) must not commit without it."""
-        dependents = [op for op in self._pending if op.kind == DONE and len(op.args) > 1]
+        for that output (``mark_done`` while it ran) must not commit without it, nor
+        may output queued after it (a session that did not wait for that commit may
+        have replied again: its later replies must not be stored before the lost ones)."""
+        dependents = [op for op in self._pending if _after_output(op)]
         if not dependents:
             return
-        self._pending = [op for op in self._pending if not (op.kind == DONE and len(op.args) > 1)]
+        self._pending = [op for op in self._pending if not _after_output(op)]
+        self._outbox_queued = 0
         results: list[Result] = [(op.future, None, error) for op in dependents if op.future is not None]
         settle_all(self._storage_failed(error, results) if is_storage_error(error) else results)
 

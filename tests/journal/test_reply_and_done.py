@@ -215,7 +215,7 @@ async def test_kill_9_at_the_commit_keeps_both_or_neither(tmp_path: Path, when: 
         await journal.close()
 
 
-async def test_postgres_a_mark_queued_while_its_reply_commits_fails_with_it(
+async def test_postgres_a_mark_and_output_queued_while_a_reply_commits_fail_with_it(
     make_journal: MakeJournal, backend: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     if backend != "postgresql":
@@ -243,10 +243,14 @@ async def test_postgres_a_mark_queued_while_its_reply_commits_fails_with_it(
         assert journal._outbox_running
         committed = journal.mark_done([seq])  # the next batch, tied to the running one
         assert committed is not None
+        # the session did not wait for that commit and replied again: never stored before the first
+        later = journal.append_outbox("b", "c1", {"text": "later"}, "b:2:0:0")
         with pytest.raises(StorageUnavailable):
             await asyncio.wait_for(reply, 10)
         with pytest.raises(StorageUnavailable):  # though its own batch could have committed
             await asyncio.wait_for(committed, 10)
+        with pytest.raises(StorageUnavailable):
+            await asyncio.wait_for(later, 10)
         monkeypatch.setattr(PgJournal, "_apply", apply)
         await clock.advance(60)  # the probe finds the server writable again
         await journal.settled()
