@@ -10,7 +10,10 @@ a syscall (fsync) count as active, so the fsync thread's figures are wall time
 rather than CPU. Threads waiting for the GIL or a lock are left out. Needs py-spy
 (``pip install 'callboard[bench]'``) and permission to ptrace the engine.
 
-    callboard bench profile [--sessions 1000] [--messages 40] [--out DIR]
+    callboard bench profile [--sessions 1000] [--messages 40] [--rate N] [--out DIR]
+
+``--rate`` paces the load (events/s, as ``bench e2e``'s "paced 5000/s"): fewer events
+share each commit and socket write, so per-batch costs show up.
 """
 
 from __future__ import annotations
@@ -88,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="callboard bench profile", description=__doc__)
     parser.add_argument("--sessions", type=int, default=1000)
     parser.add_argument("--messages", type=int, default=40, help="per session")
+    parser.add_argument("--rate", type=float, default=None, help="events/s (default: as fast as acks allow)")
     parser.add_argument("--out", type=Path, default=None, help="keep py-spy's stacks here")
     args = parser.parse_args(argv)
     spy_binary = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
@@ -115,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             time.sleep(1.0)  # py-spy attaches
             before = cpu_seconds(engine.pid)
-            load = Load(sessions=args.sessions, messages=args.messages, connections=50)
+            load = Load(sessions=args.sessions, messages=args.messages, connections=50, rate=args.rate)
             result = run_loop(drive(url, load, 0.0, tag="p-"))
             used = cpu_seconds(engine.pid) - before
             spy.send_signal(signal.SIGINT)

@@ -238,6 +238,8 @@ class Writer:
         #: repeat lookup, in memory; kept as long as an event that could repeat it is pending
         self.outbox_keys: dict[tuple[str, str], tuple[int, float]] = {}
         self._undo_outbox: list[tuple[str, str]] = []
+        #: (bot, chat) -> its outbox seq before the batch being applied
+        self._undo_outbox_seq: dict[tuple[str, str], int] = {}
         self._next_receipt_id = 1
         #: receipt key -> (row id, when first stored, run id), oldest first: the receipt
         #: lookup, in memory, kept as long as a pending event's run could ask for it
@@ -272,6 +274,11 @@ class Writer:
         _migrate_receipts(conn)
         conn.executescript(SCHEMA)
         self._load_counters(conn)
+        # every chat's last outbox seq, so no reply (a chat's first after a start) reads the table
+        self._outbox_seq = {
+            (bot, chat): seq
+            for bot, chat, seq in conn.execute("SELECT bot, chat, MAX(seq) FROM outbox GROUP BY bot, chat")
+        }
         self._load_lookups(conn)
         return conn
 
@@ -279,7 +286,6 @@ class Writer:
         top = conn.execute("SELECT MAX(seq) FROM event_log").fetchone()[0] or 0
         row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name='event_log'").fetchone()
         self._next_seq = max(top, row[0] if row else 0) + 1
-        self._outbox_seq.clear()
         self._next_outbox_id = (conn.execute("SELECT MAX(id) FROM outbox").fetchone()[0] or 0) + 1
         self._next_receipt_id = (conn.execute("SELECT MAX(id) FROM receipts").fetchone()[0] or 0) + 1
 
@@ -390,6 +396,7 @@ class Writer:
         self.failure = None
         self._undo_keys, self._undo_opened, self._undo_closed, self._undo_outbox = [], [], [], []
         self._undo_receipts = []
+        self._undo_outbox_seq = {}
         try:
             self._begin(conn, batch)
             start = 0
@@ -432,6 +439,7 @@ class Writer:
             self.outbox_keys.pop(pair, None)
         for key in self._undo_receipts:
             self.receipt_keys.pop(key, None)
+        self._outbox_seq.update(self._undo_outbox_seq)
 
     @staticmethod
     def _begin(conn: sqlite3.Connection, batch: list[Op]) -> None:
@@ -583,10 +591,8 @@ class Writer:
                 results.append((op.future, (earlier[0], earlier[1], False), None))
                 continue
             counter = (bot, chat)
-            seq = self._outbox_seq.get(counter)
-            if seq is None:
-                row = conn.execute("SELECT MAX(seq) FROM outbox WHERE bot=? AND chat=?", counter).fetchone()
-                seq = row[0] or 0
+            seq = self._outbox_seq.get(counter, 0)
+            self._undo_outbox_seq.setdefault(counter, seq)
             seq += 1
             self._outbox_seq[counter] = seq
             body = {**payload, "seq": seq}

@@ -302,3 +302,39 @@ async def test_stored_output_is_readable_and_pushed_only_once_durable(
     finally:
         fsync_gate.set()
         await journal.close()
+
+
+async def test_a_chats_outbox_seq_comes_from_memory_and_a_rollback_takes_it_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each chat's last outbox seq is loaded on open (a chat's first reply after a start
+    reads no table), and a batch that rolls back after numbering a reply gives its seq
+    back: a chat's seqs stay dense."""
+    path = str(tmp_path / "o.sqlite3")
+    journal = Journal(path)
+    await journal.open()
+    assert (await journal.append_outbox("b", "c1", {"text": "one"}))[0] == 1
+    await journal.close()
+
+    journal = Journal(path)
+    await journal.open()
+    try:
+        writer = journal._writer
+        assert writer._outbox_seq == {("b", "c1"): 1}
+        numbered = writer._outbox
+
+        def numbered_then_failed(*args: Any) -> None:
+            numbered(*args)
+            raise RuntimeError("the batch fails after the reply was numbered")
+
+        monkeypatch.setattr(writer, "_outbox", numbered_then_failed)
+        with pytest.raises(RuntimeError):
+            await journal.append_outbox("b", "c1", {"text": "lost"})
+        monkeypatch.undo()
+        assert (await journal.append_outbox("b", "c1", {"text": "two"}))[0] == 2
+        assert [(seq, body["text"]) for seq, body in await journal.read_outbox("b", "c1")] == [
+            (1, "one"),
+            (2, "two"),
+        ]
+    finally:
+        await journal.close()
